@@ -1,0 +1,50 @@
+"""Shared fixtures: tiny real models and tokenizers built here (no weights downloaded)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+FIXTURE_TEXT = [
+    "亲，在的，请问有什么可以帮您？", "您好，这款毛巾是纯棉的，20x20厘米，干湿两用。",
+    "默认发中通快递，下午4点前下单当天发货。", "亲，可以领取满99减10的优惠券哦。",
+    "退货请在签收后7天内申请，运费由我们承担。", "好的，已经帮您备注了，请放心。",
+    "Hello, how can I help you today?", "We ship with ZTO Express by default; orders before 4 pm ship today.",
+    "Yes, you can get a 10% discount with the coupon SAVE10.", "Returns are accepted within 7 days of delivery.",
+    "This towel is pure cotton, 20x20 cm, and can be used wet or dry.", "Sorry for the wait, your parcel is on its way.",
+] * 20
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data when present (real ECD/JDDC samples); tests skip without it."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is absent")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    from endcloud.end.tokenizer import train_tokenizer
+
+    return train_tokenizer(FIXTURE_TEXT, vocab_size=600, min_frequency=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_base_dir(tmp_path_factory, tiny_tokenizer) -> Path:
+    """A saved HF model directory: tiny random Qwen2 + the fixture tokenizer."""
+    from endcloud.end.base import tiny_qwen2
+
+    out = tmp_path_factory.mktemp("tiny-base")
+    model = tiny_qwen2(tiny_tokenizer, hidden_size=64, layers=2)
+    model.save_pretrained(out)
+    tiny_tokenizer.save_pretrained(out)
+    return out
