@@ -1,9 +1,75 @@
-"""CLI commands of the `corpus` room (registered on the root app by `register`)."""
+"""CLI commands of the `corpus` room: `endcloud corpus prepare INPUT... -o OUTDIR`."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+corpus_app = typer.Typer(
+    help="Chat logs (ECD, JDDC, JSONL, CSV) -> cleaned, redacted context/response pairs.",
+    no_args_is_help=True,
+)
+
+
+@corpus_app.command("prepare")
+def prepare_cmd(
+    inputs: list[Path] = typer.Argument(..., help="Chat-log files (ECD, JDDC, JSONL or CSV).", show_default=False),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: pairs.jsonl, eval.jsonl, report.json, report.txt."),
+    format: Optional[str] = typer.Option(None, "--format", "-f", help="Input format: ecd, jddc, jsonl or csv (default: detect per file)."),
+    workers: int = typer.Option(2, "--workers", "-w", help="Worker processes (1 = all in this process)."),
+    eval_fraction: float = typer.Option(0.05, "--eval-fraction", help="Share of sessions held out to eval.jsonl (by session hash)."),
+    lang: str = typer.Option("auto", "--lang", help="Language of the pairs: zh, en or auto (detected per session)."),
+    max_context_turns: int = typer.Option(8, "--max-context-turns", help="Turns of context kept before the query."),
+    max_turn_chars: int = typer.Option(512, "--max-turn-chars", help="Turns longer than this are truncated (or dropped, see --long-turns)."),
+    long_turns: str = typer.Option("truncate", "--long-turns", help="What to do with a too-long turn: truncate or drop."),
+    url_placeholder: str = typer.Option("[URL]", "--url-placeholder", help="What a URL becomes ('' removes it)."),
+    no_redact: bool = typer.Option(False, "--no-redact", help="Skip PII redaction (only for data that is already masked)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display; print only the summary."),
+) -> None:
+    """Read, clean, redact (one vault per session), pair and dedupe chat logs; hold out a
+    deterministic share of sessions for evaluation; write a counted report."""
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from endcloud.corpus import prepare
+
+    console = Console(stderr=True)
+    progress_cb = None
+    bar = None
+    if not quiet:
+        bar = Progress(
+            TextColumn("[bold]corpus[/]"),
+            BarColumn(),
+            DownloadColumn(),
+            TextColumn("{task.fields[utts]:>12,} utterances  {task.fields[pairs]:>10,} pairs"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        )
+        task = bar.add_task("prepare", total=None, utts=0, pairs=0)
+
+        def progress_cb(done: int, total: int, counts) -> None:
+            bar.update(
+                task, completed=done, total=total, utts=counts.get("utterances_in", 0),
+                pairs=counts.get("pairs_written", 0) + counts.get("eval_pairs_written", 0),
+            )
+
+        bar.start()
+    try:
+        report = prepare(
+            [str(p) for p in inputs], out, format=format, workers=workers, eval_fraction=eval_fraction, lang=lang,
+            max_context_turns=max_context_turns, max_turn_chars=max_turn_chars, long_turns=long_turns,
+            url_placeholder=url_placeholder, redact=not no_redact, progress=progress_cb,
+        )
+    finally:
+        if bar is not None:
+            bar.stop()
+    typer.echo(report.to_text(), nl=False)
 
 
 def register(app: typer.Typer) -> None:
     """Add this room's commands to the root `endcloud` app."""
+    app.add_typer(corpus_app, name="corpus")

@@ -1,9 +1,193 @@
-"""CLI commands of the `scoring` room (registered on the root app by `register`)."""
+"""CLI commands of the `scoring` room (registered on the root app by `register`).
+
+    endcloud eval --workspace W [--inputs FILE | --probes paper] [--model NAME=BASE[:ADAPTER] ...]
+                  [--teacher reference|openai] [--human RATINGS.csv] -o OUTDIR
+    endcloud matcher train --pairs P -o DIR
+    endcloud review export|import FILE [--kind items|verdicts|ratings] [--workspace W]
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+from endcloud.errors import ConfigError
+
+matcher_app = typer.Typer(help="The shop's own query-reply matcher (the RocketQA role).", no_args_is_help=True)
+review_app = typer.Typer(help="Human review: move ratings, verdicts and corrections in and out (CSV or JSONL).", no_args_is_help=True)
+
+
+def parse_model_spec(spec: str, base_default: Path | None = None) -> tuple[str, Path, Path | None]:
+    """`NAME=BASE[:ADAPTER]` -> (name, base dir, adapter dir or None). BASE may be empty
+    (`lora=:adapters/lora/v1`) to mean the workspace's base."""
+    if "=" not in spec:
+        raise ConfigError(f"--model wants NAME=BASE[:ADAPTER], got {spec!r}; e.g. --model lora=W/base:W/adapters/lora/v1")
+    name, rest = spec.split("=", 1)
+    base, _, adapter = rest.partition(":")
+    if not name.strip():
+        raise ConfigError(f"--model {spec!r} has an empty NAME")
+    if not base:
+        if base_default is None:
+            raise ConfigError(f"--model {spec!r} has no BASE and there is no workspace base")
+        base_path = base_default
+    else:
+        base_path = Path(base)
+    return name.strip(), base_path, Path(adapter) if adapter else None
+
+
+def _default_models(ws) -> list[str]:
+    """The workspace's base plus each adapter's active version."""
+    specs = [f"original={ws.base}"]
+    if ws.adapters.is_dir():
+        for d in sorted(p for p in ws.adapters.iterdir() if p.is_dir()):
+            active = d / "active"
+            if active.exists():
+                version = active.read_text(encoding="utf-8").strip()
+                specs.append(f"{d.name}={ws.base}:{d / version}")
+    return specs
+
+
+def eval_cmd(
+    workspace: Optional[Path] = typer.Option(None, "--workspace", "-w", help="Workspace folder (default $ENDCLOUD_HOME or ./endcloud-work)."),
+    inputs: Optional[Path] = typer.Option(None, "--inputs", help="Eval inputs: shop chats/eval.jsonl, corpus eval.jsonl, or one query per line."),
+    probes: Optional[str] = typer.Option(None, "--probes", help="Built-in probe set: 'paper' (the six inputs of Table VI); with --lang."),
+    lang: str = typer.Option("en", "--lang", help="Language of --probes: en, zh or both."),
+    model: list[str] = typer.Option([], "--model", "-m", help="NAME=BASE[:ADAPTER], repeatable (default: workspace base + active adapters)."),
+    teacher: str = typer.Option("reference", "--teacher", help="Cloud teacher: reference (offline) or openai."),
+    similarity: str = typer.Option("auto", "--similarity", help="auto, minilm, char-ngram, char-ngram-en, or a sentence-transformers dir."),
+    matching: str = typer.Option("auto", "--matching", help="auto (workspace matcher, else tfidf), trained, tfidf, or a model dir."),
+    human: Optional[Path] = typer.Option(None, "--human", help="Human ratings CSV (id, rating 1-5[, model]) to check agreement."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N inputs."),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="Reply length cap for the end models."),
+    seed: int = typer.Option(0, "--seed", help="Sampling seed (same seed, same replies)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder for table.md, table.csv, scores.png, summary.json."),
+) -> None:
+    """Score end models against the cloud teacher (Table VI / Fig. 3 report)."""
+    from endcloud.config import Workspace
+    from endcloud.scoring import load_inputs, paper_probes, run_eval
+
+    ws = Workspace.resolve(workspace)
+    if (inputs is None) == (probes is None):
+        if inputs is None and ws.eval_pairs.exists():
+            inputs = ws.eval_pairs
+        elif inputs is None:
+            raise ConfigError(f"pass --inputs FILE or --probes paper (no {ws.eval_pairs} to default to)")
+        else:
+            raise ConfigError("pass either --inputs or --probes, not both")
+    if probes is not None:
+        if probes != "paper":
+            raise ConfigError(f"--probes knows only 'paper', got {probes!r}")
+        items = paper_probes(lang)
+    else:
+        items = load_inputs(inputs, limit=limit)
+    items = items[:limit] if limit else items
+
+    from endcloud.cloud import make_teacher
+    from endcloud.end.engine import EndModel
+
+    specs = model or _default_models(ws)
+    models = {}
+    for spec in specs:
+        name, base, adapter = parse_model_spec(spec, ws.base)
+        models[name] = EndModel.load(base, adapter)
+    shop = ws.shop if ws.shop.exists() else None
+    t = make_teacher(teacher, shop=shop, workspace=ws)
+    corpus = None
+    if ws.pairs.exists():
+        from endcloud.fileio import read_jsonl
+
+        corpus = [t for row in read_jsonl(ws.pairs) for t in (row["query"], row["response"])]
+    report = run_eval(items, models, t, out_dir=out, similarity=similarity, matching=matching, workspace=ws, corpus=corpus,
+                      human=human, max_new_tokens=max_new_tokens, seed=seed)
+    s = report.summary
+    typer.echo(f"similarity: {', '.join(s['similarity_used'])}; matching: {s['matching']}; teacher: {s['teacher']}")
+    for m in report.models:
+        fa = s["fact_accuracy"][m]
+        typer.echo(f"  {m:<20} final {s['averages'][m]['final']:.3f}" + (f"  facts {fa:.3f}" if fa is not None else ""))
+    if "human" in s:
+        typer.echo(f"  Spearman vs human ratings: {s['human']['rho']} (n={s['human']['n']})")
+    typer.echo(f"wrote {', '.join(sorted(report.files))} to {report.out_dir}")
+
+
+def matcher_train_cmd(
+    pairs: Path = typer.Option(..., "--pairs", help="Pairs JSONL (corpus prepare output) or an ECD .txt file."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to save the matcher in (e.g. W/scoring/matcher)."),
+    epochs: int = typer.Option(8, "--epochs", help="Passes over the training pairs."),
+    dim: int = typer.Option(64, "--dim", help="Embedding size of each tower."),
+    test_frac: float = typer.Option(0.1, "--test-frac", help="Share of sessions held out for R10@1."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    threads: int = typer.Option(2, "--threads", help="torch threads."),
+) -> None:
+    """Train the shop's matcher on its own pairs; print held-out R10@1 against TF-IDF."""
+    from endcloud.scoring import train_matcher
+
+    r = train_matcher(pairs, out, epochs=epochs, dim=dim, test_frac=test_frac, seed=seed, threads=threads)
+    typer.echo(f"R10@1 {r.r10_at_1:.3f} (TF-IDF {r.baseline_tfidf_r10_at_1:.3f}) on {r.n_test_groups} held-out groups; "
+               f"{r.n_train} train pairs, {r.epochs} epochs in {r.train_seconds:.1f} s; "
+               f"P(match) true {r.mean_prob_true:.2f} / sampled {r.mean_prob_false:.2f}; saved to {r.out_dir}")
+
+
+def review_export_cmd(
+    path: Path = typer.Argument(..., help="Output file, .csv or .jsonl."),
+    kind: str = typer.Option("verdicts", "--kind", help="items, verdicts or ratings."),
+    workspace: Optional[Path] = typer.Option(None, "--workspace", "-w", help="Workspace folder."),
+) -> None:
+    """Export review items, verdicts or ratings."""
+    from endcloud.config import Workspace
+    from endcloud.store.review import ReviewStore
+
+    store = ReviewStore(Workspace.resolve(workspace).db)
+    try:
+        n = store.export(path, kind)
+    finally:
+        store.close()
+    typer.echo(f"exported {n} {kind} to {path}")
+
+
+def review_import_cmd(
+    path: Path = typer.Argument(..., help="Input file, .csv or .jsonl (as written by export)."),
+    kind: str = typer.Option("verdicts", "--kind", help="items, verdicts or ratings."),
+    workspace: Optional[Path] = typer.Option(None, "--workspace", "-w", help="Workspace folder."),
+) -> None:
+    """Import review items, verdicts or ratings (rows already present are skipped)."""
+    from endcloud.config import Workspace
+    from endcloud.store.review import ReviewStore
+
+    store = ReviewStore(Workspace.resolve(workspace).db)
+    try:
+        n = store.import_(path, kind)
+    finally:
+        store.close()
+    typer.echo(f"imported {n} new {kind} from {path}")
+
+
+def review_labels_cmd(
+    out: Path = typer.Option(..., "--out", "-o", help="Labels JSONL to write (the distillation label format)."),
+    include_approved: bool = typer.Option(False, "--include-approved", help="Also use approved end replies as labels."),
+    workspace: Optional[Path] = typer.Option(None, "--workspace", "-w", help="Workspace folder."),
+) -> None:
+    """Write reviewers' corrections as training labels."""
+    from endcloud.config import Workspace
+    from endcloud.fileio import write_jsonl_atomic
+    from endcloud.store.review import ReviewStore
+
+    store = ReviewStore(Workspace.resolve(workspace).db)
+    try:
+        labels = store.corrections_as_labels(include_approved=include_approved)
+    finally:
+        store.close()
+    n = write_jsonl_atomic(out, (lab.to_json() for lab in labels))
+    typer.echo(f"wrote {n} labels to {out}")
 
 
 def register(app: typer.Typer) -> None:
     """Add this room's commands to the root `endcloud` app."""
+    app.command("eval")(eval_cmd)
+    matcher_app.command("train")(matcher_train_cmd)
+    app.add_typer(matcher_app, name="matcher")
+    review_app.command("export")(review_export_cmd)
+    review_app.command("import")(review_import_cmd)
+    review_app.command("labels")(review_labels_cmd)
+    app.add_typer(review_app, name="review")

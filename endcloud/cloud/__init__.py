@@ -1,0 +1,79 @@
+"""The cloud teacher: the end model's teacher, judge and takeover (the paper's §IV-A, Table II).
+
+    from endcloud.cloud import make_teacher
+    teacher = make_teacher("reference", shop="shop/")          # offline, from the shop pack
+    teacher = make_teacher("openai", workspace=ws, examples=pairs)   # ENDCLOUD_CLOUD_* env vars
+    teacher.reply([{"role": "user", "content": "能发顺丰吗？"}])   # -> Reply(text, usage, cost, ...)
+
+Modules: `teacher` (interface, registry), `openai_backend` (the only network client),
+`gate` (privacy gate in front of every remote teacher), `prompt` (Table II), `reference`
+(offline teacher), `cache` (SQLite, resumable), `ledger` (cost and budget), `ratelimit`,
+`distill` (`endcloud distill`), `testing` (the fault-injecting server double).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from endcloud.cloud.cache import CachedTeacher, ResponseCache, request_key
+from endcloud.cloud.gate import PrivacyGate
+from endcloud.cloud.ledger import DEFAULT_PRICES, CostLedger, PriceTable
+from endcloud.cloud.openai_backend import OpenAITeacher, TeacherStats
+from endcloud.cloud.prompt import ROLE_TEXT, ExampleBank, PromptedTeacher, build_prompt
+from endcloud.cloud.ratelimit import RateLimiter
+from endcloud.cloud.reference import ReferenceTeacher
+from endcloud.cloud.teacher import TEACHERS, Teacher, WrapperTeacher, make_teacher, resolve_shop, resolve_workspace
+
+__all__ = [
+    "DEFAULT_PRICES", "ROLE_TEXT", "TEACHERS", "CachedTeacher", "CostLedger", "ExampleBank", "OpenAITeacher",
+    "PriceTable", "PrivacyGate", "PromptedTeacher", "RateLimiter", "ReferenceTeacher", "ResponseCache", "Teacher",
+    "TeacherStats", "WrapperTeacher", "build_prompt", "make_teacher", "request_key",
+]
+
+
+def _reference(*, shop: Any = None, workspace: Any = None, cache: Any = None, **kw: Any) -> Teacher:
+    if kw:
+        from endcloud.errors import ConfigError
+
+        raise ConfigError(f"the reference teacher takes no options {sorted(kw)}; it answers from the shop pack")
+    teacher: Teacher = ReferenceTeacher(pack=resolve_shop(shop, workspace))
+    return CachedTeacher(teacher, _cache(cache)) if cache is not None else teacher
+
+
+def _openai(
+    *,
+    shop: Any = None,
+    workspace: Any = None,
+    examples: Any = None,
+    shots: int | None = None,
+    lang: str | None = None,
+    budget_tokens: int | None = None,
+    cache: Any = None,
+    audit: Any = None,
+    **kw: Any,
+) -> Teacher:
+    """OpenAITeacher.from_env(**kw) behind the privacy gate; Table II prompt when `examples`
+    (pairs, dicts or an ExampleBank) are given; a reply cache when `cache` (path) is given."""
+    from endcloud.privacy import AuditLog
+
+    client = OpenAITeacher.from_env(**kw)
+    if audit is None:
+        audit = AuditLog(resolve_workspace(workspace).audit)
+    teacher: Teacher = PrivacyGate(client, audit=audit)
+    if cache is not None:
+        teacher = CachedTeacher(teacher, _cache(cache))
+    if examples is not None:
+        from endcloud.config import PAPER
+        from endcloud.cloud.prompt import DEFAULT_BUDGET_TOKENS
+
+        teacher = PromptedTeacher(teacher, examples=examples, lang=lang, shots=PAPER.shots if shots is None else shots,
+                                  budget_tokens=budget_tokens or DEFAULT_BUDGET_TOKENS)
+    return teacher
+
+
+def _cache(cache: Any) -> ResponseCache:
+    return cache if isinstance(cache, ResponseCache) else ResponseCache(cache)
+
+
+TEACHERS.add("reference", _reference)
+TEACHERS.add("openai", _openai)

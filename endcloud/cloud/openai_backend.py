@@ -1,0 +1,370 @@
+"""The OpenAI-compatible chat client (Gemini, GPT, Qwen, DeepSeek, vLLM, Ollama all speak it).
+
+    teacher = OpenAITeacher.from_env()          # ENDCLOUD_CLOUD_BASE_URL / _MODEL / _API_KEY
+    reply = await teacher.areply(messages)      # or teacher.reply(messages) from sync code
+
+Async httpx with finite timeouts (connect/read per phase, plus a whole-attempt deadline so a
+server that drips bytes forever still times out), bounded retries with jittered
+exponential backoff that honours `Retry-After` / `retry-after-ms` on 429 and 5xx, a
+concurrency limit, request- and token-rate limits, and a cost ledger with a budget cap.
+An empty or malformed reply is an error (retried, then `TeacherParseError`), never a label.
+
+This client sends messages as given: it knows nothing of prompts (see `prompt.py`) or of
+privacy (see `gate.py`, which `make_teacher` always puts in front of it). Tests inject an
+`httpx.MockTransport` via `transport=` or use the real server double in `cloud.testing`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import math
+import os
+import random
+import threading
+import time
+import weakref
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from endcloud.cloud.ledger import ENV_PRICE, CostLedger, PriceTable, parse_price
+from endcloud.cloud.ratelimit import RateLimiter
+from endcloud.cloud.teacher import Messages, Teacher, check_messages
+from endcloud.cloud.tokens import estimate_message_tokens, estimate_tokens
+from endcloud.errors import ConfigError, TeacherError, TeacherParseError, TeacherStatusError, TeacherTimeout
+from endcloud.records import Reply, Usage
+
+ENV_BASE_URL = "ENDCLOUD_CLOUD_BASE_URL"
+ENV_MODEL = "ENDCLOUD_CLOUD_MODEL"
+ENV_API_KEY = "ENDCLOUD_CLOUD_API_KEY"
+ENV_TIMEOUT = "ENDCLOUD_CLOUD_TIMEOUT"
+ENV_CONCURRENCY = "ENDCLOUD_CLOUD_CONCURRENCY"
+ENV_RPM = "ENDCLOUD_CLOUD_RPM"
+ENV_TPM = "ENDCLOUD_CLOUD_TPM"
+
+# Statuses worth another try: rate limited, overloaded, or a gateway hiccup.
+RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+_HINTS = {
+    400: "the server rejected the request; check ENDCLOUD_CLOUD_MODEL and the prompt size",
+    401: "check ENDCLOUD_CLOUD_API_KEY",
+    403: "the key lacks access to this model; check ENDCLOUD_CLOUD_API_KEY / ENDCLOUD_CLOUD_MODEL",
+    404: "check ENDCLOUD_CLOUD_BASE_URL (it usually ends in /v1) and ENDCLOUD_CLOUD_MODEL",
+}
+
+
+@dataclass
+class TeacherStats:
+    """Counters of one client (all event loops together)."""
+
+    requests: int = 0  # logical requests (areply calls)
+    attempts: int = 0  # HTTP attempts, retries included
+    retries: int = 0
+    failures: int = 0  # requests that raised after all retries
+    outcomes: Counter = field(default_factory=Counter)  # "200", "429", "timeout", "malformed", ...
+    slept_s: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests, "attempts": self.attempts, "retries": self.retries,
+            "failures": self.failures, "outcomes": dict(self.outcomes), "slept_s": round(self.slept_s, 3),
+        }
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    """Seconds the server asked us to wait, from retry-after-ms or Retry-After (seconds or date)."""
+    ms = resp.headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    ra = resp.headers.get("retry-after")
+    if not ra:
+        return None
+    try:
+        return max(0.0, float(ra))
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(ra).timestamp()
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, when - time.time())
+
+
+class _LoopState:
+    """What must belong to one event loop: the connection pool and the semaphore."""
+
+    def __init__(self, teacher: "OpenAITeacher"):
+        self.client = httpx.AsyncClient(
+            base_url=teacher.base_url,
+            headers={"Authorization": f"Bearer {teacher._api_key}", **teacher.headers},
+            timeout=teacher._httpx_timeout,
+            transport=teacher.transport,
+            limits=httpx.Limits(max_connections=teacher.concurrency, max_keepalive_connections=teacher.concurrency),
+        )
+        self.sem = asyncio.Semaphore(teacher.concurrency)
+
+
+class OpenAITeacher(Teacher):
+    """A teacher behind `POST {base_url}/chat/completions`."""
+
+    name = "openai"
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        model: str,
+        api_key: str,
+        timeout: float = 30.0,
+        max_retries: int = 4,
+        transport: httpx.AsyncBaseTransport | None = None,
+        concurrency: int = 8,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        max_tokens: int = 512,
+        temperature: float = 0.0,
+        ledger: CostLedger | None = None,
+        backoff: float = 0.25,
+        backoff_max: float = 8.0,
+        retry_after_max: float = 60.0,
+        headers: dict[str, str] | None = None,
+        seed: int | None = None,
+    ):
+        if not str(base_url).startswith(("http://", "https://")):
+            raise ConfigError(f"{ENV_BASE_URL} must be an http(s) URL such as https://api.example.com/v1, got {base_url!r}")
+        if not model:
+            raise ConfigError(f"{ENV_MODEL} must name a model, got {model!r}")
+        if not api_key:
+            raise ConfigError(f"{ENV_API_KEY} is empty; set it to the provider's API key")
+        if not (isinstance(timeout, (int, float)) and 0 < timeout < math.inf):
+            raise ConfigError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
+        if not (isinstance(max_retries, int) and 0 <= max_retries <= 20):
+            raise ConfigError(f"max_retries must be an int in 0..20, got {max_retries!r}")
+        if not (isinstance(concurrency, int) and concurrency >= 1):
+            raise ConfigError(f"concurrency must be an int >= 1, got {concurrency!r}")
+        self.base_url = str(base_url).rstrip("/")
+        self.model = model
+        self._api_key = api_key
+        self.timeout = float(timeout)
+        self.max_retries = max_retries
+        self.transport = transport
+        self.concurrency = concurrency
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.backoff = backoff
+        self.backoff_max = backoff_max
+        self.retry_after_max = retry_after_max
+        self.headers = dict(headers or {})
+        self.seed = seed
+        self.ledger = ledger or CostLedger()
+        self.ledger.check_priced(model)
+        self.limiter = RateLimiter(requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute)
+        self.stats = TeacherStats()
+        self._httpx_timeout = httpx.Timeout(self.timeout, connect=min(10.0, self.timeout))
+        self._states: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState]" = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+        self._rng = random.Random()
+
+    def __repr__(self) -> str:  # never print the key
+        return f"OpenAITeacher(base_url={self.base_url!r}, model={self.model!r})"
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> "OpenAITeacher":
+        """Read ENDCLOUD_CLOUD_BASE_URL, _MODEL, _API_KEY (required) and _TIMEOUT,
+        _CONCURRENCY, _RPM, _TPM, _PRICE (optional); keywords override the environment."""
+        env = os.environ
+        kw: dict[str, Any] = {}
+        for key, var in (("base_url", ENV_BASE_URL), ("model", ENV_MODEL), ("api_key", ENV_API_KEY)):
+            if overrides.get(key):
+                continue
+            value = env.get(var, "").strip()
+            if not value:
+                extra = " (local servers such as vLLM or Ollama accept any value, e.g. 'local')" if var == ENV_API_KEY else ""
+                raise ConfigError(f"{var} is not set; the openai teacher needs it{extra}")
+            kw[key] = value
+        for key, var, conv in (
+            ("timeout", ENV_TIMEOUT, float), ("concurrency", ENV_CONCURRENCY, int),
+            ("requests_per_minute", ENV_RPM, float), ("tokens_per_minute", ENV_TPM, float),
+        ):
+            if env.get(var):
+                try:
+                    kw[key] = conv(env[var])
+                except ValueError:
+                    raise ConfigError(f"{var} must be a number, got {env[var]!r}") from None
+        if env.get(ENV_PRICE) and "ledger" not in overrides:
+            model = overrides.get("model") or kw["model"]
+            prices = PriceTable.from_env()
+            prices.prices[model] = parse_price(env[ENV_PRICE], source=ENV_PRICE)
+            kw["ledger"] = CostLedger(prices=prices, budget=overrides.pop("budget", None))
+        elif "budget" in overrides:
+            kw["ledger"] = CostLedger(prices=PriceTable.from_env(), budget=overrides.pop("budget"))
+        kw.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**kw)
+
+    # -- identity ------------------------------------------------------------------------
+    @property
+    def fingerprint(self) -> str:
+        return f"openai|{self.base_url}|{self.model}|t={self.temperature}|max={self.max_tokens}|seed={self.seed}"
+
+    @property
+    def remote(self) -> bool:
+        return True
+
+    def payload(self, messages: Messages) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": check_messages(messages),
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+        }
+        if self.seed is not None:
+            body["seed"] = self.seed
+        return body
+
+    def outbound_body(self, messages: Messages) -> str:
+        """The exact JSON text sent on the wire (the gate audits and hashes this)."""
+        return json.dumps(self.payload(messages), ensure_ascii=False, separators=(",", ":"))
+
+    # -- plumbing ------------------------------------------------------------------------
+    def _state(self) -> _LoopState:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            st = self._states.get(loop)
+            if st is None:
+                st = self._states[loop] = _LoopState(self)
+            return st
+
+    def _backoff(self, attempt: int) -> float:
+        # Full jitter (AWS architecture blog): spreads retries of many callers apart.
+        with self._lock:
+            return self._rng.uniform(0, min(self.backoff_max, self.backoff * 2**attempt))
+
+    async def aclose(self) -> None:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            st = self._states.pop(loop, None)
+        if st is not None:
+            await st.client.aclose()
+
+    def reply(self, messages: Messages) -> Reply:
+        """Sync form: one private event loop per call, its connections closed after."""
+        from endcloud.cloud.teacher import run_sync
+
+        async def once() -> Reply:
+            try:
+                return await self.areply(messages)
+            finally:
+                await self.aclose()
+
+        return run_sync(once)
+
+    def _count(self, **kw: Any) -> None:
+        with self._lock:
+            for k, v in kw.items():
+                if k == "outcome":
+                    self.stats.outcomes[v] += 1
+                else:
+                    setattr(self.stats, k, getattr(self.stats, k) + v)
+
+    # -- the request ---------------------------------------------------------------------
+    async def areply(self, messages: Messages) -> Reply:
+        msgs = check_messages(messages)
+        data = self.outbound_body(msgs).encode("utf-8")
+        prompt_est = estimate_message_tokens(msgs)
+        self._count(requests=1)
+        reserved = self.ledger.reserve(self.model, prompt_est)
+        try:
+            reply = await self._with_retries(data, prompt_est)
+        except TeacherError:
+            self._count(failures=1)
+            raise
+        finally:
+            self.ledger.release(reserved)
+        return reply
+
+    async def _with_retries(self, data: bytes, prompt_est: int) -> Reply:
+        st = self._state()
+        attempt = 0
+        await st.sem.acquire()
+        held = True
+        try:
+            while True:
+                await self.limiter.acquire(prompt_est + self.max_tokens)
+                self._count(attempts=1)
+                reply, error, wait, hold = await self._attempt(st.client, data, attempt)
+                if reply is not None:
+                    return reply
+                if attempt >= self.max_retries:
+                    raise error
+                attempt += 1
+                self._count(retries=1, slept_s=wait)
+                # A 429 keeps its slot while it waits (the server asked for less pressure);
+                # other faults let a queued request use the slot meanwhile.
+                if not hold:
+                    st.sem.release()
+                    held = False
+                await asyncio.sleep(wait)
+                if not held:
+                    await st.sem.acquire()
+                    held = True
+        finally:
+            if held:
+                st.sem.release()
+
+    async def _attempt(self, client: httpx.AsyncClient, data: bytes, attempt: int) -> tuple[Reply | None, Any, float, bool]:
+        """One HTTP attempt -> (reply, None, 0, _) or (None, error, seconds to wait, hold the slot)."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                resp = await client.post(
+                    "/chat/completions", content=data, headers={"Content-Type": "application/json"}
+                )
+        except (TimeoutError, httpx.TimeoutException):
+            self._count(outcome="timeout")
+            return None, TeacherTimeout(f"{self.base_url} did not answer within {self.timeout:g}s "
+                                  f"(after {attempt + 1} attempts); raise ENDCLOUD_CLOUD_TIMEOUT or check the server"), self._backoff(attempt), False
+        except httpx.TransportError as e:
+            self._count(outcome="connect")
+            return None, TeacherError(f"cannot reach {self.base_url}: {type(e).__name__}: {e} "
+                                f"(after {attempt + 1} attempts); check ENDCLOUD_CLOUD_BASE_URL"), self._backoff(attempt), False
+        status = resp.status_code
+        self._count(outcome=str(status))
+        if status == 200:
+            try:
+                return self._parse(resp), None, 0.0, False
+            except TeacherParseError as e:
+                self._count(outcome="malformed")
+                return None, e, self._backoff(attempt), False
+        text = resp.text[:200]
+        if status not in RETRY_STATUSES:
+            hint = _HINTS.get(status, "see the server's message")
+            raise TeacherStatusError(f"{self.base_url} answered HTTP {status}: {text!r}; {hint}", status=status)
+        err = TeacherStatusError(f"{self.base_url} answered HTTP {status} after {attempt + 1} attempts: {text!r}", status=status)
+        ra = _retry_after(resp)
+        if ra is not None:
+            with self._lock:
+                jitter = self._rng.uniform(0, 0.1 * ra + 0.01)
+            return None, err, min(ra, self.retry_after_max) + jitter, status == 429
+        return None, err, self._backoff(attempt), status == 429
+
+    def _parse(self, resp: httpx.Response) -> Reply:
+        try:
+            data = resp.json()
+            choice = data["choices"][0]
+            content = choice["message"]["content"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise TeacherParseError(f"malformed reply from {self.base_url}: {resp.text[:120]!r}") from None
+        if not isinstance(content, str) or not content.strip():
+            raise TeacherParseError(f"empty reply from {self.base_url} (finish_reason={choice.get('finish_reason')!r})")
+        u = data.get("usage") or {}
+        try:
+            usage = Usage(int(u["prompt_tokens"]), int(u["completion_tokens"]))
+        except (KeyError, TypeError, ValueError):
+            # Some compatible servers omit usage; estimate rather than bill zero.
+            usage = Usage(estimate_message_tokens(json.loads(resp.request.content)["messages"]), estimate_tokens(content))
+        cost = self.ledger.record(self.model, usage)
+        return Reply(text=content.strip(), source="cloud", model=str(data.get("model") or self.model), usage=usage, cost=cost)

@@ -1,0 +1,36 @@
+"""The corpus room: chat logs (ECD, JDDC, JSONL, CSV) -> cleaned, redacted context/response pairs.
+
+    read (readers.py) -> clean (clean.py) -> redact (endcloud.privacy) -> pairs (pairs.py)
+    -> dedupe (dedupe.py) -> pairs.jsonl + eval.jsonl + report (pipeline.py)
+
+    >>> from endcloud.corpus import prepare
+    >>> report = prepare(["jddc.txt"], "work/corpus", workers=2)
+
+The command line is `endcloud corpus prepare INPUT... -o OUTDIR`. The synthetic shop that
+makes the default data lives in `endcloud.corpus.shopworld`.
+"""
+
+from endcloud.corpus.clean import CleanConfig, clean_text, clean_turns, detect_lang, near_key
+from endcloud.corpus.dedupe import BloomFilter
+from endcloud.corpus.pairs import build_pairs, pair_lines
+from endcloud.corpus.pipeline import PrepareConfig, Report, prepare
+from endcloud.corpus.readers import READERS, Reader, detect_format, join_segmented, read
+
+__all__ = [
+    "READERS",
+    "BloomFilter",
+    "CleanConfig",
+    "PrepareConfig",
+    "Reader",
+    "Report",
+    "build_pairs",
+    "clean_text",
+    "clean_turns",
+    "detect_format",
+    "detect_lang",
+    "join_segmented",
+    "near_key",
+    "pair_lines",
+    "prepare",
+    "read",
+]

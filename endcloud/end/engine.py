@@ -1,0 +1,331 @@
+"""The end model's generation engine: `EndModel` loads a base (+ an optional peft adapter) and
+answers many conversations at once, with a confidence for every reply.
+
+    m = EndModel.load("models/base", "adapters/shop/v3")
+    [g] = m.generate([[{"role": "user", "content": "几天发货？"}]], seed=0)
+    g.text, g.confidence          # reply, exp(mean token log-prob) in (0, 1]
+    m.swap_adapter("adapters/shop/v4")   # hot swap while other threads keep generating
+
+How it is fast (numbers in docs/bench/end_decode.md): transformers' `generate` spends most of
+its time per token outside the matmuls on small models. Here a decode step is one lean
+function over the model's own weight tensors (`fastdecode.py`): q/k/v and gate/up fused
+into one matmul each, a pre-allocated KV cache per call, left-padded batched prefill with
+per-row position ids, top-p on a small top-k slice, early exit when every row has ended.
+
+Adapters become a `_Variant` (immutable once built) and a swap is one reference
+assignment, so a request in flight finishes on the variant it started with:
+- LoRA is merged into private copies of only the weights it touches (the base tensors
+  are shared and never written), so a LoRA reply costs the same as a base reply.
+- Prefix tuning / P-tuning v2 (peft PrefixTuning with or without projection): the learned
+  prefix is per-layer key/values, read once from peft (`get_prompt`) and copied into the
+  front of every cache. Learned prefixes carry no rotary position; peft's forward puts the
+  real tokens at positions P, P+1, ... after the P virtual tokens (right padding, or
+  explicit position_ids which peft shifts by P). Rows here are left-padded for batching
+  but every row gets exactly those positions, so output equals peft's own forward.
+
+Models outside the Llama/Qwen2 family run the same loop through the transformers forward
+(`_HFRunner`), slower but correct.
+
+Confidence is exp(mean log-prob of the chosen tokens under the unmodified (temperature 1,
+no top-p) distribution). Why: the sampling-adjusted distribution depends on the request's
+temperature/top_p and is renormalised over the nucleus, so it approaches 1 for any reply
+once the nucleus is small; the raw distribution is the model's own belief, comparable
+across requests, greedy or sampled, which is what the router's threshold needs.
+The mean covers the reply's tokens plus the end-of-turn token when the reply ended.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from endcloud.end.base import check_model_dir, end_of_turn_ids, load_base
+from endcloud.errors import DataError, ModelError
+
+ROLES = ("system", "user", "assistant")
+# Above this much weight on disk a base defaults to bf16: measured faster on this CPU (STACK-NOTES).
+BF16_DEFAULT_BYTES = 400 * 2**20
+# top-p first looks at this many most likely tokens; a full sort only when their mass < top_p.
+TOP_P_CANDIDATES = 256
+
+
+@dataclass
+class Generation:
+    """One reply: its text, confidence = exp(logprob), reply token count, mean token log-prob."""
+
+    text: str
+    confidence: float
+    tokens: int
+    logprob: float
+
+
+def _parse_dtype(dtype: Any, base_dir: Path):
+    import torch
+
+    if dtype is None:
+        size = sum(f.stat().st_size for f in base_dir.glob("*.safetensors")) + sum(
+            f.stat().st_size for f in base_dir.glob("*.bin")
+        )
+        return torch.bfloat16 if size > BF16_DEFAULT_BYTES else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+             "fp16": torch.float16, "float16": torch.float16}
+    if str(dtype).lower() not in names:
+        raise ModelError(f"unknown dtype {dtype!r}; use one of {sorted(names)}")
+    return names[str(dtype).lower()]
+
+
+@dataclass(frozen=True)
+class _Variant:
+    """What one generate call runs on: a model (+ fused weights) and an optional learned prefix."""
+
+    name: str
+    adapter_dir: Path | None
+    method: str  # "base" | "lora" | "prefix"
+    model: Any  # the HF model whose weights this variant uses (shared with the base where untouched)
+    fast: Any  # fastdecode.FastWeights or None (then the transformers forward is used)
+    prefix: Any  # tuple of (k, v) per layer, each (1, kv_heads, P, head_dim), or None
+
+    @property
+    def prefix_len(self) -> int:
+        return 0 if self.prefix is None else int(self.prefix[0][0].shape[2])
+
+
+def _shared_copy(model):
+    """A structural copy of `model` whose parameters and buffers are the very same tensors."""
+    memo: dict[int, Any] = {}
+    for t in list(model.parameters()) + list(model.buffers()):
+        memo[id(t)] = t
+    return copy.deepcopy(model, memo)
+
+
+def _adapter_type(adapter_dir: Path) -> str:
+    import json
+
+    cfg_path = adapter_dir / "adapter_config.json"
+    if not cfg_path.exists():
+        raise ModelError(
+            f"adapter directory {str(adapter_dir)!r} has no adapter_config.json: pass a folder written by peft "
+            "save_pretrained (e.g. adapters/<name>/vN)"
+        )
+    try:
+        return str(json.loads(cfg_path.read_text(encoding="utf-8"))["peft_type"]).upper()
+    except (ValueError, KeyError) as e:
+        raise ModelError(f"{str(cfg_path)!r} is not a valid peft adapter config: {e}") from e
+
+
+def _prefix_kv(peft_model, dtype) -> tuple:
+    """The learned prefix as per-layer (k, v), each (1, kv_heads, P, head_dim)."""
+    import torch
+
+    with torch.inference_mode():
+        pkv = peft_model.get_prompt(batch_size=1)
+    out = []
+    if hasattr(pkv, "layers"):  # a transformers Cache
+        for layer in pkv.layers:
+            out.append((layer.keys.detach().to(dtype).clone(), layer.values.detach().to(dtype).clone()))
+    else:  # legacy tuple of (k, v) or stacked [2, ...] per layer
+        for kv in pkv:
+            out.append((kv[0].detach().to(dtype).clone(), kv[1].detach().to(dtype).clone()))
+    return tuple(out)
+
+
+class EndModel:
+    """A loaded end model (base + optional adapter) that generates batched replies."""
+
+    def __init__(self, *, model, tokenizer, base_dir: Path, dtype, max_input_len: int = 256, fast: bool = True):
+        self.tokenizer = tokenizer
+        self.base_dir = Path(base_dir)
+        self.dtype = dtype
+        self.max_input_len = int(max_input_len)
+        self._base_model = model
+        self._stop_ids = end_of_turn_ids(tokenizer)
+        self._swap_lock = threading.Lock()
+        from endcloud.end import fastdecode
+
+        fw = fastdecode.FastWeights.from_model(model) if fast else None
+        self._base_fast = fw
+        self._variant = _Variant(self.base_dir.name, None, "base", model, fw, None)
+
+    # ---- loading -------------------------------------------------------------------------
+    @classmethod
+    def load(cls, base_dir, adapter_dir=None, *, dtype=None, max_input_len: int = 256, threads: int | None = None,
+             fast: bool = True) -> "EndModel":
+        """Load a local base model dir (+ a peft adapter dir). dtype None: bf16 above ~400 MB of weights, else fp32."""
+        import torch
+
+        if threads:
+            torch.set_num_threads(int(threads))
+        if int(max_input_len) < 8:
+            raise ModelError(f"max_input_len must be at least 8 tokens, got {max_input_len!r}")
+        base = check_model_dir(base_dir)
+        dt = _parse_dtype(dtype, base)
+        model, tok = load_base(base, dtype=dt, padding_side="left")
+        self = cls(model=model, tokenizer=tok, base_dir=base, dtype=dt, max_input_len=max_input_len, fast=fast)
+        if adapter_dir is not None:
+            self.swap_adapter(adapter_dir)
+        return self
+
+    @property
+    def adapter_dir(self) -> Path | None:
+        return self._variant.adapter_dir
+
+    @property
+    def name(self) -> str:
+        return self._variant.name
+
+    @property
+    def method(self) -> str:
+        return self._variant.method
+
+    def _build_variant(self, adapter_dir) -> _Variant:
+        import torch
+        from peft import PeftModel
+
+        if adapter_dir is None:
+            return _Variant(self.base_dir.name, None, "base", self._base_model, self._base_fast, None)
+        ad = Path(adapter_dir)
+        if not ad.is_dir():
+            raise ModelError(f"adapter directory {str(ad)!r} does not exist")
+        ptype = _adapter_type(ad)
+        name = f"{self.base_dir.name}+{ad.parent.name}/{ad.name}"
+        shell = _shared_copy(self._base_model)
+        try:
+            peft_model = PeftModel.from_pretrained(shell, str(ad), is_trainable=False)
+        except Exception as e:  # peft raises many types for a mismatched adapter
+            raise ModelError(f"cannot load the adapter {str(ad)!r} onto base {str(self.base_dir)!r}: {e}") from e
+        peft_model.eval()
+        from endcloud.end import fastdecode
+
+        if ptype == "LORA":
+            from peft.tuners.lora import LoraLayer
+
+            # Merge into private copies of the touched weights only: the base stays untouched.
+            for mod in peft_model.modules():
+                if isinstance(mod, LoraLayer):
+                    base_layer = mod.get_base_layer()
+                    base_layer.weight = torch.nn.Parameter(base_layer.weight.detach().clone(), requires_grad=False)
+            with torch.inference_mode():
+                merged = peft_model.merge_and_unload()
+            merged.eval()
+            fw = fastdecode.FastWeights.from_model(merged, like=self._base_fast) if self._base_fast else None
+            return _Variant(name, ad, "lora", merged, fw, None)
+        if ptype == "PREFIX_TUNING":
+            prefix = _prefix_kv(peft_model, self.dtype)
+            return _Variant(name, ad, "prefix", self._base_model, self._base_fast, prefix)
+        raise ModelError(
+            f"adapter {str(ad)!r} is of type {ptype!r}; the engine serves LORA and PREFIX_TUNING "
+            "(prefix / ptuning-v2) adapters"
+        )
+
+    def swap_adapter(self, adapter_dir) -> None:
+        """Serve `adapter_dir` (None: the bare base) from now on; calls in flight finish on the old one."""
+        with self._swap_lock:  # one build at a time; generate never takes this lock
+            variant = self._build_variant(adapter_dir)
+            self._variant = variant  # a single reference assignment: atomic for readers
+
+    # ---- prompts -------------------------------------------------------------------------
+    def _encode(self, ids_text: str) -> list[int]:
+        return list(self.tokenizer(ids_text, add_special_tokens=False)["input_ids"])
+
+    def prompt_ids(self, messages: list[dict], *, system: str | None = None) -> list[int]:
+        """Token ids of the prompt for one conversation, truncated to max_input_len.
+
+        Oldest turns go first, then the system message; the last user message is never
+        dropped (if it alone is too long only its most recent tokens are kept).
+        """
+        from endcloud.end.base import render_chat
+
+        msgs = _check_messages(messages)
+        if system is not None:
+            msgs = [{"role": "system", "content": system}] + [m for m in msgs if m["role"] != "system"]
+        sys_msgs = [m for m in msgs if m["role"] == "system"][:1]
+        turns = [m for m in msgs if m["role"] != "system"]
+        last_user = max((i for i, m in enumerate(turns) if m["role"] == "user"), default=len(turns) - 1)
+        while True:
+            ids = self._encode(render_chat(self.tokenizer, sys_msgs + turns))
+            if len(ids) <= self.max_input_len:
+                return ids
+            if last_user > 0:
+                turns = turns[1:]
+                last_user -= 1
+            elif sys_msgs:
+                sys_msgs = []
+            else:
+                return ids[-self.max_input_len:]
+
+    # ---- generation ----------------------------------------------------------------------
+    def generate(self, conversations: list[list[dict]], *, max_new_tokens: int = 128, temperature: float = 0.6,
+                 top_p: float = 0.8, seed: int | None = None, system: str | None = None) -> list[Generation]:
+        """One reply per conversation (OpenAI-style message lists), generated as one batch."""
+        if not conversations:
+            return []
+        if max_new_tokens < 1:
+            raise DataError(f"max_new_tokens must be at least 1, got {max_new_tokens!r}")
+        if temperature < 0 or not (0 < top_p <= 1):
+            raise DataError(f"need temperature >= 0 and 0 < top_p <= 1, got temperature={temperature!r} top_p={top_p!r}")
+        variant = self._variant  # snapshot: a concurrent swap does not affect this call
+        prompts = [self.prompt_ids(c, system=system) for c in conversations]
+        seqs, lps, ended = self._run(variant, prompts, max_new_tokens, temperature, top_p, seed)
+        out = []
+        for toks, lp, end in zip(seqs, lps, ended):
+            text = self.tokenizer.decode(toks, skip_special_tokens=True).strip()
+            n = len(toks) + (1 if end else 0)
+            mean = float(sum(lp) / n) if n else 0.0
+            out.append(Generation(text=text, confidence=float(_exp(mean)), tokens=len(toks), logprob=mean))
+        return out
+
+    def _run(self, variant: _Variant, prompts: list[list[int]], max_new_tokens: int, temperature: float,
+             top_p: float, seed: int | None):
+        import torch
+
+        from endcloud.end import fastdecode
+
+        gen = torch.Generator().manual_seed(seed if seed is not None else random.SystemRandom().randrange(2**63))
+        runner = (fastdecode.FastRunner(variant.fast, variant.prefix) if variant.fast is not None
+                  else fastdecode.HFRunner(variant.model, variant.prefix))
+        return fastdecode.decode(runner, prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                                 stop_ids=self._stop_ids, generator=gen, pad_id=self.tokenizer.pad_token_id or 0)
+
+    def step_logits(self, prompts: list[list[int]], forced: list[list[int]], *, fast: bool | None = None):
+        """Logits (float32) the cached decode path gives at every step when fed `forced` tokens.
+
+        Returns a list (one per prompt) of (len(forced)+1, vocab) tensors: step 0 is the
+        logits after the prompt. For tests that compare against a full forward without cache.
+        """
+        from endcloud.end import fastdecode
+
+        v = self._variant
+        use_fast = v.fast is not None if fast is None else fast
+        runner = fastdecode.FastRunner(v.fast, v.prefix) if use_fast else fastdecode.HFRunner(v.model, v.prefix)
+        return fastdecode.forced_logits(runner, prompts, forced, pad_id=self.tokenizer.pad_token_id or 0)
+
+
+def _exp(x: float) -> float:
+    import math
+
+    return math.exp(x)
+
+
+def _check_messages(messages) -> list[dict]:
+    if not isinstance(messages, (list, tuple)) or not messages:
+        raise DataError(f"a conversation must be a non-empty list of messages, got {messages!r:.80}")
+    out = []
+    for m in messages:
+        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+            raise DataError(
+                f"each message needs role in {ROLES} and a string content, got {m!r:.120}"
+            )
+        out.append({"role": m["role"], "content": m["content"]})
+    return out
+
+
+def default_threads() -> int:
+    """Threads for decode: all cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

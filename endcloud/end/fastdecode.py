@@ -1,0 +1,339 @@
+"""The lean decode path under `EndModel`: fused weights, a pre-allocated KV cache, one loop.
+
+The engine knows nothing about tokenization here: runners take token ids and positions,
+`decode` returns token ids and their log-probs.
+
+    FastWeights.from_model(hf_model)  Llama/Qwen2/Qwen3-family weights, q|k|v and gate|up fused
+    FastRunner(weights, prefix)       one forward over those tensors, writing a static cache
+    HFRunner(model, prefix)           the same contract through the transformers forward
+                                      (any architecture; the reference in tests)
+    decode(runner, prompts, ...)      left-padded batched prefill, then one token per step
+
+Layout of one row's cache (P = learned prefix length, L = longest prompt):
+
+    | prefix (P) | pads ... prompt (L) | generated ... |
+      pos: none    pads: masked, prompt token j at position P + j, then P + n, P + n + 1, ...
+
+Positions start at P because that is what peft's own forward does for prefix tuning (it
+shifts position_ids by num_virtual_tokens); for a bare base or LoRA, P = 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+# top-p first looks at this many most likely tokens; a full sort only when their mass < top_p.
+TOP_P_CANDIDATES = 256
+SUPPORTED_TYPES = ("qwen2", "llama", "mistral", "qwen3")
+
+
+@dataclass
+class _Layer:
+    ln1: torch.Tensor
+    wqkv: torch.Tensor
+    bqkv: torch.Tensor | None
+    wo: torch.Tensor
+    bo: torch.Tensor | None
+    ln2: torch.Tensor
+    wgu: torch.Tensor
+    wd: torch.Tensor
+    qnorm: torch.Tensor | None
+    knorm: torch.Tensor | None
+    src: tuple  # data_ptrs of the source weights, to share fused tensors between variants
+
+
+class FastWeights:
+    """A decoder's weights as flat tensors, q/k/v and gate/up fused into one matmul each."""
+
+    def __init__(self, *, layers, embed, norm, lm_head, eps, n_heads, n_kv, head_dim, inter, rotary, dtype):
+        self.layers: list[_Layer] = layers
+        self.embed, self.norm, self.lm_head = embed, norm, lm_head
+        self.eps, self.n_heads, self.n_kv, self.head_dim, self.inter = eps, n_heads, n_kv, head_dim, inter
+        self.hidden = embed.shape[1]
+        self.rotary = rotary
+        self.dtype = dtype
+        self._cos = self._sin = None
+
+    @staticmethod
+    def supports(model) -> bool:
+        cfg = model.config
+        return (getattr(cfg, "model_type", "") in SUPPORTED_TYPES and getattr(cfg, "hidden_act", "silu") == "silu"
+                and hasattr(getattr(model, "model", None), "layers"))
+
+    @classmethod
+    def from_model(cls, model, *, like: "FastWeights | None" = None) -> "FastWeights | None":
+        """Build from an HF causal LM, or None when the architecture is not supported.
+
+        With `like` (the base's FastWeights), layers whose weights are the base's very tensors
+        reuse its fused copies, so a LoRA variant only pays for the layers it changed. Without
+        it the model's own q/k/v and gate/up parameters are re-pointed into the fused tensors,
+        so fusing costs no extra memory.
+        """
+        if not cls.supports(model):
+            return None
+        cfg = model.config
+        inner = model.model
+        n_heads, n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads
+        layers = []
+        with torch.no_grad():
+            for i, ly in enumerate(inner.layers):
+                at, mlp = ly.self_attn, ly.mlp
+                ws = (at.q_proj.weight, at.k_proj.weight, at.v_proj.weight, mlp.gate_proj.weight, mlp.up_proj.weight)
+                bs = (at.q_proj.bias, at.k_proj.bias, at.v_proj.bias)
+                src = tuple(t.data_ptr() for t in ws) + tuple(0 if b is None else b.data_ptr() for b in bs)
+                prev = like.layers[i] if like is not None and i < len(like.layers) else None
+                if prev is not None and prev.src == src:
+                    wqkv, bqkv, wgu = prev.wqkv, prev.bqkv, prev.wgu
+                else:
+                    wqkv = torch.cat([w.detach() for w in ws[:3]], 0).contiguous()
+                    bqkv = None if bs[0] is None else torch.cat([b.detach() for b in bs], 0).contiguous()
+                    wgu = torch.cat([w.detach() for w in ws[3:]], 0).contiguous()
+                if like is None and (prev is None or prev.src != src):
+                    # Re-point the base's own parameters into the fused storage: no duplicate memory.
+                    # (Never for a variant: its untouched parameters are the base's own objects.)
+                    nq, nk = ws[0].shape[0], ws[1].shape[0]
+                    at.q_proj.weight.data = wqkv[:nq]
+                    at.k_proj.weight.data = wqkv[nq:nq + nk]
+                    at.v_proj.weight.data = wqkv[nq + nk:]
+                    if bqkv is not None:
+                        at.q_proj.bias.data = bqkv[:nq]
+                        at.k_proj.bias.data = bqkv[nq:nq + nk]
+                        at.v_proj.bias.data = bqkv[nq + nk:]
+                    ni = ws[3].shape[0]
+                    mlp.gate_proj.weight.data = wgu[:ni]
+                    mlp.up_proj.weight.data = wgu[ni:]
+                    ws = (at.q_proj.weight, at.k_proj.weight, at.v_proj.weight, mlp.gate_proj.weight,
+                          mlp.up_proj.weight)
+                    bs = (at.q_proj.bias, at.k_proj.bias, at.v_proj.bias)
+                    src = tuple(t.data_ptr() for t in ws) + tuple(0 if b is None else b.data_ptr() for b in bs)
+                layers.append(_Layer(
+                    ln1=ly.input_layernorm.weight.detach(), wqkv=wqkv, bqkv=bqkv,
+                    wo=at.o_proj.weight.detach(), bo=None if at.o_proj.bias is None else at.o_proj.bias.detach(),
+                    ln2=ly.post_attention_layernorm.weight.detach(), wgu=wgu, wd=mlp.down_proj.weight.detach(),
+                    qnorm=at.q_norm.weight.detach() if hasattr(at, "q_norm") else None,
+                    knorm=at.k_norm.weight.detach() if hasattr(at, "k_norm") else None,
+                    src=src,
+                ))
+        return cls(
+            layers=layers, embed=inner.embed_tokens.weight.detach(), norm=inner.norm.weight.detach(),
+            lm_head=model.get_output_embeddings().weight.detach(), eps=float(cfg.rms_norm_eps), n_heads=n_heads,
+            n_kv=n_kv, head_dim=head_dim, inter=cfg.intermediate_size, rotary=inner.rotary_emb,
+            dtype=inner.embed_tokens.weight.dtype,
+        )
+
+    def rope(self, n: int):
+        """cos, sin tables (n, head_dim) from the model's own rotary module (any static rope type)."""
+        cos, sin = self._cos, self._sin
+        if cos is None or cos.shape[0] < n:
+            m = max(n, 1024)
+            with torch.no_grad():
+                cos, sin = self.rotary(self.embed[:1], torch.arange(m)[None])
+            cos, sin = cos[0].to(self.dtype), sin[0].to(self.dtype)
+            self._cos, self._sin = cos, sin  # a bigger table replaces the old one: safe for readers
+        return cos, sin
+
+
+def _rot(x: torch.Tensor) -> torch.Tensor:
+    h = x.shape[-1] // 2
+    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
+
+
+class FastRunner:
+    """Forward passes over FastWeights writing into a cache pre-allocated by `start`."""
+
+    def __init__(self, w: FastWeights, prefix=None):
+        self.w = w
+        self.prefix = prefix
+        self.prefix_len = 0 if prefix is None else int(prefix[0][0].shape[2])
+
+    def start(self, batch: int, total: int) -> None:
+        w = self.w
+        shape = (batch, w.n_kv, total, w.head_dim)
+        self.k = [torch.empty(shape, dtype=w.dtype) for _ in w.layers]
+        self.v = [torch.empty(shape, dtype=w.dtype) for _ in w.layers]
+        if self.prefix is not None:
+            for i, (pk, pv) in enumerate(self.prefix):
+                self.k[i][:, :, : self.prefix_len] = pk
+                self.v[i][:, :, : self.prefix_len] = pv
+        self.len = self.prefix_len
+        self.cos, self.sin = w.rope(total + 1)
+
+    def forward(self, ids: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor, all_logits: bool = False):
+        """ids/pos (B, q) -> float32 logits (B, q or 1, V); `valid` (B, len+q) marks keys that may be seen."""
+        w = self.w
+        b, q = ids.shape
+        s, e = self.len, self.len + q
+        nh, nkv, hd = w.n_heads, w.n_kv, w.head_dim
+        nq_, nk_ = nh * hd, nkv * hd
+        h = F.embedding(ids, w.embed)
+        cos, sin = self.cos[pos].unsqueeze(1), self.sin[pos].unsqueeze(1)  # (B, 1, q, hd)
+        if q == 1:
+            mask = valid[:, None, None, :e]
+        else:
+            kidx = torch.arange(e)
+            qidx = torch.arange(s, e)
+            causal = kidx[None, :] <= qidx[:, None]
+            mask = valid[:, None, None, :e] & causal
+            # A pad query would see no key at all (NaN); let it see itself. Its output is never used.
+            mask = mask | (kidx[None, :] == qidx[:, None])
+        for i, ly in enumerate(w.layers):
+            x = F.rms_norm(h, (w.hidden,), ly.ln1, w.eps)
+            qkv = F.linear(x, ly.wqkv, ly.bqkv)
+            qh = qkv[..., :nq_].view(b, q, nh, hd).transpose(1, 2)
+            kh = qkv[..., nq_:nq_ + nk_].view(b, q, nkv, hd).transpose(1, 2)
+            vh = qkv[..., nq_ + nk_:].view(b, q, nkv, hd).transpose(1, 2)
+            if ly.qnorm is not None:
+                qh = F.rms_norm(qh, (hd,), ly.qnorm, w.eps)
+                kh = F.rms_norm(kh, (hd,), ly.knorm, w.eps)
+            qh = qh * cos + _rot(qh) * sin
+            kh = kh * cos + _rot(kh) * sin
+            kc, vc = self.k[i], self.v[i]
+            kc[:, :, s:e] = kh
+            vc[:, :, s:e] = vh
+            if q == 1:
+                # Grouped-query decode without repeating k/v: the g query heads of a kv head
+                # become g "query rows" over that head's keys.
+                a = F.scaled_dot_product_attention(qh.reshape(b, nkv, nh // nkv, hd), kc[:, :, :e], vc[:, :, :e],
+                                                   attn_mask=mask)
+                a = a.reshape(b, 1, nq_)
+            else:
+                a = F.scaled_dot_product_attention(qh, kc[:, :, :e], vc[:, :, :e], attn_mask=mask,
+                                                   enable_gqa=nh != nkv)
+                a = a.transpose(1, 2).reshape(b, q, nq_)
+            h = h + F.linear(a, ly.wo, ly.bo)
+            x = F.rms_norm(h, (w.hidden,), ly.ln2, w.eps)
+            gu = F.linear(x, ly.wgu)
+            h = h + F.linear(F.silu(gu[..., : w.inter]) * gu[..., w.inter:], ly.wd)
+        self.len = e
+        if not all_logits:
+            h = h[:, -1:]
+        h = F.rms_norm(h, (w.hidden,), w.norm, w.eps)
+        return F.linear(h, w.lm_head).float()
+
+
+class HFRunner:
+    """The same contract through the transformers forward and a DynamicCache (any architecture)."""
+
+    def __init__(self, model, prefix=None):
+        self.model = model
+        self.prefix = prefix
+        self.prefix_len = 0 if prefix is None else int(prefix[0][0].shape[2])
+
+    def start(self, batch: int, total: int) -> None:
+        from transformers import DynamicCache
+
+        self.cache = DynamicCache(config=self.model.config)
+        if self.prefix is not None:
+            for i, (pk, pv) in enumerate(self.prefix):
+                self.cache.update(pk.expand(batch, -1, -1, -1).contiguous(), pv.expand(batch, -1, -1, -1).contiguous(), i)
+
+    def forward(self, ids, pos, valid, all_logits: bool = False):
+        out = self.model(input_ids=ids, position_ids=pos, attention_mask=valid.long(), past_key_values=self.cache,
+                         use_cache=True, logits_to_keep=0 if all_logits else 1)
+        self.cache = out.past_key_values
+        return out.logits.float()
+
+
+def _layout(prompts: list[list[int]], extra: int, prefix_len: int, pad_id: int):
+    b, n = len(prompts), max(len(p) for p in prompts)
+    if min(len(p) for p in prompts) == 0:
+        raise ValueError("a prompt has no tokens")
+    total = prefix_len + n + extra
+    ids = torch.full((b, n), pad_id, dtype=torch.long)
+    pos = torch.zeros((b, n), dtype=torch.long)
+    valid = torch.zeros((b, total), dtype=torch.bool)
+    valid[:, :prefix_len] = True
+    for r, p in enumerate(prompts):
+        k = len(p)
+        ids[r, n - k:] = torch.tensor(p, dtype=torch.long)
+        pos[r, n - k:] = torch.arange(prefix_len, prefix_len + k)
+        valid[r, prefix_len + n - k: prefix_len + n] = True
+    nxt = torch.tensor([prefix_len + len(p) for p in prompts], dtype=torch.long)
+    return ids, pos, valid, nxt, prefix_len + n, total
+
+
+def sample(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator):
+    """Pick one token per row; return (tokens, their log-prob under the raw distribution)."""
+    logp = torch.log_softmax(logits, dim=-1)
+    if temperature <= 0:
+        tok = logits.argmax(dim=-1)
+    else:
+        scaled = logits / temperature
+        if top_p >= 1.0:
+            tok = torch.multinomial(torch.softmax(scaled, -1), 1, generator=generator)[:, 0]
+        else:
+            lse = torch.logsumexp(scaled, dim=-1, keepdim=True)
+            k = min(TOP_P_CANDIDATES, scaled.shape[-1])
+            vals, idx = torch.topk(scaled, k, dim=-1)  # sorted, most likely first
+            probs = torch.exp(vals - lse)
+            cum = probs.cumsum(-1)
+            if bool((cum[:, -1] < top_p).any()):  # nucleus wider than the candidates: full sort
+                vals, idx = torch.sort(scaled, dim=-1, descending=True)
+                probs = torch.exp(vals - lse)
+                cum = probs.cumsum(-1)
+            keep = (cum - probs) < top_p  # smallest prefix whose mass reaches top_p
+            probs = probs * keep
+            choice = torch.multinomial(probs, 1, generator=generator)
+            tok = idx.gather(-1, choice)[:, 0]
+    return tok, logp.gather(-1, tok[:, None])[:, 0]
+
+
+@torch.inference_mode()
+def decode(runner, prompts: list[list[int]], *, max_new_tokens: int, temperature: float, top_p: float,
+           stop_ids: list[int], generator: torch.Generator, pad_id: int = 0):
+    """Generate for all prompts at once. Returns (token lists without the stop token, their
+    log-prob lists including the stop token's, ended-with-stop flags)."""
+    b = len(prompts)
+    ids, pos, valid, nxt, used, total = _layout(prompts, max_new_tokens, runner.prefix_len, pad_id)
+    runner.start(b, total)
+    logits = runner.forward(ids, pos, valid[:, :used])[:, -1]
+    stop = torch.tensor(sorted(set(stop_ids)), dtype=torch.long)
+    toks = torch.empty((b, max_new_tokens), dtype=torch.long)
+    lps = torch.empty((b, max_new_tokens), dtype=torch.float32)
+    done = torch.zeros(b, dtype=torch.bool)
+    steps = 0
+    for t in range(max_new_tokens):
+        tok, lp = sample(logits, temperature, top_p, generator)
+        toks[:, t] = tok
+        lps[:, t] = lp
+        steps = t + 1
+        done |= torch.isin(tok, stop)
+        if steps == max_new_tokens or bool(done.all()):
+            break
+        valid[:, used] = True
+        used += 1
+        logits = runner.forward(tok[:, None], nxt[:, None], valid[:, :used])[:, -1]
+        nxt += 1
+    out_t, out_lp, ended = [], [], []
+    stops = set(stop_ids)
+    for row_t, row_lp in zip(toks[:, :steps].tolist(), lps[:, :steps].tolist()):
+        cut = next((j for j, x in enumerate(row_t) if x in stops), None)
+        if cut is None:
+            out_t.append(row_t), out_lp.append(row_lp), ended.append(False)
+        else:
+            out_t.append(row_t[:cut]), out_lp.append(row_lp[: cut + 1]), ended.append(True)
+    return out_t, out_lp, ended
+
+
+@torch.inference_mode()
+def forced_logits(runner, prompts: list[list[int]], forced: list[list[int]], *, pad_id: int = 0) -> list[Any]:
+    """Logits at each step when the continuation is `forced` (same length for every row)."""
+    n_new = len(forced[0])
+    if any(len(f) != n_new for f in forced):
+        raise ValueError("forced continuations must have equal lengths")
+    ids, pos, valid, nxt, used, total = _layout(prompts, n_new, runner.prefix_len, pad_id)
+    runner.start(len(prompts), total)
+    steps = [runner.forward(ids, pos, valid[:, :used])[:, -1]]
+    f = torch.tensor(forced, dtype=torch.long)
+    for t in range(n_new):
+        valid[:, used] = True
+        used += 1
+        steps.append(runner.forward(f[:, t:t + 1], nxt[:, None], valid[:, :used])[:, -1])
+        nxt += 1
+    stacked = torch.stack(steps, dim=1)
+    return [stacked[r] for r in range(len(prompts))]

@@ -1,0 +1,38 @@
+"""The privacy gate: find personal data (zh + en), swap it for typed placeholders, restore it later.
+
+Every byte that leaves the shop passes through here: the cloud client, the server's takeover
+path and the corpus pipeline all call `redact` / `redact_messages`, and `AuditLog` keeps a
+hash-stamped record of what went out.
+
+    >>> from endcloud.privacy import Vault, redact
+    >>> vault = Vault()
+    >>> r = redact("我叫张伟，电话 138-0013-8000", vault)
+    >>> r.text
+    '我叫[NAME_1]，电话 [PHONE_1]'
+    >>> vault.restore(r.text)
+    '我叫张伟，电话 138-0013-8000'
+
+Types: PHONE, ID (18-character 身份证), CARD, EMAIL, ADDRESS, ORDER, TRACKING, NAME.
+Already-masked corpus tokens (`[订单x]`, `[ORDERID_10005629]`, `4**号`) and our own
+placeholders (`[PHONE_1]`) are not PII and survive untouched, so redaction is idempotent.
+"""
+
+from __future__ import annotations
+
+from endcloud.privacy.audit import AuditLog
+from endcloud.privacy.detectors import PII_TYPES, Span, detect
+from endcloud.privacy.redact import Redaction, contains_pii, ensure_clean, redact, redact_messages
+from endcloud.privacy.vault import Vault
+
+__all__ = [
+    "PII_TYPES",
+    "AuditLog",
+    "Redaction",
+    "Span",
+    "Vault",
+    "contains_pii",
+    "detect",
+    "ensure_clean",
+    "redact",
+    "redact_messages",
+]

@@ -1,0 +1,78 @@
+"""Redaction: replace every detected span with its vault placeholder.
+
+`redact` is what the corpus pipeline calls per line and what the privacy gate calls per outbound
+message; `redact_messages` does a whole OpenAI-style message list with one vault, so a value
+repeated across turns keeps its placeholder. Spans are found on a folded shadow copy but cut
+from the original text, so `vault.restore(redact(x, vault).text) == x` always holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from endcloud.errors import PrivacyError
+from endcloud.privacy.detectors import Span, detect
+from endcloud.privacy.vault import Vault
+
+
+@dataclass(frozen=True, slots=True)
+class Redaction:
+    """`text` with PII replaced; `spans` are offsets into the ORIGINAL text, `placeholders` parallel to them."""
+
+    text: str
+    spans: list[Span] = field(default_factory=list)
+    placeholders: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.spans)
+
+
+def redact(text: str, vault: Vault | None = None, lang: str | None = None) -> Redaction:
+    """Replace the PII in `text` with typed placeholders issued by `vault` (a fresh one if None)."""
+    spans = detect(text, lang)
+    if not spans:
+        return Redaction(text)
+    if vault is None:
+        vault = Vault()
+    out, placeholders, last = [], [], 0
+    for sp in spans:
+        ph = vault.placeholder(sp.type, sp.value)
+        out.append(text[last:sp.start])
+        out.append(ph)
+        placeholders.append(ph)
+        last = sp.end
+    out.append(text[last:])
+    return Redaction("".join(out), spans, placeholders)
+
+
+def redact_messages(messages: list[dict], vault: Vault, lang: str | None = None) -> list[dict]:
+    """A copy of OpenAI-style `messages` with every `content` string (and text part) redacted."""
+    out = []
+    for msg in messages:
+        new = dict(msg)
+        content = msg.get("content")
+        if isinstance(content, str):
+            new["content"] = redact(content, vault, lang).text
+        elif isinstance(content, list):  # multimodal form: [{"type": "text", "text": ...}, ...]
+            parts = []
+            for part in content:
+                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    part = {**part, "text": redact(part["text"], vault, lang).text}
+                parts.append(part)
+            new["content"] = parts
+        out.append(new)
+    return out
+
+
+def contains_pii(text: str) -> bool:
+    """True when `detect` finds anything; placeholders and masked corpus tokens do not count."""
+    return bool(detect(text))
+
+
+def ensure_clean(text: str, *, where: str = "outbound text") -> None:
+    """Raise PrivacyError (naming the types, never the values) if `text` still holds PII."""
+    spans = detect(text)
+    if spans:
+        kinds = ", ".join(sorted({s.type for s in spans}))
+        raise PrivacyError(f"{where} still contains personal data ({kinds}, {len(spans)} span(s)); redact it with endcloud.privacy.redact first")

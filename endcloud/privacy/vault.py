@@ -1,0 +1,87 @@
+"""The vault: typed placeholders for personal values, and the way back.
+
+One vault per conversation (the server persists it as JSON), so the same phone number is
+`[PHONE_1]` in every message of that conversation and the cloud model can still tell two
+different numbers apart. Values are kept exactly as written (`138-0013-8000` and `13800138000`
+are two entries) because `restore` must give back the original text byte for byte.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from typing import Any
+
+from endcloud.errors import DataError
+from endcloud.privacy.detectors import PII_TYPES
+
+PLACEHOLDER_RE = re.compile(r"\[(" + "|".join(PII_TYPES) + r")_([1-9][0-9]*)\]")
+_FORMAT = "endcloud.vault/1"
+
+
+class Vault:
+    """Maps (type, value) <-> "[TYPE_n]"; n counts per type from 1. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._by_value: dict[tuple[str, str], str] = {}
+        self._by_placeholder: dict[str, str] = {}
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def placeholder(self, type: str, value: str) -> str:  # noqa: A002 - the contract's name
+        """The placeholder for `value`; the same (type, value) always gets the same one."""
+        if type not in PII_TYPES:
+            raise ValueError(f"unknown PII type {type!r}; valid: {', '.join(PII_TYPES)}")
+        key = (type, value)
+        with self._lock:
+            ph = self._by_value.get(key)
+            if ph is None:
+                n = self._counts.get(type, 0) + 1
+                self._counts[type] = n
+                ph = f"[{type}_{n}]"
+                self._by_value[key] = ph
+                self._by_placeholder[ph] = value
+            return ph
+
+    def value(self, placeholder: str) -> str | None:
+        return self._by_placeholder.get(placeholder)
+
+    def restore(self, text: str) -> str:
+        """Put the original values back; placeholders this vault never issued are left as they are."""
+        if "[" not in text:
+            return text
+        return PLACEHOLDER_RE.sub(lambda m: self._by_placeholder.get(m.group(0), m.group(0)), text)
+
+    def __len__(self) -> int:
+        return len(self._by_placeholder)
+
+    def __contains__(self, placeholder: object) -> bool:
+        return placeholder in self._by_placeholder
+
+    def items(self) -> list[tuple[str, str, str]]:
+        """(placeholder, type, value) in the order they were issued."""
+        return [(ph, t, v) for (t, v), ph in self._by_value.items()]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": _FORMAT, "entries": [{"placeholder": ph, "type": t, "value": v} for ph, t, v in self.items()]}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Vault":
+        if not isinstance(d, dict) or d.get("format") != _FORMAT or not isinstance(d.get("entries"), list):
+            got = d.get("format") if isinstance(d, dict) else type(d).__name__
+            raise DataError(f"not a vault: expected format {_FORMAT!r}, got {got!r}")
+        vault = cls()
+        for i, e in enumerate(d["entries"]):
+            try:
+                ph, t, v = e["placeholder"], e["type"], e["value"]
+            except (KeyError, TypeError):
+                raise DataError(f"vault entry {i} needs placeholder, type and value, got {e!r}") from None
+            m = PLACEHOLDER_RE.fullmatch(ph) if isinstance(ph, str) else None
+            if m is None or m.group(1) != t or not isinstance(v, str):
+                raise DataError(f"vault entry {i} is inconsistent: {e!r}")
+            if ph in vault._by_placeholder or (t, v) in vault._by_value:
+                raise DataError(f"vault entry {i} repeats a placeholder or value: {e!r}")
+            vault._by_value[(t, v)] = ph
+            vault._by_placeholder[ph] = v
+            vault._counts[t] = max(vault._counts.get(t, 0), int(m.group(2)))
+        return vault

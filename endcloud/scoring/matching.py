@@ -1,0 +1,237 @@
+"""Matching scorers: Match(query, reply), the RocketQA role in the paper's eq. 1.
+
+    MATCHING registry   what it is                                           calibrated?
+    ------------------  ---------------------------------------------------  -----------
+    "trained"           the shop's own matcher (`endcloud matcher train`),   yes: Platt scaling
+                        loaded from <workspace>/scoring/matcher              on held-out groups
+    "tfidf"             character n-gram TF-IDF cosine of query and reply    no (a baseline)
+    <a directory>       a `matcher train` output, or any sentence-transformers
+                        CrossEncoder directory (sigmoid of its logit)
+
+The paper notes RocketQA was never trained on e-commerce data; the "trained" matcher is
+trained on the shop's own query -> response pairs (see `endcloud.scoring.matcher_train`).
+Its output is a probability (sigmoid of a Platt-scaled logit), so the Θ = 0.2 rule means
+"the cloud's reply is unlikely to answer this query".
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from endcloud.errors import ModelError, RegistryError
+from endcloud.registry import Registry
+from endcloud.scoring._text import clean, guess_lang
+from endcloud.scoring.base import Scorer, check_pairs, cosine_rows
+from endcloud.scoring.similarity import CharNgramSimilarity
+
+MATCHING: Registry[Callable[..., Scorer]] = Registry("matching scorer")
+
+MATCHER_CONFIG = "matcher.json"
+MATCHER_WEIGHTS = "matcher.safetensors"
+
+
+class TfidfMatcher(Scorer):
+    """Lexical baseline: character n-gram TF-IDF cosine between query and reply.
+
+    Not a probability: a correct reply that shares no characters with the question
+    ("Can I choose the courier?" -> "We ship with ZTO") scores 0."""
+
+    name = "tfidf"
+
+    def __init__(self, *, corpus: Iterable[str] | None = None):
+        corpus = list(corpus) if corpus is not None else None
+        self._by_lang = {"zh": CharNgramSimilarity(lang="zh", corpus=corpus), "en": CharNgramSimilarity(lang="en", corpus=corpus)}
+
+    def score(self, a: Sequence[str], b: Sequence[str]) -> np.ndarray:
+        a, b = check_pairs(a, b)
+        langs = [guess_lang(x, y) for x, y in zip(a, b)]
+        out = np.zeros(len(a))
+        for code in set(langs):
+            idx = [i for i, l in enumerate(langs) if l == code]
+            out[idx] = self._by_lang[code].score([a[i] for i in idx], [b[i] for i in idx])
+        return out
+
+
+class HashedFeatures:
+    """Character 1–3-grams (word-bounded), hashed, sublinear tf, L2-normalised.
+
+    Hashing keeps the matcher a fixed size whatever the shop's vocabulary, and one
+    analyser serves Chinese (characters) and English (sub-words) alike."""
+
+    def __init__(self, n_features: int = 2**16):
+        from sklearn.feature_extraction.text import HashingVectorizer
+
+        self.n_features = n_features
+        self._vec = HashingVectorizer(analyzer="char_wb", ngram_range=(1, 3), preprocessor=clean,
+                                      n_features=n_features, alternate_sign=False, norm=None)
+
+    def __call__(self, texts: Sequence[str]):
+        from sklearn.preprocessing import normalize
+
+        x = self._vec.transform(list(texts)).astype(np.float32)
+        x.data = 1.0 + np.log(x.data)
+        return normalize(x, norm="l2", copy=False).tocsr()
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
+
+
+class TrainedMatcher(Scorer):
+    """The shop's matcher: a dual encoder over hashed n-grams plus a lexical term.
+
+        logit = s · cos(Wq·x_q, Wr·x_r) + w · cos(x_q, x_r)
+        P(match) = sigmoid(a · logit + b)        (a, b: Platt scaling on held-out groups)
+
+    Inference is numpy only (no torch import), a few ms per batch on CPU: the server's
+    fast path calls it on every turn."""
+
+    def __init__(self, *, w_query: np.ndarray, w_reply: np.ndarray, config: dict, name: str = "trained"):
+        self.w_query = np.ascontiguousarray(w_query, dtype=np.float32)
+        self.w_reply = np.ascontiguousarray(w_reply, dtype=np.float32)
+        self.config = config
+        self.name = name
+        self.features = HashedFeatures(int(config["n_features"]))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "TrainedMatcher":
+        return _load_trained(str(Path(path).expanduser().resolve()))
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Weights then config, each written atomically; the config's presence marks a complete matcher."""
+        from safetensors.numpy import save
+
+        from endcloud.fileio import atomic_write, write_json_atomic
+
+        out = Path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_write(out / MATCHER_WEIGHTS, "wb") as f:
+            f.write(save({"w_query": self.w_query, "w_reply": self.w_reply}))
+        write_json_atomic(out / MATCHER_CONFIG, self.config)
+        return out
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return _unit(self.features(texts) @ self.w_query)
+
+    def encode_replies(self, texts: Sequence[str]) -> np.ndarray:
+        return _unit(self.features(texts) @ self.w_reply)
+
+    def logits(self, queries: Sequence[str], replies: Sequence[str]) -> np.ndarray:
+        xq, xr = self.features(queries), self.features(replies)
+        eq, er = _unit(xq @ self.w_query), _unit(xr @ self.w_reply)
+        dense = (eq * er).sum(axis=1)
+        lex = cosine_rows(xq, xr)
+        return float(self.config["scale"]) * dense + float(self.config["w_lex"]) * lex
+
+    def score(self, a: Sequence[str], b: Sequence[str]) -> np.ndarray:
+        a, b = check_pairs(a, b)
+        if not a:
+            return np.zeros(0)
+        platt = self.config["platt"]
+        return _sigmoid(platt["a"] * self.logits(a, b) + platt["b"]).astype(np.float64)
+
+
+def _unit(x) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(n, 1e-12)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_trained(path: str) -> TrainedMatcher:
+    from safetensors.numpy import load_file
+
+    folder = Path(path)
+    cfg_path = folder / MATCHER_CONFIG
+    if not cfg_path.exists():
+        raise ModelError(f"{path!r} holds no trained matcher ({MATCHER_CONFIG} missing); run `endcloud matcher train --pairs PAIRS -o {path}`")
+    config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    weights = load_file(str(folder / MATCHER_WEIGHTS))
+    return TrainedMatcher(w_query=weights["w_query"], w_reply=weights["w_reply"], config=config, name=config.get("name", "trained"))
+
+
+@functools.lru_cache(maxsize=2)
+def _load_cross_encoder(path: str, device: str):
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        from sentence_transformers import CrossEncoder
+
+        return CrossEncoder(path, device=device, local_files_only=True)
+    except Exception as e:
+        raise ModelError(f"cannot load a cross-encoder from {path!r}: {e}; pass a sentence-transformers CrossEncoder directory") from e
+
+
+class CrossEncoderMatcher(Scorer):
+    """Any sentence-transformers CrossEncoder directory (e.g. a RocketQA port).
+
+    One-logit models: sigmoid of the logit; two-label models: softmax probability of the
+    last label ("relevant")."""
+
+    def __init__(self, *, model_dir: str | os.PathLike[str], name: str | None = None, batch_size: int = 32, device: str = "cpu"):
+        path = Path(model_dir)
+        if not path.is_dir():
+            raise ModelError(f"cross-encoder directory {str(path)!r} does not exist")
+        self.model_dir = str(path.resolve())
+        self.name = name or path.name
+        self.batch_size = batch_size
+        self.device = device
+
+    def score(self, a: Sequence[str], b: Sequence[str]) -> np.ndarray:
+        import torch
+
+        a, b = check_pairs(a, b)
+        if not a:
+            return np.zeros(0)
+        model = _load_cross_encoder(self.model_dir, self.device)
+        raw = np.asarray(model.predict(list(zip(a, b)), batch_size=self.batch_size, activation_fn=torch.nn.Identity(),
+                                       show_progress_bar=False), dtype=np.float64)
+        if raw.ndim == 2 and raw.shape[1] > 1:
+            e = np.exp(raw - raw.max(axis=1, keepdims=True))
+            return e[:, -1] / e.sum(axis=1)
+        return _sigmoid(raw.reshape(-1))
+
+
+MATCHING.add("tfidf", lambda corpus=None, workspace=None, **kw: TfidfMatcher(corpus=corpus))
+
+
+def _trained_factory(corpus=None, workspace=None, path=None, **kw) -> Scorer:
+    if path is None:
+        from endcloud.config import Workspace
+
+        path = Workspace.resolve(workspace).matcher if not hasattr(workspace, "matcher") else workspace.matcher
+    return TrainedMatcher.load(path)
+
+
+MATCHING.add("trained", _trained_factory)
+
+
+def load_matching(spec: str | Scorer = "auto", *, corpus: Iterable[str] | None = None, workspace=None) -> Scorer:
+    """A registered name, a directory (a trained matcher or a CrossEncoder), "auto", or a Scorer.
+
+    "auto": the workspace's trained matcher when it exists, else TF-IDF (and the report
+    says which)."""
+    if isinstance(spec, Scorer):
+        return spec
+    if spec == "auto":
+        if workspace is not None:
+            from endcloud.config import Workspace
+
+            ws = workspace if isinstance(workspace, Workspace) else Workspace.resolve(workspace)
+            if (ws.matcher / MATCHER_CONFIG).exists():
+                return TrainedMatcher.load(ws.matcher)
+        return TfidfMatcher(corpus=corpus)
+    if spec in MATCHING:
+        return MATCHING.get(spec)(corpus=corpus, workspace=workspace)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if (path / MATCHER_CONFIG).exists():
+            return TrainedMatcher.load(path)
+        return CrossEncoderMatcher(model_dir=path)
+    raise RegistryError(f"unknown matching scorer {spec!r}; valid: auto, {', '.join(MATCHING.names())}, "
+                        "or a directory (a `matcher train` output or a CrossEncoder)")

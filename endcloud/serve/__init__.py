@@ -1,0 +1,35 @@
+"""The shop's chat server (OpenAI-compatible): the end model answers, the cloud takes over.
+
+    from endcloud.serve import ServeSettings, create_app, build_app_from_workspace
+    app = build_app_from_workspace("endcloud-work")     # or create_app(settings, engine=..., teacher=...)
+    app.state.engine.swap_adapter("endcloud-work/adapters/shop/v3")   # hot swap, in-process
+
+Modules: `settings` (limits and thresholds), `signals` (frustration lexicon, lexical
+matcher), `router` (the pure end/cloud decision), `batching` (dynamic batcher), `engine`
+(batched end model + hot swap), `metrics` (Prometheus), `app` (the FastAPI app),
+`workspace` (building it from a workspace). Run it with `endcloud serve`.
+"""
+
+from endcloud.serve.engine import Engine
+from endcloud.serve.router import MODELS, Decision, Router, Signals
+from endcloud.serve.settings import MAX_BODY_BYTES, MAX_MESSAGES, MAX_TOKENS_PER_MESSAGE, RATE_LIMIT_PER_MINUTE, ServeSettings
+
+
+def create_app(*args, **kwargs):
+    """See `endcloud.serve.app.create_app` (imported lazily: FastAPI only when serving)."""
+    from endcloud.serve.app import create_app as _create_app
+
+    return _create_app(*args, **kwargs)
+
+
+def build_app_from_workspace(*args, **kwargs):
+    """See `endcloud.serve.workspace.build_app_from_workspace`."""
+    from endcloud.serve.workspace import build_app_from_workspace as _build
+
+    return _build(*args, **kwargs)
+
+
+__all__ = [
+    "MAX_BODY_BYTES", "MAX_MESSAGES", "MAX_TOKENS_PER_MESSAGE", "MODELS", "RATE_LIMIT_PER_MINUTE", "Decision", "Engine",
+    "Router", "ServeSettings", "Signals", "build_app_from_workspace", "create_app",
+]

@@ -1,0 +1,46 @@
+"""Prometheus metrics of one server (its own registry, so several apps can live in a process).
+
+    endcloud_requests_total{model, answered_by, status}   chat requests served / refused
+    endcloud_request_latency_seconds{stream}              request start -> last byte
+    endcloud_ttft_seconds{stream}                         request start -> first content token
+    endcloud_takeovers_total{reason}                      turns the cloud answered
+    endcloud_takeover_rate                                takeovers / answered turns
+    endcloud_cloud_failures_total{kind}                   cloud errors/timeouts (end reply served)
+    endcloud_cloud_tokens_total{kind}                     prompt / completion tokens sent to the cloud
+    endcloud_cloud_cost_total                             money spent in the cloud
+    endcloud_batch_size                                   conversations per end-model generate call
+    endcloud_feedback_total{rating}
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401  (re-exported for the app)
+
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter("endcloud_requests", "Chat requests", ["model", "answered_by", "status"], registry=r)
+        self.latency = Histogram("endcloud_request_latency_seconds", "Request latency", ["stream"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.ttft = Histogram("endcloud_ttft_seconds", "Time to first token", ["stream"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.takeovers = Counter("endcloud_takeovers", "Turns the cloud answered", ["reason"], registry=r)
+        self.takeover_rate = Gauge("endcloud_takeover_rate", "Takeovers / answered turns", registry=r)
+        self.cloud_failures = Counter("endcloud_cloud_failures", "Cloud errors (end reply served)", ["kind"], registry=r)
+        self.cloud_tokens = Counter("endcloud_cloud_tokens", "Tokens exchanged with the cloud", ["kind"], registry=r)
+        self.cloud_cost = Counter("endcloud_cloud_cost", "Money spent in the cloud", registry=r)
+        self.batch_size = Histogram("endcloud_batch_size", "Conversations per generate call",
+                                    buckets=(1, 2, 4, 8, 12, 16, 32, 64), registry=r)
+        self.feedback = Counter("endcloud_feedback", "Feedback received", ["rating"], registry=r)
+        self._answered = 0
+        self._taken_over = 0
+
+    def answered(self, *, by: str) -> None:
+        self._answered += 1
+        self._taken_over += by == "cloud"
+        self.takeover_rate.set(self._taken_over / self._answered)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,109 @@
+"""Building the server from a workspace: what `endcloud serve`, `endcloud demo` and the
+evolution loop call in-process.
+
+    app = build_app_from_workspace("endcloud-work")            # base/, active adapter, shop/, endcloud.db
+    app = build_app_from_workspace(ws, adapter="shop/v2", cloud="reference")
+
+What is served, and where it comes from:
+    base     --base, else <workspace>/base (config.json there)
+    adapter  --adapter NAME | NAME/vN | a folder; default: the active version of the
+             workspace's adapter (the only name, or "shop" when there are several)
+    shop     --shop, else <workspace>/shop when it holds a pack
+    cloud    ENDCLOUD_CLOUD_BASE_URL set -> the OpenAI-compatible teacher (always behind the
+             privacy gate); else the offline reference teacher answering from the shop pack
+    matcher  the workspace's trained matcher, else character TF-IDF
+Nothing built yet -> a ConfigError naming the command to run (never a traceback).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from endcloud.config import Workspace
+from endcloud.errors import ConfigError
+from endcloud.serve.settings import ServeSettings
+
+log = logging.getLogger("endcloud.serve")
+
+NOTHING_BUILT = (
+    "nothing to serve in {root}: no end model found (looked for {base}). Build the embedded default first with "
+    "`scripts/demo` (or `endcloud demo --workspace {root}`), or pass --base PATH to a local Hugging Face model folder"
+)
+DEFAULT_ADAPTER_NAME = "shop"
+
+
+def find_base(ws: Workspace, base: str | os.PathLike[str] | None = None) -> Path:
+    if base is not None:
+        p = Path(base).expanduser()
+        if not (p / "config.json").exists():
+            raise ConfigError(f"--base {str(p)!r} is not a Hugging Face model folder (no config.json there)")
+        return p
+    if (ws.base / "config.json").exists():
+        return ws.base
+    raise ConfigError(NOTHING_BUILT.format(root=ws.root, base=ws.base))
+
+
+def find_adapter(ws: Workspace, adapter: str | os.PathLike[str] | None) -> tuple[Path | None, str | None]:
+    """(adapter dir, label) for --adapter, or the workspace's active adapter, or (None, None)."""
+    if adapter is not None:
+        p = Path(adapter).expanduser()
+        if (p / "adapter_config.json").exists():
+            return p, str(p)
+    from endcloud.end.adapters import AdapterRegistry
+
+    reg = AdapterRegistry(ws.adapters)
+    names = reg.names() if ws.adapters.is_dir() else []
+    if adapter is None:
+        if not names:
+            return None, None
+        name = names[0] if len(names) == 1 else (DEFAULT_ADAPTER_NAME if DEFAULT_ADAPTER_NAME in names else names[0])
+        path = reg.active(name)
+        return (path, f"{name}/{path.name}") if path else (None, None)
+    name, _, version = str(adapter).partition("/")
+    if name not in names:
+        raise ConfigError(f"--adapter {str(adapter)!r}: no adapter named {name!r} in {ws.adapters} "
+                          f"(found: {', '.join(names) or 'none'}); pass NAME, NAME/vN or an adapter folder")
+    path = reg.path(name, version) if version else reg.active(name)
+    if path is None or not (path / "adapter_config.json").exists():
+        raise ConfigError(f"--adapter {str(adapter)!r}: {'version ' + version if version else 'no active version'} "
+                          f"is not usable; see `endcloud adapters list`")
+    return path, f"{name}/{path.name}"
+
+
+def make_cloud(ws: Workspace, shop_dir: Path | None, cloud: str | None = None) -> Any:
+    """The takeover teacher: `cloud` by name, else openai when ENDCLOUD_CLOUD_BASE_URL is set, else reference."""
+    from endcloud.cloud import make_teacher
+
+    name = cloud or ("openai" if os.environ.get("ENDCLOUD_CLOUD_BASE_URL") else "reference")
+    if name == "none":
+        return None
+    return make_teacher(name, shop=shop_dir, workspace=ws)
+
+
+def build_app_from_workspace(workspace: str | os.PathLike[str] | Workspace | None = None, *, base=None, adapter=None,
+                             shop=None, cloud: str | None = None, teacher: Any = None, extra_routers=(), **settings: Any):
+    """The FastAPI app serving a workspace (see the module docstring). Extra keywords are
+    `ServeSettings` fields (host, port, min_match, ...). Raises ConfigError when nothing is built."""
+    from endcloud.serve.app import create_app
+
+    ws = workspace if isinstance(workspace, Workspace) else Workspace.resolve(workspace)
+    base_dir = find_base(ws, base)
+    adapter_dir, adapter_label = find_adapter(ws, adapter)
+    shop_dir = Path(shop).expanduser() if shop is not None else (ws.shop if (ws.shop / "shop.yaml").exists() else None)
+    if shop_dir is not None and not shop_dir.is_dir():
+        raise ConfigError(f"--shop {str(shop_dir)!r} is not a folder; pass a shop pack (see `endcloud shop --help`)")
+    if teacher is None:
+        teacher = make_cloud(ws, shop_dir, cloud)
+    scorer = None
+    try:
+        from endcloud.scoring.matching import load_matching
+
+        scorer = load_matching("auto", workspace=ws)
+    except Exception as e:  # a broken matcher folder must not stop the shop from serving
+        log.warning("matcher unavailable (%s); using the lexical matcher", e)
+    s = ServeSettings.from_env(base_dir=base_dir, adapter_dir=adapter_dir, adapter_name=adapter_label, shop_dir=shop_dir,
+                               db_path=ws.db, audit_path=ws.audit, **settings)
+    return create_app(s, teacher=teacher, scorer=scorer, extra_routers=extra_routers)

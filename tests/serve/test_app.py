@@ -1,0 +1,256 @@
+"""The app in-process (FastAPI TestClient) with injected doubles: wire shapes, routing, limits."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from endcloud.serve.app import create_app
+from endcloud.serve.settings import ServeSettings
+from endcloud.store.conversations import ConversationStore
+from tests.serve.conftest import ScriptedModel, ScriptedTeacher
+
+
+def make(tmp_path, *, model=None, teacher=None, **settings):
+    store = ConversationStore(tmp_path / "endcloud.db")
+    s = ServeSettings(db_path=tmp_path / "endcloud.db", **({"min_match": 0.0} | settings))
+    app = create_app(s, engine=model or ScriptedModel(), teacher=teacher, store=store)
+    return app, store
+
+
+def chat(client, content="几天发货？", *, model="endcloud", user="alice", **kw):
+    body = {"model": model, "messages": [{"role": "user", "content": content}], "user": user} | kw
+    return client.post("/v1/chat/completions", json=body)
+
+
+def test_non_streaming_reply_is_openai_shaped_and_stored(tmp_path):
+    app, store = make(tmp_path)
+    with TestClient(app) as c:
+        r = chat(c)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["object"] == "chat.completion"
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": "Reply: 几天发货？"}
+    ext = body["endcloud"]
+    assert ext["message_id"] == body["id"] and ext["answered_by"] == "end"
+    assert set(ext["scores"]) >= {"match", "confidence", "frustration"}
+    assert ext["decision"]["route"] == "end"
+    stored = store.reply(body["id"])
+    assert stored["served_text"] == "Reply: 几天发货？" and stored["decision"]["route"] == "end"
+
+
+def test_streaming_sends_role_content_finish_then_done(tmp_path):
+    app, _ = make(tmp_path, model=ScriptedModel(lambda c: "We ship today, 亲"))
+    with TestClient(app) as c:
+        with c.stream("POST", "/v1/chat/completions", json={"model": "end", "stream": True, "user": "a",
+                                                            "messages": [{"role": "user", "content": "ship?"}]}) as r:
+            assert r.headers["content-type"].startswith("text/event-stream")
+            lines = [l for l in r.iter_lines() if l]
+    assert lines[-1] == "data: [DONE]"
+    chunks = [json.loads(l[6:]) for l in lines[:-1]]
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert "".join(ch["choices"][0]["delta"].get("content", "") for ch in chunks) == "We ship today, 亲"
+    assert len(chunks) > 4  # split into pieces, not one blob
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["endcloud"]["answered_by"] == "end"
+    assert {ch["id"] for ch in chunks} == {chunks[0]["id"]}
+
+
+def test_low_match_hands_over_to_the_cloud(tmp_path):
+    teacher = ScriptedTeacher("Cloud: 48小时内发货")
+    app, store = make(tmp_path, model=ScriptedModel(lambda c: "毛巾是纯棉的"), teacher=teacher, min_match=0.3)
+    with TestClient(app) as c:
+        body = chat(c, "几天发货？").json()
+        metrics = c.get("/metrics").text
+    assert body["endcloud"]["answered_by"] == "cloud"
+    assert body["choices"][0]["message"]["content"] == "Cloud: 48小时内发货"
+    assert any("match" in r for r in body["endcloud"]["decision"]["reasons"])
+    assert body["usage"]["prompt_tokens"] == 40
+    assert store.reply(body["id"])["end_text"] == "毛巾是纯棉的"  # the draft is kept for the online loop
+    assert "endcloud_takeover_rate 1.0" in metrics
+    assert 'endcloud_cloud_tokens_total{kind="prompt"} 40.0' in metrics
+    assert "endcloud_cloud_cost_total 0.002" in metrics
+
+
+def test_frustrated_customer_goes_to_the_cloud(tmp_path):
+    app, _ = make(tmp_path, teacher=ScriptedTeacher())
+    with TestClient(app) as c:
+        calm = chat(c, "Do you ship today?").json()
+        angry = chat(c, "This is ridiculous, I want a real person!!").json()
+    assert calm["endcloud"]["answered_by"] == "end"
+    assert angry["endcloud"]["answered_by"] == "cloud"
+
+
+def test_cloud_failure_serves_the_end_reply_and_records_it(tmp_path):
+    app, store = make(tmp_path, teacher=ScriptedTeacher(fail=True))
+    with TestClient(app) as c:
+        body = chat(c, model="cloud").json()
+        metrics = c.get("/metrics").text
+    assert body["endcloud"]["answered_by"] == "end" and body["endcloud"]["cloud_failed"]
+    assert body["choices"][0]["message"]["content"] == "Reply: 几天发货？"
+    assert store.events("cloud_failed")[0]["message_id"] == body["id"]
+    assert 'endcloud_cloud_failures_total{kind="TeacherStatusError"} 1.0' in metrics
+
+
+def test_slow_cloud_times_out_to_the_end_reply(tmp_path):
+    app, store = make(tmp_path, teacher=ScriptedTeacher(delay=5), cloud_timeout_s=0.2)
+    with TestClient(app) as c:
+        body = chat(c, model="cloud").json()
+    assert body["endcloud"]["answered_by"] == "end"
+    assert store.events("cloud_failed")[0]["detail"]["kind"] == "timeout"
+
+
+def test_no_cloud_configured_still_answers(tmp_path):
+    app, store = make(tmp_path, teacher=None)
+    with TestClient(app) as c:
+        body = chat(c, model="cloud").json()
+    assert body["endcloud"]["answered_by"] == "end"
+    assert store.events("cloud_unavailable")
+
+
+def test_stored_history_and_profile_reach_the_model(tmp_path):
+    model = ScriptedModel()
+    app, store = make(tmp_path, model=model)
+    store.set_profile("alice", preferences={"courier": "SF"}, orders=[{"order_id": "A-778", "item": "towel", "status": "shipped"}])
+    with TestClient(app) as c:
+        first = chat(c, "first question").json()
+        chat(c, "second question")
+        sess = c.get(f"/v1/sessions/{first['endcloud']['session_id']}").json()
+    convo = model.batches[-1][0]
+    assert [m["content"] for m in convo if m["role"] != "system"] == [
+        "first question", "Reply: first question", "second question"]
+    system = convo[0]["content"]
+    assert "A-778" in system and "SF" in system
+    assert [m["role"] for m in sess["messages"]] == ["user", "assistant", "user", "assistant"]
+
+
+def test_client_history_is_used_as_sent(tmp_path):
+    model = ScriptedModel()
+    app, _ = make(tmp_path, model=model)
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "a"},
+            {"role": "assistant", "content": "b"}, {"role": "user", "content": [{"type": "text", "text": "c"}]}]
+    with TestClient(app) as c:
+        assert c.post("/v1/chat/completions", json={"model": "end", "messages": msgs}).status_code == 200
+    convo = model.batches[-1][0]
+    assert convo[0] == {"role": "system", "content": "Be brief."}
+    assert [m["content"] for m in convo[1:]] == ["a", "b", "c"]
+
+
+def test_feedback_round_trip(tmp_path):
+    app, store = make(tmp_path)
+    with TestClient(app) as c:
+        mid = chat(c).json()["id"]
+        up = c.post("/v1/feedback", json={"message_id": mid, "rating": "up"})
+        down = c.post("/v1/feedback", json={"message_id": mid, "rating": 2, "comment": "too slow", "correction": "今天发货"})
+        unknown = c.post("/v1/feedback", json={"message_id": "chatcmpl-nope", "rating": "up"})
+        bad = c.post("/v1/feedback", json={"message_id": mid, "rating": "great"})
+    assert up.json()["feedback"]["rating"] == 5 and down.json()["feedback"]["rating"] == 2
+    assert [f["rating"] for f in store.feedback(mid)] == [5, 2]
+    assert unknown.status_code == 404 and "chatcmpl-nope" in unknown.json()["error"]["message"]
+    assert bad.status_code == 400 and "great" in bad.json()["error"]["message"]
+
+
+def _assert_error(r, status, needle):
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert needle in err["message"] and err["type"]
+    assert "Traceback" not in r.text
+
+
+def test_bad_inputs_get_clear_4xx(tmp_path):
+    app, _ = make(tmp_path, max_messages=3, max_tokens_per_message=20, max_body_bytes=2000)
+    with TestClient(app) as c:
+        post = lambda **kw: c.post("/v1/chat/completions", **kw)  # noqa: E731
+        _assert_error(post(content=b"{not json", headers={"content-type": "application/json"}), 400, "not valid JSON")
+        _assert_error(post(json=[1, 2]), 400, "JSON object")
+        _assert_error(post(content=b""), 400, "empty")
+        _assert_error(post(json={"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]}), 404, "gpt-9")
+        _assert_error(post(json={"model": "end", "messages": []}), 400, "messages")
+        _assert_error(post(json={"model": "end"}), 400, "messages")
+        _assert_error(post(json={"model": "end", "messages": [{"role": "tool", "content": "x"}]}), 400, "role")
+        _assert_error(post(json={"model": "end", "messages": [{"role": "assistant", "content": "x"}]}), 400, "last message")
+        _assert_error(post(json={"model": "end", "messages": [{"role": "user", "content": "  "}]}), 400, "empty")
+        _assert_error(post(json={"model": "end", "messages": [{"role": "user", "content": "x"}] * 4}), 400, "max_messages")
+        _assert_error(post(json={"model": "end", "messages": [{"role": "user", "content": "字" * 30}]}), 400, "max_tokens_per_message")
+        _assert_error(post(json={"model": "end", "n": 2, "messages": [{"role": "user", "content": "x"}]}), 400, "n=1")
+        _assert_error(post(json={"model": "end", "temperature": 9, "messages": [{"role": "user", "content": "x"}]}), 400, "temperature")
+        _assert_error(post(json={"model": "end", "max_tokens": 10**6, "messages": [{"role": "user", "content": "x"}]}), 400, "max_tokens")
+        _assert_error(post(json={"model": "end", "user": "bad user!", "messages": [{"role": "user", "content": "x"}]}), 400, "user")
+        _assert_error(post(json={"model": "end", "messages": [{"role": "user", "content": "x" * 5000}]}), 413, "max_body_bytes")
+        _assert_error(c.get("/v1/nothing"), 404, "/v1/nothing")
+        _assert_error(c.get("/v1/chat/completions"), 405, "")
+        _assert_error(c.get("/v1/sessions/nope"), 404, "nope")
+
+
+def test_body_limit_also_catches_chunked_uploads(tmp_path):
+    app, _ = make(tmp_path, max_body_bytes=1000)
+
+    def gen():
+        for _ in range(10):
+            yield b"x" * 200
+
+    with TestClient(app) as c:
+        r = c.post("/v1/chat/completions", content=gen(), headers={"content-type": "application/json"})
+    _assert_error(r, 413, "1000 bytes")
+
+
+def test_rate_limit_per_customer_with_retry_after(tmp_path):
+    app, _ = make(tmp_path, rate_limit_per_minute=2)
+    with TestClient(app) as c:
+        codes = [chat(c, user="alice").status_code for _ in range(3)]
+        other = chat(c, user="bob")
+        r = chat(c, user="alice")
+        metrics = c.get("/metrics").text
+    assert codes == [200, 200, 429] and other.status_code == 200
+    _assert_error(r, 429, "rate_limit_per_minute")
+    assert 1 <= int(r.headers["retry-after"]) <= 60
+    assert 'status="429"' in metrics
+
+
+def test_unexpected_errors_are_500_json_without_details(tmp_path):
+    model = ScriptedModel()
+    model.fail = True
+    app, _ = make(tmp_path, model=model)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        r = chat(c)
+    _assert_error(r, 500, "internal error")
+    assert "secret internal detail" not in r.text
+
+
+def test_profile_admin_endpoints_and_token(tmp_path):
+    app, _ = make(tmp_path, admin_token="s3cret")
+    with TestClient(app) as c:
+        assert c.get("/v1/customers/alice/profile").status_code == 401
+        h = {"Authorization": "Bearer s3cret"}
+        r = c.put("/v1/customers/alice/profile", headers=h, json={"preferences": {"size": "L"}, "orders": [{"order_id": "O9"}]})
+        assert r.status_code == 200
+        assert c.get("/v1/customers/alice/profile", headers=h).json()["orders"][0]["order_id"] == "O9"
+        _assert_error(c.put("/v1/customers/alice/profile", headers=h, json={"orders": [{"item": "x"}]}), 400, "order_id")
+        _assert_error(c.put("/v1/customers/alice/profile", headers=h, json={"bogus": 1}), 400, "bogus")
+
+
+def test_healthz_models_and_hot_swap(tmp_path):
+    model = ScriptedModel()
+    app, _ = make(tmp_path, model=model)
+    with TestClient(app) as c:
+        assert c.get("/healthz").json()["status"] == "ok"
+        assert [m["id"] for m in c.get("/v1/models").json()["data"]] == ["endcloud", "end", "cloud"]
+        app.state.engine.swap_adapter(tmp_path / "adapters" / "shop" / "v2")
+        assert c.get("/healthz").json()["adapter"].endswith("v2")
+    assert model.adapters == [tmp_path / "adapters" / "shop" / "v2"]
+
+
+def test_extra_routers_are_included(tmp_path):
+    from fastapi import APIRouter
+
+    router = APIRouter()
+
+    @router.get("/review/ping")
+    def ping():
+        return {"pong": True}
+
+    app = create_app(ServeSettings(), engine=ScriptedModel(), extra_routers=[router])
+    with TestClient(app) as c:
+        assert c.get("/review/ping").json() == {"pong": True}

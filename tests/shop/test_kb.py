@@ -1,0 +1,147 @@
+"""The knowledge base: loading a real shop's (messy) pack precisely, and finding the right snippet."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from endcloud.corpus.shopworld import norm
+from endcloud.errors import DataError
+from endcloud.kb import KnowledgeBase, ShopPack, Snippet
+
+
+def _pack(folder: Path, *, yaml_text="name: Test Shop\nlanguage: en\ncurrency: USD\n",
+          catalog="sku,name,price,stock,colour\nA1,Blue Mug,12.5,3,blue\nB2,Red Mug,9,0,red\n",
+          faq='{"question": "Do you ship abroad?", "answer": "No, domestic only."}\n', policies=None, orders=None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "shop.yaml").write_text(yaml_text, encoding="utf-8")
+    (folder / "catalog.csv").write_bytes(catalog.encode("utf-8") if isinstance(catalog, str) else catalog)
+    if faq is not None:
+        (folder / "faq.jsonl").write_text(faq, encoding="utf-8")
+    if policies is not None:
+        (folder / "policies.md").write_text(policies, encoding="utf-8")
+    if orders is not None:
+        (folder / "orders.csv").write_text(orders, encoding="utf-8")
+    return folder
+
+
+def test_forgiving_where_harmless(tmp_path):
+    # BOM, CRLF, header case/spaces, a currency sign, extra columns, blank lines.
+    catalog = "\ufeffSKU , Name,Price,Stock,Material,Size\r\nA1,Blue Mug,\"¥1,299.00\",3,ceramic,350ml\r\n\r\nB2,Red Mug,9,0,,\r\n"
+    pack = ShopPack.load(_pack(tmp_path, catalog=catalog))
+    a, b = pack.products
+    assert (a.sku, a.name, a.price, a.stock, a.attrs) == ("A1", "Blue Mug", 1299.0, 3, {"material": "ceramic", "size": "350ml"})
+    assert a.price_text == "1299" and b.attrs == {} and not b.in_stock
+    assert pack.faq == [("Do you ship abroad?", "No, domestic only.")]
+    assert pack.policies == {} and pack.orders == {}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "where", "what"),
+    [
+        ({"catalog": "sku,name,stock\nA1,Mug,3\n"}, "catalog.csv:1", "missing required column(s) price"),
+        ({"catalog": "sku,name,price,stock\nA1,Mug,12,3\nB2,Bowl,twelve,3\n"}, "catalog.csv:3", "'twelve' (column 3, 'price')"),
+        ({"catalog": "sku,name,price,stock\nA1,Mug,12,3\nA1,Bowl,1,3\n"}, "catalog.csv:3", "duplicate sku 'A1'"),
+        ({"catalog": "sku,name,price,stock\nA1,Mug,12,many\n"}, "catalog.csv:2", "stock must be a whole number"),
+        ({"yaml_text": "name: Shop\nlanguage: [en\n"}, "shop.yaml:", "bad YAML"),
+        ({"yaml_text": "name: Shop\nlanguage: fr\n"}, "shop.yaml", "got 'fr'"),
+        ({"faq": '{"question": "a", "answer": "b"}\n{"question": "c", \n'}, "faq.jsonl:2", "not valid JSON"),
+        ({"faq": '{"question": "a", "answer": "b"}\n\n{"q": "c"}\n'}, "faq.jsonl:3", '"question" and "answer"'),
+        ({"orders": "order_id,status\n1,shipped\n1,delivered\n"}, "orders.csv:3", "duplicate order_id '1'"),
+        ({"policies": "## Shipping\n<!-- key: shipping -->\nx\n## Ship\n<!-- key: shipping -->\ny\n"}, "policies.md:4", "appears twice"),
+    ],
+)
+def test_precise_where_not(tmp_path, kwargs, where, what):
+    with pytest.raises(DataError) as e:
+        ShopPack.load(_pack(tmp_path, **kwargs))
+    assert where in str(e.value) and what in str(e.value)
+
+
+def test_missing_folder_and_bad_encoding(tmp_path):
+    with pytest.raises(DataError, match="shop pack folder not found"):
+        ShopPack.load(tmp_path / "nope")
+    with pytest.raises(DataError, match=r"catalog.csv:2: not valid UTF-8"):
+        ShopPack.load(_pack(tmp_path, catalog=b"sku,name,price,stock\nA1,\xff\xfe,1,1\n"))
+
+
+def test_policies_keyed_by_comment_else_heading(tmp_path):
+    md = "# Policies\nintro ignored\n\n## Shipping & couriers\n<!-- key: shipping -->\nWe ship with UPS.\n\nOrders before 15:00 ship today.\n\n## Gift wrap\nFree gift wrap.\n"
+    pack = ShopPack.load(_pack(tmp_path, policies=md))
+    assert pack.policies == {"shipping": "We ship with UPS.\n\nOrders before 15:00 ship today.", "gift wrap": "Free gift wrap."}
+    assert pack.policy_titles["shipping"] == "Shipping & couriers"
+    kb = KnowledgeBase(pack)
+    top = kb.search("which courier will deliver my parcel?", k=1)[0]
+    assert (top.source, top.ref) == ("policy", "shipping") and top.text.startswith("Shipping & couriers: ")
+
+
+SEARCH_CASES = {
+    "en": [
+        ("Can I choose the delivery service?", "policy:shipping|faq:1"),
+        ("Will you ship the order if I purchase it today?", "policy:shipping|faq:2"),
+        ("Can I get a discount?", "policy:coupons|faq:6"),
+        ("how many days until my money comes back", "policy:refunds|faq:8"),
+        ("I need a receipt for my company", "policy:invoices|faq:9"),
+        ("the parcel showed up broken", "policy:after-sales|faq:10"),
+        ("How long does shipping to Alaska take?", "policy:delivery|faq:3"),
+    ],
+    "zh": [
+        ("可以选快递吗？", "policy:shipping|faq:1"),
+        ("今天买的话今天能发货吗？", "policy:shipping|faq:2"),
+        ("能便宜点吗？", "policy:coupons|faq:6"),
+        ("退的钱几天到账", "policy:refunds|faq:8"),
+        ("我要开个票", "policy:invoices|faq:9"),
+        ("东西到了是坏的", "policy:after-sales|faq:10"),
+        ("寄到新疆要多久", "policy:delivery|faq:3"),
+    ],
+}
+
+
+def test_search_finds_the_right_knowledge_for_paraphrases(pack_dir, lang):
+    kb = KnowledgeBase(ShopPack.load(pack_dir))
+    for query, expected in SEARCH_CASES[lang]:
+        hits = kb.search(query, k=3)
+        assert all(isinstance(h, Snippet) for h in hits) and len(hits) == 3
+        assert hits == sorted(hits, key=lambda h: -h.score)
+        found = {f"{h.source}:{h.ref}" for h in hits}
+        assert found & set(expected.split("|")), (query, found)
+        assert kb.search(query, k=3) == hits  # deterministic
+
+
+def test_search_states_the_facts_of_held_out_questions(pack_dir, eval_rows):
+    """What the reference teacher relies on: the facts a correct reply needs are in the top 3."""
+    kb = KnowledgeBase(ShopPack.load(pack_dir))
+    rows = [r for r in eval_rows if r["facts"]]
+    hit = sum(all(norm(f) in norm(" ".join(s.text for s in kb.search(r["query"], k=3))) for f in r["facts"]) for r in rows)
+    assert hit / len(rows) >= 0.95, f"{hit}/{len(rows)}"
+
+
+def test_exact_product_and_order_lookups(pack_dir, lang):
+    pack = ShopPack.load(pack_dir)
+    kb = KnowledgeBase(pack)
+    first = pack.products[0]
+    assert kb.product("520401029636") is first
+    assert kb.product(f"how about {pack.products[5].name}?" if lang == "en" else f"{pack.products[5].name}怎么样") is pack.products[5]
+    assert kb.product("nothing like a product here 123") is None
+    oid, row = next(iter(pack.orders.items()))
+    assert kb.order(oid) == row and kb.order(f" #{oid} ") == row and kb.order("000") is None
+    hits = kb.search(f"where is my order {oid}?", k=3)
+    assert (hits[0].source, hits[0].ref) == ("order", oid) and row["status"] in hits[0].text
+    assert kb.orders_in(f"{oid} and {oid}") == [oid]
+    hits = kb.search("520401029636", k=3)
+    assert (hits[0].source, hits[0].ref) == ("catalog", "520401029636")
+    assert first.attrs["size"] in hits[0].text and first.attrs["material"] in hits[0].text
+
+
+def test_longest_name_wins(tmp_path):
+    catalog = "sku,name,price,stock\nA1,Cotton Towel,5,1\nA2,Thick Cotton Towel,8,1\n"
+    kb = KnowledgeBase(ShopPack.load(_pack(tmp_path, catalog=catalog)))
+    assert kb.product("is the thick cotton towel soft?").sku == "A2"
+    assert kb.product("is the cotton towel soft?").sku == "A1"
+    assert kb.search("anything", k=0) == []
+
+
+def test_generated_faq_is_valid_jsonl(pack_dir):
+    rows = [json.loads(line) for line in (pack_dir / "faq.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert rows and all(set(r) == {"question", "answer"} for r in rows)
