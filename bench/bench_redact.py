@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from endcloud.fileio import write_text_atomic  # noqa: E402
 from endcloud.privacy import PII_TYPES, detect, redact  # noqa: E402
+from endcloud.privacy import synth  # noqa: E402
 from endcloud.privacy.synth import STRUCTURED, clean_line, make_cases, make_mixed_case  # noqa: E402
 
 
@@ -68,6 +69,34 @@ def score(cases):
         f2 = 5 * prec * rec / (4 * prec + rec) if prec + rec else 0.0
         rows.append((t, g, p, prec, rec, f2))
     return rows, any_hit / max(any_total, 1), neg_cases, neg_flagged, misses
+
+
+# Out of scope by design (names need a cue word, addresses a number or admin level) or not handled:
+# measured so the limits are on record, not counted in the table above.
+HARD = {
+    "NAME without a cue word (zh)": lambda r: ("麻烦转告{}一声", synth.zh_name(r)),
+    "NAME without a cue word (en)": lambda r: ("Thanks {}, see you tomorrow", synth.en_name(r)),
+    "ADDRESS: road only, no number or admin level": lambda r: ("送到{}就行", r.choice(["建国路", "中山路", "长安街"])),
+    "ADDRESS: lower-case en street": lambda r: ("send it to {} please", f"{r.randint(1, 999)} {r.choice(['main', 'oak', 'elm'])} st"),
+    "EMAIL written out (at / dot)": lambda r: ("email: {}", f"{r.choice(['zhangwei', 'lina'])} at qq dot com"),
+    "ID: old 15-digit format": lambda r: ("身份证{}", f"110101{r.randint(50, 99)}{r.randint(1, 12):02d}{r.randint(1, 28):02d}{r.randint(100, 999)}"),
+    "PHONE spelled in English words": lambda r: ("call {}", " ".join(["one", "three", "eight"] + [r.choice(["zero", "one", "two", "five"]) for _ in range(8)])),
+}
+
+
+def hard_recall(n=100, seed=3):
+    rng = random.Random(seed)
+    out = []
+    for name, make in HARD.items():
+        hit = 0
+        for _ in range(n):
+            template, value = make(rng)
+            text = template.format(value)
+            s = text.index(value)
+            covered = {i for sp in detect(text) for i in range(sp.start, sp.end)}
+            hit += all(i in covered for i in range(s, s + len(value)))
+        out.append((name, hit / n))
+    return out
 
 
 def rate(lines, fn, repeats=3):
@@ -143,6 +172,13 @@ def main(argv=None) -> int:
     ]
     for name, n, r, base in speed_rows:
         lines.append(f"| {name} | {n:,} | {r:,.0f} | {base:,.0f} | {r / base:.3f} |")
+    lines += [
+        "",
+        "Known limits (100 cases each, any-type recall; outside the detectors' scope, not in the table above):",
+        "",
+        "| case | recall |",
+        "| --- | ---: |",
+    ] + [f"| {name} | {rec:.2f} |" for name, rec in hard_recall()]
     if misses:
         lines += ["", "First misses:", ""] + [f"- {t}: `{v}` in `{text}`" for t, v, text in misses]
     report = "\n".join(lines) + "\n"

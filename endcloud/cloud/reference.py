@@ -17,6 +17,7 @@ configured, as the labeller, the judge's reference and the takeover.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -32,10 +33,10 @@ TOPICS: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("returns", ("退货", "退换", "换货", "能退", "可以退", "无理由", "寄回", "不合适"), ("return", "send it back", "send back", "exchange")),
     ("after-sales", ("破损", "坏了", "质量", "瑕疵", "维修", "保修", "少件", "有问题"), ("damaged", "broken", "defect", "faulty", "warranty", "repair", "problem with")),
     ("address", ("地址", "寄到", "送到", "改成"), ("address", "send my order to", "ship it to", "deliver it to", "send it to")),
-    ("coupons", ("优惠", "便宜", "折扣", "满减", "券", "打折", "首单", "减多少"), ("coupon", "discount", "promo", "deal", "voucher", "welcome offer", "first order", "first-time")),
-    ("ship_today", ("今天能发", "今天发", "当天发", "今天能寄", "今天寄", "几点前", "今天下单", "今天付款", "今天买", "现在拍"), ("ship today", "ships today", "go out today", "dispatched today", "ship the order if i purchase it today", "same day", "today")),
-    ("courier_choose", ("顺丰", "指定快递", "指定", "选快递", "自己选", "选择快递", "换快递"), ("sf express", "choose", "pick the courier", "upgrade", "select the courier")),
-    ("courier", ("快递", "顺丰", "物流公司", "发货方式", "中通", "圆通", "韵达", "申通", "ems"), ("courier", "carrier", "shipping company", "delivery service", "sf express", "ship with", "who delivers")),
+    ("coupons", ("优惠", "便宜", "折扣", "满减", "券", "打折", "首单", "减多少", "活动", "立减", "新用户", "新人", "新客", "第一次", "促销"), ("coupon", "discount", "promo", "deal", "voucher", "welcome offer", "first order", "first-order", "first-time", "new customer", "sale")),
+    ("ship_today", ("今天能发", "今天发", "当天发", "当天能发", "今天能寄", "今天寄", "几点前", "今天下单", "今天付款", "今天买", "现在拍", "什么时候发", "多久发货", "几点发货", "多久能发"), ("ship today", "ships today", "go out today", "dispatched today", "same day", "same-day", "today", "when does it ship", "when will it ship", "when do you ship", "how soon do you ship")),
+    ("courier_choose", ("顺丰", "指定快递", "指定", "选快递", "自己选", "选择快递", "换快递", "换一家", "加钱"), ("sf express", "choose", "pick the courier", "pick a different", "upgrade", "select the courier", "switch", "another courier", "different courier", "different shipping", "pay extra", "faster shipping")),
+    ("courier", ("快递", "顺丰", "物流公司", "发货方式", "中通", "圆通", "韵达", "申通", "ems", "哪家"), ("courier", "carrier", "shipping company", "delivery company", "delivery service", "sf express", "ship with", "who delivers")),
     ("delivery", ("几天到", "多久到", "几天能到", "多久能到", "要多久", "大概几天", "需要几天", "送达", "到货", "几天"), ("how long", "how many days", "when will it arrive", "delivery time", "arrive")),
     ("price", ("多少钱", "价格", "什么价", "价钱", "几块", "卖多少"), ("how much", "price", "cost")),
     ("stock", ("有货", "库存", "现货", "缺货", "还有没有", "没货", "补货"), ("in stock", "stock", "available", "sold out", "still buy")),
@@ -60,8 +61,8 @@ GREETINGS = ("在吗", "你好", "您好", "在不在", "有人吗", "亲在吗"
 THANKS_ZH = ("谢谢", "好的", "知道了", "嗯嗯", "好吧", "拜拜", "行", "ok", "再见")
 THANKS_EN = ("thank", "thanks", "got it", "alright", "bye", "great", "cool", "ok")
 BOT_Q = ("机器人", "are you a bot", "are you a robot", "real person", "真人")
-ANGRY_ZH = ("气", "着急", "一直等", "不敢出门", "无语", "太慢", "怎么还没", "还没到", "还不到", "等了好", "等了好几天", "催了", "急死", "投诉", "差评", "一直不更新", "怎么回事", "！！")
-ANGRY_EN = ("frustrat", "been waiting", "waited", "still not", "still hasn't", "taking forever", "annoyed", "fed up", "so slow", "late", "nobody tells",
+ANGRY_ZH = ("气", "着急", "一直等", "一直在家等", "不敢出门", "失望", "无语", "太慢", "怎么还没", "还没到", "还不到", "等了好", "等了好几天", "催了", "急死", "投诉", "差评", "一直不更新", "怎么回事", "！！")
+ANGRY_EN = ("frustrat", "been waiting", "waited", "disappoint", "so late", "still isn't here", "stuck at home", "where is my parcel", "still not", "still hasn't", "taking forever", "annoyed", "fed up", "so slow", "late", "nobody tells",
             "hasn't moved", "angry", "ridiculous", "unacceptable", "complain", "!!", "hasn't arrived", "what is going on")
 PHONE_NOTE = ("电话", "手机", "phone", "number is", "call me")
 # An order number or SKU: 6+ id characters with at least one digit ("thanksalot" is no id).
@@ -91,7 +92,14 @@ def _norm(text: str) -> str:
 
 
 def _has(text: str, words: tuple[str, ...]) -> bool:
-    return any(w in text for w in words)
+    """Chinese keywords match anywhere; English ones only at the start of a word
+    ("late" must not fire inside "insulated")."""
+    return any(_pattern(w).search(text) if w.isascii() else w in text for w in words)
+
+
+@functools.lru_cache(maxsize=None)
+def _pattern(word: str) -> re.Pattern[str]:
+    return re.compile((r"(?<![a-z0-9])" if word[:1].isalnum() else "") + re.escape(word))
 
 
 def _bare(text: str) -> str:

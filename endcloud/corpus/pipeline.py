@@ -70,7 +70,7 @@ class PrepareConfig:
     redactor: str = DEFAULT_REDACTOR
     """Module providing `redact(text, vault, lang=)` and `Vault()`."""
     dedupe_capacity: int = 20_000_000
-    """Pairs the dedupe filters are sized for (memory is fixed by this, not by the input)."""
+    """Most pairs the dedupe filters are sized for (memory is fixed by this, not by the input; small inputs get smaller filters)."""
     dedupe_fp_rate: float = 1e-3
     """False-positive rate of the dedupe filters at full capacity."""
     chunk_bytes: int = 1 << 20
@@ -362,8 +362,11 @@ def prepare(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    exact_seen = BloomFilter(capacity=cfg.dedupe_capacity, fp_rate=cfg.dedupe_fp_rate)
-    near_seen = BloomFilter(capacity=cfg.dedupe_capacity, fp_rate=cfg.dedupe_fp_rate)
+    # A pair takes two messages of at least a few bytes each, so small inputs get small
+    # filters; big ones get the configured capacity, whatever their size beyond it.
+    capacity = max(10_000, min(cfg.dedupe_capacity, total_bytes // 16))
+    exact_seen = BloomFilter(capacity=capacity, fp_rate=cfg.dedupe_fp_rate)
+    near_seen = BloomFilter(capacity=capacity, fp_rate=cfg.dedupe_fp_rate)
     counts: Counter = Counter()
     per_file = [Counter() for _ in files]
     done_bytes = 0

@@ -40,6 +40,9 @@ from endcloud.evolve.triggers import TriggerSettings, from_reply, from_review
 from endcloud.store.labels import TRUST_ORDER, LabelStore, PseudoLabel
 
 
+REVIEWED = ("downvote", "low_score", "correction")
+
+
 @dataclass
 class EvolveSettings:
     triggers: TriggerSettings = field(default_factory=TriggerSettings)
@@ -102,9 +105,11 @@ def step(*, conversations: Any, labels: LabelStore, teacher: Any, settings: Evol
             row["cloud_text"] = row.get("cloud_text") or row["scores"].get("cloud_text")
         customer = _customer_of(conversations, row["session_id"], sessions)
         candidates += from_reply(row, customer=customer, settings=settings.triggers)
+    rejected: set[str] = set()
     if reviews is not None:
         pairs = [(item, reviews.verdicts(item.id)[-1]) for item in reviews.items() if reviews.verdicts(item.id)]
         candidates += from_review(pairs)
+        rejected = {item.message_id for item, v in pairs if v.verdict == "reject" and item.message_id}
 
     for lab in candidates:
         if labels.seen(lab.source_id, lab.trigger):
@@ -122,6 +127,15 @@ def step(*, conversations: Any, labels: LabelStore, teacher: Any, settings: Evol
         if labels.add(lab):
             rep.new_labels += 1
             rep.quarantined += lab.status == "quarantined"
+            if reviews is not None and lab.trust == "auto" and (lab.status == "quarantined" or lab.trigger in REVIEWED):
+                # the human track sees what the loop doubts or learns from dissatisfaction
+                reviews.add_item(query=lab.query, end_reply=lab.end_reply or "", cloud_reply=lab.cloud_reply,
+                                 message_id=lab.source_id, score=lab.scores, context=lab.context,
+                                 reason=lab.trigger if lab.status != "quarantined" else f"quarantined: {lab.reason}")
+    if rejected:
+        # a reviewer rejected the cloud's reply: the automatic label made from it must not be learned
+        doomed = [lab.id for lab in labels.list("pending") if lab.trust == "auto" and lab.source_id in rejected]
+        labels.mark(doomed, "quarantined", reason="rejected_by_reviewer")
     labels.set_state("cursor", now)
 
     pending = _resolve_conflicts(labels.list("pending"))

@@ -276,11 +276,15 @@ def _query_weights(text: str) -> dict[str, float]:
         weights[t] = weights.get(t, 0.0) + 1.0
     flat = normalise(text)
     words = _words(text)
+    extra: dict[str, float] = {}
     for how, key, others, weight in _SYNONYM_TABLE:
         if (key in weights) if how == "word" else (key in (flat if how == "cjk" else words)):
             for t in others:
-                # Expansions count less than the customer's own words.
-                weights[t] = weights.get(t, 0.0) + weight
+                extra[t] = max(extra.get(t, 0.0), weight)
+    # Expansions count less than the customer's own words, and never add to them.
+    for t, w in extra.items():
+        if t not in weights:
+            weights[t] = w
     return weights
 
 

@@ -67,6 +67,14 @@ def _fold_table() -> dict[int, int]:
 
 
 _FOLD = _fold_table()
+# Phone numbers spelled in Chinese numerals (一三八零零一三八零零零, 幺 for 1) dodge platform filters;
+# a run of seven or more numerals is folded to ASCII digits too (one character for one).
+_ZH_DIGITS = {"〇": "0", "零": "0", "一": "1", "幺": "1", "二": "2", "两": "2", "三": "3", "四": "4", "五": "5",
+              "六": "6", "七": "7", "八": "8", "九": "9"}
+_FOLD_ZH = _FOLD | {ord(k): ord(v) for k, v in _ZH_DIGITS.items()}
+_ZH_DIGIT_RUN = re.compile(
+    "[" + "".join(_ZH_DIGITS) + r"](?:(?:\s?[.\-\u2010-\u2015\u2212\ufe63\uff0d\u00b7]\s?|\s)?[" + "".join(_ZH_DIGITS) + "]){6,}"
+)
 # Fold only when a full-width digit, letter, '+' or '@' is present: Chinese text is full of
 # full-width punctuation (，：？) that no detector needs folded, and str.translate is slow on it.
 # Unicode spaces and dashes are matched directly by the separator classes below instead.
@@ -83,8 +91,15 @@ _MASKED = re.compile(
 )
 
 
-def _shadow(text: str) -> str:
-    shadow = text.translate(_FOLD) if _NEEDS_FOLD.search(text) else text
+def _shadow(text: str, zh_digits: bool = False) -> str:
+    if zh_digits:
+        shadow = text
+        for m in _ZH_DIGIT_RUN.finditer(text):
+            shadow = shadow[:m.start()] + m.group(0).translate(_FOLD_ZH) + shadow[m.end():]
+        if _NEEDS_FOLD.search(shadow):
+            shadow = shadow.translate(_FOLD)
+    else:
+        shadow = text.translate(_FOLD) if _NEEDS_FOLD.search(text) else text
     if "[" in shadow or "*" in shadow:
         parts, last = [], 0
         for m in _MASKED.finditer(shadow):
@@ -149,9 +164,10 @@ _SEP = "[\\s." + _DASHES + "\u00b7\u30fb]"
 _GSEP = "[\\s" + _DASHES + "]"  # between digit groups of cards, IDs, landlines
 # Patterns start by consuming a character (lookbehinds come after it): sre can then skip ahead
 # to candidate characters instead of trying every position, several times faster on chat lines.
-_MOBILE = re.compile(r"1(?<![0-9]1)[3-9](?:" + _SEP + r"?[0-9]){9}(?![0-9])")
+_PSEP = r"(?:\s?" + _SEP + r"\s?|" + _SEP + r")?"  # one separator, or one padded by spaces: 138 - 0013 - 8000
+_MOBILE = re.compile(r"1(?<![0-9]1)[3-9](?:" + _PSEP + r"[0-9]){9}(?![0-9])")
 _MOBILE_CC = re.compile(  # with a country code; run only when "86" occurs
-    r"(?<![0-9])(?:\(\s?(?:\+|00)?86\s?\)|(?:\+|00)?86)" + _SEP + r"{0,2}1[3-9](?:" + _SEP + r"?[0-9]){9}(?![0-9])"
+    r"(?<![0-9])(?:\(\s?(?:\+|00)?86\s?\)|(?:\+|00)?86)" + _SEP + r"{0,2}1[3-9](?:" + _PSEP + r"[0-9]){9}(?![0-9])"
 )
 _LANDLINE = re.compile(
     r"(?:\((?<![0-9A-Za-z]\()0[1-9][0-9]{1,2}\)\s?|0(?<![0-9A-Za-z]0)[1-9][0-9]{1,2}" + _GSEP + r")"
@@ -232,7 +248,7 @@ _EN_ADDR = re.compile(
     r"(?:[A-Z][A-Za-z'\-]*\.?\s+){0,3}?[A-Z][A-Za-z'\-]*\s+(?i:" + _EN_STREET + r")\b\.?"
     r"(?:,?\s*(?i:apt|apartment|suite|ste|unit|flat|room|rm|#)\.?\s*#?[A-Za-z0-9\-]{1,6})?"
     r"(?:,\s*[A-Z][A-Za-z]+(?:\s+[A-Z][A-Za-z]+){0,2}(?=,|\s+[0-9]{5}|\s*$|[.;!?)]))?"
-    r"(?:,\s*[A-Z]{2}\.?)?(?:,?\s+[0-9]{5}(?:-[0-9]{4})?)?"
+    r"(?:,\s*[A-Z]{2}\.?)?(?:,?\s+[0-9]{5}(?:-[0-9]{4})?(?![0-9]))?"
 )
 _EN_ADDR_HINT = re.compile(r"[0-9][A-Za-z]?\s+[A-Z]")
 
@@ -329,12 +345,13 @@ def _trim_en_name(m: re.Match) -> tuple[int, int]:
 
 # ---------------------------------------------------------------------------------------------
 
-# Five digits with at most two other characters between neighbours: every digit-based PII has that.
-_DIGITS_GATE = re.compile(r"[0-9０-９](?:[^0-9０-９]{0,2}[0-9０-９]){4}")
+# Five digits with at most three other characters between neighbours: every digit-based PII has that.
+_DIGITS_GATE = re.compile(r"[0-9０-９](?:[^0-9０-９]{0,3}[0-9０-９]){4}")
 _DIGIT_CHARS = frozenset("0123456789０１２３４５６７８９")
 _ADDR_CHARS = frozenset("路街巷弄村苑园府厦寓")
 _NAME_CHARS = frozenset("叫名姓收联签寄户持开先女姐")
-_TRIGGER = re.compile("[" + "".join(sorted(_DIGIT_CHARS | _ADDR_CHARS | _NAME_CHARS)) + "@＠]")
+_ZH_DIGIT_CHARS = frozenset("一二三四五六七八九〇零幺两")
+_TRIGGER = re.compile("[" + "".join(sorted(_DIGIT_CHARS | _ADDR_CHARS | _NAME_CHARS | _ZH_DIGIT_CHARS)) + "@＠]")
 
 
 def _zh_words_hint(text: str) -> bool:
@@ -376,6 +393,8 @@ def detect(text: str, lang: str | None = None) -> list[Span]:
     chars = set(trig)
     has_digit = not chars.isdisjoint(_DIGIT_CHARS)
     digits = has_digit and (_DIGITS_GATE.search(text) is not None or "1Z" in text)
+    zh_digits = zh and not chars.isdisjoint(_ZH_DIGIT_CHARS) and _ZH_DIGIT_RUN.search(text) is not None
+    digits = digits or zh_digits
     at = "@" in chars or "＠" in chars
     # a zh address needs a road/estate word and, to count, an admin level or a house number
     zh_addr = zh and (not chars.isdisjoint(_ADDR_CHARS) or zh_words) and _ZH_ADDR_NEED.search(text) is not None
@@ -384,7 +403,7 @@ def detect(text: str, lang: str | None = None) -> list[Span]:
     if not (digits or at or zh_addr or zh_name or en_addr or en_name):
         return []
 
-    s = _shadow(text)
+    s = _shadow(text, zh_digits)
     cands: list[tuple[int, int, int, str, str]] = []  # (prio, start, end, type, label)
     add = cands.append
     if at:
@@ -412,6 +431,9 @@ def detect(text: str, lang: str | None = None) -> list[Span]:
     if en_name:
         for start, end in _en_names(s):
             add((_PRIO["name"], start, end, "NAME", "context"))
+    if zh_digits:  # spelled-out numerals only ever make a phone number, not an order or a card
+        spelled = [m.span() for m in _ZH_DIGIT_RUN.finditer(text)]
+        cands = [c for c in cands if c[3] == "PHONE" or not any(c[1] < e and b < c[2] for b, e in spelled)]
     if not cands:
         return []
     return _resolve(text, cands)

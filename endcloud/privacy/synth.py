@@ -33,16 +33,21 @@ def _digits(rng: random.Random, n: int) -> str:
 
 # --- structured values ------------------------------------------------------------------------
 
+_SPELLED = {"0": "零〇", "1": "一幺", "2": "二两", "3": "三", "4": "四", "5": "五", "6": "六", "7": "七", "8": "八", "9": "九"}
+
+
 def phone(rng: random.Random) -> str:
     """A mainland mobile number in one of many written forms."""
     d = "1" + rng.choice("3456789") + _digits(rng, 9)
-    sep = rng.choice(["", "", " ", "-", ".", "\u3000", "－", "—"])
+    sep = rng.choice(["", "", " ", "-", ".", "\u3000", "－", "—", " - "])
     groups = rng.choice([(3, 4, 4), (3, 4, 4), (11,), (3, 8), (4, 4, 3), (3, 3, 5)])
     parts, i = [], 0
     for g in groups:
         parts.append(d[i:i + g])
         i += g
     body = sep.join(parts)
+    if rng.random() < 0.05:  # spelled in Chinese numerals, the way people dodge chat filters
+        return "".join(rng.choice(_SPELLED[c]) if c.isdigit() else c for c in body)
     prefix = rng.choice(["", "", "", "+86", "+86 ", "86", "86-", "0086 ", "+86-", "(+86) ", "(86)", "+86\u3000"])
     out = prefix + body
     if rng.random() < 0.2:

@@ -130,8 +130,9 @@ def test_injected_redactor_module(tmp_path: Path, read_jsonl):
 
 def test_parallel_output_equals_serial(tmp_path: Path, read_jsonl):
     sessions = [
-        [(0, f"第{i}单 电话13{i:09d}"), (1, "好的亲"), (0, f"问题{i % 37}"), (1, f"回答{i % 53}"), (1, "还有吗"), (0, "没了"), (1, "再见")]
-        for i in range(2000)
+        [(0, f"第{i}单 电话13{i:09d}"), (1, "好的亲"), (0, f"问题{chr(0x4E00 + i % 700)}"), (1, f"回答{chr(0x4E00 + i)}"),
+         (1, "还有吗"), (0, "没了"), (1, "再见")]
+        for i in range(1500)
     ]
     src = _jddc(tmp_path / "d.txt", sessions)
     serial = prepare([src], tmp_path / "s", workers=1, chunk_bytes=16 * 1024)

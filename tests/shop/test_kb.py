@@ -85,6 +85,14 @@ SEARCH_CASES = {
         ("I need a receipt for my company", "policy:invoices|faq:9"),
         ("the parcel showed up broken", "policy:after-sales|faq:10"),
         ("How long does shipping to Alaska take?", "policy:delivery|faq:3"),
+        ("which shipping carrier do you guys use", "policy:shipping|faq:0|faq:1"),
+        ("do you deliver with SF?", "policy:shipping|faq:1"),
+        ("I typed the wrong address", "policy:shipping|faq:5"),
+        ("when will my package get here", "policy:delivery|faq:3"),
+        ("how do I get reimbursed", "policy:refunds|faq:8"),
+        ("promo code please", "policy:coupons|faq:6"),
+        ("the bottle leaks, it's defective", "policy:after-sales|faq:10"),
+        ("what's the cutoff for same-day dispatch", "policy:shipping|faq:2"),
     ],
     "zh": [
         ("可以选快递吗？", "policy:shipping|faq:1"),
@@ -94,6 +102,14 @@ SEARCH_CASES = {
         ("我要开个票", "policy:invoices|faq:9"),
         ("东西到了是坏的", "policy:after-sales|faq:10"),
         ("寄到新疆要多久", "policy:delivery|faq:3"),
+        ("用的什么物流", "policy:shipping|faq:0"),
+        ("发顺丰要加钱吗", "policy:shipping|faq:1"),
+        ("地址填错了怎么办", "policy:shipping|faq:5"),
+        ("多久能收到货", "policy:delivery|faq:3"),
+        ("袜子拆了还能退吗", "policy:returns|faq:7"),
+        ("有没有满减活动", "policy:coupons|faq:6"),
+        ("杯子漏水了", "policy:after-sales|faq:10"),
+        ("几点之前下单当天发", "policy:shipping|faq:2"),
     ],
 }
 
@@ -102,7 +118,7 @@ def test_search_finds_the_right_knowledge_for_paraphrases(pack_dir, lang):
     kb = KnowledgeBase(ShopPack.load(pack_dir))
     for query, expected in SEARCH_CASES[lang]:
         hits = kb.search(query, k=3)
-        assert all(isinstance(h, Snippet) for h in hits) and len(hits) == 3
+        assert all(isinstance(h, Snippet) for h in hits) and 1 <= len(hits) <= 3
         assert hits == sorted(hits, key=lambda h: -h.score)
         found = {f"{h.source}:{h.ref}" for h in hits}
         assert found & set(expected.split("|")), (query, found)
