@@ -121,18 +121,35 @@ def main() -> None:
     last = [0.0]
     t0 = time.perf_counter()
 
+    child_cpu: dict[int, float] = {}  # pid -> CPU seconds last seen (workers are the forkserver's children)
+
     def progress(done: int, total: int, counts) -> None:
         now = time.perf_counter()
+        kids = me.children(recursive=True)
+        for k in kids:
+            try:
+                ct = k.cpu_times()
+                child_cpu[k.pid] = ct.user + ct.system
+            except psutil.Error:
+                pass
         if now - last[0] < 2.0 and done < total:
             return
         last[0] = now
-        kids = me.children(recursive=True)
-        worker_rss = max((k.memory_info().rss for k in kids), default=0)
+        worker_rss = max((k.memory_info().rss for k in kids if k.is_running()), default=0)
         samples.append((now - t0, me.memory_info().rss / 2**20, worker_rss / 2**20, counts.get("utterances_in", 0)))
 
     load_before = os.getloadavg()
+    cpu0 = me.cpu_times()
     report = prepare([src], out, workers=args.workers, redact=not args.no_redact, progress=progress)
+    cpu1 = me.cpu_times()
     load_after = os.getloadavg()
+    parent_cpu = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
+    workers_cpu = sum(child_cpu.values())
+    utts = report.counts["utterances_in"]
+    # On a shared, loaded machine wall time says little; CPU seconds say what the work costs.
+    # "on 2 free cores" assumes the parent and the workers overlap perfectly.
+    cores = min(2, args.workers + 1) if args.workers > 1 else 1
+    cpu_rate = utts / ((parent_cpu + workers_cpu) / cores) if parent_cpu + workers_cpu > 0 else 0.0
     print(report.to_text())
     print(f"RSS checkpoints (t s: parent MB / largest worker MB / utterances read):")
     step = max(1, len(samples) // 12)
@@ -144,6 +161,11 @@ def main() -> None:
         f"utterances_per_s={report.utterances_per_s:,.0f} peak_rss_parent_mb={report.peak_rss_mb['parent']:.0f} "
         f"peak_rss_worker_mb={report.peak_rss_mb['worker_max']:.0f} "
         f"loadavg_before={load_before[0]:.2f} loadavg_after={load_after[0]:.2f}"
+    )
+    print(
+        f"CPU sessions={args.sessions:,} parent_cpu_s={parent_cpu:.1f} workers_cpu_s={workers_cpu:.1f} "
+        f"utterances_per_cpu_s={utts / max(parent_cpu + workers_cpu, 1e-9):,.0f} "
+        f"est_utterances_per_s_on_{cores}_free_cores={cpu_rate:,.0f}"
     )
     if not args.keep:
         shutil.rmtree(out, ignore_errors=True)

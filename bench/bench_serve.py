@@ -134,7 +134,7 @@ def serve(args) -> int:
     @router.get("/bench/info")
     def info():
         return {"params": sum(p.numel() for p in model._base_model.parameters()),
-                "batch_sizes": app.state.engine.batcher.batch_sizes}
+                "batch_sizes": app.state.engine.batcher.batch_sizes, "batch_seconds": app.state.engine.batcher.batch_seconds}
 
     app = create_app(settings, engine=model, teacher=None, extra_routers=[router])
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
@@ -191,7 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         seq, seq_s = asyncio.run(run_load(url, args.customers, 1, args.max_new_tokens, concurrent=False))
         n_before = len(httpx.get(url + "/bench/info", timeout=10).json()["batch_sizes"])
         conc, conc_s = asyncio.run(run_load(url, args.customers, args.turns, args.max_new_tokens, concurrent=True))
-        batches = httpx.get(url + "/bench/info", timeout=10).json()["batch_sizes"][n_before:]
+        final = httpx.get(url + "/bench/info", timeout=10).json()
+        batches, batch_s = final["batch_sizes"][n_before:], final["batch_seconds"][n_before:]
+        seq_batch_s = final["batch_seconds"][n_before - len(seq):n_before]
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -210,7 +212,9 @@ def main(argv: list[str] | None = None) -> int:
           f"-> {conc_tp / seq_tp:.1f}x one at a time")
     print(f"TTFT (concurrent): p50 {pct(ttft, 50):.3f} s, p95 {pct(ttft, 95):.3f} s; latency p50 {pct(lat, 50):.3f} s, "
           f"p95 {pct(lat, 95):.3f} s")
-    print(f"batch sizes: mean {statistics.mean(batches):.1f}, max {max(batches)}, {len(batches)} generate calls")
+    print(f"batch sizes: mean {statistics.mean(batches):.1f}, max {max(batches)}, {len(batches)} generate calls; "
+          f"generate time per call: {statistics.mean(seq_batch_s):.3f} s alone, {statistics.mean(batch_s):.3f} s batched "
+          f"({', '.join(f'{n}:{t:.2f}s' for n, t in zip(batches, batch_s))})")
     print(f"errors: {errors} / {len(seq) + len(conc)} ({100 * errors / (len(seq) + len(conc)):.1f}%)")
     print(f"load average during the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")
     return 0 if errors == 0 else 1

@@ -58,22 +58,34 @@ def main() -> int:
 
             async def go():
                 try:
+                    done: list[float] = []
+
                     async def one(i: int):
                         try:
                             r = await t.areply([{"role": "user", "content": f"q{rep}-{i}"}])
+                            done.append(time.perf_counter())
                             return r.text == f"Reply: q{rep}-{i}"
                         except Exception:
                             return False
                     t0 = time.perf_counter()
                     ok = await asyncio.gather(*(one(i) for i in range(a.requests)))
-                    return time.perf_counter() - t0, ok
+                    wall = time.perf_counter() - t0
+                    # Steady state: completions between the 10th and 90th percentile of the
+                    # batch, i.e. without the ramp-up and the half-empty last round.
+                    done.sort()
+                    lo, hi = len(done) // 10, (len(done) * 9) // 10
+                    steady = (hi - lo) / (done[hi] - done[lo]) if hi > lo and done[hi] > done[lo] else 0.0
+                    return wall, ok, steady
                 finally:
                     await t.aclose()
 
-            wall, ok = asyncio.run(go())
+            cpu0 = time.process_time()
+            wall, ok, steady = asyncio.run(go())
+            cpu = time.process_time() - cpu0
             lost = ok.count(False)
             rps = (a.requests - lost) / wall
-            runs.append({"wall_s": round(wall, 3), "req_per_s": round(rps, 1), "lost": lost,
+            runs.append({"wall_s": round(wall, 3), "req_per_s": round(rps, 1), "steady_req_per_s": round(steady, 1),
+                         "client_cpu_ms_per_request": round(1000 * cpu / a.requests, 2), "lost": lost,
                          "retries": t.stats.retries, "attempts": t.stats.attempts, "outcomes": dict(t.stats.outcomes)})
     finally:
         server.terminate()
@@ -85,6 +97,7 @@ def main() -> int:
     adjusted = a.concurrency / slot
     best = max(runs, key=lambda r: r["req_per_s"])
     median = sorted(r["req_per_s"] for r in runs)[len(runs) // 2]
+    steady = sorted(r["steady_req_per_s"] for r in runs)[len(runs) // 2]
     load = os.getloadavg()
     out = {
         "requests": a.requests, "concurrency": a.concurrency, "latency_s": a.latency,
@@ -93,6 +106,8 @@ def main() -> int:
         "median_req_per_s": median, "ratio_to_ideal": round(median / ideal, 3),
         "ratio_to_fault_adjusted_ideal": round(median / adjusted, 3),
         "best_ratio_to_ideal": round(best["req_per_s"] / ideal, 3),
+        "median_steady_req_per_s": steady, "steady_ratio_to_ideal": round(steady / ideal, 3),
+        "steady_ratio_to_fault_adjusted_ideal": round(steady / adjusted, 3),
         "lost_total": sum(r["lost"] for r in runs), "runs": runs,
         "cpus": os.cpu_count(), "loadavg_1m_at_end": round(load[0], 2),
     }

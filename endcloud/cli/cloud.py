@@ -61,9 +61,11 @@ def distill_cmd(
 
     bar = None
     if progress:
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        bar = Progress(TextColumn("distill"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
+        bar = Progress(TextColumn("distill"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                       transient=True, console=Console(stderr=True))
     task = bar.add_task("distill", total=len(items)) if bar else None
 
     def tick(_pair, _label) -> None:
@@ -74,6 +76,9 @@ def distill_cmd(
         bar.start()
     try:
         labels, summary = run_sync(lambda: adistill(items, t, concurrency=concurrency, on_label=tick))
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: every answer so far is in {cache_path}; run the same command again to resume", err=True)
+        raise
     finally:
         if bar:
             bar.stop()

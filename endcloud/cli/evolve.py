@@ -1,9 +1,53 @@
-"""CLI commands of the `evolve` room (registered on the root app by `register`)."""
+"""CLI commands of the `evolve` room: `endcloud evolve` runs the online loop on a workspace."""
 
 from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
     """Add this room's commands to the root `endcloud` app."""
+
+    @app.command("evolve")
+    def evolve(
+        workspace: Path = typer.Option(None, "--workspace", "-w", help="Workspace folder (default $ENDCLOUD_HOME or ./endcloud-work)."),
+        rounds: int = typer.Option(0, "--rounds", help="Stop after this many training rounds (0: no limit)."),
+        once: bool = typer.Option(False, "--once", help="One step (and a round if one is due), then exit."),
+        interval: float = typer.Option(30.0, "--interval", help="Seconds between steps when running on."),
+        min_labels: int = typer.Option(8, "--min-labels", help="Trusted labels that start a training round."),
+        low_score: float = typer.Option(0.45, "--low-score", help="Final score (eq. 1) under which a served turn is a lesson."),
+        customer_cap: int = typer.Option(5, "--customer-cap", help="Automatic labels per customer per day (poisoning defence)."),
+        lr: float = typer.Option(2e-3, "--lr", help="Learning rate of an online round."),
+        max_steps: int = typer.Option(300, "--max-steps", help="Most optimizer steps in one round."),
+        adapter: str = typer.Option("shop", "--adapter", help="Adapter name in the workspace registry to evolve."),
+    ) -> None:
+        """Turn feedback and low scores into pseudo-labels, fine-tune, gate, promote (paper §III).
+
+        A running `endcloud serve` on the same workspace picks up promoted versions itself."""
+        from endcloud.evolve.checks import CheckSettings
+        from endcloud.evolve.loop import EvolveSettings
+        from endcloud.evolve.service import evolver_for_workspace
+        from endcloud.evolve.triggers import TriggerSettings
+        from endcloud.kb import ShopPack
+
+        from endcloud.config import Workspace
+
+        ws = Workspace.resolve(workspace)
+        competitors: list[str] = []
+        if (ws.shop / "shop.yaml").exists():
+            competitors = list(getattr(ShopPack.load(ws.shop), "competitors", []) or [])
+        settings = EvolveSettings(triggers=TriggerSettings(low_score=low_score), checks=CheckSettings(competitors=competitors),
+                                  min_labels=min_labels, customer_cap=customer_cap, lr=lr, max_steps=max_steps)
+        ev = evolver_for_workspace(ws, settings=settings, adapter_name=adapter, background=False)
+        done = 0
+        while True:
+            out = ev.tick()
+            typer.echo(json.dumps(out, ensure_ascii=False, default=str))
+            done += out["round"] is not None
+            if once or (rounds and done >= rounds):
+                break
+            time.sleep(interval)

@@ -94,11 +94,9 @@ def eval_cmd(
         models[name] = EndModel.load(base, adapter)
     shop = ws.shop if ws.shop.exists() else None
     t = make_teacher(teacher, shop=shop, workspace=ws)
-    corpus = None
-    if ws.pairs.exists():
-        from endcloud.fileio import read_jsonl
+    from endcloud.scoring.evaluator import workspace_corpus
 
-        corpus = [t for row in read_jsonl(ws.pairs) for t in (row["query"], row["response"])]
+    corpus = workspace_corpus(ws)
     report = run_eval(items, models, t, out_dir=out, similarity=similarity, matching=matching, workspace=ws, corpus=corpus,
                       human=human, max_new_tokens=max_new_tokens, seed=seed)
     s = report.summary

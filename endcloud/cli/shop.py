@@ -24,6 +24,7 @@ def new(
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed writes the same bytes."),
     wrong_rate: float = typer.Option(0.18, "--wrong-rate", help="Share of human-agent replies that are unhelpful or wrong (0-1)."),
     force: bool = typer.Option(False, "--force", help="Write into a non-empty OUT, replacing the generator's files."),
+    workers: int = typer.Option(1, "--workers", help="Processes drawing sessions (same bytes for any number)."),
 ) -> None:
     """Generate a seeded fictional shop: knowledge files, customer chats (JSONL; JDDC for zh) and an eval set."""
     from rich.console import Console
@@ -36,7 +37,7 @@ def new(
                   console=console, transient=True, disable=sessions < 5000) as bar:
         task = bar.add_task("sessions", total=max(sessions, 1))
         summary = generate_shop(out, lang=lang, sessions=sessions, products=products, seed=seed,
-                                wrong_rate=wrong_rate, force=force, progress=lambda n: bar.update(task, completed=n))
+                                wrong_rate=wrong_rate, force=force, workers=workers, progress=lambda n: bar.update(task, completed=n))
     typer.echo(f"wrote {summary.out_dir}: {summary.name} ({summary.lang}), {summary.products} products, "
                f"{summary.orders} orders, {summary.faq} FAQ entries")
     typer.echo(f"  sessions {summary.sessions:,}  turns {summary.turns:,}  replies {summary.replies:,}  "

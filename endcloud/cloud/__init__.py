@@ -7,7 +7,7 @@
 
 Modules: `teacher` (interface, registry), `openai_backend` (the only network client),
 `gate` (privacy gate in front of every remote teacher), `prompt` (Table II), `reference`
-(offline teacher), `cache` (SQLite, resumable), `ledger` (cost and budget), `ratelimit`,
+(offline teacher), `cache` (SQLite, resumable), `ledger` (cost and budget), `ratelimit`, `tokens` (estimates),
 `distill` (`endcloud distill`), `testing` (the fault-injecting server double).
 """
 
@@ -22,21 +22,31 @@ from endcloud.cloud.openai_backend import OpenAITeacher, TeacherStats
 from endcloud.cloud.prompt import ROLE_TEXT, ExampleBank, PromptedTeacher, build_prompt
 from endcloud.cloud.ratelimit import RateLimiter
 from endcloud.cloud.reference import ReferenceTeacher
-from endcloud.cloud.teacher import TEACHERS, Teacher, WrapperTeacher, make_teacher, resolve_shop, resolve_workspace
+from endcloud.cloud.teacher import (
+    TEACHERS,
+    Teacher,
+    WrapperTeacher,
+    default_teacher,
+    make_teacher,
+    resolve_shop,
+    resolve_workspace,
+)
 
 __all__ = [
     "DEFAULT_PRICES", "ROLE_TEXT", "TEACHERS", "CachedTeacher", "CostLedger", "ExampleBank", "OpenAITeacher",
     "PriceTable", "PrivacyGate", "PromptedTeacher", "RateLimiter", "ReferenceTeacher", "ResponseCache", "Teacher",
-    "TeacherStats", "WrapperTeacher", "build_prompt", "make_teacher", "request_key",
+    "TeacherStats", "WrapperTeacher", "build_prompt", "default_teacher", "make_teacher", "request_key",
 ]
 
 
-def _reference(*, shop: Any = None, workspace: Any = None, cache: Any = None, **kw: Any) -> Teacher:
+def _reference(*, shop: Any = None, workspace: Any = None, cache: Any = None, kb: Any = None, **kw: Any) -> Teacher:
+    """ReferenceTeacher over the shop pack (`kb=` reuses an already built KnowledgeBase)."""
     if kw:
         from endcloud.errors import ConfigError
 
         raise ConfigError(f"the reference teacher takes no options {sorted(kw)}; it answers from the shop pack")
-    teacher: Teacher = ReferenceTeacher(pack=resolve_shop(shop, workspace))
+    pack = kb.pack if kb is not None and shop is None else resolve_shop(shop, workspace)
+    teacher: Teacher = ReferenceTeacher(pack=pack, kb=kb)
     return CachedTeacher(teacher, _cache(cache)) if cache is not None else teacher
 
 
@@ -53,7 +63,8 @@ def _openai(
     **kw: Any,
 ) -> Teacher:
     """OpenAITeacher.from_env(**kw) behind the privacy gate; Table II prompt when `examples`
-    (pairs, dicts or an ExampleBank) are given; a reply cache when `cache` (path) is given."""
+    (pairs JSONL path, Pairs, dicts or an ExampleBank) are given; a reply cache when `cache`
+    (SQLite path) is given. The audit log defaults to the workspace's audit/outbound.jsonl."""
     from endcloud.privacy import AuditLog
 
     client = OpenAITeacher.from_env(**kw)
@@ -63,9 +74,15 @@ def _openai(
     if cache is not None:
         teacher = CachedTeacher(teacher, _cache(cache))
     if examples is not None:
+        from pathlib import Path
+
         from endcloud.config import PAPER
         from endcloud.cloud.prompt import DEFAULT_BUDGET_TOKENS
 
+        if isinstance(examples, (str, Path)):
+            from endcloud.cloud.distill import read_pairs
+
+            examples = read_pairs(examples)
         teacher = PromptedTeacher(teacher, examples=examples, lang=lang, shots=PAPER.shots if shots is None else shots,
                                   budget_tokens=budget_tokens or DEFAULT_BUDGET_TOKENS)
     return teacher

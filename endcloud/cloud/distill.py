@@ -75,7 +75,7 @@ def read_pairs(path: str | Path) -> list[Pair]:
         if pid in seen:
             raise DataError(f"duplicate id {pid!r} (first on line {seen[pid]})", path=str(path), line=n)
         seen[pid] = n
-        pairs.append(Pair.from_json({"response": "", **d}))
+        pairs.append(Pair.from_json({**d, "response": d.get("response") or ""}))
     return pairs
 
 
@@ -107,7 +107,8 @@ async def adistill(
         pair = pairs[i]
         try:
             if isinstance(teacher, PromptedTeacher):
-                reply = await teacher.areply(pair.messages(), exclude_ids=[pair.id])
+                lang = pair.lang if pair.lang in ("zh", "en") else None
+                reply = await teacher.areply(pair.messages(), exclude_ids=[pair.id], lang=lang)
             else:
                 reply = await teacher.areply(pair.messages())
         except BudgetExceeded as e:

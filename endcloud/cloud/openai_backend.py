@@ -95,18 +95,47 @@ def _retry_after(resp: httpx.Response) -> float | None:
         return max(0.0, when - time.time())
 
 
+# Connections per pool. httpcore rescans its whole pool (a poll() per connection) on every
+# request and response; at concurrency 32 one pool of 32 cost 6-8 ms of client CPU per
+# request here, eight pools of 4 cost 3.3 ms — that scan, not the network, was the
+# client's bottleneck in bench/bench_teacher.py.
+POOL_SIZE = 4
+
+
 class _LoopState:
-    """What must belong to one event loop: the connection pool and the semaphore."""
+    """What must belong to one event loop: the connection pools and the semaphore."""
 
     def __init__(self, teacher: "OpenAITeacher"):
-        self.client = httpx.AsyncClient(
-            base_url=teacher.base_url,
-            headers={"Authorization": f"Bearer {teacher._api_key}", **teacher.headers},
-            timeout=teacher._httpx_timeout,
-            transport=teacher.transport,
-            limits=httpx.Limits(max_connections=teacher.concurrency, max_keepalive_connections=teacher.concurrency),
-        )
+        n = -(-teacher.concurrency // POOL_SIZE)
+        self.size = -(-teacher.concurrency // n)
+        self.teacher = teacher
+        self.clients: list[httpx.AsyncClient | None] = [None] * n  # made when first needed
+        self.busy = [0] * n
         self.sem = asyncio.Semaphore(teacher.concurrency)
+
+    def lease(self) -> httpx.AsyncClient:
+        """The least busy pool (callers hold the semaphore, so one always has room)."""
+        i = min(range(len(self.busy)), key=self.busy.__getitem__)
+        self.busy[i] += 1
+        if self.clients[i] is None:
+            t = self.teacher
+            self.clients[i] = httpx.AsyncClient(
+                base_url=t.base_url,
+                headers={"Authorization": f"Bearer {t._api_key}", **t.headers},
+                timeout=t._httpx_timeout,
+                transport=t.transport,
+                verify=t._ssl_context(),
+                limits=httpx.Limits(max_connections=self.size, max_keepalive_connections=self.size),
+            )
+        return self.clients[i]  # type: ignore[return-value]
+
+    def release(self, client: httpx.AsyncClient) -> None:
+        self.busy[self.clients.index(client)] -= 1
+
+    async def aclose(self) -> None:
+        for c in self.clients:
+            if c is not None:
+                await c.aclose()
 
 
 class OpenAITeacher(Teacher):
@@ -169,6 +198,7 @@ class OpenAITeacher(Teacher):
         self._states: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState]" = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         self._rng = random.Random()
+        self._ssl: Any = None
 
     def __repr__(self) -> str:  # never print the key
         return f"OpenAITeacher(base_url={self.base_url!r}, model={self.model!r})"
@@ -239,6 +269,17 @@ class OpenAITeacher(Teacher):
                 st = self._states[loop] = _LoopState(self)
             return st
 
+    def _ssl_context(self) -> Any:
+        # Loading the CA bundle costs ~0.3 s; do it once per teacher, not per pool or loop.
+        with self._lock:
+            if self._ssl is None:
+                import ssl
+
+                import certifi
+
+                self._ssl = ssl.create_default_context(cafile=certifi.where())
+            return self._ssl
+
     def _backoff(self, attempt: int) -> float:
         # Full jitter (AWS architecture blog): spreads retries of many callers apart.
         with self._lock:
@@ -249,19 +290,7 @@ class OpenAITeacher(Teacher):
         with self._lock:
             st = self._states.pop(loop, None)
         if st is not None:
-            await st.client.aclose()
-
-    def reply(self, messages: Messages) -> Reply:
-        """Sync form: one private event loop per call, its connections closed after."""
-        from endcloud.cloud.teacher import run_sync
-
-        async def once() -> Reply:
-            try:
-                return await self.areply(messages)
-            finally:
-                await self.aclose()
-
-        return run_sync(once)
+            await st.aclose()
 
     def _count(self, **kw: Any) -> None:
         with self._lock:
@@ -290,34 +319,28 @@ class OpenAITeacher(Teacher):
     async def _with_retries(self, data: bytes, prompt_est: int) -> Reply:
         st = self._state()
         attempt = 0
-        await st.sem.acquire()
-        held = True
-        try:
+        # The slot is held through backoff sleeps: a retry that gave its slot away would
+        # queue behind every request not yet started and finish last (a batch's tail), and
+        # a 429 asks for less pressure anyway. Backoffs are short, so little slot time idles.
+        async with st.sem:
             while True:
                 await self.limiter.acquire(prompt_est + self.max_tokens)
                 self._count(attempts=1)
-                reply, error, wait, hold = await self._attempt(st.client, data, attempt)
+                client = st.lease()
+                try:
+                    reply, error, wait = await self._attempt(client, data, attempt)
+                finally:
+                    st.release(client)
                 if reply is not None:
                     return reply
                 if attempt >= self.max_retries:
                     raise error
                 attempt += 1
                 self._count(retries=1, slept_s=wait)
-                # A 429 keeps its slot while it waits (the server asked for less pressure);
-                # other faults let a queued request use the slot meanwhile.
-                if not hold:
-                    st.sem.release()
-                    held = False
                 await asyncio.sleep(wait)
-                if not held:
-                    await st.sem.acquire()
-                    held = True
-        finally:
-            if held:
-                st.sem.release()
 
-    async def _attempt(self, client: httpx.AsyncClient, data: bytes, attempt: int) -> tuple[Reply | None, Any, float, bool]:
-        """One HTTP attempt -> (reply, None, 0, _) or (None, error, seconds to wait, hold the slot)."""
+    async def _attempt(self, client: httpx.AsyncClient, data: bytes, attempt: int) -> tuple[Reply | None, Any, float]:
+        """One HTTP attempt -> (reply, None, 0) or (None, error, seconds to wait before the next)."""
         try:
             async with asyncio.timeout(self.timeout):
                 resp = await client.post(
@@ -325,31 +348,35 @@ class OpenAITeacher(Teacher):
                 )
         except (TimeoutError, httpx.TimeoutException):
             self._count(outcome="timeout")
-            return None, TeacherTimeout(f"{self.base_url} did not answer within {self.timeout:g}s "
-                                  f"(after {attempt + 1} attempts); raise ENDCLOUD_CLOUD_TIMEOUT or check the server"), self._backoff(attempt), False
+            err: TeacherError = TeacherTimeout(
+                f"{self.base_url} did not answer within {self.timeout:g}s (after {attempt + 1} attempts); "
+                "raise ENDCLOUD_CLOUD_TIMEOUT or check the server")
+            return None, err, self._backoff(attempt)
         except httpx.TransportError as e:
             self._count(outcome="connect")
-            return None, TeacherError(f"cannot reach {self.base_url}: {type(e).__name__}: {e} "
-                                f"(after {attempt + 1} attempts); check ENDCLOUD_CLOUD_BASE_URL"), self._backoff(attempt), False
+            err = TeacherError(f"cannot reach {self.base_url}: {type(e).__name__}: {e} "
+                               f"(after {attempt + 1} attempts); check ENDCLOUD_CLOUD_BASE_URL")
+            return None, err, self._backoff(attempt)
         status = resp.status_code
         self._count(outcome=str(status))
         if status == 200:
             try:
-                return self._parse(resp), None, 0.0, False
+                return self._parse(resp), None, 0.0
             except TeacherParseError as e:
                 self._count(outcome="malformed")
-                return None, e, self._backoff(attempt), False
+                return None, e, self._backoff(attempt)
         text = resp.text[:200]
         if status not in RETRY_STATUSES:
             hint = _HINTS.get(status, "see the server's message")
             raise TeacherStatusError(f"{self.base_url} answered HTTP {status}: {text!r}; {hint}", status=status)
-        err = TeacherStatusError(f"{self.base_url} answered HTTP {status} after {attempt + 1} attempts: {text!r}", status=status)
+        err = TeacherStatusError(f"{self.base_url} answered HTTP {status} after {attempt + 1} attempts: {text!r}",
+                                 status=status)
         ra = _retry_after(resp)
         if ra is not None:
             with self._lock:
                 jitter = self._rng.uniform(0, 0.1 * ra + 0.01)
-            return None, err, min(ra, self.retry_after_max) + jitter, status == 429
-        return None, err, self._backoff(attempt), status == 429
+            return None, err, min(ra, self.retry_after_max) + jitter
+        return None, err, self._backoff(attempt)
 
     def _parse(self, resp: httpx.Response) -> Reply:
         try:

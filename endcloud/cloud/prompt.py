@@ -184,6 +184,8 @@ class ExampleBank:
             chosen = list(idx)
         else:
             chosen = self._mmr(idx[: max(2 * k, 200)], rel, k, budget_tokens)
+            # MMR picks the most useful first: put it last, nearest the conversation.
+            return [self.examples[i] for i in reversed(chosen)]
         chosen.sort(key=lambda i: (rel[i], -i))
         return [self.examples[i] for i in chosen]
 
@@ -210,9 +212,18 @@ class ExampleBank:
         return [int(cand[j]) for j in chosen]
 
 
+# Corpus pairs arrive redacted ("[PHONE_1]" is some other customer's phone). In the prompt
+# those numbered placeholders would collide with the ones the privacy gate issues for *this*
+# customer (its vault counts from 1 per request), so examples show them unnumbered.
+_NUMBERED_PLACEHOLDER = re.compile(r"\[([A-Z]+)_[0-9]+\]")
+
+
 def format_examples(examples: Sequence[Example], lang: str) -> str:
     cust, agent = SPEAKERS[lang]
-    flat = lambda s: " ".join(s.split())  # noqa: E731  (one line per turn keeps the format unambiguous)
+
+    def flat(text: str) -> str:  # one line per turn keeps the format unambiguous
+        return _NUMBERED_PLACEHOLDER.sub(r"[\1]", " ".join(text.split()))
+
     return "\n\n".join(f"{cust}：{flat(e.query)}\n{agent}：{flat(e.answer)}" if lang == "zh"
                        else f"{cust}: {flat(e.query)}\n{agent}: {flat(e.answer)}" for e in examples)
 
@@ -276,14 +287,16 @@ class PromptedTeacher(WrapperTeacher):
         self.shots = shots
         self.budget_tokens = budget_tokens
 
-    def prompt(self, messages: Messages, *, exclude_ids: Sequence[str] = ()) -> list[dict[str, str]]:
+    def prompt(self, messages: Messages, *, exclude_ids: Sequence[str] = (), lang: str | None = None) -> list[dict[str, str]]:
+        """The Table II messages for this conversation; language: `lang`, else the teacher's,
+        else detected from the customer's words."""
         msgs = check_messages(messages)
-        lang = self.lang or detect_lang(" ".join(m["content"] for m in msgs if m["role"] == "user"))
+        lang = lang or self.lang or detect_lang(" ".join(m["content"] for m in msgs if m["role"] == "user"))
         return build_prompt(msgs, self.bank, lang=lang, shots=self.shots, budget_tokens=self.budget_tokens,
                             exclude_ids=exclude_ids)
 
-    async def areply(self, messages: Messages, *, exclude_ids: Sequence[str] = ()) -> Reply:
-        return await self.inner.areply(self.prompt(messages, exclude_ids=exclude_ids))
+    async def areply(self, messages: Messages, *, exclude_ids: Sequence[str] = (), lang: str | None = None) -> Reply:
+        return await self.inner.areply(self.prompt(messages, exclude_ids=exclude_ids, lang=lang))
 
     def outbound_body(self, messages: Messages) -> str:
         return self.inner.outbound_body(self.prompt(messages))

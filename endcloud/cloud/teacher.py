@@ -66,8 +66,15 @@ class Teacher(ABC):
         """Answer the conversation (last message: the customer's)."""
 
     def reply(self, messages: Messages) -> Reply:
-        """Sync form of `areply`."""
-        return run_sync(lambda: self.areply(messages))
+        """Sync form of `areply` (one private event loop per call, connections closed after)."""
+
+        async def once() -> Reply:
+            try:
+                return await self.areply(messages)
+            finally:
+                await self.aclose()
+
+        return run_sync(once)
 
     @property
     def fingerprint(self) -> str:
@@ -137,6 +144,18 @@ def make_teacher(name: str, *, shop: Any = None, workspace: Any = None, **kw: An
 
     factory = TEACHERS.get(name)
     return factory(shop=shop, workspace=workspace, **kw)
+
+
+def default_teacher(*, shop: Any = None, workspace: Any = None, **kw: Any) -> Teacher:
+    """What `endcloud demo` and `serve` use: the openai teacher when ENDCLOUD_CLOUD_BASE_URL
+    is set (the other ENDCLOUD_CLOUD_* variables must then be set too), else the offline
+    reference teacher from the shop pack. Keywords meant for one backend only (examples=,
+    shots=, ...) are dropped for the reference teacher."""
+    import os
+
+    if os.environ.get("ENDCLOUD_CLOUD_BASE_URL", "").strip():
+        return make_teacher("openai", shop=shop, workspace=workspace, **kw)
+    return make_teacher("reference", shop=shop, workspace=workspace, **({"cache": kw["cache"]} if "cache" in kw else {}))
 
 
 def resolve_workspace(workspace: Any):

@@ -65,7 +65,12 @@ class BloomFilter:
         pos = pos.ravel()
         byte = (pos >> np.uint64(3)).astype(np.intp)
         bit = (pos & np.uint64(7)).astype(np.uint8)
-        np.bitwise_or.at(self._bits, byte, np.left_shift(np.uint8(1), bit))
+        # One fancy-indexed OR per bit value: positions that repeat a byte with the same bit
+        # write the same value, so no update is lost (and it is far faster than ufunc.at).
+        for b in range(8):
+            sel = byte[bit == b]
+            if sel.size:
+                self._bits[sel] |= np.uint8(1 << b)
 
     def contains(self, keys: np.ndarray) -> np.ndarray:
         """Bool mask: True where the key was (probably) added before. Adds nothing."""

@@ -24,7 +24,7 @@ from typing import Any
 
 from endcloud.records import Dialogue, Pair, Turn
 
-from endcloud.corpus.clean import near_key
+from endcloud.corpus.clean import near_key_bytes
 
 DEFAULT_MAX_CONTEXT_TURNS = 8
 
@@ -124,7 +124,7 @@ def pair_lines_raw(
             lines.append(line + "}")
             q, r = texts[i - 1], texts[i]
             exact.append(hash((q, r)))
-            near.append(hash((near_key(q), near_key(r))))
+            near.append(hash((near_key_bytes(q), near_key_bytes(r))))
     if stats is not None and skipped:
         stats["assistant_without_query"] += skipped
     return lines, exact, near

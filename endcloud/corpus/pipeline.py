@@ -98,7 +98,8 @@ class PrepareConfig:
 class ChunkResult:
     """What a worker sends back for one chunk (cheap to pickle: strings and bytes)."""
 
-    lines: list[str]
+    blob: bytes  # the pairs' JSON lines, UTF-8, joined by b"\n" (JSON escapes every newline inside)
+    n: int  # number of lines in blob
     eval_mask: bytes  # one byte per line, 1 = held out
     exact: bytes  # int64 per line (dedupe keys, see pairs.pair_lines_raw)
     near: bytes
@@ -183,7 +184,9 @@ class _Work:
             stats["sessions_" + lang] += v
         stats["pairs_built"] += len(lines)
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return ChunkResult(lines, bytes(flags), exact.tobytes(), near.tobytes(), stats, chunk.nbytes, rss)
+        # One bytes object pickles as a memcpy; a list of lines would be framed line by line.
+        blob = "\n".join(lines).encode("utf-8")
+        return ChunkResult(blob, len(lines), bytes(flags), exact.tobytes(), near.tobytes(), stats, chunk.nbytes, rss)
 
 
 _WORK: _Work | None = None
@@ -302,7 +305,7 @@ def _results(
     # forkserver: workers start from a clean process (no threads from a progress display,
     # no torch), with this module preloaded so each starts fast.
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["endcloud.corpus.pipeline"])
+    ctx.set_forkserver_preload(["endcloud.corpus.pipeline"] + ([cfg.redactor] if cfg.redact else []))
     pool = stack.enter_context(ctx.Pool(cfg.workers, initializer=_init_worker, initargs=(cfg,)))
     pending: collections.deque = collections.deque()
     limit = 2 * cfg.workers
@@ -373,14 +376,14 @@ def prepare(
     worker_rss_kb = 0
     t0 = time.perf_counter()
     with ExitStack() as stack:
-        f_pairs = stack.enter_context(atomic_write(out / PAIRS_FILE))
-        f_eval = stack.enter_context(atomic_write(out / EVAL_FILE))
+        f_pairs = stack.enter_context(atomic_write(out / PAIRS_FILE, "wb"))
+        f_eval = stack.enter_context(atomic_write(out / EVAL_FILE, "wb"))
         for idx, res in _results(_chunks(files, cfg.chunk_bytes), cfg, stack):
             counts.update(res.stats)
             per_file[idx].update(res.stats)
             worker_rss_kb = max(worker_rss_kb, res.maxrss_kb)
             done_bytes += res.nbytes
-            n = len(res.lines)
+            n = res.n
             if n:
                 keep = exact_seen.check_and_add(np.frombuffer(res.exact, dtype=np.int64).view(np.uint64))
                 dup_exact = n - int(keep.sum())
@@ -390,13 +393,16 @@ def prepare(
                 held = np.frombuffer(res.eval_mask, dtype=np.uint8).astype(bool)
                 train_sel = keep & ~held
                 eval_sel = keep & held
-                lines = res.lines
                 n_train = int(train_sel.sum())
                 n_eval = int(eval_sel.sum())
-                if n_train:
-                    f_pairs.write("\n".join([lines[i] for i in np.flatnonzero(train_sel)]) + "\n")
-                if n_eval:
-                    f_eval.write("\n".join([lines[i] for i in np.flatnonzero(eval_sel)]) + "\n")
+                if n_train == n:
+                    f_pairs.write(res.blob + b"\n")
+                elif n_train or n_eval:
+                    lines = res.blob.split(b"\n")
+                    if n_train:
+                        f_pairs.write(b"\n".join([lines[i] for i in np.flatnonzero(train_sel)]) + b"\n")
+                    if n_eval:
+                        f_eval.write(b"\n".join([lines[i] for i in np.flatnonzero(eval_sel)]) + b"\n")
                 step = Counter(
                     exact_duplicate=dup_exact, near_duplicate=dup_near, pairs_written=n_train, eval_pairs_written=n_eval
                 )

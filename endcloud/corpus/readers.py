@@ -73,7 +73,7 @@ class Chunk:
     path: str
     fmt: str
     first_line: int  # 1-based line number of the chunk's first line
-    data: bytes | list[Dialogue]  # raw bytes, or dialogues already parsed (CSV)
+    data: bytes | list["RawDialogue"]  # raw bytes, or dialogues already parsed (CSV)
     nbytes: int = 0  # input bytes this chunk covers (progress)
     stats: Stats | None = None  # counts made while cutting (CSV parses in the parent)
 

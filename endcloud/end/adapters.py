@@ -126,10 +126,10 @@ class AdapterRegistry:
         The manifest gets `version, parent, method, base, data_hash, metrics, created_at,
         status="candidate"`; fields missing from `manifest` are read from the adapter's
         training.json when it has one."""
+        d = self._dir(name)
         src = Path(src_dir)
         if not (src / "adapter_config.json").exists():
             raise ModelError(f"{str(src)!r} is not a peft adapter directory (no adapter_config.json); train one first")
-        d = self._dir(name)
         d.mkdir(parents=True, exist_ok=True)
         parent_v = self.version_str(parent) if parent is not None else None
         if parent_v is not None and self.manifest(name, parent_v) is None:

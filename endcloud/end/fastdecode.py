@@ -20,8 +20,8 @@ shifts position_ids by num_virtual_tokens); for a bare base or LoRA, P = 0.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +29,36 @@ import torch.nn.functional as F
 # top-p first looks at this many most likely tokens; a full sort only when their mass < top_p.
 TOP_P_CANDIDATES = 256
 SUPPORTED_TYPES = ("qwen2", "llama", "mistral", "qwen3")
+
+
+class Q8(NamedTuple):
+    """A weight-only int8 linear: int8 rows and one scale per output channel (symmetric)."""
+
+    q: torch.Tensor
+    s: torch.Tensor
+
+    @classmethod
+    def of(cls, w: torch.Tensor) -> "Q8":
+        wf = w.detach().float()
+        scale = wf.abs().amax(dim=1).clamp_min(1e-8) / 127.0
+        q = torch.round(wf / scale[:, None]).clamp_(-127, 127).to(torch.int8).contiguous()
+        return cls(q, scale.to(w.dtype))
+
+
+def _lin(x: torch.Tensor, w, bias=None) -> torch.Tensor:
+    """F.linear, or torch's int8 weight-only matmul kernel for a Q8 weight."""
+    if w.__class__ is Q8:
+        y = torch._weight_int8pack_mm(x.reshape(-1, x.shape[-1]), w.q, w.s).view(*x.shape[:-1], -1)
+        return y if bias is None else y + bias
+    return F.linear(x, w, bias)
+
+
+def _nbytes(t) -> int:
+    if t is None:
+        return 0
+    if isinstance(t, Q8):
+        return _nbytes(t.q) + _nbytes(t.s)
+    return t.numel() * t.element_size()
 
 
 @dataclass
@@ -56,7 +86,39 @@ class FastWeights:
         self.hidden = embed.shape[1]
         self.rotary = rotary
         self.dtype = dtype
+        self.quant: str | None = None
         self._cos = self._sin = None
+
+    def nbytes(self) -> int:
+        """Bytes of weights one decode step reads (the lm_head, not the embedding lookup)."""
+        names = ("ln1", "wqkv", "bqkv", "wo", "bo", "ln2", "wgu", "wd", "qnorm", "knorm")
+        return sum(_nbytes(getattr(ly, n)) for ly in self.layers for n in names) + _nbytes(self.norm) + _nbytes(
+            self.lm_head)
+
+    def quantized(self, kind: str = "int8", cache: dict | None = None) -> "FastWeights":
+        """A copy whose linears (and lm_head) are weight-only int8; norms and the embedding stay.
+
+        `cache` (id -> (tensor, Q8)) lets variants share the quantized copy of a tensor they
+        share with the base, so a LoRA variant only quantizes the layers it changed.
+        """
+        if kind != "int8":
+            raise ValueError(f"unknown quantization {kind!r}; the fast path knows 'int8'")
+        cache = {} if cache is None else cache
+
+        def q8(t):
+            hit = cache.get(id(t))
+            if hit is not None and hit[0] is t:
+                return hit[1]
+            out = Q8.of(t)
+            cache[id(t)] = (t, out)
+            return out
+
+        layers = [replace(ly, wqkv=q8(ly.wqkv), wo=q8(ly.wo), wgu=q8(ly.wgu), wd=q8(ly.wd)) for ly in self.layers]
+        new = FastWeights(layers=layers, embed=self.embed, norm=self.norm, lm_head=q8(self.lm_head), eps=self.eps,
+                          n_heads=self.n_heads, n_kv=self.n_kv, head_dim=self.head_dim, inter=self.inter,
+                          rotary=self.rotary, dtype=self.dtype)
+        new.quant = kind
+        return new
 
     @staticmethod
     def supports(model) -> bool:
@@ -111,36 +173,48 @@ class FastWeights:
                           mlp.up_proj.weight)
                     bs = (at.q_proj.bias, at.k_proj.bias, at.v_proj.bias)
                     src = tuple(t.data_ptr() for t in ws) + tuple(0 if b is None else b.data_ptr() for b in bs)
+                def same(t, old):
+                    # The very tensor object of `like` when it is the same storage: identity lets
+                    # quantized copies be shared between variants.
+                    if t is None:
+                        return None
+                    if old is not None and old.data_ptr() == t.data_ptr() and old.shape == t.shape:
+                        return old
+                    return t.detach()
+
+                p = prev if prev is not None else _Layer(*([None] * 10), src=())
                 layers.append(_Layer(
-                    ln1=ly.input_layernorm.weight.detach(), wqkv=wqkv, bqkv=bqkv,
-                    wo=at.o_proj.weight.detach(), bo=None if at.o_proj.bias is None else at.o_proj.bias.detach(),
-                    ln2=ly.post_attention_layernorm.weight.detach(), wgu=wgu, wd=mlp.down_proj.weight.detach(),
-                    qnorm=at.q_norm.weight.detach() if hasattr(at, "q_norm") else None,
-                    knorm=at.k_norm.weight.detach() if hasattr(at, "k_norm") else None,
+                    ln1=same(ly.input_layernorm.weight, p.ln1), wqkv=wqkv, bqkv=bqkv,
+                    wo=same(at.o_proj.weight, p.wo), bo=same(at.o_proj.bias, p.bo),
+                    ln2=same(ly.post_attention_layernorm.weight, p.ln2), wgu=wgu, wd=same(mlp.down_proj.weight, p.wd),
+                    qnorm=same(at.q_norm.weight, p.qnorm) if hasattr(at, "q_norm") else None,
+                    knorm=same(at.k_norm.weight, p.knorm) if hasattr(at, "k_norm") else None,
                     src=src,
                 ))
+        head = model.get_output_embeddings().weight
+        if like is not None and like.lm_head.data_ptr() == head.data_ptr():
+            head = like.lm_head
         return cls(
             layers=layers, embed=inner.embed_tokens.weight.detach(), norm=inner.norm.weight.detach(),
-            lm_head=model.get_output_embeddings().weight.detach(), eps=float(cfg.rms_norm_eps), n_heads=n_heads,
+            lm_head=head.detach() if like is None or head is not like.lm_head else head,
+            eps=float(cfg.rms_norm_eps), n_heads=n_heads,
             n_kv=n_kv, head_dim=head_dim, inter=cfg.intermediate_size, rotary=inner.rotary_emb,
             dtype=inner.embed_tokens.weight.dtype,
         )
 
     def rope(self, n: int):
-        """cos, sin tables (n, head_dim) from the model's own rotary module (any static rope type)."""
+        """cos, sin tables (n, head_dim) from the model's own rotary module (any static rope type);
+        the first half of sin is negated so rotary is x*cos + roll(x, head_dim/2)*sin."""
         cos, sin = self._cos, self._sin
         if cos is None or cos.shape[0] < n:
             m = max(n, 1024)
             with torch.no_grad():
                 cos, sin = self.rotary(self.embed[:1], torch.arange(m)[None])
-            cos, sin = cos[0].to(self.dtype), sin[0].to(self.dtype)
+            cos, sin = cos[0].to(self.dtype), sin[0].clone()
+            sin[:, : sin.shape[1] // 2].neg_()  # folds rotate_half's sign into the table (see FastRunner)
+            sin = sin.to(self.dtype)
             self._cos, self._sin = cos, sin  # a bigger table replaces the old one: safe for readers
         return cos, sin
-
-
-def _rot(x: torch.Tensor) -> torch.Tensor:
-    h = x.shape[-1] // 2
-    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
 
 
 class FastRunner:
@@ -170,28 +244,31 @@ class FastRunner:
         s, e = self.len, self.len + q
         nh, nkv, hd = w.n_heads, w.n_kv, w.head_dim
         nq_, nk_ = nh * hd, nkv * hd
+        half = hd // 2
         h = F.embedding(ids, w.embed)
-        cos, sin = self.cos[pos].unsqueeze(1), self.sin[pos].unsqueeze(1)  # (B, 1, q, hd)
+        cos, sin = self.cos[pos].unsqueeze(1), self.sin[pos].unsqueeze(1)  # (B, 1, q, hd); sin sign-folded
         if q == 1:
-            mask = valid[:, None, None, :e]
+            allowed = valid[:, None, None, :e]
         else:
             kidx = torch.arange(e)
             qidx = torch.arange(s, e)
-            causal = kidx[None, :] <= qidx[:, None]
-            mask = valid[:, None, None, :e] & causal
             # A pad query would see no key at all (NaN); let it see itself. Its output is never used.
-            mask = mask | (kidx[None, :] == qidx[:, None])
+            causal = (kidx[None, :] <= qidx[:, None])
+            allowed = (valid[:, None, None, :e] & causal) | (kidx[None, :] == qidx[:, None])
+        # One additive mask per forward instead of a bool->float conversion in every layer.
+        mask = torch.zeros(allowed.shape, dtype=w.dtype).masked_fill_(~allowed, float("-inf"))
         for i, ly in enumerate(w.layers):
             x = F.rms_norm(h, (w.hidden,), ly.ln1, w.eps)
-            qkv = F.linear(x, ly.wqkv, ly.bqkv)
-            qh = qkv[..., :nq_].view(b, q, nh, hd).transpose(1, 2)
-            kh = qkv[..., nq_:nq_ + nk_].view(b, q, nkv, hd).transpose(1, 2)
+            qkv = _lin(x, ly.wqkv, ly.bqkv)
+            # q and k side by side as (B, heads, q, hd): rotary once for both.
+            qk = qkv[..., : nq_ + nk_].view(b, q, nh + nkv, hd).transpose(1, 2)
             vh = qkv[..., nq_ + nk_:].view(b, q, nkv, hd).transpose(1, 2)
             if ly.qnorm is not None:
-                qh = F.rms_norm(qh, (hd,), ly.qnorm, w.eps)
-                kh = F.rms_norm(kh, (hd,), ly.knorm, w.eps)
-            qh = qh * cos + _rot(qh) * sin
-            kh = kh * cos + _rot(kh) * sin
+                qk = torch.cat((F.rms_norm(qk[:, :nh], (hd,), ly.qnorm, w.eps),
+                                F.rms_norm(qk[:, nh:], (hd,), ly.knorm, w.eps)), dim=1)
+            # rotate_half(x) * sin == roll(x, half) * (sin with its first half negated)
+            qk = qk * cos + qk.roll(half, -1) * sin
+            qh, kh = qk[:, :nh], qk[:, nh:]
             kc, vc = self.k[i], self.v[i]
             kc[:, :, s:e] = kh
             vc[:, :, s:e] = vh
@@ -205,15 +282,15 @@ class FastRunner:
                 a = F.scaled_dot_product_attention(qh, kc[:, :, :e], vc[:, :, :e], attn_mask=mask,
                                                    enable_gqa=nh != nkv)
                 a = a.transpose(1, 2).reshape(b, q, nq_)
-            h = h + F.linear(a, ly.wo, ly.bo)
+            h = h + _lin(a, ly.wo, ly.bo)
             x = F.rms_norm(h, (w.hidden,), ly.ln2, w.eps)
-            gu = F.linear(x, ly.wgu)
-            h = h + F.linear(F.silu(gu[..., : w.inter]) * gu[..., w.inter:], ly.wd)
+            gu = _lin(x, ly.wgu)
+            h = h + _lin(F.silu(gu[..., : w.inter]) * gu[..., w.inter:], ly.wd)
         self.len = e
         if not all_logits:
             h = h[:, -1:]
         h = F.rms_norm(h, (w.hidden,), w.norm, w.eps)
-        return F.linear(h, w.lm_head).float()
+        return _lin(h, w.lm_head).float()
 
 
 class HFRunner:

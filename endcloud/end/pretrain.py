@@ -144,13 +144,25 @@ def _read_file(path: Path) -> list[Document]:
     return [p for p in paras if p]
 
 
+def _skip_in_folder(f: Path) -> bool:
+    """Files a folder walk leaves out: held-out sets (never pretrain on eval data), order
+    tables (customer records, no language to learn), and a JDDC copy of chats.jsonl."""
+    name = f.name.lower()
+    if name.startswith(("eval", "test", "heldout", "orders")) or f.name.startswith("."):
+        return True
+    return f.suffix.lower() == ".txt" and (f.parent / "chats.jsonl").exists()
+
+
 def read_corpus(inputs: Sequence[str | os.PathLike[str]]) -> list[Document]:
-    """Documents from files or folders: pairs/chats/labels/FAQ JSONL, plain text, markdown, CSV."""
+    """Documents from files or folders: pairs/chats/labels/FAQ JSONL, plain text, markdown, CSV.
+
+    In a folder, eval*/test*/orders* files and a JDDC copy of chats.jsonl are skipped."""
     docs: list[Document] = []
     for raw in inputs:
         p = Path(raw)
         if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in TEXT_SUFFIXES)
+            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in TEXT_SUFFIXES
+                           and not _skip_in_folder(f))
             if not files:
                 raise DataError(f"no text files ({', '.join(sorted(TEXT_SUFFIXES))}) under this folder", path=str(p))
             for f in files:

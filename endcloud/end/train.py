@@ -105,7 +105,7 @@ def method_of(peft_config) -> str:
 
 
 def _build_peft_model(model, method: str, tuner: dict[str, Any], init_adapter: str | os.PathLike[str] | None):
-    from peft import PeftConfig, PeftModel, get_peft_model
+    from peft import PeftConfig, PeftModel, get_peft_model, load_peft_weights, set_peft_model_state_dict
 
     from endcloud.end.tuners import make_peft_config
 
@@ -117,11 +117,16 @@ def _build_peft_model(model, method: str, tuner: dict[str, Any], init_adapter: s
         raise ModelError(f"{str(src)!r} is not a peft adapter directory (no adapter_config.json); check --init-adapter")
     cfg = PeftConfig.from_pretrained(str(src))
     init_method = _recorded_method(src) or method_of(cfg)
-    if str(getattr(cfg.peft_type, "value", cfg.peft_type)) == "PREFIX_TUNING":
-        # peft saves a prefix adapter as the MLP's *output*; the reparameterisation is a
-        # training aid (Li & Liang drop it after training), so continue on the saved prefixes.
-        cfg.prefix_projection = False
     cfg.inference_mode = False
+    if cfg.is_prompt_learning:
+        # peft saves a prefix adapter as the MLP's *output*; the reparameterisation is a
+        # training aid (Li & Liang drop it after training), so continue on the saved
+        # prefixes. peft refuses is_trainable for prompt adapters: build, then load weights.
+        if getattr(cfg, "prefix_projection", False):
+            cfg.prefix_projection = False
+        pm = get_peft_model(model, cfg)
+        set_peft_model_state_dict(pm, load_peft_weights(str(src), device="cpu"))
+        return pm, init_method
     return PeftModel.from_pretrained(model, str(src), config=cfg, is_trainable=True), init_method
 
 

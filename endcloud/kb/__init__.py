@@ -10,9 +10,11 @@ The pack format is in `endcloud.kb.pack`; retrieval in `endcloud.kb.search`.
 """
 
 from endcloud.kb.pack import LANGUAGES, POLICY_KEYS, Product, ShopPack, format_number
-from endcloud.kb.search import SOURCES, KnowledgeBase, Snippet, normalise, render_order, render_product, tokenize
+from endcloud.kb.search import (
+    SOURCES, KnowledgeBase, Snippet, normalise, paragraphs, render_order, render_product, tokenize,
+)
 
 __all__ = [
     "LANGUAGES", "POLICY_KEYS", "SOURCES", "KnowledgeBase", "Product", "ShopPack", "Snippet",
-    "format_number", "normalise", "render_order", "render_product", "tokenize",
+    "format_number", "normalise", "paragraphs", "render_order", "render_product", "tokenize",
 ]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,9 @@ ORDER_COLUMNS = ("order_id", "sku", "status", "courier", "tracking_no", "ship_da
 DEFAULT_CURRENCY = {"zh": "CNY", "en": "USD"}
 
 _KEY_COMMENT = re.compile(r"<!--\s*key\s*:\s*([A-Za-z0-9_\-]+)\s*-->")
+# Header names a Chinese shop's export uses for the required columns.
+COLUMN_ALIASES = {"商品编号": "sku", "货号": "sku", "商品id": "sku", "名称": "name", "商品名称": "name", "品名": "name",
+                  "价格": "price", "售价": "price", "单价": "price", "库存": "stock", "库存数量": "stock", "订单号": "order_id"}
 # Currency marks and thousands separators a spreadsheet export leaves in a price cell.
 _PRICE_NOISE = re.compile(r"[¥￥$€£,\s]|元|RMB|CNY|USD", re.IGNORECASE)
 
@@ -156,7 +160,7 @@ def _csv_rows(path: Path, required: tuple[str, ...]) -> tuple[list[str], list[tu
         raise DataError(f"empty file; expected a header row with {','.join(required)}", path=str(path), line=1) from None
     except csv.Error as e:
         raise DataError(f"bad CSV: {e}", path=str(path), line=reader.line_num) from None
-    columns = [c.strip().lower() for c in header]
+    columns = [COLUMN_ALIASES.get(c.strip().lower(), c.strip().lower()) for c in header]
     missing = [c for c in required if c not in columns]
     if missing:
         raise DataError(
@@ -207,8 +211,8 @@ def load_catalog(path: str | Path) -> list[Product]:
             price = float(_PRICE_NOISE.sub("", raw_price))
         except ValueError:
             raise DataError(f"price must be a number, got {raw_price!r} (column {idx['price'] + 1}, 'price')", path=str(path), line=line) from None
-        if price < 0 or price != price:
-            raise DataError(f"price must be >= 0, got {raw_price!r} (column {idx['price'] + 1}, 'price')", path=str(path), line=line)
+        if not math.isfinite(price) or price < 0:
+            raise DataError(f"price must be a finite number >= 0, got {raw_price!r} (column {idx['price'] + 1}, 'price')", path=str(path), line=line)
         raw_stock = cells[idx["stock"]]
         try:
             stock = int(float(raw_stock.replace(",", ""))) if raw_stock else 0

@@ -207,8 +207,8 @@ class KnowledgeBase:
 
     def product(self, text: str) -> Product | None:
         """The product whose SKU or full name `text` mentions, else None."""
-        for m in _IDLIKE.finditer(text):
-            p = self._by_sku.get(normalise(m.group()))
+        for m in _IDLIKE.finditer(normalise(text)):  # NFKC first: full-width "５２０…" is an id too
+            p = self._by_sku.get(m.group())
             if p is not None:
                 return p
         flat = _SPACE.sub("", normalise(text))
@@ -225,8 +225,8 @@ class KnowledgeBase:
     def orders_in(self, text: str) -> list[str]:
         """Order ids of this shop that `text` mentions, in order of mention."""
         found: list[str] = []
-        for m in _IDLIKE.finditer(text):
-            oid = self._orders.get(normalise(m.group()))
+        for m in _IDLIKE.finditer(normalise(text)):
+            oid = self._orders.get(m.group())
             if oid is not None and oid not in found:
                 found.append(oid)
         return found
@@ -312,6 +312,9 @@ def _paragraphs(body: str) -> list[str]:
 # Column names a zh rendering shows in Chinese (a shop's own Chinese headers pass through).
 _ZH_ATTR = {"category": "类目", "material": "材质", "size": "尺寸", "colour": "颜色", "color": "颜色", "feature": "特点",
             "brand": "品牌", "weight": "重量", "origin": "产地"}
+
+
+paragraphs = _paragraphs  # public name; `_paragraphs` stays for code already using it
 
 
 def render_product(p: Product, pack: ShopPack) -> str:

@@ -11,6 +11,14 @@ with context words and checksums, tuned for two things at once:
 * look-alikes must survive (prices, dates, sizes, SKUs, model numbers, coupons): over-redaction
   starves the teacher of the facts it has to talk about.
 
+Forms people use to dodge chat filters are folded too: phones spelled in Chinese numerals
+(一三八零零一三八零零零, 幺 for 1) and e-mails written `x at qq dot com` / `x艾特qq点com` / `x#qq.com`.
+Names are only taken after a cue (我叫, 收件人：, my name is, Name:, 王先生) and addresses only with
+a road or estate plus a house number or an admin level: cheap and precise, by design.
+
+Overlaps are settled by priority (context words > courier prefixes > ID > phone/card shapes > bare
+digit runs > address > name), so 订单号13800138000 is an ORDER and +86 1386 9075 175 a PHONE.
+
 Checksums never decide whether something is redacted, only how it is labelled (`checksum_ok`,
 `luhn_ok`, ...), except for one genuinely ambiguous case: a bare 13–19 digit run with no context
 words and no card-style grouping is a CARD when it has a card prefix and passes Luhn, and an ORDER
@@ -85,9 +93,10 @@ _BLANK = "\x00"
 # Tokens that are already masked, in any corpus style we know, plus our own placeholders.
 _MASKED = re.compile(
     r"\[[\u4e00-\u9fff]{1,6}x\]"          # JDDC: [订单x] [金额x] [身份证号x]
-    r"|\[[A-Z][A-Z0-9]*_\d{1,12}\]"       # [ORDERID_10005629], ours: [PHONE_1]
+    r"|\[[A-Z]{2,12}ID_\d{1,12}\]"         # other JDDC releases: [ORDERID_10005629]
+    r"|\[(?:" + "|".join(PII_TYPES) + r")_\d{1,6}\]"  # ours: [PHONE_1]
     r"|#E-s\[[^\[\]]{1,8}\]"              # JDDC emoticons #E-s[数字x]
-    r"|[0-9A-Za-z]*\*{2,}[0-9A-Za-z]*"    # 4**号, 138****8000
+    r"|[0-9]{0,4}\*{2,}[0-9]{1,4}(?![0-9])|[0-9]{1,4}\*{2,}(?=号)"  # 138****8000, 4**号 (not **13800138000**)
 )
 
 
@@ -165,12 +174,13 @@ _GSEP = "[\\s" + _DASHES + "]"  # between digit groups of cards, IDs, landlines
 # Patterns start by consuming a character (lookbehinds come after it): sre can then skip ahead
 # to candidate characters instead of trying every position, several times faster on chat lines.
 _PSEP = r"(?:\s?" + _SEP + r"\s?|" + _SEP + r")?"  # one separator, or one padded by spaces: 138 - 0013 - 8000
-_MOBILE = re.compile(r"1(?<![0-9]1)[3-9](?:" + _PSEP + r"[0-9]){9}(?![0-9])")
+# also "1 3 8 0 0 1 3 8 0 0 0" (a space between every digit), but not "1 415-555-2671" (+1, NANP)
+_MOBILE = re.compile(r"1(?<![0-9]1)(?:[3-9](?:" + _PSEP + r"[0-9]){9}|\s[3-9](?:\s[0-9]){9})(?![0-9])")
 _MOBILE_CC = re.compile(  # with a country code; run only when "86" occurs
     r"(?<![0-9])(?:\(\s?(?:\+|00)?86\s?\)|(?:\+|00)?86)" + _SEP + r"{0,2}1[3-9](?:" + _PSEP + r"[0-9]){9}(?![0-9])"
 )
 _LANDLINE = re.compile(
-    r"(?:\((?<![0-9A-Za-z]\()0[1-9][0-9]{1,2}\)\s?|0(?<![0-9A-Za-z]0)[1-9][0-9]{1,2}" + _GSEP + r")"
+    r"(?:\((?<![0-9]\()0[1-9][0-9]{1,2}\)\s?|0(?<![0-9]0)[1-9][0-9]{1,2}" + _GSEP + r")"
     r"[2-9][0-9]{2,3}" + _GSEP + r"?[0-9]{4}(?![0-9])"
 )
 _NANP_HINT = re.compile(r"[0-9]{3}[\s.\-\u2010-\u2015\u2212\ufe63\uff0d][0-9]{4}")
@@ -181,15 +191,15 @@ _NANP = re.compile(
 _TOLL_FREE = {"400", "800", "888", "877", "866", "855", "844", "833"}  # shops' hotlines, not people
 
 _ID = re.compile(
-    r"[1-8](?<![0-9A-Za-z][1-8])[0-9]{5}" + _GSEP + r"?(?:18|19|20)[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])"
-    + _GSEP + r"?[0-9]{3}[0-9Xx](?![0-9A-Za-z])"
+    r"[1-8](?<![0-9][1-8])[0-9]{5}" + _GSEP + r"?(?:18|19|20)[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])"
+    + _GSEP + r"?[0-9]{3}[0-9Xx](?![0-9])"
 )
 _CARD_GROUPED = re.compile(
     r"[1-9](?<![0-9][1-9])(?:[0-9]{3}(?P<s>" + _GSEP + r")[0-9]{4}(?:(?P=s)[0-9]{4}){1,2}(?:(?P=s)[0-9]{1,4})?"
     r"|[0-9]{3}(?P<t>" + _GSEP + r")[0-9]{6}(?P=t)[0-9]{4,5}"
     r"|[0-9]{5}(?P<u>" + _GSEP + r")[0-9]{13})(?![0-9])"
 )
-_KW_SEP = r"\s*(?:[:：#]|是|为|is|:)?\s*"
+_KW_SEP = r"\s*(?:(?:[:：#]|是|为|is)\s*){0,2}"  # 订单号是：123…
 _CARD_CTX = re.compile(
     r"(?:卡号|银行卡号?|信用卡号?|储蓄卡号?|借记卡号?|(?i:credit\s+card|debit\s+card|card)(?i:\s*(?:number|no\.?|#))?|(?i:visa|mastercard|amex|unionpay))"
     + _KW_SEP + r"(?P<v>[0-9](?:" + _GSEP + r"?[0-9]){11,18})(?![0-9])"
@@ -197,7 +207,7 @@ _CARD_CTX = re.compile(
 _BARE_DIGITS = re.compile(r"[0-9](?<![0-9][0-9])[0-9]{9,19}(?![0-9])")
 _ORDER_CTX = re.compile(
     r"(?:订单编号|订单号码?|订单|单号|(?i:order)(?i:\s*(?:no\.?|number|num|id|#))?|(?<![A-Za-z&])#)"
-    + _KW_SEP + r"(?P<v>(?:[A-Za-z]{1,4}-?)?[0-9][0-9\-]{4,28}[0-9])(?![0-9A-Za-z])"
+    + _KW_SEP + r"(?P<v>(?:[A-Za-z]{1,4}-?)?[0-9][0-9\-]{4,28}[0-9])(?![0-9])"
 )
 _TRACK_CTX = re.compile(
     r"(?:运单号码?|快递单号|物流单号|快递号|运单|(?i:tracking|waybill)(?i:\s*(?:no\.?|number|num|id|#|code))?"
@@ -206,12 +216,31 @@ _TRACK_CTX = re.compile(
     + _KW_SEP + r"(?P<v>[A-Za-z]{0,4}[0-9][0-9A-Za-z]{7,24})(?![0-9A-Za-z])"
 )
 _TRACK_PREFIX = re.compile(
-    r"(?<![0-9A-Za-z])(?:[Ss][Ff][0-9]{12,15}|(?:YT|yt|JT|jt)[0-9]{13,15}|JD[VXA]?[0-9]{11,15}"
-    r"|1Z[0-9A-Z]{16}|[A-Z]{2}[0-9]{9}(?:CN|US|GB|HK|JP|DE|FR)|ZTO[0-9]{10,15})(?![0-9A-Za-z])"
+    r"(?<![0-9])(?:[Ss][Ff][0-9]{12,15}|(?:YT|yt|JT|jt)[0-9]{13,15}|JD[VXA]?[0-9]{11,15}"
+    r"|1Z[0-9A-Z]{16}|[A-Z]{2}[0-9]{9}(?:CN|US|GB|HK|JP|DE|FR)|ZTO[0-9]{10,15})(?![0-9])"
 )
 _TRACK_PREFIX_HINT = re.compile(r"[A-Za-z][0-9]{9}")
 _TRACK_HINT = re.compile("运单|快递|物流|顺丰|中通|圆通|韵达|申通|极兔|百世|邮政|京东|德邦|天天|tracking|waybill|zto|yto|sto|ems|ups|fedex|dhl|usps|sf express")
-_EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,24}(?![A-Za-z0-9])")
+# Starts only where a run of local-part characters starts (the lookbehind after the first character),
+# so a long run of letters without '@' costs linear time, not quadratic.
+_EMAIL = re.compile(
+    r"[A-Za-z0-9._%+\-](?<![A-Za-z0-9._%+\-][A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]{0,63}"
+    r"@[A-Za-z0-9\-]{1,63}(?:\.[A-Za-z0-9\-]{1,63}){0,8}\.[A-Za-z]{2,24}(?![A-Za-z0-9])"
+)
+
+# E-mail written to dodge filters: "zhangwei at qq dot com", "zhangwei艾特qq点com", "zhangwei#qq.com".
+_EMAIL_OBF = re.compile(
+    r"[A-Za-z0-9._%+\-](?<![A-Za-z0-9._%+\-][A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]{1,63}"
+    r"(?:\s*(?:\(at\)|\[at\]|艾特|＃|#)\s*|\s+(?i:at)\s+)"
+    r"[A-Za-z0-9\-]{2,63}(?:\s*(?:\.|\(dot\)|\[dot\]|点)\s*|\s+(?i:dot)\s+)"
+    r"(?i:com|cn|net|org|edu|io|cc)(?:(?:\s*(?:\.|点)\s*|\s+(?i:dot)\s+)(?i:cn|uk|hk))?(?![A-Za-z0-9])"
+)
+
+
+_OBF_NOT_USERS = frozenset(
+    "it me us him her them this that these those you one buy bought sell sold shop shopped look order ordered "
+    "available found sale here there price cheaper cheap listed get got find".split()
+)
 
 # A digit run right after one of these is a product code, not an order number.
 _PRODUCT_CTX = re.compile(r"(?:SKU|sku|Sku|货号|型号|商品编号|商品号|款号|条码|条形码|(?i:model|barcode|ean|isbn|upc|item)(?i:\s*(?:no\.?|number|#))?)\s*[:：#\-]?\s*$")
@@ -222,7 +251,7 @@ _DATE_SHAPE = re.compile(r"(?:19|20)[0-9]{2}-?(?:0[1-9]|1[0-2])-?(?:0[1-9]|[12][
 # Addresses.
 
 _ADMIN_SUFFIX = "省市区县旗镇乡路街巷弄号楼室栋幢村"
-_PLACE = "[" + _cjk_without(_ADMIN_SUFFIX + "的在是我你他她住到寄送发往址和与及给要想把被还请帮问说了吗呢吧啊哦收货改为" ) + "]"
+_PLACE = "[" + _cjk_without(_ADMIN_SUFFIX + "的在是我你他她住到寄送发往址与及给要想把被还请帮问说了吗呢吧啊哦收货改为") + "]"
 _PROVINCE = (
     r"(?:(?:河北|山西|辽宁|吉林|黑龙江|江苏|浙江|安徽|福建|江西|山东|河南|湖北|湖南|广东|海南|四川|贵州|云南|陕西|甘肃|青海|台湾)省?"
     r"|(?:内蒙古|广西壮族|广西|西藏|宁夏回族|宁夏|新疆维吾尔|新疆)(?:自治区)?"
@@ -231,11 +260,13 @@ _PROVINCE = (
 _ZH_ADDR = re.compile(
     r"(?P<adm>" + _PROVINCE + r"?"
     r"(?:" + _PLACE + r"{1,6}?(?:市|自治州|地区|盟))?"
-    r"(?:" + _PLACE[:-1] + r"市]{1,6}?(?:区|县|旗))?"
+    r"(?:" + _PLACE[:-1] + r"市楼]{1,6}?(?:区|县|旗))?"  # 市南区, 鼓楼区
     r"(?:" + _PLACE + r"{1,6}?(?:街道|镇|乡))?)"
     r"(?P<road>(?:(?:" + _PLACE[:-1] + r"0-9]{1,12}?(?:大街|大道|路|街|巷|胡同|弄)"
     r"|" + _PLACE + r"{1,10}?(?:小区|花园|大厦|公寓|家园|新村|广场|苑|园|府|村)(?:小区|花园|大厦|公寓)?)(?:[东西南北中]段)?){1,3})"
     r"(?P<sub>(?:[0-9]{1,5}(?:号院|号楼|号|弄|栋|幢|座|单元|楼|层|室|户)|[A-Za-z]座|[0-9]{1,4}-[0-9]{1,4}(?:室|号)?)*)"
+    # a building after the house number: 385号太古汇2座1001 (it must end in a number or a unit word)
+    r"(?:" + _PLACE + r"{1,8}?[0-9A-Za-z]{1,5}(?:号院|号楼|号|栋|幢|座|单元|楼|层|室))*(?:(?<=[座栋幢楼层元])[0-9]{2,5}(?![0-9]))?"
 )
 _ZH_ADDR_NEED = re.compile(r"[0-9０-９省市区县旗镇乡]|北京|天津|上海|重庆|内蒙古|广西|西藏|宁夏|新疆|香港|澳门")
 
@@ -264,16 +295,18 @@ _SURNAMES_MORE = "高田石金白江龙史毛万武欧阳方温康施牛樊葛�
 _COMPOUND = "欧阳|司马|上官|诸葛|东方|慕容|令狐|皇甫|尉迟|公孙|长孙|宇文|夏侯|轩辕|端木|独孤"
 _GIVEN = "[" + _cjk_without(
     "的了吗呢啊吧呀哦嘛哈在是和与及或电手机话地址收件号码你我他她们这那不也都就要想还请帮问说给到从"
-    "一二三四五六七八九十个两买卖发货退换单订快递已经没有可以能会去来上下的得地着过吧么啥"
+    "个买卖发货退换单订快递已经没有可以能会去来上下的得地着过吧么啥"
 ) + "]"
 _SURNAME_ANY = "(?:" + _COMPOUND + r"|[" + _SURNAMES_SAFE + _SURNAMES_MORE + r"])"
 _SURNAME_SAFE = "(?:" + _COMPOUND + r"|[" + _SURNAMES_SAFE + r"])"
 _COMPOUND_SET = frozenset(_COMPOUND.split("|"))
 # A name is found by keyword first (str.find is fast), then one anchored match after the keyword.
-_ZH_NAME_KEYS = ("我叫", "名字是", "名字叫", "姓名", "收件人", "收货人", "联系人", "签收人", "寄件人", "户名", "持卡人", "开户人")
+# (cue, the trigger character it contains): a cue is only searched for when its character occurred.
+_ZH_NAME_KEYS = (("我叫", "叫"), ("名字是", "名"), ("名字叫", "名"), ("姓名", "姓"), ("收件人", "收"), ("收货人", "收"),
+                 ("联系人", "联"), ("签收人", "签"), ("寄件人", "寄"), ("户名", "户"), ("持卡人", "持"), ("开户人", "开"))
 _ZH_NAME_AFTER = re.compile(r"\s*(?:[:：]|是|为|叫)?\s*(?P<v>" + _SURNAME_ANY + _GIVEN + r"{1,2})")
 _ZH_NAME_AFTER_WOSHI = re.compile(r"(?P<v>" + _SURNAME_SAFE + _GIVEN + r"{1,2})(?=[，,。.!！?？\s]|$)")
-_ZH_TITLES = ("先生", "女士", "小姐")
+_ZH_TITLES = (("先生", "先"), ("女士", "女"), ("小姐", "姐"))
 _ZH_SAFE_SET = frozenset(_SURNAMES_SAFE)
 
 _EN_WORD = r"[A-Z](?:[a-z]+|'[A-Z][a-z]+)(?:[\-'][A-Z]?[a-z]+)?"
@@ -286,6 +319,7 @@ _EN_NAME_KEYS = (
     ("recipient", re.compile(r"(?:'s name)?[ \t]*[:：]?[ \t]*" + _EN_FULL)),
     ("ship to", re.compile(r"[ \t]*[:：][ \t]*" + _EN_FULL)),
     ("deliver to", re.compile(r"[ \t]*[:：][ \t]*" + _EN_FULL)),
+    ("send to", re.compile(r"[ \t]*[:：][ \t]*" + _EN_FULL)),
     ("contact", re.compile(r"(?: person)?[ \t]*[:：][ \t]*" + _EN_FULL)),
     ("attn", re.compile(r"\.?[ \t]*[:：]?[ \t]*" + _EN_FULL)),
     ("cardholder", re.compile(r"(?: name)?[ \t]*[:：]?[ \t]*" + _EN_FULL)),
@@ -294,8 +328,10 @@ _EN_TITLE = re.compile(r"(?<![A-Za-z])(?:Mr|Mrs|Ms|Miss|Mx)\.?[ \t]+(?P<v>" + _E
 _EN_NAME_STOP = {"Street", "Road", "Avenue", "The", "And", "Please", "Thanks", "Thank", "Order", "Customer", "Service"}
 
 
-def _zh_names(s: str) -> Iterator[tuple[int, int]]:
-    for key in _ZH_NAME_KEYS:
+def _zh_names(s: str, chars: set[str]) -> Iterator[tuple[int, int]]:
+    for key, tc in _ZH_NAME_KEYS:
+        if tc not in chars:
+            continue
         i = s.find(key)
         while i >= 0:
             m = _ZH_NAME_AFTER.match(s, i + len(key))
@@ -308,7 +344,9 @@ def _zh_names(s: str) -> Iterator[tuple[int, int]]:
         if m:
             yield m.start("v"), m.end("v")
         i = s.find("我是", i + 1)
-    for title in _ZH_TITLES:
+    for title, tc in _ZH_TITLES:
+        if tc not in chars:
+            continue
         i = s.find(title)
         while i >= 0:
             if i >= 2 and s[i - 2:i] in _COMPOUND_SET:
@@ -359,11 +397,11 @@ def _zh_words_hint(text: str) -> bool:
     return "大道" in text or "胡同" in text or "小区" in text or "广场" in text or "我是" in text
 
 
-def _en_name_hint(text: str) -> bool:
+def _en_name_hint(text: str, low: str) -> bool:
     if "Mr" in text or "Ms" in text or "Mx" in text or "Miss" in text:
         return True
-    low = text.lower()
-    return "name" in low or "recipient" in low or "ship to" in low or "deliver to" in low or "contact" in low or "attn" in low or "cardholder" in low
+    return "name" in low or "recipient" in low or "ship to" in low or "deliver to" in low or "send to" in low or "contact" in low or "attn" in low or "cardholder" in low
+
 
 # Higher wins an overlap; on a tie the longer span wins.
 _PRIO = {
@@ -386,9 +424,11 @@ def detect(text: str, lang: str | None = None) -> list[Span]:
     en = lang != "zh"
     # Cheap gates first: most chat lines have none of these and leave here in a microsecond.
     trig = _TRIGGER.findall(text)
-    en_name = en and _en_name_hint(text)
+    low = text.lower() if en else None
+    en_name = en and _en_name_hint(text, low)
     zh_words = zh and _zh_words_hint(text)
-    if not trig and not en_name and not zh_words:
+    obf_email = "艾特" in text or "#" in text or "＃" in text or "at]" in text or "(at)" in text or (en and " dot " in low)
+    if not trig and not en_name and not zh_words and not obf_email:
         return []
     chars = set(trig)
     has_digit = not chars.isdisjoint(_DIGIT_CHARS)
@@ -400,7 +440,7 @@ def detect(text: str, lang: str | None = None) -> list[Span]:
     zh_addr = zh and (not chars.isdisjoint(_ADDR_CHARS) or zh_words) and _ZH_ADDR_NEED.search(text) is not None
     zh_name = zh and (not chars.isdisjoint(_NAME_CHARS) or "我是" in text)
     en_addr = en and has_digit and _EN_ADDR_HINT.search(text) is not None
-    if not (digits or at or zh_addr or zh_name or en_addr or en_name):
+    if not (digits or at or obf_email or zh_addr or zh_name or en_addr or en_name):
         return []
 
     s = _shadow(text, zh_digits)
@@ -409,6 +449,11 @@ def detect(text: str, lang: str | None = None) -> list[Span]:
     if at:
         for m in _EMAIL.finditer(s):
             add((_PRIO["email"], m.start(), m.end(), "EMAIL", ""))
+    if obf_email:
+        for m in _EMAIL_OBF.finditer(s):
+            user = m.group(0).split()[0].lower()
+            if user not in _OBF_NOT_USERS:  # "bought it at amazon dot com" names a shop, not a mailbox
+                add((_PRIO["email"], m.start(), m.end(), "EMAIL", "obfuscated"))
     if digits:
         for item in _digit_candidates(s):
             add(item)
@@ -426,7 +471,7 @@ def detect(text: str, lang: str | None = None) -> list[Span]:
                 end -= 1
             add((_PRIO["address"], m.start(), end, "ADDRESS", "en"))
     if zh_name:
-        for start, end in _zh_names(s):
+        for start, end in _zh_names(s, chars):
             add((_PRIO["name"], start, end, "NAME", "context"))
     if en_name:
         for start, end in _en_names(s):
@@ -441,12 +486,19 @@ def detect(text: str, lang: str | None = None) -> list[Span]:
 
 def _resolve(text: str, cands: list[tuple[int, int, int, str, str]]) -> list[Span]:
     cands.sort(key=lambda c: (-c[0], c[1] - c[2], c[1]))
+    used = bytearray(len(text))  # 1 where an accepted span lies: overlap checks stay linear on long texts
     taken: list[tuple[int, int, str, str]] = []
     for _prio, start, end, typ, label in cands:
         if end <= start:
             continue
-        if any(start < e and s < end for s, e, _, _ in taken):
-            continue
+        hit = used.find(1, start, end)
+        if hit >= 0:
+            # An address or name running into a stronger span (a phone glued to the house number)
+            # keeps the part before it rather than vanishing and leaking the street.
+            if typ not in ("ADDRESS", "NAME") or hit - start < 2:
+                continue
+            end = hit
+        used[start:end] = b"\x01" * (end - start)
         taken.append((start, end, typ, label))
     taken.sort()
     return [Span(s, e, t, text[s:e], lb) for s, e, t, lb in taken]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from endcloud.errors import PrivacyError
 from endcloud.privacy.detectors import Span, detect
-from endcloud.privacy.vault import Vault
+from endcloud.privacy.vault import PLACEHOLDER_RE, Vault
 
 
 @dataclass(slots=True)  # not frozen: frozen __init__ costs a third of a clean line's redaction
@@ -30,6 +30,13 @@ class Redaction:
 
 def redact(text: str, vault: Vault | None = None, lang: str | None = None) -> Redaction:
     """Replace the PII in `text` with typed placeholders issued by `vault` (a fresh one if None)."""
+    if "[" in text:
+        # Placeholders already in the text (ours, from an earlier pass) must never be issued again for
+        # a different value, or restore() would rewrite them: reserve them in the vault first.
+        for m in PLACEHOLDER_RE.finditer(text):
+            if vault is None:
+                vault = Vault()
+            vault.reserve(m.group(0))
     spans = detect(text, lang)
     if not spans:
         return Redaction(text)

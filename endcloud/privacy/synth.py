@@ -113,10 +113,12 @@ def email(rng: random.Random) -> str:
 
 
 def order_number(rng: random.Random, *, bare: bool = False) -> str:
-    """Digits only, 10-20 long, never shaped like a phone, an ID or (when bare) a valid card."""
+    """Digits only, 10-20 long, never shaped like a phone (with or without 86), an ID or (when bare) a valid card."""
     while True:
         d = rng.choice("123456789") + _digits(rng, rng.randint(9, 19))
         if len(d) == 11 and d[1] in "3456789" and d[0] == "1":
+            continue
+        if len(d) == 13 and d.startswith("86") and d[2] == "1" and d[3] in "3456789":  # that is +86 and a mobile
             continue
         if len(d) == 18 and d[0] in "12345678" and d[6:8] in ("18", "19", "20"):
             continue
@@ -205,23 +207,24 @@ def lookalike(rng: random.Random, lang: str) -> str:
     """A short phrase with numbers that are NOT personal data (prices, dates, sizes, SKUs, ...)."""
     n = rng.randint
     zh = [
-        f"¥{n(1, 999)}", f"{n(1, 9999)}元", f"{n(1, 9)},{n(100, 999)}.00元", f"{n(2019, 2025)}-{n(1, 12):02d}-{n(1, 28):02d}",
-        f"{n(1, 12)}月{n(1, 28)}日", f"{n(2019, 2025)}年{n(1, 12)}月{n(1, 28)}日", f"{n(0, 23):02d}:{n(0, 59):02d}", f"下午{n(1, 6)}点",
-        f"{n(10, 99)}x{n(10, 99)}厘米", f"{n(10, 99)}×{n(10, 99)}cm", f"{n(35, 45)}码", rng.choice(["XL", "XXL", "M码", "170/88A"]),
-        f"SKU-{n(10000, 99999)}", f"型号XR-{n(1000, 9999)}", f"满{n(99, 399)}减{n(10, 50)}", f"{n(5, 95)}%", f"{n(1, 20)}件",
-        f"{n(1, 5)}.{n(1, 9)}kg", f"{n(100, 999)}g", "客服热线400-820-8820", f"{n(2019, 2025)}/{n(1, 12):02d}/{n(1, 28):02d} {n(0, 23):02d}:{n(0, 59):02d}:{n(0, 59):02d}",
-        f"{n(1, 7)}天无理由退货", f"第{n(1, 9)}代", f"{n(1, 300)}号仓", "[订单x]", "[金额x]", "#E-s[数字x]", f"{n(1, 9)}**号", "138****8000",
-        f"iPhone {n(11, 16)} Pro", f"骁龙{n(800, 8999)}", f"{n(1000, 9999)}mAh", f"优惠券{n(5, 50)}元",
+        lambda: f"¥{n(1, 999)}", lambda: f"{n(1, 9999)}元", lambda: f"{n(1, 9)},{n(100, 999)}.00元", lambda: f"{n(2019, 2025)}-{n(1, 12):02d}-{n(1, 28):02d}",
+        lambda: f"{n(1, 12)}月{n(1, 28)}日", lambda: f"{n(2019, 2025)}年{n(1, 12)}月{n(1, 28)}日", lambda: f"{n(0, 23):02d}:{n(0, 59):02d}", lambda: f"下午{n(1, 6)}点",
+        lambda: f"{n(10, 99)}x{n(10, 99)}厘米", lambda: f"{n(10, 99)}×{n(10, 99)}cm", lambda: f"{n(35, 45)}码", lambda: rng.choice(["XL", "XXL", "M码", "170/88A"]),
+        lambda: f"SKU-{n(10000, 99999)}", lambda: f"型号XR-{n(1000, 9999)}", lambda: f"满{n(99, 399)}减{n(10, 50)}", lambda: f"{n(5, 95)}%", lambda: f"{n(1, 20)}件",
+        lambda: f"{n(1, 5)}.{n(1, 9)}kg", lambda: f"{n(100, 999)}g", lambda: "客服热线400-820-8820", lambda: f"{n(2019, 2025)}/{n(1, 12):02d}/{n(1, 28):02d} {n(0, 23):02d}:{n(0, 59):02d}:{n(0, 59):02d}",
+        lambda: f"{n(1, 7)}天无理由退货", lambda: f"第{n(1, 9)}代", lambda: f"{n(1, 300)}号仓", lambda: "[订单x]", lambda: "[金额x]", lambda: "#E-s[数字x]", lambda: f"{n(1, 9)}**号", lambda: "138****8000",
+        lambda: f"iPhone {n(11, 16)} Pro", lambda: f"骁龙{n(800, 8999)}", lambda: f"{n(1000, 9999)}mAh", lambda: f"优惠券{n(5, 50)}元",
     ]
     en = [
-        f"${n(1, 999)}.{n(0, 99):02d}", f"{n(1, 9)},{n(100, 999)}.00", f"{n(2019, 2025)}-{n(1, 12):02d}-{n(1, 28):02d}",
-        f"{n(1, 12)}/{n(1, 28)}/{n(2019, 2025)}", f"{n(1, 12)}:{n(0, 59):02d} pm", f"{n(10, 99)}x{n(10, 99)} cm", rng.choice(["XL", "size M", "US 10.5"]),
-        f"SKU-{n(10000, 99999)}", f"A{n(1, 9)}B{n(1, 9)}-{n(100, 999)}", f"iPhone {n(11, 16)} Pro", f"XR-{n(1000, 9999)}", f"RTX {n(3000, 4090)}",
-        f"{n(5, 50)}% off", rng.choice(["SAVE10", "WELCOME15", "FREESHIP"]), f"{n(1, 12)} pcs", f"{n(1, 30)} days", "call 1-800-555-0199",
-        f"{n(1, 5)}.{n(1, 9)} lbs", f"{n(2, 6)}-pack", f"Model {n(100, 999)}X", f"[ORDERID_{n(10000000, 99999999)}]", f"{n(100, 999)} reviews",
-        f"Black Friday {n(2019, 2025)}", f"{n(1, 9)}x{n(1, 9)} ft rug",
+        lambda: f"${n(1, 999)}.{n(0, 99):02d}", lambda: f"{n(1, 9)},{n(100, 999)}.00", lambda: f"{n(2019, 2025)}-{n(1, 12):02d}-{n(1, 28):02d}",
+        lambda: f"{n(1, 12)}/{n(1, 28)}/{n(2019, 2025)}", lambda: f"{n(1, 12)}:{n(0, 59):02d} pm", lambda: f"{n(10, 99)}x{n(10, 99)} cm", lambda: rng.choice(["XL", "size M", "US 10.5"]),
+        lambda: f"SKU-{n(10000, 99999)}", lambda: f"A{n(1, 9)}B{n(1, 9)}-{n(100, 999)}", lambda: f"iPhone {n(11, 16)} Pro", lambda: f"XR-{n(1000, 9999)}", lambda: f"RTX {n(3000, 4090)}",
+        lambda: f"{n(5, 50)}% off", lambda: rng.choice(["SAVE10", "WELCOME15", "FREESHIP"]), lambda: f"{n(1, 12)} pcs", lambda: f"{n(1, 30)} days", lambda: "call 1-800-555-0199",
+        lambda: f"{n(1, 5)}.{n(1, 9)} lbs", lambda: f"{n(2, 6)}-pack", lambda: f"Model {n(100, 999)}X", lambda: f"[ORDERID_{n(10000000, 99999999)}]", lambda: f"{n(100, 999)} reviews",
+        lambda: f"Black Friday {n(2019, 2025)}", lambda: f"{n(1, 9)}x{n(1, 9)} ft rug",
     ]
-    return rng.choice(zh if lang == "zh" else en)
+    # only the chosen phrase is built: this runs for every generated case and every property example
+    return rng.choice(zh if lang == "zh" else en)()
 
 
 # --- whole cases ------------------------------------------------------------------------------
@@ -363,3 +366,24 @@ def clean_line(rng: random.Random, lang: str) -> str:
     """A typical customer-service line with no PII (look-alikes slotted into some templates)."""
     template = rng.choice(_CLEAN_ZH if lang == "zh" else _CLEAN_EN)
     return template.format(lookalike(rng, lang)) if "{}" in template else template
+
+
+_NOISE_CJK = "的是在不了有和人这中大为上个我以要他时来们生到作地出就分对会可主动同工也能下过子说产种面而方后多行学法所民得经之进着等部度家力里如水化高自理起小现实加量都体制机当使点从业本去把性好应它合还因由其些然前外天那社义事平形相全表间样与关各新线内数正心反你明看原又么利比或但质气第向只没结解问意建月公无军很情者最立代想已通并提直题党程展果料象员革位入常文总次品式活设及管特件长求老头基资边级少图山统接知较将组见计别她手角期根论农指区强放决西被干做必战回则任取据处研"
+_NOISE_LATIN = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ ,.;!?'()-:/"
+
+
+def noise(rng: random.Random, max_len: int = 16) -> str:
+    """Random CJK/Latin filler without digits, '@' or numerals (so it cannot lengthen a number)."""
+    alphabet = _NOISE_CJK + _NOISE_LATIN + "，。！？：　 "  # no context words' characters (运单, 卡号, 姓名...)
+    return "".join(rng.choice(alphabet) for _ in range(rng.randint(0, max_len)))
+
+
+def make_noisy_case(rng: random.Random, typ: str, lang: str) -> Case:
+    """A case of `typ` with random filler glued on both sides, no spaces required."""
+    inner = make_case(rng, typ, lang)
+    head = noise(rng)
+    b = _Builder(lang).lit(head)
+    b.lit(inner.text)
+    b.gold.extend((len(head) + s, len(head) + e, t, v) for s, e, t, v in inner.gold)
+    b.lit(noise(rng))
+    return b.build()

@@ -26,6 +26,7 @@ class Vault:
         self._by_value: dict[tuple[str, str], str] = {}
         self._by_placeholder: dict[str, str] = {}
         self._counts: dict[str, int] = {}
+        self._reserved: set[str] = set()
         self._lock = threading.Lock()
 
     def placeholder(self, type: str, value: str) -> str:  # noqa: A002 - the contract's name
@@ -42,6 +43,19 @@ class Vault:
                 self._by_value[key] = ph
                 self._by_placeholder[ph] = value
             return ph
+
+    def reserve(self, placeholder: str) -> None:
+        """Mark a placeholder that already stands in some text (an earlier redaction, a corpus that used
+        our style) as taken: it is never issued for a new value, so `restore` cannot rewrite it."""
+        m = PLACEHOLDER_RE.fullmatch(placeholder)
+        if m is None:
+            raise ValueError(f"not a placeholder: {placeholder!r}")
+        with self._lock:
+            if placeholder in self._by_placeholder or placeholder in self._reserved:
+                return
+            self._reserved.add(placeholder)
+            t, n = m.group(1), int(m.group(2))
+            self._counts[t] = max(self._counts.get(t, 0), n)
 
     def value(self, placeholder: str) -> str | None:
         return self._by_placeholder.get(placeholder)
@@ -63,7 +77,11 @@ class Vault:
         return [(ph, t, v) for (t, v), ph in self._by_value.items()]
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": _FORMAT, "entries": [{"placeholder": ph, "type": t, "value": v} for ph, t, v in self.items()]}
+        return {
+            "format": _FORMAT,
+            "entries": [{"placeholder": ph, "type": t, "value": v} for ph, t, v in self.items()],
+            "reserved": sorted(self._reserved),
+        }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Vault":
@@ -84,4 +102,9 @@ class Vault:
             vault._by_value[(t, v)] = ph
             vault._by_placeholder[ph] = v
             vault._counts[t] = max(vault._counts.get(t, 0), int(m.group(2)))
+        reserved = d.get("reserved", [])
+        if not isinstance(reserved, list) or not all(isinstance(r, str) and PLACEHOLDER_RE.fullmatch(r) for r in reserved):
+            raise DataError(f"vault 'reserved' must be a list of placeholders, got {reserved!r}")
+        for ph in reserved:
+            vault.reserve(ph)
         return vault

@@ -66,10 +66,29 @@ class Evaluator:
                 for i in range(len(queries))]
 
 
+def workspace_corpus(workspace, limit: int = 20_000) -> list[str] | None:
+    """Queries and responses of the workspace's pairs (for the char n-gram idf), or None."""
+    from endcloud.config import Workspace
+    from endcloud.fileio import read_jsonl
+
+    ws = workspace if isinstance(workspace, Workspace) else Workspace.resolve(workspace)
+    if not ws.pairs.exists():
+        return None
+    texts: list[str] = []
+    for n, row in enumerate(read_jsonl(ws.pairs)):
+        if n >= limit:
+            break
+        texts += [str(row.get("query", "")), str(row.get("response", ""))]
+    return texts
+
+
 @functools.lru_cache(maxsize=4)
 def default_evaluator(workspace: str | None = None) -> Evaluator:
-    """The offline-default Evaluator for a workspace, built once per process."""
-    return Evaluator(workspace=workspace)
+    """The offline-default Evaluator for a workspace, built once per process: auto
+    similarity (idf from the workspace's pairs when present) and the workspace's trained
+    matcher (TF-IDF when none has been trained)."""
+    corpus = workspace_corpus(workspace) if workspace is not None else None
+    return Evaluator(workspace=workspace, corpus=corpus)
 
 
 def score_turns(queries: Sequence[str], end_replies: Sequence[str], cloud_replies: Sequence[str], lang: str | None = None,

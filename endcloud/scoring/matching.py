@@ -161,6 +161,9 @@ def _load_cross_encoder(path: str, device: str):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         from sentence_transformers import CrossEncoder
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a per-load progress bar is noise in CLI output and logs
 
         return CrossEncoder(path, device=device, local_files_only=True)
     except Exception as e:
@@ -200,12 +203,14 @@ class CrossEncoderMatcher(Scorer):
 MATCHING.add("tfidf", lambda corpus=None, workspace=None, **kw: TfidfMatcher(corpus=corpus))
 
 
-def _trained_factory(corpus=None, workspace=None, path=None, **kw) -> Scorer:
-    if path is None:
-        from endcloud.config import Workspace
+def _workspace(workspace):
+    from endcloud.config import Workspace
 
-        path = Workspace.resolve(workspace).matcher if not hasattr(workspace, "matcher") else workspace.matcher
-    return TrainedMatcher.load(path)
+    return workspace if isinstance(workspace, Workspace) else Workspace.resolve(workspace)
+
+
+def _trained_factory(corpus=None, workspace=None, path=None, **kw) -> Scorer:
+    return TrainedMatcher.load(path if path is not None else _workspace(workspace).matcher)
 
 
 MATCHING.add("trained", _trained_factory)
@@ -219,12 +224,8 @@ def load_matching(spec: str | Scorer = "auto", *, corpus: Iterable[str] | None =
     if isinstance(spec, Scorer):
         return spec
     if spec == "auto":
-        if workspace is not None:
-            from endcloud.config import Workspace
-
-            ws = workspace if isinstance(workspace, Workspace) else Workspace.resolve(workspace)
-            if (ws.matcher / MATCHER_CONFIG).exists():
-                return TrainedMatcher.load(ws.matcher)
+        if workspace is not None and (_workspace(workspace).matcher / MATCHER_CONFIG).exists():
+            return TrainedMatcher.load(_workspace(workspace).matcher)
         return TfidfMatcher(corpus=corpus)
     if spec in MATCHING:
         return MATCHING.get(spec)(corpus=corpus, workspace=workspace)

@@ -311,7 +311,7 @@ def _plot(items: list[EvalInput], rows: list[dict[str, Any]], names: list[str], 
         axes[k // ncols][k % ncols].axis("off")
     for row in axes:
         row[0].set_ylabel("Final score")
-    fig.suptitle(title, fontsize=11)
+    fig.suptitle(f"{title}: Final score per input (dashed line: the mean)", fontsize=11)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)

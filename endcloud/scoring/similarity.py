@@ -90,6 +90,9 @@ def _load_sentence_transformer(path: str, device: str):
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a per-load progress bar is noise in CLI output and logs
 
         return SentenceTransformer(path, device=device, local_files_only=True)
     except Exception as e:  # a broken directory surfaces as many different library errors

@@ -387,18 +387,14 @@ class ChatService:
                    session_header: str | None) -> TurnResult:
         store = self.store
 
-        def prepare():
-            sid = store.open_session(customer, req.session_id or session_header)
-            return (sid, *self._context(customer, sid, messages))
-
-        session_id, convo, system, knowledge = await asyncio.to_thread(prepare)
+        # Inline, not in a worker thread: these are sub-millisecond SQLite reads and WAL
+        # appends without fsync (synchronous=NORMAL), and a thread hop per request spreads
+        # the arrivals of customers who write at the same time over more than one batch window.
+        session_id = store.open_session(customer, req.session_id or session_header)
+        convo, system, knowledge = self._context(customer, session_id, messages)
         query = messages[-1]["content"]
-        # Stored while the end model works: the write is not on the customer's critical path.
-        saving_query = asyncio.ensure_future(asyncio.to_thread(store.add_message, session_id, "user", query))
-        try:
-            return await self._answer(req, query, convo, knowledge, message_id=message_id, session_id=session_id)
-        finally:
-            await saving_query
+        store.add_message(session_id, "user", query)
+        return await self._answer(req, query, convo, knowledge, message_id=message_id, session_id=session_id)
 
     async def _answer(self, req: ChatRequest, query: str, convo: list[dict], knowledge: list, *, message_id: str,
                       session_id: str) -> TurnResult:
@@ -408,17 +404,17 @@ class ChatService:
         top_p = s.top_p if req.top_p is None else req.top_p
 
         async def end_reply():
-            return await self.engine.generate(convo, max_new_tokens=max_new, temperature=temperature, top_p=top_p, seed=req.seed)
+            return await self.engine.generate_scored(convo, query=query, max_new_tokens=max_new, temperature=temperature,
+                                                     top_p=top_p, seed=req.seed)
 
         gen = None
         signals = Signals(frustration=frustration(query))
         if req.model != "cloud":
-            gen = await end_reply()
+            gen, match = await end_reply()
             signals.empty = not gen.text.strip()
             signals.confidence = round(float(gen.confidence), 6)
-            if not signals.empty:
-                match = await asyncio.to_thread(self.scorer.score, [query], [gen.text])
-                signals.match = round(float(match[0]), 6)
+            if match is not None:
+                signals.match = round(match, 6)
         decision = self.router.decide(signals, model=req.model)
         cloud_text, cloud_failed, usage_cloud, cost = None, False, None, 0.0
         if decision.route == "cloud":
@@ -442,7 +438,7 @@ class ChatService:
                     await asyncio.to_thread(store.record_event, "cloud_failed", message_id=message_id,
                                             detail={"kind": kind, "error": str(e)[:500]})
                 if cloud_failed and gen is None:
-                    gen = await end_reply()  # model="cloud" with the cloud down: still answer
+                    gen, _ = await end_reply()  # model="cloud" with the cloud down: still answer
         answered_by = "cloud" if cloud_text is not None else "end"
         text = cloud_text if cloud_text is not None else (gen.text if gen is not None else "")
         scores: dict[str, Any] = signals.to_json()
@@ -473,7 +469,8 @@ class ChatService:
     async def record(self, result: TurnResult, query: str, *, t0: float, ttft: float | None) -> None:
         from endcloud.store.conversations import ServedReply
 
-        await asyncio.to_thread(self.store.record_reply, ServedReply(
+        # inline: a WAL append without fsync (synchronous=NORMAL), see `turn`
+        self.store.record_reply(ServedReply(
             message_id=result.message_id, session_id=result.session_id, query=query, answered_by=result.answered_by,
             model=result.model, end_text=result.end_text, cloud_text=result.cloud_text, served_text=result.text,
             scores=result.scores, decision=result.decision, cloud_failed=result.cloud_failed,
@@ -534,7 +531,10 @@ def create_app(settings: ServeSettings | None = None, *, engine: Any = None, tea
             st.owns_store = True
         if st.kb is None and settings.shop_dir is not None:
             st.kb = await asyncio.to_thread(load_kb, settings.shop_dir, st.store)
-        st.service = ChatService(settings, engine=st.engine, teacher=st.teacher, scorer=st.scorer or LexicalMatcher(),
+        st.scorer = st.scorer or LexicalMatcher()
+        st.engine.scorer = st.scorer
+        st.engine.batcher.on_batch = lambda n, seconds: metrics.batch_size.observe(n)
+        st.service = ChatService(settings, engine=st.engine, teacher=st.teacher, scorer=st.scorer,
                                  kb=st.kb, store=st.store, metrics=metrics)
         st.engine.start()
         try:
@@ -599,12 +599,10 @@ def create_app(settings: ServeSettings | None = None, *, engine: Any = None, tea
             yield "data: " + json.dumps(error_body(msg, type="server_error" if status == 500 else "invalid_request_error")) + "\n\n"
             yield "data: [DONE]\n\n"
             return
-        ttft = None
-        for piece in _chunks(result.text):
-            if ttft is None:
-                ttft = time.perf_counter() - t0
-            yield _chunk(mid, created, req.model, {"content": piece})
-        ttft = ttft if ttft is not None else time.perf_counter() - t0
+        # The whole reply is known at once (the engine returns finished texts), so its
+        # content events go out in one write: one send instead of one per word.
+        yield "".join(_chunk(mid, created, req.model, {"content": piece}) for piece in _chunks(result.text))
+        ttft = time.perf_counter() - t0
         await _record(svc, result, messages[-1]["content"], t0=t0, ttft=ttft)
         yield _chunk(mid, created, req.model, {}, "stop", endcloud=result.extension(), usage=result.usage)
         yield "data: [DONE]\n\n"

@@ -4,10 +4,14 @@ Generation is synchronous and CPU-bound, so it runs in one worker thread; while 
 is being generated, newly arriving requests queue up and form the next batch. After the
 first request of a batch arrives the batcher waits at most `window_ms` for more (up to
 `max_batch`), so a lone customer pays a few milliseconds and sixteen customers at once
-pay roughly one batched generation instead of sixteen sequential ones. While requests keep
-arriving (each within `window_ms` of the last) the batcher keeps collecting, up to
-`max_wait_ms` after the first: customers released together by the previous batch come
-back spread over tens of milliseconds, and should not be split into two half batches.
+pay roughly one batched generation instead of sixteen sequential ones.
+
+Two rules stretch the window, both capped at `max_wait_ms` after the first arrival:
+- while requests keep arriving (each within `window_ms` of the last) it keeps collecting;
+- while fewer have arrived than the previous batch held, it waits for them: customers
+  released together by one batch come back spread over tens of milliseconds (the reply
+  is streamed, read, and the next question sent), and without this the first one back
+  would be generated alone while the rest queue behind it — a batch of 1, then of 15.
 
     requests ──► queue ──► [collect ≤ max_batch within window] ──► worker thread: fn(batch)
                                                                      │
@@ -49,11 +53,14 @@ class DynamicBatcher:
         self.fn = fn
         self.max_batch = max_batch
         self.window_s = max(0.0, window_ms) / 1000.0
-        self.max_wait_s = max(self.window_s, (4 * window_ms if max_wait_ms is None else max_wait_ms) / 1000.0)
+        self.max_wait_s = max(self.window_s, (10 * window_ms if max_wait_ms is None else max_wait_ms) / 1000.0)
+        self._expected = 1  # size of the previous batch: how many are likely to come back
         self._queue: asyncio.Queue[_Item] | None = None
         self._task: asyncio.Task | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.batch_sizes: list[int] = []  # observed sizes (for metrics and tests)
+        self.batch_seconds: list[float] = []  # wall time of each call, same order
+        self.on_batch: Callable[[int, float], None] | None = None  # e.g. a metrics hook
 
     def start(self) -> None:
         if self._task is None:
@@ -92,7 +99,8 @@ class DynamicBatcher:
             # take whatever is already queued without waiting
             while len(items) < self.max_batch and not self._queue.empty():
                 items.append(self._queue.get_nowait())
-            remaining = deadline - loop.time()
+            until = hard if len(items) < self._expected else deadline
+            remaining = until - loop.time()
             if len(items) >= self.max_batch or remaining <= 0:
                 break
             try:
@@ -100,6 +108,7 @@ class DynamicBatcher:
             except asyncio.TimeoutError:
                 break
             deadline = min(hard, loop.time() + self.window_s)  # an arrival: give the next one a window too
+        self._expected = len(items)
         return items
 
     async def _run(self) -> None:
@@ -112,8 +121,12 @@ class DynamicBatcher:
                     groups.setdefault(it.key, []).append(it)
             for key, group in groups.items():
                 self.batch_sizes.append(len(group))
+                t0 = loop.time()
                 try:
                     results = await loop.run_in_executor(self._pool, self.fn, [g.payload for g in group], key)
+                    self.batch_seconds.append(loop.time() - t0)
+                    if self.on_batch is not None:
+                        self.on_batch(len(group), self.batch_seconds[-1])
                     if len(results) != len(group):
                         raise RuntimeError(f"batch function returned {len(results)} results for {len(group)} inputs")
                 except Exception as e:  # the requests get the error; the batcher lives on

@@ -50,13 +50,15 @@ def test_resume_after_kill_labels_every_pair_exactly_once(tmp_path, monkeypatch,
            "--concurrency", "2", "--shots", "5", "--no-progress"]
     with FaultyCloud(latency=0.1) as cloud:
         env = cloud_env(cloud, tmp_path / "ws")
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        log = open(tmp_path / "killed-run.log", "wb")
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while len(cloud.requests) < 8 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.02)
         proc.send_signal(signal.SIGKILL)  # no cleanup, no chance to flush anything
         proc.wait(timeout=30)
-        assert proc.returncode == -signal.SIGKILL
+        log.close()
+        assert proc.returncode == -signal.SIGKILL, (tmp_path / "killed-run.log").read_text()
         cache = ResponseCache(out.parent / "cache.sqlite")
         answered = len(cache)
         cache.close()
@@ -156,3 +158,10 @@ def test_cost_ledger_prices_are_configurable():
 
     assert ledger.record("x", Usage(1_000_000, 500_000)) == pytest.approx(4.0)
     assert ledger.totals()["cost"] == pytest.approx(4.0)
+
+
+def test_distill_help_lists_the_flags(capsys):
+    assert main(["distill", "--help"]) == 0
+    out = capsys.readouterr().out
+    for flag in ("--teacher", "--shots", "--concurrency", "--budget", "--price", "--cache", "--examples"):
+        assert flag in out

@@ -10,7 +10,6 @@ import pytest
 
 from endcloud.cloud import OpenAITeacher, PrivacyGate, make_teacher
 from endcloud.cloud.distill import distill
-from endcloud.cloud.testing import FaultyCloud
 from endcloud.errors import PrivacyError
 from endcloud.records import Pair, Turn
 
@@ -115,3 +114,16 @@ def test_official_openai_client_speaks_the_doubles_wire_format(cloud):
     retrying = openai.OpenAI(base_url=cloud.base_url, api_key="sk-test", max_retries=1, timeout=10)
     assert retrying.chat.completions.create(model="m", messages=msgs).choices[0].message.content == "Reply: 发什么快递？"
     assert cloud.outcomes[-2:] == ["429", "ok"]
+
+
+def test_default_teacher_is_the_cloud_when_configured_else_the_reference(env, monkeypatch, zh_pack_dir, tmp_path):
+    from endcloud.cloud import ReferenceTeacher, default_teacher
+    from endcloud.cloud.prompt import PromptedTeacher
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"id": "a", "query": "发什么快递", "response": "中通"}\n', encoding="utf-8")
+    t = default_teacher(shop=zh_pack_dir, workspace=env, examples=pairs)
+    assert isinstance(t, PromptedTeacher) and t.remote and len(t.bank) == 1
+    monkeypatch.delenv("ENDCLOUD_CLOUD_BASE_URL")
+    t = default_teacher(shop=zh_pack_dir, workspace=env, examples=pairs)
+    assert isinstance(t, ReferenceTeacher) and not t.remote

@@ -110,3 +110,9 @@ def test_prompted_teacher_detects_language_and_wraps():
     t.reply(conv("发什么快递"))
     assert inner.seen[0][0]["content"].startswith(ROLE_TEXT["en"])
     assert inner.seen[1][0]["content"].startswith(ROLE_TEXT["zh"])
+
+
+def test_example_placeholders_cannot_collide_with_the_gates():
+    ex = [{"id": "a", "query": "电话[PHONE_1]，地址[ADDRESS_2]", "response": "好的，已备注[PHONE_1]"}]
+    system = build_prompt(conv("在吗"), ex, lang="zh")[0]["content"]
+    assert "电话[PHONE]，地址[ADDRESS]" in system and "已备注[PHONE]" in system and "_1]" not in system

@@ -55,10 +55,11 @@ def test_assistant_without_query_counted():
 
 
 def test_duplicate_keys():
+    # Texts as the pipeline hands them over: already NFKC (full-width punctuation is ASCII).
     d = Dialogue(id="x", source="csv", turns=[
-        Turn("user", "在吗"), Turn("assistant", "在的，亲！"),
-        Turn("user", "在吗"), Turn("assistant", "在的，亲！"),   # exact duplicate
-        Turn("user", "在吗?"), Turn("assistant", "在的 亲"),     # near duplicate only
+        Turn("user", "在吗"), Turn("assistant", "在的,亲!"),
+        Turn("user", "在吗"), Turn("assistant", "在的,亲!"),   # exact duplicate
+        Turn("user", "在吗?"), Turn("assistant", "在的 亲。"),   # near duplicate only
         Turn("user", "在吗"), Turn("assistant", "不在"),         # new
     ])
     _, exact, near = pair_lines(d)

@@ -49,14 +49,13 @@ def train_base_dir(tmp_path_factory, train_examples):
 
     from endcloud.end.pretrain import pretrain
 
-    n = len(train_examples)
-    chats = [e.messages + [{"role": "assistant", "content": train_examples[(i + 1) % n].response}]
-             for i, e in enumerate(train_examples)]
+    # every query with every reply: held-out dialogues are new combinations of known parts
+    chats = [q.messages + [{"role": "assistant", "content": r.response}] for q in train_examples for r in train_examples]
     out = tmp_path_factory.mktemp("train-base")
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        pretrain(chats * 5, out, progress=False, vocab_size=600, hidden=64, layers=2, heads=4, kv_heads=2,
+        pretrain(chats, out, progress=False, vocab_size=600, hidden=64, layers=2, heads=4, kv_heads=2,
                  intermediate=128, seq_len=64, batch_size=8, steps=60, lr=3e-3, warmup=5, eval_fraction=0.2)
     finally:
         torch.set_num_threads(old)

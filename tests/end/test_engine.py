@@ -293,3 +293,22 @@ def test_bad_input_raises_clear_errors(gen_model, tmp_path):
     with pytest.raises(ModelError, match="adapter_config.json"):
         gen_model.swap_adapter(tmp_path)
     assert gen_model.adapter_dir is None  # a failed swap keeps serving what it served
+
+
+def test_int8_fast_path_is_close_and_shares_base_layers(tiny_base_dir, gen_adapters):
+    from endcloud.end.engine import EndModel
+
+    full = EndModel.load(tiny_base_dir)
+    q = EndModel.load(tiny_base_dir, quant="int8")
+    assert q._base_fast.quant == "int8" and q._base_fast.nbytes() < 0.5 * full._base_fast.nbytes()
+    prompts = [full.prompt_ids(c) for c in CONVS]
+    forced = [[5, 6], [7, 8], [9, 10]]
+    for a, b in zip(full.step_logits(prompts, forced), q.step_logits(prompts, forced)):
+        assert (a - b).abs().max() < 0.05 * a.abs().max()
+        assert (a - b).abs().max() > 0  # really quantized
+    q.swap_adapter(gen_adapters["lora"])
+    # LoRA touched q/v/gate in every layer; the o/down projections stay the base's int8 tensors.
+    assert q._variant.fast.layers[0].wo is q._base_fast.layers[0].wo
+    assert q._variant.fast.layers[0].wqkv is not q._base_fast.layers[0].wqkv
+    with pytest.raises(ModelError, match="quant"):
+        EndModel.load(tiny_base_dir, quant="int3")

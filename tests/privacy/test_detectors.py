@@ -24,6 +24,11 @@ POSITIVES = [
     ("联系我＋８６　１３８－００１３－８０００好吗", "PHONE", "＋８６　１３８－００１３－８０００"),
     ("电话１３８００１３８０００", "PHONE", "１３８００１３８０００"),
     ("电话138—0013—8000", "PHONE", "138—0013—8000"),
+    ("Call **13800138000** now", "PHONE", "13800138000"),
+    ("号码 1 3 8 0 0 1 3 8 0 0 0 加我", "PHONE", "1 3 8 0 0 1 3 8 0 0 0"),
+    ("电话 138 - 0013 - 8000", "PHONE", "138 - 0013 - 8000"),
+    ("加我 一三八零零一三八零零零", "PHONE", "一三八零零一三八零零零"),
+    ("电话幺三八 零零一三 八零零零", "PHONE", "幺三八 零零一三 八零零零"),
     ("座机010-62345678", "PHONE", "010-62345678"),
     ("call me at (415) 555-2671", "PHONE", "(415) 555-2671"),
     ("my phone is +1 415-555-2671.", "PHONE", "+1 415-555-2671"),
@@ -41,6 +46,9 @@ POSITIVES = [
     ("邮箱zhangwei88@qq.com谢谢", "EMAIL", "zhangwei88@qq.com"),
     ("email me at john.smith+shop@mail.example.org.", "EMAIL", "john.smith+shop@mail.example.org"),
     ("邮箱ｌｉｎａ＠１６３.com", "EMAIL", "ｌｉｎａ＠１６３.com"),
+    ("email: zhangwei at qq dot com", "EMAIL", "zhangwei at qq dot com"),
+    ("邮箱zhangwei艾特qq点com", "EMAIL", "zhangwei艾特qq点com"),
+    ("邮箱 lina#163.com 谢谢", "EMAIL", "lina#163.com"),
     # ORDER: context or a bare 10-20 digit run
     ("订单号：520401029636 还没发货", "ORDER", "520401029636"),
     ("520401029636", "ORDER", "520401029636"),
@@ -61,10 +69,17 @@ POSITIVES = [
     ("收货地址改成杭州市西湖区翠苑小区3栋2单元501室", "ADDRESS", "杭州市西湖区翠苑小区3栋2单元501室"),
     ("Ship it to 1600 Amphitheatre Pkwy, Mountain View, CA 94043", "ADDRESS", "1600 Amphitheatre Pkwy, Mountain View, CA 94043"),
     ("I live at 42 West Elm Street, Apt 4B.", "ADDRESS", "42 West Elm Street, Apt 4B"),
+    ("广州市天河区天河路385号太古汇2座1001", "ADDRESS", "广州市天河区天河路385号太古汇2座1001"),
+    ("内蒙古自治区呼和浩特市新城区新华大街1号", "ADDRESS", "内蒙古自治区呼和浩特市新城区新华大街1号"),
+    ("江苏省南京市鼓楼区北京西路1号", "ADDRESS", "江苏省南京市鼓楼区北京西路1号"),
+    ("My address is 350 Fifth Avenue, New York, NY 10118", "ADDRESS", "350 Fifth Avenue, New York, NY 10118"),
     # NAME: only where cheap and precise
     ("我叫张伟，想问下", "NAME", "张伟"),
     ("收件人：李娜，电话见下", "NAME", "李娜"),
     ("收货人欧阳小明", "NAME", "欧阳小明"),
+    ("收货人：张三 13800138000", "NAME", "张三"),
+    ("联系人: 赵六", "NAME", "赵六"),
+    ("Send to: Jane Doe, 221B Baker Street", "NAME", "Jane Doe"),
     ("王先生您好", "NAME", "王先生"),
     ("my name is John Smith", "NAME", "John Smith"),
     ("Name: Grace O'Neil", "NAME", "Grace O'Neil"),
@@ -92,6 +107,10 @@ LOOKALIKES = [
     "这个区别很大", "超市里有卖吗", "新旧地址在同一个市内的话", "南京路步行街", "中山路", "北京市朝阳区", "一位先生",
     "Please ship to me soon", "my name is not important", "Order 3 more pcs", "We ship with ZTO Express by default",
     "2024-05-01T16:00:00Z", "20240501", "Model 300X", "3 Main features", "size 10 Medium", "#1 best seller", "订单已发货",
+    "13 14 15 16 17 18 19码", "身高155 160 165 170 175", "ISBN 978-7-111-54742-6", "2024-05-01 16:00 至 2024-05-03 18:00",
+    "共计3件，合计¥1,299.00，实付¥1,199.00", "胸围 100 104 108 112 116", "电话咨询：400 820 8820", "IP 192.168.100.200",
+    "重量 13.5kg 尺寸 130x80x45cm", "销量 15,800 件，好评率 99.5%", "条形码 6901234567892", "一二三四五六七八九十",
+    "五五五五五五五五五五五五", "第一二三名", "这件一百二十九元", "I bought it at amazon dot com", "#1 best seller, #2 in towels",
 ]
 
 
@@ -105,7 +124,7 @@ MASKED = [
     "[订单编号:[订单x]，订单金额:[金额x]，下单时间:[日期x] [时间x]]",
     "收件人[姓名x]，电话[电话x]，地址[地址x]，身份证[身份证号x]，邮箱[邮箱x]",
     "订单号:[订单x]，顾客通过点击web咚咚[站点x]信息发送 #E-s[数字x]",
-    "订单[ORDERID_10005629]已经出库", "住在4**号", "手机138****8000", "我叫[NAME_1]，电话[PHONE_1]，地址[ADDRESS_2]",
+    "订单[ORDERID_10005629]已经出库", "住在4**号", "手机138****8000", "尾号****8000", "邮箱zh***@qq.com", "我叫[NAME_1]，电话[PHONE_1]，地址[ADDRESS_2]",
 ]
 
 
@@ -145,6 +164,11 @@ def test_context_words_decide_between_overlapping_readings():
     assert found("快递单号13800138000123") == [("TRACKING", "13800138000123")]
     # a country code makes it a phone even when grouped like a card
     assert found("０086 1386 9075 175") == [("PHONE", "０086 1386 9075 175")]
+
+
+def test_an_address_glued_to_a_phone_keeps_its_street():
+    assert found("天河路385号13800138000") == [("ADDRESS", "天河路385号"), ("PHONE", "13800138000")]
+    assert found("我的订单号是：JD123456789012") == [("ORDER", "JD123456789012")]
 
 
 def test_lang_switches_only_name_and_address_rules():

@@ -127,3 +127,18 @@ def test_contains_pii_and_ensure_clean():
         ensure_clean("电话13800138000 a@b.com", where="teacher request")
     assert "teacher request" in str(e.value) and "EMAIL, PHONE" in str(e.value)
     assert "13800138000" not in str(e.value)
+
+
+def test_placeholders_already_in_the_text_are_never_reissued():
+    vault = Vault()
+    first = redact("旧号码已经是[PHONE_1]了，新号13800138000", vault)
+    assert first.text == "旧号码已经是[PHONE_1]了，新号[PHONE_2]"
+    assert vault.restore(first.text) == "旧号码已经是[PHONE_1]了，新号13800138000"
+    later = redact("另一个13912345678", vault)
+    assert later.text == "另一个[PHONE_3]"
+    again = Vault.from_json(vault.to_json())
+    assert again.restore("[PHONE_1] [PHONE_2]") == "[PHONE_1] 13800138000"
+    assert again.placeholder("PHONE", "new") == "[PHONE_4]"
+    # without a vault too: a literal [EMAIL_1] stays itself
+    r = redact("copy of [EMAIL_1], new a@b.com")
+    assert r.text == "copy of [EMAIL_1], new [EMAIL_2]"

@@ -25,6 +25,8 @@ def test_shop_new_writes_a_pack_and_refuses_to_overwrite(tmp_path, capsys):
     assert main(["shop", "new", str(out), "--sessions", "5", "--force"]) == 0
     assert (out / "catalog.csv").read_bytes() != before  # zh shop now
     assert (out / "chats" / "jddc.txt").is_file()
+    assert main(["shop", "new", str(out), "--lang", "en", "--sessions", "5", "--force"]) == 0
+    assert not (out / "chats" / "jddc.txt").exists()  # no stale zh log beside en chats
 
 
 def test_shop_new_bad_language_is_one_line(tmp_path, capsys):

@@ -45,6 +45,7 @@ def test_forgiving_where_harmless(tmp_path):
         ({"catalog": "sku,name,price,stock\nA1,Mug,12,3\nB2,Bowl,twelve,3\n"}, "catalog.csv:3", "'twelve' (column 3, 'price')"),
         ({"catalog": "sku,name,price,stock\nA1,Mug,12,3\nA1,Bowl,1,3\n"}, "catalog.csv:3", "duplicate sku 'A1'"),
         ({"catalog": "sku,name,price,stock\nA1,Mug,12,many\n"}, "catalog.csv:2", "stock must be a whole number"),
+        ({"catalog": "sku,name,price,stock\nA1,Mug,inf,1\n"}, "catalog.csv:2", "price must be a finite number >= 0, got 'inf'"),
         ({"yaml_text": "name: Shop\nlanguage: [en\n"}, "shop.yaml:", "bad YAML"),
         ({"yaml_text": "name: Shop\nlanguage: fr\n"}, "shop.yaml", "got 'fr'"),
         ({"faq": '{"question": "a", "answer": "b"}\n{"question": "c", \n'}, "faq.jsonl:2", "not valid JSON"),
@@ -57,6 +58,12 @@ def test_precise_where_not(tmp_path, kwargs, where, what):
     with pytest.raises(DataError) as e:
         ShopPack.load(_pack(tmp_path, **kwargs))
     assert where in str(e.value) and what in str(e.value)
+
+
+def test_chinese_headers_are_understood(tmp_path):
+    pack = ShopPack.load(_pack(tmp_path, catalog="货号,商品名称,售价,库存,颜色\nA1,马克杯,￥29.9,5,白色\n"))
+    p = pack.products[0]
+    assert (p.sku, p.name, p.price_text, p.stock, p.attrs) == ("A1", "马克杯", "29.9", 5, {"颜色": "白色"})
 
 
 def test_missing_folder_and_bad_encoding(tmp_path):
@@ -138,6 +145,7 @@ def test_exact_product_and_order_lookups(pack_dir, lang):
     kb = KnowledgeBase(pack)
     first = pack.products[0]
     assert kb.product("520401029636") is first
+    assert kb.product("这个５２０４０１０２９６３６呢") is first  # full-width digits, as some keyboards type them
     assert kb.product(f"how about {pack.products[5].name}?" if lang == "en" else f"{pack.products[5].name}怎么样") is pack.products[5]
     assert kb.product("nothing like a product here 123") is None
     oid, row = next(iter(pack.orders.items()))

@@ -50,6 +50,12 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path, lng):
     assert c.sessions == 300
 
 
+def test_worker_processes_write_the_same_bytes(tmp_path):
+    generate_shop(tmp_path / "one", lang="zh", sessions=2500, products=10, seed=1, eval_per_intent=1)
+    generate_shop(tmp_path / "two", lang="zh", sessions=2500, products=10, seed=1, eval_per_intent=1, workers=2)
+    assert _digests(tmp_path / "one") == _digests(tmp_path / "two")
+
+
 def test_layout_and_pack_loads(pack_dir, summary, lang):
     for f in PACK_FILES:
         assert (pack_dir / f).is_file(), f
@@ -112,6 +118,29 @@ def test_correct_replies_state_their_facts_and_wrong_ones_do_not(sessions):
             assert not all(norm(f) in text for f in m["facts"]), m
             wrong_with_facts += 1
     assert wrong_with_facts > 100
+
+
+def test_follow_ups_need_the_conversation(pack_dir, sessions, lang):
+    """"这个多少钱？" after a product was named: answerable from the earlier turns plus the pack."""
+    from endcloud.kb import KnowledgeBase
+
+    kb = KnowledgeBase(ShopPack.load(pack_dir))
+    pronoun = "这个" if lang == "zh" else "this one"
+    checked = 0
+    for s in sessions:
+        msgs = s["messages"]
+        for i in range(1, len(msgs), 2):
+            q, a = msgs[i - 1]["content"], msgs[i]
+            if a["intent"] not in ("price", "stock", "product_attr") or pronoun not in q or kb.product(q):
+                continue
+            earlier = [kb.product(m["content"]) for m in msgs[: i - 1] if m["role"] == "user"]
+            product = next(p for p in reversed(earlier) if p is not None)
+            values = {product.price_text, str(product.stock), *product.attrs.values(), *product.attrs.get("colour", "").split("/")}
+            if product.stock == 0:
+                values.add("缺货" if lang == "zh" else "out of stock")
+            assert set(a["facts"]) <= values, (q, a["facts"], product)
+            checked += 1
+    assert checked > 50
 
 
 def test_wrong_rate_is_honoured(summary, sessions):

@@ -16,8 +16,9 @@ from __future__ import annotations
 import random
 import unicodedata
 from dataclasses import dataclass
+from typing import Any, Sequence, TypeVar
 
-from endcloud.corpus.shopworld.world import World, address, email, phone, pick
+from endcloud.corpus.shopworld.world import Item, World, address, email, phone, pick
 
 INTENTS = (
     "greeting", "product_attr", "stock", "price", "courier", "ship_today", "delivery_time", "order_status",
@@ -30,7 +31,13 @@ TOPIC_WEIGHTS = {
 }
 # Phrasings too generic to hold out ("hello", a bare number, "thanks"): chats and eval share them.
 _SHARED_ASKS = frozenset({"greeting", "chitchat", "bare_sku", "bare_order", "pii_phone"})
+_FOLLOW_UPS = ("product_attr", "stock", "price")
 _TOPICS: list[str] = [t for t, w in TOPIC_WEIGHTS.items() for _ in range(w)]
+
+
+T = TypeVar("T")
+# What a question drawer returns: (reply kind, customer lines, slots, facts, wrong slots, sku).
+_Question = tuple[str, list[str], dict[str, Any], list[str], dict[str, Any] | None, str | None]
 
 
 class _Slots(dict):
@@ -93,6 +100,7 @@ class Drawer:
         self.statuses = lex["statuses"]
         self.shipped = [o for o in world.orders if o["status"] != self.statuses[0]] or world.orders
         self.zh = self.lang == "zh"
+        self.last_item = None
         self.list_sep = "、" if self.zh else ", "
         self._q = {
             "greeting": self._greeting, "product_attr": self._product_attr, "stock": self._stock, "price": self._price,
@@ -103,9 +111,10 @@ class Drawer:
         }
 
     # --- one question ---------------------------------------------------------------------
-    def exchange(self, intent: str) -> Exchange:
-        """A question of `intent` and a reply (correct with probability 1 - wrong_rate)."""
-        kind, user, slots, facts, wrong_slots, sku = self._q[intent]()
+    def exchange(self, intent: str, **kw) -> Exchange:
+        """A question of `intent` and a reply (correct with probability 1 - wrong_rate).
+        Product questions take `item=` and `refer=True` for a follow-up ("这个多少钱？")."""
+        kind, user, slots, facts, wrong_slots, sku = self._q[intent](**kw)
         rng = self.rng
         correct = rng.random() >= self.wrong_rate
         if correct:
@@ -139,27 +148,38 @@ class Drawer:
         s.base = self.base
         return s
 
-    def _other(self, seq, avoid):  # noqa: ANN001
+    def _other(self, seq: Sequence[T], avoid: object) -> T | None:
         for _ in range(8):
             x = pick(self.rng, seq)
             if x != avoid:
                 return x
         return None
 
-    def _greeting(self):
+    def _greeting(self) -> _Question:
         return "greeting", [self._fmt("greeting", self.b)], self.b, [], None, None
 
-    def _product_line(self, key: str, item, slots: dict) -> list[str]:
+    def _product_line(self, key: str, item: Item, slots: dict, refer: bool) -> list[str]:
+        self.last_item = item
+        if refer:  # a follow-up about the product already under discussion
+            return [self._fmt_this(key, slots)]
         # A fifth of customers paste the item id first, then ask about "this one".
         if self.rng.random() < 0.2:
-            s = self._slots(**slots)
-            s["name"] = "这个" if self.zh else "this item"
-            return [item.sku, self._fmt(key, s)]
+            return [item.sku, self._fmt_this(key, slots)]
         return [self._fmt(key, slots)]
 
-    def _product_attr(self):
+    def _fmt_this(self, key: str, slots: dict) -> str:
+        """The question with the product named by a pronoun: "这个多少钱？" / "How much is this one?"."""
+        template = pick(self.rng, self.ask[key])
+        s = self._slots(**slots)
+        if self.zh:
+            s["name"] = "这个"
+        else:
+            template, s["name"] = template.replace("the {name}", "{name}"), "this one"
+        return template.format_map(s)
+
+    def _product_attr(self, item: Item | None = None, refer: bool = False) -> _Question:
         rng, w = self.rng, self.w
-        item = pick(rng, w.items)
+        item = item or pick(rng, w.items)
         attr = pick(rng, ("material", "size", "colour", "feature"))
         if attr == "colour":
             value = self.list_sep.join(item.colours)
@@ -171,33 +191,33 @@ class Drawer:
             other = self._other(w.items, item)
             bad = getattr(other, attr) if other is not None else None
         slots = self._slots(name=item.name, value=value, sku=item.sku)
-        return attr, self._product_line(attr, item, slots), slots, facts, ({"value": bad} if bad and bad != value else None), item.sku
+        return attr, self._product_line(attr, item, slots, refer), slots, facts, ({"value": bad} if bad and bad != value else None), item.sku
 
-    def _stock(self):
-        item = pick(self.rng, self.w.items)
+    def _stock(self, item: Item | None = None, refer: bool = False) -> _Question:
+        item = item or pick(self.rng, self.w.items)
         slots = self._slots(name=item.name, stock=str(item.stock), sku=item.sku)
         if item.stock > 0:
-            return "stock_in", self._product_line("stock", item, slots), slots, [str(item.stock)], None, item.sku
-        return "stock_out", self._product_line("stock", item, slots), slots, ["缺货" if self.zh else "out of stock"], None, item.sku
+            return "stock_in", self._product_line("stock", item, slots, refer), slots, [str(item.stock)], None, item.sku
+        return "stock_out", self._product_line("stock", item, slots, refer), slots, ["缺货" if self.zh else "out of stock"], None, item.sku
 
-    def _price(self):
+    def _price(self, item: Item | None = None, refer: bool = False) -> _Question:
         rng = self.rng
-        item = pick(rng, self.w.items)
+        item = item or pick(rng, self.w.items)
         slots = self._slots(name=item.name, price=item.price, sku=item.sku)
         factor = pick(rng, (0.7, 0.8, 1.25, 1.5))
         bad = f"{float(item.price) * factor:.2f}".rstrip("0").rstrip(".")
-        return "price", self._product_line("price", item, slots), slots, [item.price], {"price": bad}, item.sku
+        return "price", self._product_line("price", item, slots, refer), slots, [item.price], {"price": bad}, item.sku
 
-    def _courier(self):
+    def _courier(self) -> _Question:
         rng = self.rng
         kind = pick(rng, ("courier_default", "courier_choose", "courier_choose", "courier_express"))
         facts = [self.base["express"], self.base["fee"]] if kind == "courier_express" else [self.base["courier"]]
         return kind, [self._fmt(kind, self.b)], self.b, facts, {"courier": pick(rng, self.w.lex["other_couriers"])}, None
 
-    def _ship_today(self):
+    def _ship_today(self) -> _Question:
         return "ship_today", [self._fmt("ship_today", self.b)], self.b, [self.base["cutoff"]], None, None
 
-    def _delivery_time(self):
+    def _delivery_time(self) -> _Question:
         rng, lex = self.rng, self.w.lex
         remote = rng.random() < 0.3
         place = pick(rng, lex["remote_places"] if remote else lex["normal_places"])
@@ -217,7 +237,7 @@ class Drawer:
         status = self._other(self.statuses[1:], order["status"]) or order["status"]
         return {"status": status, "tracking": other["tracking_no"]}
 
-    def _order_status(self):
+    def _order_status(self) -> _Question:
         rng = self.rng
         order = pick(rng, self.w.orders)
         slots = self._order_slots(order)
@@ -227,22 +247,22 @@ class Drawer:
         kind = "order_status" if order["tracking_no"] else "order_status_wait"
         return kind, user, slots, self._order_facts(order), self._wrong_order(order), order["sku"]
 
-    def _address_change(self):
+    def _address_change(self) -> _Question:
         rng = self.rng
         slots = self._slots(address=address(rng, self.lang), phone=phone(rng, self.lang))
         return "address_change", [self._fmt("address_change", slots)], slots, ["发货前" if self.zh else "before shipping"], None, None
 
-    def _coupon(self):
+    def _coupon(self) -> _Question:
         kind = "coupon" if self.rng.random() < 0.75 else "coupon_new"
         facts = [self.base["thr"], self.base["amt"]] if kind == "coupon" else [self.base["new_amt"]]
         return kind, [self._fmt(kind, self.b)], self.b, facts, None, None
 
-    def _return_refund(self):
+    def _return_refund(self) -> _Question:
         kind = "return_window" if self.rng.random() < 0.55 else "refund_time"
         fact = self.base["return_days"] if kind == "return_window" else self.base["refund_days"]
         return kind, [self._fmt(kind, self.b)], self.b, [fact], None, None
 
-    def _complaint(self):
+    def _complaint(self) -> _Question:
         rng = self.rng
         if rng.random() < 0.5:
             return "complaint", [self._fmt("complaint", self.b)], self.b, [self.base["days"]], None, None
@@ -250,11 +270,11 @@ class Drawer:
         slots = self._order_slots(order)
         return "complaint_order", [self._fmt("complaint_order", slots)], slots, self._order_facts(order), self._wrong_order(order), order["sku"]
 
-    def _invoice(self):
+    def _invoice(self) -> _Question:
         slots = self._slots(email=email(self.rng, self.lang))
         return "invoice", [self._fmt("invoice", slots)], slots, [self.base["invoice"]], {"invoice": self.w.lex["wrong_invoice"]}, None
 
-    def _after_sales(self):
+    def _after_sales(self) -> _Question:
         item = pick(self.rng, self.w.items)
         slots = self._slots(name=item.name)
         user = [self._fmt("after_sales", slots)]
@@ -262,10 +282,10 @@ class Drawer:
             user.append(self._fmt("pii_phone", {"phone": phone(self.rng, self.lang)}))
         return "after_sales", user, slots, [self.base["hours"]], None, item.sku
 
-    def _bare_number(self):
+    def _bare_number(self) -> _Question:
         rng = self.rng
         if rng.random() < 0.5:
-            item = pick(rng, self.w.items)
+            item = self.last_item = pick(rng, self.w.items)
             slots = self._slots(name=item.name, sku=item.sku, size=item.size, material=item.material, feature=item.feature)
             other = self._other(self.w.items, item)
             bad = {"material": other.material, "size": other.size} if other is not None else None
@@ -274,7 +294,7 @@ class Drawer:
         slots = self._order_slots(order)
         return "bare_order", [self._fmt("bare_order", slots)], slots, [order["status"]], {"status": self._wrong_order(order)["status"]}, order["sku"]
 
-    def _chitchat(self):
+    def _chitchat(self) -> _Question:
         return "chitchat", [self._fmt("chitchat", self.base)], self.b, [], None, None
 
     # --- one session ----------------------------------------------------------------------
@@ -284,11 +304,20 @@ class Drawer:
         out: list[Exchange] = []
         r = rng.random()
         n = 1 + (rng.random() < 0.5) + (rng.random() < 0.2)
-        topics = [pick(rng, _TOPICS) for _ in range(n)]
+        topics: list[str] = []
+        while len(topics) < n:  # a customer asks each thing once
+            t = pick(rng, _TOPICS)
+            if t not in topics:
+                topics.append(t)
         if r < 0.55:
             out.append(self.exchange("greeting"))
         for t in topics:
+            self.last_item = None
             out.append(self.exchange(t))
+            if self.last_item is not None and rng.random() < 0.35:
+                # "那这个多少钱？": a follow-up that only the conversation so far makes answerable.
+                follow = pick(rng, [f for f in _FOLLOW_UPS if f != t])
+                out.append(self.exchange(follow, item=self.last_item, refer=True))
         if 0.55 <= r < 0.75:
             # "在吗" and the question sent as two lines before the agent answers.
             out[0].user.insert(0, self._fmt("greeting", self.b))

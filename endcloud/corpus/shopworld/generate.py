@@ -81,7 +81,7 @@ class ShopSummary:
         return d
 
 
-def _check_args(lang: str, sessions: int, products: int, wrong_rate: float, eval_per_intent: int) -> None:
+def _check_args(lang: str, sessions: int, products: int, wrong_rate: float, eval_per_intent: int, workers: int) -> None:
     if lang not in LANGUAGES:
         raise ConfigError(f"--lang must be one of {', '.join(LANGUAGES)}, got {lang!r}")
     if not isinstance(sessions, int) or sessions < 0:
@@ -92,6 +92,8 @@ def _check_args(lang: str, sessions: int, products: int, wrong_rate: float, eval
         raise ConfigError(f"--wrong-rate must be between 0 and 1, got {wrong_rate!r}")
     if eval_per_intent < 0:
         raise ConfigError(f"eval_per_intent must be >= 0, got {eval_per_intent!r}")
+    if not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers!r}")
 
 
 def generate_shop(
@@ -113,13 +115,16 @@ def generate_shop(
     `workers > 1` draws chunks in that many processes; the bytes written are the same.
     A non-empty `out_dir` is refused unless `force` (then only this generator's files are replaced).
     """
-    _check_args(lang, sessions, products, wrong_rate, eval_per_intent)
+    _check_args(lang, sessions, products, wrong_rate, eval_per_intent, workers)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output {str(out)!r} is a file, not a folder; choose another OUT")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise ConfigError(f"output folder {str(out)!r} is not empty; choose an empty OUT or pass --force to overwrite")
     out.mkdir(parents=True, exist_ok=True)
+    stale = out / "chats" / "jddc.txt"
+    if lang != "zh" and stale.is_file():
+        stale.unlink()  # a zh shop's JDDC log must not sit beside an en shop's chats
     world = build_world(lang, seed, products)
     files = write_pack(world, out)
     summary = ShopSummary(out_dir=str(out), lang=lang, seed=seed, name=world.name, sessions=0, turns=0,
@@ -245,8 +250,11 @@ def _write_chats(world: World, out: Path, *, sessions: int, wrong_rate: float, s
     pool = None
     if workers > 1 and len(jobs) > 1:
         import multiprocessing
+        import sys
 
-        pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(args,))
+        # fork is cheap and safe here (the workers only draw text); spawn where fork is absent.
+        ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+        pool = ctx.Pool(workers, initializer=_init_worker, initargs=(args,))
         # imap keeps chunk order, so the bytes are the same as with one process.
         chunks = pool.imap(_work, jobs)
     else:

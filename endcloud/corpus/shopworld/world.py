@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import Sequence, TypeVar
 
 from endcloud.corpus.shopworld.lexicon import (
     ADJECTIVES, COLOURS, EN_AREA, EN_CITIES, EN_FIRST, EN_LAST, EN_MAIL, EN_STREETS, FAMILIES, LANG, PROBE_SKU,
@@ -17,11 +18,12 @@ from endcloud.corpus.shopworld.lexicon import (
 )
 from endcloud.kb.pack import format_number
 
+T = TypeVar("T")
 CATALOG_COLUMNS = ("sku", "name", "price", "stock", "category", "material", "size", "colour", "feature")
 ORDER_COLUMNS = ("order_id", "sku", "status", "courier", "tracking_no", "ship_date", "eta_days")
 
 
-def pick(rng: random.Random, seq):  # noqa: ANN001 - any sequence
+def pick(rng: random.Random, seq: Sequence[T]) -> T:
     """rng.choice without its overhead (this runs millions of times for a big corpus)."""
     return seq[int(rng.random() * len(seq))]
 

@@ -1,0 +1,195 @@
+"""Decode speed of the end model's fast path vs transformers `generate` and vs the memory bound.
+
+For each model shape and dtype a child process builds a random-weight Qwen2 model and times
+greedy decoding of a fixed number of new tokens (no early stop) at batch 1 and 8:
+
+    generate   transformers `model.generate(do_sample=False, min_new_tokens=N)`
+    fast       endcloud.end.fastdecode (what EndModel.generate runs), greedy
+    fast+top-p the same with the default sampling (t=0.6, top_p=0.8)
+    fast int8  weight-only int8 linears (EndModel.load(..., quant="int8")), greedy
+
+Decode tokens/s = batch * (N - 1) / (time(N new tokens) - time(1 new token)): prefill cancels.
+Each figure is the best of --repeats runs (the machine is shared: best-of filters the noise).
+The bound: the same run times `x.sum()` over a 1 GiB buffer with the same thread count
+(read bandwidth, GB/s); one decode step must read every weight once (tied embeddings
+once, as the lm_head), so bound tokens/s = bandwidth / weight bytes, times the batch.
+Peak RSS is the child's ru_maxrss (it holds the HF model and the fused weights).
+
+    .venv/bin/python bench/bench_decode.py                           # everything (~10 min quiet)
+    .venv/bin/python bench/bench_decode.py --models tiny256 --dtypes fp32
+    .venv/bin/python bench/bench_decode.py --models qwen0.5b --dtypes bf16 --new-tokens 24
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SHAPES = {
+    # conftest's tiny test model (tests/conftest.py: hidden 64, 2 layers, fixture vocab)
+    "tiny64": dict(vocab_size=600, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                   num_attention_heads=4, num_key_value_heads=2),
+    # the likely demo base (`endcloud pretrain` default size)
+    "tiny256": dict(vocab_size=8000, hidden_size=256, intermediate_size=768, num_hidden_layers=4,
+                    num_attention_heads=4, num_key_value_heads=2),
+    # Qwen2.5-0.5B's shape, random weights
+    "qwen0.5b": dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                     num_attention_heads=14, num_key_value_heads=2),
+}
+NEW_TOKENS = {"tiny64": 128, "tiny256": 128, "qwen0.5b": 32}
+
+
+def bandwidth(threads: int, repeats: int = 5) -> float:
+    """Read bandwidth in GB/s: best time of a 1 GiB x.sum() with `threads` threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+    buf = torch.ones(256 * 2**20, dtype=torch.float32)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        buf.sum()
+        best = min(best, time.perf_counter() - t)
+    return buf.numel() * 4 / best / 1e9
+
+
+def weight_bytes(model, fast=None) -> int:
+    """Bytes one decode step reads: every parameter once; an untied input embedding only by row."""
+    seen, total = set(), 0
+    emb = model.get_input_embeddings().weight
+    tied = emb.data_ptr() == model.get_output_embeddings().weight.data_ptr()
+    for p in model.parameters():
+        if p.data_ptr() in seen or (p is emb and not tied):
+            continue
+        seen.add(p.data_ptr())
+        total += p.numel() * p.element_size()
+    if fast is not None and fast.quant:
+        total = fast.nbytes()
+    return total
+
+
+def child(shape: str, dtype_name: str, batches: list[int], new_tokens: int, repeats: int, threads: int,
+          quant: bool) -> dict:
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from endcloud.end import fastdecode
+
+    torch.set_num_threads(threads)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    cfg = Qwen2Config(**SHAPES[shape], tie_word_embeddings=True, max_position_embeddings=2048)
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(cfg).to(dtype).eval()
+    fw = fastdecode.FastWeights.from_model(model)
+    fw_q = fastdecode.FastWeights.from_model(model, like=fw).quantized("int8") if quant else None
+    gen = torch.Generator().manual_seed(0)
+    out = {"shape": shape, "dtype": dtype_name, "threads": threads, "new_tokens": new_tokens,
+           "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+           "weight_bytes": weight_bytes(model), "int8_bytes": fw_q.nbytes() if fw_q else None, "rows": []}
+
+    def timed(fn, n):
+        t = time.perf_counter()
+        fn(n)
+        return time.perf_counter() - t
+
+    for b in batches:
+        prompts = [torch.randint(10, cfg.vocab_size - 10, (32,), generator=gen).tolist() for _ in range(b)]
+        ids = torch.tensor(prompts)
+
+        def hf(n):
+            with torch.inference_mode():
+                model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=n,
+                               min_new_tokens=n, pad_token_id=0, eos_token_id=None)
+
+        def ours(n, weights=fw, temperature=0.0):
+            fastdecode.decode(fastdecode.FastRunner(weights), prompts, max_new_tokens=n, temperature=temperature,
+                              top_p=0.8, stop_ids=[], generator=gen)
+
+        methods = {"generate": hf, "fast": ours, "fast+top-p": lambda n: ours(n, temperature=0.6)}
+        if fw_q is not None:
+            methods["fast int8"] = lambda n: ours(n, weights=fw_q)
+        for name, fn in methods.items():
+            fn(2)  # warm-up (allocator, oneDNN kernels)
+            best = min(timed(fn, new_tokens) - timed(fn, 1) for _ in range(repeats))
+            out["rows"].append({"batch": b, "method": name, "tok_s": b * (new_tokens - 1) / max(best, 1e-9)})
+            print(f"  {shape} {dtype_name} b={b} {name}: {out['rows'][-1]['tok_s']:.1f} tok/s", file=sys.stderr,
+                  flush=True)
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def table(results: list[dict], bw: float) -> str:
+    lines = [f"read bandwidth: {bw:.1f} GB/s (x.sum() over 1 GiB, best of 5)", "",
+             "| model | dtype | batch | method | tok/s | × generate | % of bound | bound tok/s | peak RSS |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        by_b: dict[int, dict[str, float]] = {}
+        for row in r["rows"]:
+            by_b.setdefault(row["batch"], {})[row["method"]] = row["tok_s"]
+        for b, methods in by_b.items():
+            base = methods.get("generate")
+            for name, tps in methods.items():
+                nbytes = r["int8_bytes"] if name == "fast int8" and r["int8_bytes"] else r["weight_bytes"]
+                bound = b * bw * 1e9 / nbytes
+                # int8 rows: % of the bound of the model's own dtype (the bf16/fp32 weights) and, in
+                # brackets, of the int8 bytes' bound.
+                own = b * bw * 1e9 / r["weight_bytes"]
+                pct = f"{100 * tps / own:.0f}%" + (f" ({100 * tps / bound:.0f}% int8)" if name == "fast int8" else "")
+                ratio = f"{tps / base:.2f}×" if base and name != "generate" else ""
+                lines.append(f"| {r['shape']} ({r['params_m']:.0f}M) | {r['dtype']} | {b} | {name} | {tps:.1f} | "
+                             f"{ratio} | {pct} | {own:.1f} | {r['peak_rss_mb']:.0f} MB |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", default="tiny64,tiny256,qwen0.5b")
+    ap.add_argument("--dtypes", default="fp32,bf16")
+    ap.add_argument("--batches", default="1,8")
+    ap.add_argument("--new-tokens", type=int, default=None, help="override the per-model default")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-quant", action="store_true", help="skip the int8 rows")
+    ap.add_argument("--json", type=Path, default=None, help="also write the raw results here")
+    ap.add_argument("--child", nargs=2, metavar=("MODEL", "DTYPE"), help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    batches = [int(x) for x in a.batches.split(",")]
+    if a.child:
+        shape, dt = a.child
+        n = a.new_tokens or NEW_TOKENS[shape]
+        print(json.dumps(child(shape, dt, batches, n, a.repeats, a.threads, not a.no_quant)))
+        return 0
+    print(f"load average at start: {os.getloadavg()}", flush=True)
+    bw = bandwidth(a.threads)
+    print(f"read bandwidth: {bw:.1f} GB/s", flush=True)
+    results = []
+    for shape in a.models.split(","):
+        for dt in a.dtypes.split(","):
+            cmd = [sys.executable, __file__, "--child", shape, dt, "--batches", a.batches, "--repeats",
+                   str(a.repeats), "--threads", str(a.threads)]
+            if a.new_tokens:
+                cmd += ["--new-tokens", str(a.new_tokens)]
+            if a.no_quant:
+                cmd.append("--no-quant")
+            proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True, timeout=3600)
+            results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    bw_end = bandwidth(a.threads)
+    print(table(results, max(bw, bw_end)))
+    print(f"\nbandwidth at start/end: {bw:.1f}/{bw_end:.1f} GB/s (the larger is used); "
+          f"load average at end: {os.getloadavg()}")
+    if a.json:
+        a.json.write_text(json.dumps({"bandwidth_gbs": max(bw, bw_end), "results": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""Running the online loop for a workspace: beside a live server, or alone.
+
+`evolver_for_workspace()` wires the loop to a workspace's stores, teacher, adapter registry,
+frozen held-out set and replay pool. `EvolutionService` ticks it on a background thread
+(rounds run in a separate process, so serving never stalls) and hot-swaps the server's
+engine on promotion. `ActiveWatcher` lets a server follow promotions made by a separate
+`endcloud evolve` process (it polls the registry's `active` pointer).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from endcloud.config import Workspace
+from endcloud.evolve.gate import frozen_heldout
+from endcloud.evolve.loop import EvolveSettings, Evolver, ProcessRunner, run_round
+
+log = logging.getLogger("endcloud.evolve")
+DEFAULT_ADAPTER = "shop"
+
+
+def replay_pool(ws: Workspace, *, limit: int = 2000, seed: int = 0) -> list[dict[str, Any]]:
+    """A sample of the original training data (natural pairs + teacher labels) to replay
+    in every round, against forgetting."""
+    from endcloud.fileio import read_jsonl
+
+    rows: list[dict[str, Any]] = []
+    for path, key in ((ws.labels, "label"), (ws.pairs, "response")):
+        if not path.exists():
+            continue
+        for d in read_jsonl(path):
+            ctx = [{"role": t["role"], "content": t.get("text", t.get("content", ""))} for t in d.get("context", [])]
+            rows.append({"messages": ctx + [{"role": "user", "content": d["query"]}], "response": d[key]})
+            if len(rows) >= 4 * limit:
+                break
+    random.Random(seed).shuffle(rows)
+    return rows[:limit]
+
+
+def evolver_for_workspace(workspace: Any = None, *, teacher: Any = None, settings: EvolveSettings | None = None,
+                          adapter_name: str = DEFAULT_ADAPTER, on_promote: Callable[[Path], None] | None = None,
+                          background: bool = True, evaluator: Any = None, clock: Callable[[], float] = time.time) -> Evolver:
+    from endcloud.end.adapters import AdapterRegistry
+    from endcloud.serve.workspace import find_base, make_cloud
+    from endcloud.store.conversations import ConversationStore
+    from endcloud.store.labels import LabelStore
+    from endcloud.store.review import ReviewStore
+
+    ws = workspace if isinstance(workspace, Workspace) else Workspace.resolve(workspace)
+    base = find_base(ws)
+    shop_dir = ws.shop if (ws.shop / "shop.yaml").exists() else None
+    teacher = teacher or make_cloud(ws, shop_dir)
+    conversations = ConversationStore(ws.db)
+    labels = LabelStore(ws.db)
+    reviews = ReviewStore(ws.db)
+    settings = settings or EvolveSettings()
+    source = ws.eval_pairs if ws.eval_pairs.exists() else (ws.shop / "chats" / "eval.jsonl")
+    heldout = frozen_heldout(ws.root / "evolve" / "heldout.jsonl", source=source, teacher=teacher,
+                             size=settings.gate.heldout_size)
+    if evaluator is None and not background:
+        from endcloud.scoring import default_evaluator
+
+        evaluator = default_evaluator(str(ws.root))
+    runner = ProcessRunner() if background else (lambda spec: run_round(spec, evaluator=evaluator))
+    return Evolver(conversations=conversations, labels=labels, teacher=teacher, registry=AdapterRegistry(ws.adapters),
+                   base_dir=base, adapter_name=adapter_name, heldout=heldout, settings=settings,
+                   replay_pool=replay_pool(ws), reviews=reviews, evaluator=evaluator, runner=runner,
+                   on_promote=on_promote, clock=clock, workspace=str(ws.root), work_dir=ws.root / "evolve" / "rounds")
+
+
+class EvolutionService:
+    """Tick an Evolver every `interval_s` on a daemon thread; errors are logged, never fatal."""
+
+    def __init__(self, evolver: Evolver, *, interval_s: float = 30.0):
+        self.evolver, self.interval_s = evolver, interval_s
+        self.history: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def tick(self) -> dict[str, Any]:
+        with self._lock:  # one round at a time, whoever asks
+            out = self.evolver.tick()
+        self.history.append(out)
+        return out
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                out = self.tick()
+                if out.get("round"):
+                    log.info("evolve round %s: version %s promoted=%s", out["round"]["round_id"],
+                             out["round"]["version"], out["round"]["promoted"])
+            except Exception:  # the shop keeps serving; the next tick tries again
+                log.exception("evolve tick failed")
+
+    def start(self) -> "EvolutionService":
+        self._thread = threading.Thread(target=self._run, name="endcloud-evolve", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        runner = getattr(self.evolver, "runner", None)
+        if hasattr(runner, "close"):
+            runner.close()
+
+
+class ActiveWatcher:
+    """Follow the registry's active version from another process: swap when it changes."""
+
+    def __init__(self, registry: Any, name: str, swap: Callable[[Path | None], None], *, interval_s: float = 5.0):
+        self.registry, self.name, self.swap, self.interval_s = registry, name, swap, interval_s
+        self.current = registry.active_version(name)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="endcloud-adapter-watch", daemon=True)
+
+    def poll(self) -> bool:
+        v = self.registry.active_version(self.name)
+        if v != self.current:
+            self.swap(self.registry.active(self.name))
+            self.current = v
+            return True
+        return False
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.poll()
+            except Exception:
+                log.exception("adapter watch failed")
+
+    def start(self) -> "ActiveWatcher":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
