@@ -127,6 +127,7 @@ def serve(args) -> int:
     torch.set_num_threads(args.threads)
     model = EndModel.load(args.serve)
     settings = ServeSettings(db_path=args.db, max_batch=args.customers, batch_window_ms=args.window_ms,
+                             batch_max_wait_ms=args.max_wait_ms,
                              max_new_tokens=args.max_new_tokens, rate_limit_per_minute=10**6)
     router = APIRouter()
     app = None
@@ -157,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--size", choices=sorted(SIZES), default="default")
     ap.add_argument("--window-ms", type=float, default=10.0)
+    ap.add_argument("--max-wait-ms", type=float, default=100.0)
     ap.add_argument("--serve", type=Path, default=None, help=argparse.SUPPRESS)  # internal: run the server
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--db", type=Path, default=None, help=argparse.SUPPRESS)
@@ -171,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     base = build_model(tmp / "base", args.size)
     port = free_port()
     cmd = [sys.executable, __file__, "--serve", str(base), "--port", str(port), "--db", str(tmp / "endcloud.db"),
-           "--customers", str(args.customers), "--window-ms", str(args.window_ms), "--threads", str(args.threads),
+           "--customers", str(args.customers), "--window-ms", str(args.window_ms), "--max-wait-ms", str(args.max_wait_ms), "--threads", str(args.threads),
            "--max-new-tokens", str(args.max_new_tokens)]
     proc = subprocess.Popen(cmd)
     url = f"http://127.0.0.1:{port}"
@@ -206,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     lat = [l for _, l, ok in conc if ok]
     load = os.getloadavg()
     print(f"model: random-weight Qwen2 '{args.size}' shape, {nparams / 1e6:.1f}M params, fp32, {args.threads} torch threads; "
-          f"replies of {args.max_new_tokens} tokens; batch window {args.window_ms:g} ms")
+          f"replies of {args.max_new_tokens} tokens; batch window {args.window_ms:g} ms, max wait {args.max_wait_ms:g} ms")
     print(f"one at a time : {len(seq)} turns in {seq_s:.2f} s = {seq_tp:.2f} turns/s; TTFT p50 {statistics.median(ttft_seq):.3f} s")
     print(f"{args.customers} concurrent : {len(conc)} turns in {conc_s:.2f} s = {conc_tp:.2f} turns/s "
           f"-> {conc_tp / seq_tp:.1f}x one at a time")

@@ -1,6 +1,7 @@
 """`endcloud chat`: talk to the end model in the terminal (history kept; /reset, /quit).
 
     endcloud chat --base endcloud-work/base --adapter endcloud-work/adapters/shop/v3
+    endcloud chat --adapter endcloud-work/adapters/shop            # its active version
     echo -e "几天发货？\\n/reset\\nhello" | endcloud chat --base DIR      # piped stdin works too
 
 Each reply is followed by a dim line with its confidence (exp of the mean token log-prob),
@@ -86,13 +87,18 @@ def chat(
     top_p: float = typer.Option(PAPER.top_p, "--top-p", min=0.0, max=1.0, help="Nucleus sampling mass."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for reproducible replies."),
     max_input_len: int = typer.Option(PAPER.max_input_len, "--max-input-len", help="Prompt budget in tokens (oldest turns dropped first)."),
+    quant: Optional[str] = typer.Option(None, "--quant", help="'int8': weight-only int8 decode (faster on big bases)."),
 ) -> None:
     """Chat with the end model in the terminal (history kept; /reset clears it, /quit or EOF ends)."""
     from endcloud.config import Workspace
     from endcloud.end.engine import EndModel
 
     base_dir = base if base is not None else Workspace.resolve(workspace).base
-    model = EndModel.load(base_dir, adapter, max_input_len=max_input_len)
+    if adapter is not None and (adapter / "active").is_file():  # adapters/<name>: its active version
+        from endcloud.end.adapters import AdapterRegistry
+
+        adapter = AdapterRegistry(adapter.parent).active(adapter.name) or adapter
+    model = EndModel.load(base_dir, adapter, max_input_len=max_input_len, quant=quant)
     session = ChatSession(model, system=system, max_new_tokens=max_new_tokens, temperature=temperature,
                           top_p=top_p, seed=seed)
     interactive = sys.stdin.isatty()

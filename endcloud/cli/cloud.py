@@ -1,5 +1,7 @@
-"""CLI commands of the `cloud` room: `endcloud distill` (teacher labels for training pairs).
+"""CLI commands of the `cloud` room: `endcloud distill` (teacher labels for training pairs) and
+`endcloud teacher ask` (one question, to check a teacher and its configuration).
 
+    endcloud teacher ask "能发顺丰吗？" --teacher reference --shop shop/
     endcloud distill corpus/pairs.jsonl -o labels/labels.jsonl --teacher reference
     ENDCLOUD_CLOUD_BASE_URL=... ENDCLOUD_CLOUD_MODEL=gemini-1.5-pro ENDCLOUD_CLOUD_API_KEY=... \\
         endcloud distill corpus/pairs.jsonl -o labels/labels.jsonl --teacher openai --budget 5
@@ -93,6 +95,39 @@ def distill_cmd(
     return 1 if summary.failures else 0
 
 
+def ask_cmd(
+    question: list[str] = typer.Argument(..., help="The customer's message (earlier turns first: customer, agent, customer, ...)."),
+    teacher: str = typer.Option("reference", "--teacher", help="Teacher: reference (offline, from the shop pack) or openai (ENDCLOUD_CLOUD_* env)."),
+    shop: Optional[Path] = typer.Option(None, "--shop", help="Shop pack folder for the reference teacher (default: WORKSPACE/shop)."),
+    workspace: Optional[Path] = typer.Option(None, "--workspace", help="Workspace root (the audit log of what left goes here)."),
+    examples: Optional[Path] = typer.Option(None, "--examples", help="openai only: pairs JSONL for the Table II few-shot examples."),
+    shots: int = typer.Option(500, "--shots", help="openai only: Table II examples in the prompt."),
+) -> int:
+    """Ask a teacher one question and print its reply with model, tokens and cost."""
+    from endcloud.cloud import make_teacher
+    from endcloud.errors import ConfigError
+
+    if teacher != "openai" and examples is not None:
+        raise ConfigError(f"--examples applies to the openai teacher, not {teacher!r}")
+    kw: dict = {"shop": shop, "workspace": workspace}
+    if teacher == "openai" and examples is not None:
+        kw.update(examples=examples, shots=shots)
+    t = make_teacher(teacher, **kw)
+    roles = ("user", "assistant")
+    messages = [{"role": roles[i % 2], "content": q} for i, q in enumerate(question)]
+    if messages[-1]["role"] != "user":
+        raise ConfigError(f"give an odd number of turns (customer last); got {len(question)}")
+    reply = t.reply(messages)
+    typer.echo(reply.text)
+    u = reply.usage
+    typer.echo(f"[{t.name} · {reply.model} · tokens in {u.prompt_tokens}, out {u.completion_tokens} · ${reply.cost:.6f}]", err=True)
+    return 0
+
+
 def register(app: typer.Typer) -> None:
     """Add this room's commands to the root `endcloud` app."""
     app.command("distill")(distill_cmd)
+    teacher_app = typer.Typer(help="The cloud teacher: ask it a question (distill labels with `endcloud distill`).",
+                              no_args_is_help=True)
+    teacher_app.command("ask")(ask_cmd)
+    app.add_typer(teacher_app, name="teacher")

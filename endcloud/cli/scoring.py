@@ -51,14 +51,15 @@ def _default_models(ws) -> list[str]:
 
 def eval_cmd(
     workspace: Optional[Path] = typer.Option(None, "--workspace", "-w", help="Workspace folder (default $ENDCLOUD_HOME or ./endcloud-work)."),
-    inputs: Optional[Path] = typer.Option(None, "--inputs", help="Eval inputs: shop chats/eval.jsonl, corpus eval.jsonl, or one query per line."),
+    inputs: Optional[Path] = typer.Option(None, "--inputs", help="Eval inputs: shop chats/eval.jsonl, corpus eval.jsonl, or one query per line "
+                                          "(default: the workspace's shop/chats/eval.jsonl, else corpus/eval.jsonl)."),
     probes: Optional[str] = typer.Option(None, "--probes", help="Built-in probe set: 'paper' (the six inputs of Table VI); with --lang."),
     lang: str = typer.Option("en", "--lang", help="Language of --probes: en, zh or both."),
     model: list[str] = typer.Option([], "--model", "-m", help="NAME=BASE[:ADAPTER], repeatable (default: workspace base + active adapters)."),
     teacher: str = typer.Option("reference", "--teacher", help="Cloud teacher: reference (offline) or openai."),
     similarity: str = typer.Option("auto", "--similarity", help="auto, minilm, char-ngram, char-ngram-en, or a sentence-transformers dir."),
     matching: str = typer.Option("auto", "--matching", help="auto (workspace matcher, else tfidf), trained, tfidf, or a model dir."),
-    human: Optional[Path] = typer.Option(None, "--human", help="Human ratings CSV (id, rating 1-5[, model]) to check agreement."),
+    human: Optional[Path] = typer.Option(None, "--human", help="Human ratings CSV (id, rating 1-5[, model]), or 'store' for the review store's ratings; reports Spearman agreement."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N inputs."),
     max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="Reply length cap for the end models."),
     seed: int = typer.Option(0, "--seed", help="Sampling seed (same seed, same replies)."),
@@ -69,13 +70,13 @@ def eval_cmd(
     from endcloud.scoring import load_inputs, paper_probes, run_eval
 
     ws = Workspace.resolve(workspace)
-    if (inputs is None) == (probes is None):
-        if inputs is None and ws.eval_pairs.exists():
-            inputs = ws.eval_pairs
-        elif inputs is None:
-            raise ConfigError(f"pass --inputs FILE or --probes paper (no {ws.eval_pairs} to default to)")
-        else:
-            raise ConfigError("pass either --inputs or --probes, not both")
+    if inputs is not None and probes is not None:
+        raise ConfigError("pass either --inputs or --probes, not both")
+    if inputs is None and probes is None:
+        # The shop's own eval questions carry the true facts; the corpus split is next best.
+        inputs = next((p for p in (ws.shop / "chats" / "eval.jsonl", ws.eval_pairs) if p.exists()), None)
+        if inputs is None:
+            raise ConfigError(f"pass --inputs FILE or --probes paper (neither {ws.shop / 'chats' / 'eval.jsonl'} nor {ws.eval_pairs} exists)")
     if probes is not None:
         if probes != "paper":
             raise ConfigError(f"--probes knows only 'paper', got {probes!r}")
@@ -97,8 +98,19 @@ def eval_cmd(
     from endcloud.scoring.evaluator import workspace_corpus
 
     corpus = workspace_corpus(ws)
+    ratings = None
+    if human is not None and str(human) == "store":
+        from endcloud.store.review import ReviewStore
+
+        store = ReviewStore(ws.db)
+        try:
+            ratings = [{"id": r.target_id, "rating": r.rating, "model": r.model} for r in store.ratings()]
+        finally:
+            store.close()
+    elif human is not None:
+        ratings = human
     report = run_eval(items, models, t, out_dir=out, similarity=similarity, matching=matching, workspace=ws, corpus=corpus,
-                      human=human, max_new_tokens=max_new_tokens, seed=seed)
+                      human=ratings, max_new_tokens=max_new_tokens, seed=seed)
     s = report.summary
     typer.echo(f"similarity: {', '.join(s['similarity_used'])}; matching: {s['matching']}; teacher: {s['teacher']}")
     for m in report.models:

@@ -112,7 +112,8 @@ async def adistill(
             else:
                 reply = await teacher.areply(pair.messages())
         except BudgetExceeded as e:
-            summary.stopped = f"{e}; {sum(r is not None for r in results)} labels kept — rerun with a higher --budget to continue"
+            if summary.stopped is None:
+                summary.stopped = f"{e}; rerun with a higher --budget to continue (answers so far are cached)"
             stop.set()
             return
         except TeacherError as e:

@@ -10,18 +10,31 @@ placeholders in its reply are restored locally from the vault (the customer's re
 number never left, but the reply the shop sends back to the customer has it).
 
 Defence in depth: if `privacy.contains_pii` still fires on any outbound message after
-redaction, the gate raises `PrivacyError` and nothing is sent. `make_teacher` puts this
+redaction, or on the exact request body about to be sent, the gate raises `PrivacyError`
+and nothing is sent (nor audited as sent). `make_teacher` puts this
 gate in front of every remote teacher; nothing else in endcloud opens a connection.
 """
 
 from __future__ import annotations
 
+import contextvars
 from dataclasses import replace
 from typing import Any
 
 from endcloud.cloud.teacher import Messages, Teacher, WrapperTeacher, check_messages
 from endcloud.errors import PrivacyError
 from endcloud.records import Reply
+
+# Set while a request the gate has redacted is on its way: the remote client refuses to send
+# without it, so an ungated OpenAITeacher cannot leak by accident (see `require_gate`).
+THROUGH_GATE: contextvars.ContextVar[bool] = contextvars.ContextVar("endcloud_through_privacy_gate", default=False)
+
+
+def _privacy():
+    # Imported when first used: endcloud.privacy compiles its detectors at import.
+    from endcloud import privacy
+
+    return privacy
 
 
 class PrivacyGate(WrapperTeacher):
@@ -36,8 +49,7 @@ class PrivacyGate(WrapperTeacher):
 
     def redact(self, messages: Messages) -> tuple[list[dict[str, str]], Any]:
         """The messages as they may leave the shop, and the vault to restore the reply."""
-        from endcloud import privacy
-
+        privacy = _privacy()
         vault = privacy.Vault()
         red = privacy.redact_messages(check_messages(messages), vault)
         red = check_messages(red)
@@ -56,7 +68,14 @@ class PrivacyGate(WrapperTeacher):
 
     async def areply(self, messages: Messages) -> Reply:
         red, vault = self.redact(messages)
-        self.audit.record(self.destination, self.inner.outbound_body(red))
+        body = self.inner.outbound_body(red)
+        if _privacy().contains_pii(body):  # the exact text about to leave, once more
+            raise PrivacyError("the outbound request body still holds personal data after redaction; nothing was sent")
+        self.audit.record(self.destination, body)
         self.requests += 1
-        reply = await self.inner.areply(red)
+        token = THROUGH_GATE.set(True)
+        try:
+            reply = await self.inner.areply(red)
+        finally:
+            THROUGH_GATE.reset(token)
         return replace(reply, text=vault.restore(reply.text))

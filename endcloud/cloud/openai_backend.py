@@ -10,7 +10,9 @@ concurrency limit, request- and token-rate limits, and a cost ledger with a budg
 An empty or malformed reply is an error (retried, then `TeacherParseError`), never a label.
 
 This client sends messages as given: it knows nothing of prompts (see `prompt.py`) or of
-privacy (see `gate.py`, which `make_teacher` always puts in front of it). Tests inject an
+privacy (see `gate.py`, which `make_teacher` always puts in front of it) — except that it
+refuses to send anything that did not come through that gate (`require_gate=True`; tests
+and benchmarks that send synthetic text pass False explicitly). Tests inject an
 `httpx.MockTransport` via `transport=` or use the real server double in `cloud.testing`.
 """
 
@@ -31,11 +33,12 @@ from typing import Any
 
 import httpx
 
+from endcloud.cloud.gate import THROUGH_GATE
 from endcloud.cloud.ledger import ENV_PRICE, CostLedger, PriceTable, parse_price
 from endcloud.cloud.ratelimit import RateLimiter
 from endcloud.cloud.teacher import Messages, Teacher, check_messages
 from endcloud.cloud.tokens import estimate_message_tokens, estimate_tokens
-from endcloud.errors import ConfigError, TeacherError, TeacherParseError, TeacherStatusError, TeacherTimeout
+from endcloud.errors import ConfigError, PrivacyError, TeacherError, TeacherParseError, TeacherStatusError, TeacherTimeout
 from endcloud.records import Reply, Usage
 
 ENV_BASE_URL = "ENDCLOUD_CLOUD_BASE_URL"
@@ -163,6 +166,7 @@ class OpenAITeacher(Teacher):
         retry_after_max: float = 60.0,
         headers: dict[str, str] | None = None,
         seed: int | None = None,
+        require_gate: bool = True,
     ):
         if not str(base_url).startswith(("http://", "https://")):
             raise ConfigError(f"{ENV_BASE_URL} must be an http(s) URL such as https://api.example.com/v1, got {base_url!r}")
@@ -190,6 +194,7 @@ class OpenAITeacher(Teacher):
         self.retry_after_max = retry_after_max
         self.headers = dict(headers or {})
         self.seed = seed
+        self.require_gate = require_gate
         self.ledger = ledger or CostLedger()
         self.ledger.check_priced(model)
         self.limiter = RateLimiter(requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute)
@@ -302,6 +307,12 @@ class OpenAITeacher(Teacher):
 
     # -- the request ---------------------------------------------------------------------
     async def areply(self, messages: Messages) -> Reply:
+        if self.require_gate and not THROUGH_GATE.get():
+            raise PrivacyError(
+                "OpenAITeacher sends only what came through the privacy gate: wrap it in "
+                "PrivacyGate(teacher, audit=AuditLog(...)) — make_teacher('openai') does — or, for "
+                "synthetic test traffic only, construct it with require_gate=False"
+            )
         msgs = check_messages(messages)
         data = self.outbound_body(msgs).encode("utf-8")
         prompt_est = estimate_message_tokens(msgs)

@@ -121,13 +121,17 @@ class ReferenceTeacher(Teacher):
         self.pack = pack
         self.kb = kb or KnowledgeBase(pack)
         self.currency = pack.currency
+        self._fingerprint: str | None = None
 
     @property
     def fingerprint(self) -> str:
-        import hashlib
+        """Changes whenever the pack's knowledge does (so cached answers go stale with it)."""
+        if self._fingerprint is None:
+            import hashlib
 
-        digest = hashlib.sha256(self.pack.knowledge_text().encode("utf-8")).hexdigest()[:16]
-        return f"reference|{self.pack.name}|{digest}"
+            digest = hashlib.sha256(self.pack.knowledge_text().encode("utf-8")).hexdigest()[:16]
+            self._fingerprint = f"reference|{self.pack.name}|{digest}"
+        return self._fingerprint
 
     async def areply(self, messages: Messages) -> Reply:
         return self.answer(messages)
@@ -216,10 +220,11 @@ class ReferenceTeacher(Teacher):
 
     # -- pieces ----------------------------------------------------------------------------
     def _money(self, p: Any, zh: bool) -> str:
-        if zh or self.currency in ("CNY", "RMB"):
+        cur = self.currency.upper()
+        if cur in ("CNY", "RMB"):
             return f"{p.price_text}元" if zh else f"¥{p.price_text}"
-        symbol = {"USD": "$", "EUR": "€", "GBP": "£"}.get(self.currency, "")
-        return f"{symbol}{p.price_text}" if symbol else f"{p.price_text} {self.currency}"
+        symbol = {"USD": "$", "EUR": "€", "GBP": "£"}.get(cur)
+        return f"{symbol}{p.price_text}" if symbol else f"{p.price_text} {cur}"
 
     def _product_line(self, p: Any, zh: bool) -> str:
         attrs = [v for k, v in p.attrs.items() if k not in ("category", "类目", "url")]

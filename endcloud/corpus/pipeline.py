@@ -232,7 +232,11 @@ class Report:
         return self.counts.get("eval_pairs_written", 0)
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
+        c = self.counts
+        # The headline numbers first, at top level, for anyone who reads only those.
+        d: dict[str, Any] = {k: c.get(k, 0) for k in ("sessions", "utterances_in", "utterances_out")}
+        d["pairs"], d["eval_pairs"] = self.pairs, self.eval_pairs
+        d.update(asdict(self))
         d["utterances_per_s"] = round(self.utterances_per_s, 1)
         d["files"] = {"pairs": PAIRS_FILE, "eval": EVAL_FILE}
         return d

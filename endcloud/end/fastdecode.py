@@ -345,14 +345,18 @@ def sample(logits: torch.Tensor, temperature: float, top_p: float, generator: to
             tok = torch.multinomial(torch.softmax(scaled, -1), 1, generator=generator)[:, 0]
         else:
             lse = torch.logsumexp(scaled, dim=-1, keepdim=True)
-            k = min(TOP_P_CANDIDATES, scaled.shape[-1])
-            vals, idx = torch.topk(scaled, k, dim=-1)  # sorted, most likely first
-            probs = torch.exp(vals - lse)
-            cum = probs.cumsum(-1)
-            if bool((cum[:, -1] < top_p).any()):  # nucleus wider than the candidates: full sort
-                vals, idx = torch.sort(scaled, dim=-1, descending=True)
+            vocab = scaled.shape[-1]
+            k = min(TOP_P_CANDIDATES, vocab)
+            while True:  # widen the candidates until they hold top_p of the mass in every row
+                if k >= vocab:
+                    vals, idx = torch.sort(scaled, dim=-1, descending=True)
+                else:
+                    vals, idx = torch.topk(scaled, k, dim=-1)  # sorted, most likely first
                 probs = torch.exp(vals - lse)
                 cum = probs.cumsum(-1)
+                if k >= vocab or not bool((cum[:, -1] < top_p).any()):
+                    break
+                k = min(k * 16, vocab)
             keep = (cum - probs) < top_p  # smallest prefix whose mass reaches top_p
             probs = probs * keep
             choice = torch.multinomial(probs, 1, generator=generator)

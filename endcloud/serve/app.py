@@ -521,7 +521,8 @@ def create_app(settings: ServeSettings | None = None, *, engine: Any = None, tea
             if settings.base_dir is None:
                 raise ConfigError("no end model: pass engine= or set base_dir (--base)")
             st.engine = await asyncio.to_thread(Engine.load, settings.base_dir, settings.adapter_dir,
-                                                max_batch=settings.max_batch, window_ms=settings.batch_window_ms)
+                                                max_batch=settings.max_batch, window_ms=settings.batch_window_ms,
+                                                max_wait_ms=settings.batch_max_wait_ms)
             if settings.adapter_name:
                 st.engine.adapter = settings.adapter_name
         if st.store is None:
@@ -547,7 +548,7 @@ def create_app(settings: ServeSettings | None = None, *, engine: Any = None, tea
     app = FastAPI(title="endcloud", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.engine = engine if engine is None or isinstance(engine, Engine) else Engine(
-        engine, max_batch=settings.max_batch, window_ms=settings.batch_window_ms)
+        engine, max_batch=settings.max_batch, window_ms=settings.batch_window_ms, max_wait_ms=settings.batch_max_wait_ms)
     app.state.teacher = gate_teacher(teacher, settings)
     app.state.scorer = scorer
     app.state.kb = kb

@@ -19,13 +19,13 @@ from endcloud.serve.batching import DynamicBatcher
 class Engine:
     """Batched, thread-safe access to one end model."""
 
-    def __init__(self, model: Any, *, max_batch: int = 16, window_ms: float = 10.0, adapter: str | None = None,
-                 scorer: Any = None):
+    def __init__(self, model: Any, *, max_batch: int = 16, window_ms: float = 10.0, max_wait_ms: float | None = None,
+                 adapter: str | None = None, scorer: Any = None):
         self.model = model
         self.adapter = adapter  # what is served, for /healthz and the reply records
         self.scorer = scorer  # matching scorer run on each whole batch in the worker (see generate_scored)
         self._lock = threading.Lock()  # one generate or one swap at a time
-        self.batcher = DynamicBatcher(self._generate_batch, max_batch=max_batch, window_ms=window_ms)
+        self.batcher = DynamicBatcher(self._generate_batch, max_batch=max_batch, window_ms=window_ms, max_wait_ms=max_wait_ms)
         self.generations = 0
 
     @classmethod

@@ -49,7 +49,8 @@ class ServeSettings:
     knowledge_snippets: int = 3  # knowledge-base snippets put in the end model's context
     # -- batching --
     max_batch: int = 16  # most conversations in one `generate` call
-    batch_window_ms: float = 10.0  # how long the batcher waits for more requests after the first
+    batch_window_ms: float = 10.0  # how long the batcher waits for another request after each arrival
+    batch_max_wait_ms: float = 100.0  # the most a batch waits for stragglers after its first request
     # -- routing (a turn goes to the cloud when any check fails) --
     min_match: float = 0.25  # matching score of (query, end reply) below this -> cloud
     min_confidence: float = 0.0  # end model confidence (exp mean logprob) below this -> cloud
@@ -69,8 +70,9 @@ class ServeSettings:
             raise ConfigError(f"--port must be 1-65535, got {self.port!r}")
         if not 0.0 <= self.top_p <= 1.0:
             raise ConfigError(f"serve setting top_p must be in [0, 1], got {self.top_p!r}")
-        if self.batch_window_ms < 0:
-            raise ConfigError(f"serve setting batch_window_ms must be >= 0, got {self.batch_window_ms!r}")
+        if self.batch_window_ms < 0 or self.batch_max_wait_ms < 0:
+            raise ConfigError(f"serve settings batch_window_ms / batch_max_wait_ms must be >= 0, "
+                              f"got {self.batch_window_ms!r} / {self.batch_max_wait_ms!r}")
 
     def with_(self, **changes) -> "ServeSettings":
         return replace(self, **changes)

@@ -111,7 +111,7 @@ def test_budget_cap_stops_cleanly_keeping_what_it_has(tmp_path, monkeypatch, cap
 def test_failed_pairs_are_reported_not_labelled(tmp_path):
     pairs = read_pairs(write_pairs(tmp_path / "pairs.jsonl", 4))
     with FaultyCloud(script=["500", "500", "ok", "ok", "ok"]) as cloud:
-        t = OpenAITeacher(base_url=cloud.base_url, model="m", api_key="k", max_retries=1, backoff=0.001)
+        t = OpenAITeacher(require_gate=False, base_url=cloud.base_url, model="m", api_key="k", max_retries=1, backoff=0.001)
         labels, summary = distill(pairs, CachedTeacher(t, ResponseCache(tmp_path / "c.sqlite")), concurrency=1)
     assert [lab.id for lab in labels] == ["p1", "p2", "p3"]
     assert summary.failures and summary.failures[0][0] == "p0" and summary.calls == 3
@@ -165,3 +165,17 @@ def test_distill_help_lists_the_flags(capsys):
     out = capsys.readouterr().out
     for flag in ("--teacher", "--shots", "--concurrency", "--budget", "--price", "--cache", "--examples"):
         assert flag in out
+
+
+def test_teacher_ask_reference_and_cloud(tmp_path, zh_pack_dir, monkeypatch, capsys):
+    assert main(["teacher", "ask", "纯棉方巾是什么材质的", "亲，纯棉的哦", "多少钱？", "--shop", str(zh_pack_dir)]) == 0
+    out = capsys.readouterr()
+    assert "19.9" in out.out and "reference" in out.err
+    with FaultyCloud() as cloud:
+        for k, v in cloud_env(cloud, tmp_path / "ws").items():
+            monkeypatch.setenv(k, v)
+        assert main(["teacher", "ask", "我的电话是13812345678，能发顺丰吗", "--teacher", "openai"]) == 0
+        out = capsys.readouterr()
+        assert out.out.strip() == "Reply: 我的电话是13812345678，能发顺丰吗"  # restored locally ...
+        assert "13812345678" not in cloud.raw[0].decode()  # ... never sent
+        assert (tmp_path / "ws" / "audit" / "outbound.jsonl").exists() and "gemini-1.5-pro" in out.err

@@ -104,7 +104,7 @@ def test_official_openai_client_speaks_the_doubles_wire_format(cloud):
                                             stream_options={"include_usage": True})
     streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert streamed == "Reply: 发什么快递？"
-    ours = OpenAITeacher(base_url=cloud.base_url, model="gemini-1.5-pro", api_key="sk-test", max_tokens=64)
+    ours = OpenAITeacher(require_gate=False, base_url=cloud.base_url, model="gemini-1.5-pro", api_key="sk-test", max_tokens=64)
     r = ours.reply(msgs)
     assert r.text == out.choices[0].message.content and r.usage.prompt_tokens == out.usage.prompt_tokens
     theirs_body, our_body = cloud.requests[0], cloud.requests[2]
@@ -127,3 +127,20 @@ def test_default_teacher_is_the_cloud_when_configured_else_the_reference(env, mo
     monkeypatch.delenv("ENDCLOUD_CLOUD_BASE_URL")
     t = default_teacher(shop=zh_pack_dir, workspace=env, examples=pairs)
     assert isinstance(t, ReferenceTeacher) and not t.remote
+
+
+def test_gate_rescans_the_exact_body_before_it_leaves(monkeypatch, cloud, tmp_path):
+    real = privacy.contains_pii
+    # a detector that only fires on the serialised request (as if JSON framing exposed something)
+    monkeypatch.setattr(privacy, "contains_pii", lambda text: '"model"' in text or real(text))
+    gate = PrivacyGate(OpenAITeacher(base_url=cloud.base_url, model="m", api_key="k"), audit=privacy.AuditLog(tmp_path / "a.jsonl"))
+    with pytest.raises(PrivacyError, match="body"):
+        gate.reply([{"role": "user", "content": "在吗"}])
+    assert cloud.requests == [] and not (tmp_path / "a.jsonl").exists()
+
+
+def test_an_ungated_client_refuses_to_send(cloud):
+    t = OpenAITeacher(base_url=cloud.base_url, model="m", api_key="k")
+    with pytest.raises(PrivacyError, match="PrivacyGate"):
+        t.reply([{"role": "user", "content": "电话13812345678"}])
+    assert cloud.requests == []

@@ -33,7 +33,7 @@ def scripted(responses: list[httpx.Response]):
 
 def make(transport, **kw) -> OpenAITeacher:
     kw.setdefault("backoff", 0.001)
-    return OpenAITeacher(base_url="http://cloud.test/v1", model="m", api_key="sk-test", transport=transport, **kw)
+    return OpenAITeacher(require_gate=False, base_url="http://cloud.test/v1", model="m", api_key="sk-test", transport=transport, **kw)
 
 
 def test_retries_429_honouring_retry_after_then_succeeds():
@@ -88,7 +88,7 @@ def test_malformed_then_good_is_recovered():
 
 def test_timeout_against_a_hanging_server_is_bounded():
     with FaultyCloud(ptimeout=1.0, hang=5.0) as cloud:
-        t = OpenAITeacher(base_url=cloud.base_url, model="m", api_key="k", timeout=0.3, max_retries=1, backoff=0.01)
+        t = OpenAITeacher(require_gate=False, base_url=cloud.base_url, model="m", api_key="k", timeout=0.3, max_retries=1, backoff=0.01)
         with pytest.raises(TeacherTimeout, match="0.3s"):
             t.reply(HI)
         assert len(cloud.requests) == 2
@@ -98,7 +98,7 @@ def test_slow_drip_cannot_outlast_the_whole_attempt_deadline():
     # Each 16-byte piece arrives well within a per-read timeout; only a whole-attempt
     # deadline stops a server that drips forever.
     with FaultyCloud(drip=0.05) as cloud:
-        t = OpenAITeacher(base_url=cloud.base_url, model="m", api_key="k", timeout=0.4, max_retries=0)
+        t = OpenAITeacher(require_gate=False, base_url=cloud.base_url, model="m", api_key="k", timeout=0.4, max_retries=0)
         with pytest.raises(TeacherTimeout):
             t.reply(HI)
 
@@ -106,7 +106,7 @@ def test_slow_drip_cannot_outlast_the_whole_attempt_deadline():
 def test_real_http_faults_all_recovered(cloud):
     cloud.script = ["429", "500", "malformed", "empty", "ok"]
     cloud.retry_after = 0.01
-    t = OpenAITeacher(base_url=cloud.base_url, model="m", api_key="k", backoff=0.001, max_retries=4)
+    t = OpenAITeacher(require_gate=False, base_url=cloud.base_url, model="m", api_key="k", backoff=0.001, max_retries=4)
     r = t.reply([{"role": "user", "content": "你好"}])
     assert r.text == "Reply: 你好"
     assert cloud.outcomes == ["429", "500", "malformed", "empty", "ok"]
@@ -115,7 +115,7 @@ def test_real_http_faults_all_recovered(cloud):
 
 def test_concurrency_limit_is_respected():
     with FaultyCloud(latency=0.1) as cloud:
-        t = OpenAITeacher(base_url=cloud.base_url, model="m", api_key="k", concurrency=3)
+        t = OpenAITeacher(require_gate=False, base_url=cloud.base_url, model="m", api_key="k", concurrency=3)
 
         async def many():
             try:
@@ -148,7 +148,7 @@ def test_missing_env_names_the_variable(monkeypatch):
 def test_bad_settings_fail_at_start_naming_the_setting(kw, flag):
     args = {"base_url": "http://cloud.test/v1", "model": "m", "api_key": "k", **kw}
     with pytest.raises(ConfigError, match=flag):
-        OpenAITeacher(**args)
+        OpenAITeacher(require_gate=False, **args)
 
 
 def test_cost_ledger_and_budget_cap():
@@ -167,7 +167,7 @@ def test_cost_ledger_and_budget_cap():
 
 def test_budget_needs_a_known_price():
     with pytest.raises(ConfigError, match="--price"):
-        OpenAITeacher(base_url="http://x/v1", model="my-private-model", api_key="k", ledger=CostLedger(budget=1.0))
+        OpenAITeacher(require_gate=False, base_url="http://x/v1", model="my-private-model", api_key="k", ledger=CostLedger(budget=1.0))
     assert PriceTable().lookup("models/gemini-1.5-pro-002") == PriceTable().prices["gemini-1.5-pro"]
 
 
@@ -181,3 +181,12 @@ def test_rate_limiter_spaces_requests_and_tokens():
     now[0] += 30.0
     assert lim.reserve(0) == 0.0
     assert lim.reserve(90) == 0.0 and lim.reserve(20) == pytest.approx(1.0)  # 10 tokens short at 10 tok/s
+
+
+def test_wrong_key_against_a_real_server_names_the_variable():
+    with FaultyCloud(api_key="right") as cloud:
+        with pytest.raises(TeacherStatusError, match="ENDCLOUD_CLOUD_API_KEY") as e:
+            OpenAITeacher(require_gate=False, base_url=cloud.base_url, model="m", api_key="wrong").reply(HI)
+        assert e.value.status == 401 and cloud.requests == []
+        ok = OpenAITeacher(require_gate=False, base_url=cloud.base_url, model="m", api_key="right").reply(HI)
+        assert ok.text == "Reply: hi"

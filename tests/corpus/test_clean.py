@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections import Counter
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from endcloud.corpus import CleanConfig, clean_text, clean_turns, detect_lang, join_segmented, near_key
 from endcloud.records import Turn
@@ -91,3 +94,11 @@ def test_near_key_ignores_punctuation_digits_case_space():
     assert near_key("好的，亲！3天内发货。") == near_key("好的 亲 5天内发货") == "好的亲天内发货"
     assert near_key("Yes, 20 in stock!") == near_key("yes in STOCK")
     assert near_key("好的") != near_key("不好")
+
+
+@given(st.text(alphabet="abcXYZ019 ，！？～：；（）\u3000好的亲ＡＢ１２\u0301e\u00e9\uff0e\u2460\u3002\t", max_size=30))
+@settings(max_examples=100, deadline=None)
+def test_fast_nfkc_path_equals_unicodedata(text):
+    # The cheap replacements for common full-width marks must give exactly NFKC.
+    out = clean_text(text, CleanConfig(max_turn_chars=10_000), Counter())
+    assert out == " ".join(unicodedata.normalize("NFKC", text).split())

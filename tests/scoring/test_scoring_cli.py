@@ -57,12 +57,17 @@ def test_eval_cli_with_a_real_tiny_end_model_and_reference_teacher(tmp_path, tin
 
     ws = tmp_path / "ws"
     generate_shop(ws / "shop", lang="en", sessions=20, products=8, seed=0)
+    store = ReviewStore(ws / "endcloud.db")
+    for pid, rating in (("p1", 2), ("p2", 4), ("p3", 1)):
+        store.rate(pid, rating, rater="lin", model="original")
+    store.close()
     out = tmp_path / "report"
     rc = main(["eval", "-w", str(ws), "--probes", "paper", "--model", f"original={tiny_base_dir}", "--model", f"again={tiny_base_dir}",
-               "--similarity", "char-ngram-en", "--matching", "tfidf", "--max-new-tokens", "6", "-o", str(out)])
+               "--similarity", "char-ngram-en", "--matching", "tfidf", "--max-new-tokens", "6", "--human", "store", "-o", str(out)])
     assert rc == 0, capsys.readouterr().err
     s = json.loads((out / "summary.json").read_text())
     assert s["models"] == ["original", "again"] and s["teacher"] == "reference" and s["n_inputs"] == 6
+    assert s["human"]["n"] == 3 and s["human"]["unmatched"] == 0  # ratings from the review store
     # same base, same seed: the same replies, so the same scores
     assert s["averages"]["original"]["final"] == pytest.approx(s["averages"]["again"]["final"])
     # the reference teacher answers from the shop: its delivery answer names the courier

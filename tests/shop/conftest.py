@@ -9,7 +9,7 @@ import pytest
 
 from endcloud.corpus.shopworld import generate_shop
 
-SESSIONS = 1500
+SESSIONS = 1000
 
 
 @pytest.fixture(scope="session", params=["zh", "en"])

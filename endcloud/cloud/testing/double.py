@@ -1,9 +1,17 @@
 """A fault-injecting OpenAI-compatible server on 127.0.0.1 (real HTTP, real uvicorn).
 
     with FaultyCloud(latency=0.2, p429=0.04, p500=0.03, pmalformed=0.03, seed=1) as cloud:
-        teacher = OpenAITeacher(base_url=cloud.base_url, model="double", api_key="x")
-        teacher.reply([{"role": "user", "content": "hi"}])
+        teacher = PrivacyGate(OpenAITeacher(base_url=cloud.base_url, model="double", api_key="x"),
+                              audit=AuditLog(tmp / "audit.jsonl"))
+        teacher.reply([{"role": "user", "content": "hi"}])   # -> "Reply: hi" (default responder)
         cloud.requests        # every request body received, parsed JSON, in arrival order
+        cloud.raw             # ... and the exact bytes of each
+        cloud.outcomes        # "ok" | "429" | "500" | "timeout" | "malformed" | "empty" per request
+        cloud.max_inflight    # most requests handled at once
+        cloud.reset()         # forget all of the above
+
+`responder`, `script` and `retry_after` may be changed on a running double. `api_key=`
+makes it answer 401 to any other bearer token. GET /v1/models lists `model`.
 
 Each request draws one outcome (in this order of the probabilities): 429 with Retry-After,
 500, a hang past any sane timeout, malformed JSON, an empty reply — else a good reply from

@@ -1,0 +1,46 @@
+"""`endcloud serve` and `build_app_from_workspace`: what a newcomer meets first."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from fastapi.testclient import TestClient
+
+from endcloud.cli import main
+from endcloud.config import Workspace
+from endcloud.errors import ConfigError
+from endcloud.serve.workspace import build_app_from_workspace, find_adapter
+
+
+def test_bare_serve_with_nothing_built_names_the_command(tmp_path, capsys):
+    code = main(["serve", "--workspace", str(tmp_path / "empty")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "scripts/demo" in err and "endcloud demo" in err and "--base" in err
+    assert "Traceback" not in err
+
+
+def test_bad_base_flag_is_a_clean_error(tmp_path, capsys):
+    assert main(["serve", "--workspace", str(tmp_path), "--base", str(tmp_path / "nope")]) == 2
+    assert "--base" in capsys.readouterr().err
+
+
+def test_unknown_adapter_lists_what_exists(tmp_path, tiny_base_dir):
+    ws = Workspace(tmp_path)
+    (ws.adapters / "shop").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="found: shop"):
+        find_adapter(ws, "other")
+    assert find_adapter(ws, None) == (None, None)  # a name without an active version: base only
+
+
+def test_workspace_app_serves_the_base_and_records_in_the_workspace_db(tmp_path, tiny_base_dir):
+    ws = Workspace(tmp_path)
+    shutil.copytree(tiny_base_dir, ws.base)
+    app = build_app_from_workspace(ws, cloud="none", max_new_tokens=4)
+    assert app.state.settings.db_path == ws.db
+    with TestClient(app) as c:
+        r = c.post("/v1/chat/completions", json={"model": "endcloud", "user": "w1", "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 200
+        assert r.json()["endcloud"]["answered_by"] == "end"  # no cloud: the end model answers whatever the signals say
+    assert ws.db.exists()
