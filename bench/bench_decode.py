@@ -78,7 +78,7 @@ def weight_bytes(model, fast=None) -> int:
 
 
 def child(shape: str, dtype_name: str, batches: list[int], new_tokens: int, repeats: int, threads: int,
-          quant: bool) -> dict:
+          quant: bool, only: list[str] | None = None) -> dict:
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -118,6 +118,8 @@ def child(shape: str, dtype_name: str, batches: list[int], new_tokens: int, repe
         if fw_q is not None:
             methods["fast int8"] = lambda n: ours(n, weights=fw_q)
         for name, fn in methods.items():
+            if only and name not in only:
+                continue
             fn(2)  # warm-up (allocator, oneDNN kernels)
             best = min(timed(fn, new_tokens) - timed(fn, 1) for _ in range(repeats))
             out["rows"].append({"batch": b, "method": name, "tok_s": b * (new_tokens - 1) / max(best, 1e-9)})
@@ -159,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-quant", action="store_true", help="skip the int8 rows")
+    ap.add_argument("--methods", default=None, help="comma list: generate,fast,fast+top-p,fast int8 (default all)")
     ap.add_argument("--json", type=Path, default=None, help="also write the raw results here")
     ap.add_argument("--child", nargs=2, metavar=("MODEL", "DTYPE"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -166,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.child:
         shape, dt = a.child
         n = a.new_tokens or NEW_TOKENS[shape]
-        print(json.dumps(child(shape, dt, batches, n, a.repeats, a.threads, not a.no_quant)))
+        only = a.methods.split(",") if a.methods else None
+        print(json.dumps(child(shape, dt, batches, n, a.repeats, a.threads, not a.no_quant, only)))
         return 0
     print(f"load average at start: {os.getloadavg()}", flush=True)
     bw = bandwidth(a.threads)
@@ -180,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
                 cmd += ["--new-tokens", str(a.new_tokens)]
             if a.no_quant:
                 cmd.append("--no-quant")
+            if a.methods:
+                cmd += ["--methods", a.methods]
             proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True, timeout=3600)
             results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     bw_end = bandwidth(a.threads)

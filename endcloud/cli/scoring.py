@@ -37,6 +37,18 @@ def parse_model_spec(spec: str, base_default: Path | None = None) -> tuple[str, 
     return name.strip(), base_path, Path(adapter) if adapter else None
 
 
+def expand_versions(name: str, base: Path, adapter: Path | None) -> list[tuple[str, Path, Path | None]]:
+    """An adapter folder holding versions (`adapters/lora/` with v1/, v2/, ...) becomes one
+    model per version, `lora@v1`, `lora@v2`, ...: the paper's several checkpoints of a tuner."""
+    if adapter is None or (adapter / "adapter_config.json").exists() or not adapter.is_dir():
+        return [(name, base, adapter)]
+    versions = sorted((d for d in adapter.iterdir() if d.is_dir() and d.name[:1] == "v" and d.name[1:].isdigit()),
+                      key=lambda d: int(d.name[1:]))
+    if not versions:
+        return [(name, base, adapter)]
+    return [(f"{name}@{d.name}", base, d) for d in versions]
+
+
 def _default_models(ws) -> list[str]:
     """The workspace's base plus each adapter's active version."""
     specs = [f"original={ws.base}"]
@@ -55,7 +67,8 @@ def eval_cmd(
                                           "(default: the workspace's shop/chats/eval.jsonl, else corpus/eval.jsonl)."),
     probes: Optional[str] = typer.Option(None, "--probes", help="Built-in probe set: 'paper' (the six inputs of Table VI); with --lang."),
     lang: str = typer.Option("en", "--lang", help="Language of --probes: en, zh or both."),
-    model: list[str] = typer.Option([], "--model", "-m", help="NAME=BASE[:ADAPTER], repeatable (default: workspace base + active adapters)."),
+    model: list[str] = typer.Option([], "--model", "-m", help="NAME=BASE[:ADAPTER], repeatable; an ADAPTER folder of versions (v1/, v2/...) gives NAME@v1, NAME@v2... "
+                                   "(default: workspace base + each adapter's active version)."),
     teacher: str = typer.Option("reference", "--teacher", help="Cloud teacher: reference (offline) or openai."),
     similarity: str = typer.Option("auto", "--similarity", help="auto, minilm, char-ngram, char-ngram-en, or a sentence-transformers dir."),
     matching: str = typer.Option("auto", "--matching", help="auto (workspace matcher, else tfidf), trained, tfidf, or a model dir."),
@@ -80,7 +93,8 @@ def eval_cmd(
     if probes is not None:
         if probes != "paper":
             raise ConfigError(f"--probes knows only 'paper', got {probes!r}")
-        items = paper_probes(lang)
+        shop_eval = ws.shop / "chats" / "eval.jsonl"
+        items = paper_probes(lang, shop_eval=shop_eval if shop_eval.exists() else None)
     else:
         items = load_inputs(inputs, limit=limit)
     items = items[:limit] if limit else items
@@ -91,8 +105,8 @@ def eval_cmd(
     specs = model or _default_models(ws)
     models = {}
     for spec in specs:
-        name, base, adapter = parse_model_spec(spec, ws.base)
-        models[name] = EndModel.load(base, adapter)
+        for name, base, adapter in expand_versions(*parse_model_spec(spec, ws.base)):
+            models[name] = EndModel.load(base, adapter)
     shop = ws.shop if ws.shop.exists() else None
     t = make_teacher(teacher, shop=shop, workspace=ws)
     from endcloud.scoring.evaluator import workspace_corpus

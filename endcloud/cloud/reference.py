@@ -242,8 +242,10 @@ class ReferenceTeacher(Teacher):
         return None
 
     def _product_answer(self, p: Any, topics: list[str], zh: bool) -> str:
+        if not topics:  # "613292316090 this one", "tell me about X": everything we know
+            return self._product_line(p, zh)
         out = []
-        for t in topics or ["feature"]:
+        for t in topics:
             if t == "price":
                 out.append(f"{p.name}现在{self._money(p, zh)}哦。" if zh else f"The {p.name} is {self._money(p, zh)}.")
             elif t == "stock":
@@ -271,8 +273,6 @@ class ReferenceTeacher(Teacher):
         retrieval order first, but a paragraph showing the topic's cue words wins (so
         "ship today?" gets the cut-off paragraph, not the courier one). `strict`: only a
         paragraph with a cue word, else None."""
-        from endcloud.kb.search import _paragraphs
-
         key = POLICY_OF.get(topic, "after-sales" if topic == "restock" else topic)
         title = self.pack.policy_titles.get(key, key)
         cues = CUES.get(topic, ())
@@ -353,6 +353,25 @@ class ReferenceTeacher(Teacher):
         if zh:
             return sorry + "".join(_end(f, zh) for f in facts) + chase
         return sorry + " ".join(_end(f, zh) for f in facts) + " " + chase
+
+
+def _paragraphs(body: str) -> list[str]:
+    """A policy section's paragraphs: blank-line separated, each list item on its own
+    (the same units `endcloud.kb` retrieves)."""
+    paras: list[str] = []
+    buf: list[str] = []
+    for line in body.splitlines():
+        s = line.strip()
+        item = re.match(r"^(?:[-*]|\d+[.)、])\s*", s)
+        if not s or item:
+            if buf:
+                paras.append(" ".join(buf))
+            buf = [s[item.end():]] if item else []
+        else:
+            buf.append(s)
+    if buf:
+        paras.append(" ".join(buf))
+    return [p for p in paras if p]
 
 
 def _end(text: str, zh: bool) -> str:

@@ -12,8 +12,14 @@ Rules, in order (the name in brackets is the counter in the corpus report):
 6. Empty turns dropped [`empty_dropped`]; two turns of one speaker that meet after a
    drop are merged [`merged_after_clean`].
 
-Masked placeholders (`[订单x]`, `[ORDERID_123]`, `4**号`) pass through unchanged: NFKC and
-the whitespace rule do not touch ASCII brackets, letters, digits or `*`.
+Counts are per turn (after a reader merged one speaker's consecutive messages), except
+emoticons and URLs, which are counted per occurrence. Masked placeholders (`[订单x]`,
+`[ORDERID_123]`, `4**号`) pass through unchanged: NFKC and the whitespace rule do not touch
+ASCII brackets, letters, digits or `*`.
+
+Also here: `detect_lang` (zh when CJK characters are at least 30% of the letters, else en;
+the report's `sessions_zh` / `sessions_en`) and `near_key`, what the near-duplicate check
+compares (no punctuation, whitespace, digits or case).
 """
 
 from __future__ import annotations

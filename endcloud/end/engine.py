@@ -37,7 +37,7 @@ The mean covers the reply's tokens plus the end-of-turn token when the reply end
 from __future__ import annotations
 
 import copy
-import os
+import math
 import random
 import threading
 from dataclasses import dataclass
@@ -50,8 +50,6 @@ from endcloud.errors import DataError, ModelError
 ROLES = ("system", "user", "assistant")
 # Above this much weight on disk a base defaults to bf16: measured faster on this CPU (STACK-NOTES).
 BF16_DEFAULT_BYTES = 400 * 2**20
-# top-p first looks at this many most likely tokens; a full sort only when their mass < top_p.
-TOP_P_CANDIDATES = 256
 
 
 @dataclass
@@ -296,7 +294,7 @@ class EndModel:
             text = self.tokenizer.decode(toks, skip_special_tokens=True).strip()
             n = len(toks) + (1 if end else 0)
             mean = float(sum(lp) / n) if n else 0.0
-            out.append(Generation(text=text, confidence=float(_exp(mean)), tokens=len(toks), logprob=mean))
+            out.append(Generation(text=text, confidence=math.exp(mean), tokens=len(toks), logprob=mean))
         return out
 
     def _run(self, variant: _Variant, prompts: list[list[int]], max_new_tokens: int, temperature: float,
@@ -325,12 +323,6 @@ class EndModel:
         return fastdecode.forced_logits(runner, prompts, forced, pad_id=self.tokenizer.pad_token_id or 0)
 
 
-def _exp(x: float) -> float:
-    import math
-
-    return math.exp(x)
-
-
 def _check_messages(messages) -> list[dict]:
     if not isinstance(messages, (list, tuple)) or not messages:
         raise DataError(f"a conversation must be a non-empty list of messages, got {messages!r:.80}")
@@ -343,7 +335,3 @@ def _check_messages(messages) -> list[dict]:
         out.append({"role": m["role"], "content": m["content"]})
     return out
 
-
-def default_threads() -> int:
-    """Threads for decode: all cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -278,6 +278,7 @@ def pretrain(
         raise DataError(f"too little text to hold some out ({len(docs)} documents); give more chats or text")
 
     t_start = time.perf_counter()
+    cpu_start = time.process_time()  # CPU seconds: comparable across busy and quiet machines
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     tok = train_tokenizer(_texts(train_docs), vocab_size=cfg.vocab_size, min_frequency=2)
@@ -364,6 +365,8 @@ def pretrain(
         "steps": done,
         "tokens": tokens,
         "seconds": round(time.perf_counter() - t_start, 2),
+        "cpu_seconds": round(time.process_time() - cpu_start, 2),
+        "threads": torch.get_num_threads(),
         "samples": samples,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "versions": _versions(),

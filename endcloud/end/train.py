@@ -358,6 +358,7 @@ def train(
         on_start(model)
     model.train()
     t0 = time.perf_counter()
+    cpu0 = time.process_time()  # CPU seconds: comparable across busy and quiet machines
     tokens = 0
     prog, task = _progress(progress, steps, start)
     with prog:
@@ -409,6 +410,8 @@ def train(
         "steps": steps,
         "resumed_from": resumed_from,
         "seconds_this_session": round(seconds, 2),
+        "cpu_seconds_this_session": round(time.process_time() - cpu0, 2),
+        "threads": torch.get_num_threads(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "versions": _versions(),
     }

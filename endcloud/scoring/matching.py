@@ -101,7 +101,11 @@ class TrainedMatcher(Scorer):
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "TrainedMatcher":
-        return _load_trained(str(Path(path).expanduser().resolve()))
+        """Load a `matcher train` output (cached per process until the folder is retrained)."""
+        folder = Path(path).expanduser().resolve()
+        cfg = folder / MATCHER_CONFIG
+        stamp = cfg.stat().st_mtime_ns if cfg.exists() else 0
+        return _load_trained(str(folder), stamp)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Weights then config, each written atomically; the config's presence marks a complete matcher."""
@@ -144,7 +148,7 @@ def _unit(x) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=4)
-def _load_trained(path: str) -> TrainedMatcher:
+def _load_trained(path: str, stamp: int) -> TrainedMatcher:  # stamp: the config's mtime, so a retrain reloads
     from safetensors.numpy import load_file
 
     folder = Path(path)

@@ -95,7 +95,7 @@ def _human_agreement(rows: list[dict[str, Any]], ratings: list[dict[str, Any]], 
     for rt in ratings:
         rid, model = rt["id"], rt["model"]
         if model is None and "@" in rid:
-            rid, model = rid.rsplit("@", 1)
+            rid, model = rid.split("@", 1)  # model names may hold "@" (lora@3000), input ids do not
         if model is None and len(models) == 1:
             model = models[0]
         cell = cells.get((rid, model))

@@ -40,7 +40,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from endcloud.errors import ConfigError, DataError, EndcloudError, ModelError, TeacherError
 from endcloud.serve.engine import Engine
 from endcloud.serve.metrics import CONTENT_TYPE_LATEST, Metrics
-from endcloud.serve.router import MODELS, Decision, Router, Signals
+from endcloud.serve.router import MODELS, Router, Signals
 from endcloud.serve.settings import ServeSettings
 from endcloud.serve.signals import LexicalMatcher, approx_tokens, frustration
 
@@ -175,6 +175,9 @@ class RateLimiter:
 
     def check(self, key: str) -> float:
         now = self.clock()
+        if len(self._hits) > 10_000:  # forget customers idle for a minute, so memory stays bounded
+            for k in [k for k, q in self._hits.items() if not q or now - q[-1] >= 60.0]:
+                del self._hits[k]
         q = self._hits[key]
         while q and now - q[0] >= 60.0:
             q.popleft()
@@ -383,14 +386,19 @@ class ChatService:
         return convo, system, knowledge
 
     # -- the turn ------------------------------------------------------------------------
-    async def turn(self, req: ChatRequest, customer: str, messages: list[dict[str, str]], *, message_id: str,
-                   session_header: str | None) -> TurnResult:
-        store = self.store
+    def open_session(self, req: ChatRequest, customer: str, session_header: str | None) -> str:
+        try:
+            return self.store.open_session(customer, req.session_id or session_header)
+        except DataError as e:
+            raise ApiError(403, f"{e}; omit session_id to continue your own latest session", code="session_forbidden",
+                           param="session_id") from None
 
+    async def turn(self, req: ChatRequest, customer: str, messages: list[dict[str, str]], *, message_id: str,
+                   session_id: str) -> TurnResult:
+        store = self.store
         # Inline, not in a worker thread: these are sub-millisecond SQLite reads and WAL
         # appends without fsync (synchronous=NORMAL), and a thread hop per request spreads
         # the arrivals of customers who write at the same time over more than one batch window.
-        session_id = store.open_session(customer, req.session_id or session_header)
         convo, system, knowledge = self._context(customer, session_id, messages)
         query = messages[-1]["content"]
         store.add_message(session_id, "user", query)
@@ -538,9 +546,12 @@ def create_app(settings: ServeSettings | None = None, *, engine: Any = None, tea
         st.service = ChatService(settings, engine=st.engine, teacher=st.teacher, scorer=st.scorer,
                                  kb=st.kb, store=st.store, metrics=metrics)
         st.engine.start()
+        stops = [stop for hook in st.startup_hooks if (stop := hook(app)) is not None]
         try:
             yield
         finally:
+            for stop in stops:
+                stop()
             await st.engine.stop()
             if st.owns_store:
                 st.store.close()
@@ -554,6 +565,8 @@ def create_app(settings: ServeSettings | None = None, *, engine: Any = None, tea
     app.state.kb = kb
     app.state.store = store
     app.state.owns_store = False
+    # callables hook(app) -> stop | None run once the engine is up (e.g. the adapter watcher)
+    app.state.startup_hooks = []
     app.state.metrics = metrics
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
@@ -572,26 +585,26 @@ def create_app(settings: ServeSettings | None = None, *, engine: Any = None, tea
             metrics.requests.labels(model=req.model[:32] if req.model in MODELS else "other", answered_by="none",
                                     status=str(e.status)).inc()
             raise
-        session_header = request.headers.get(SESSION_HEADER)
+        session_id = svc.open_session(req, customer, request.headers.get(SESSION_HEADER))
         message_id = "chatcmpl-" + uuid.uuid4().hex[:24]
         if not req.stream:
-            result = await svc.turn(req, customer, messages, message_id=message_id, session_header=session_header)
+            result = await svc.turn(req, customer, messages, message_id=message_id, session_id=session_id)
             ttft = time.perf_counter() - t0
             await _record(svc, result, messages[-1]["content"], t0=t0, ttft=ttft)
             metrics.ttft.labels(stream="false").observe(ttft)
             metrics.latency.labels(stream="false").observe(time.perf_counter() - t0)
             metrics.requests.labels(model=req.model, answered_by=result.answered_by, status="200").inc()
             return JSONResponse(_completion_json(result))
-        return StreamingResponse(_stream(svc, req, customer, messages, t0, message_id, session_header),
+        return StreamingResponse(_stream(svc, req, customer, messages, t0, message_id, session_id),
                                  media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    async def _stream(svc: ChatService, req: ChatRequest, customer: str, messages, t0: float, mid: str, session_header):
+    async def _stream(svc: ChatService, req: ChatRequest, customer: str, messages, t0: float, mid: str, session_id: str):
         created = int(time.time())
         # The role chunk goes out at once: the customer sees the reply start while the turn runs.
         yield _chunk(mid, created, req.model, {"role": "assistant", "content": ""}, endcloud={"message_id": mid})
         try:
-            result = await svc.turn(req, customer, messages, message_id=mid, session_header=session_header)
+            result = await svc.turn(req, customer, messages, message_id=mid, session_id=session_id)
         except Exception as e:
             log.exception("streamed turn failed")
             status = 400 if isinstance(e, (DataError, ConfigError)) else 500
@@ -723,4 +736,4 @@ def load_kb(shop_dir: str | Path, store: Any = None):
     return KnowledgeBase(pack)
 
 
-__all__ = ["ApiError", "ChatRequest", "ChatService", "RateLimiter", "TurnResult", "create_app", "load_kb", "Decision"]
+__all__ = ["ApiError", "ChatRequest", "ChatService", "RateLimiter", "TurnResult", "create_app", "load_kb"]

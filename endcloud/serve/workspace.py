@@ -10,9 +10,11 @@ What is served, and where it comes from:
              workspace's adapter (the only name, or "shop" when there are several)
     shop     --shop, else <workspace>/shop when it holds a pack
     cloud    ENDCLOUD_CLOUD_BASE_URL set -> the OpenAI-compatible teacher (always behind the
-             privacy gate); else the offline reference teacher answering from the shop pack
+             privacy gate); else the offline reference teacher answering from the shop pack;
+             neither -> no cloud (the end model answers every turn; decisions still logged)
     matcher  the workspace's trained matcher, else character TF-IDF
 Nothing built yet -> a ConfigError naming the command to run (never a traceback).
+Promotions: the server follows `adapters/<name>/active` (see `watch_name`) and hot-swaps.
 """
 
 from __future__ import annotations
@@ -77,16 +79,22 @@ def make_cloud(ws: Workspace, shop_dir: Path | None, cloud: str | None = None) -
     """The takeover teacher: `cloud` by name, else openai when ENDCLOUD_CLOUD_BASE_URL is set, else reference."""
     from endcloud.cloud import make_teacher
 
-    name = cloud or ("openai" if os.environ.get("ENDCLOUD_CLOUD_BASE_URL") else "reference")
+    name = cloud or ("openai" if os.environ.get("ENDCLOUD_CLOUD_BASE_URL") else "reference" if shop_dir else "none")
     if name == "none":
+        log.warning("no cloud configured: the end model answers every turn (set ENDCLOUD_CLOUD_BASE_URL or --shop)")
         return None
     return make_teacher(name, shop=shop_dir, workspace=ws)
 
 
 def build_app_from_workspace(workspace: str | os.PathLike[str] | Workspace | None = None, *, base=None, adapter=None,
-                             shop=None, cloud: str | None = None, teacher: Any = None, extra_routers=(), **settings: Any):
+                             shop=None, cloud: str | None = None, teacher: Any = None, extra_routers=(),
+                             watch_s: float = 5.0, **settings: Any):
     """The FastAPI app serving a workspace (see the module docstring). Extra keywords are
-    `ServeSettings` fields (host, port, min_match, ...). Raises ConfigError when nothing is built."""
+    `ServeSettings` fields (host, port, min_match, ...). Raises ConfigError when nothing is built.
+
+    Unless `--adapter` pins a version, the server follows the adapter's `active` pointer
+    (polled every `watch_s` s; 0 turns it off), so promotions made by a separate
+    `endcloud evolve` process are served without a restart."""
     from endcloud.serve.app import create_app
 
     ws = workspace if isinstance(workspace, Workspace) else Workspace.resolve(workspace)
@@ -106,4 +114,34 @@ def build_app_from_workspace(workspace: str | os.PathLike[str] | Workspace | Non
         log.warning("matcher unavailable (%s); using the lexical matcher", e)
     s = ServeSettings.from_env(base_dir=base_dir, adapter_dir=adapter_dir, adapter_name=adapter_label, shop_dir=shop_dir,
                                db_path=ws.db, audit_path=ws.audit, **settings)
-    return create_app(s, teacher=teacher, scorer=scorer, extra_routers=extra_routers)
+    app = create_app(s, teacher=teacher, scorer=scorer, extra_routers=extra_routers)
+    follow = watch_name(ws, adapter, adapter_label)
+    if follow is not None and watch_s > 0:
+        app.state.startup_hooks.append(lambda app: _watch(app, ws, follow, watch_s))
+    return app
+
+
+def watch_name(ws: Workspace, adapter: Any, label: str | None) -> str | None:
+    """The adapter name whose `active` pointer the server follows: the served one unless
+    --adapter pinned a version or a folder; the default name when nothing is published yet."""
+    if adapter is None:
+        return label.split("/")[0] if label else DEFAULT_ADAPTER_NAME
+    text = str(adapter)
+    if "/" in text or (Path(text).expanduser() / "adapter_config.json").exists():
+        return None  # pinned
+    return text
+
+
+def _watch(app, ws: Workspace, name: str, interval_s: float):
+    """Start following promotions made by a separate `endcloud evolve` process; return its stop."""
+    try:
+        from endcloud.end.adapters import AdapterRegistry
+        from endcloud.evolve.service import ActiveWatcher
+
+        engine = app.state.engine
+        watcher = ActiveWatcher(AdapterRegistry(ws.adapters), name, engine.swap_adapter, interval_s=interval_s).start()
+    except Exception as e:  # following promotions is a convenience; serving goes on without it
+        log.warning("not following adapter promotions of %r: %s", name, e)
+        return None
+    log.info("following promotions of adapter %r every %.0f s", name, interval_s)
+    return watcher.stop

@@ -67,7 +67,8 @@ def _live_app(tiny_base_dir, adapter_dir, db):
 
 def _chat(client: httpx.Client, i: int) -> dict:
     r = client.post("/v1/chat/completions", json={
-        "model": "end", "user": f"load-{i}", "max_tokens": 8, "temperature": 0.8, "seed": i,
+        # one generation setting for all (no per-request seed): requests are batched together
+        "model": "end", "user": f"load-{i}", "max_tokens": 8, "temperature": 0.0,
         "messages": [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}]})
     body = r.json()
     text = body["choices"][0]["message"]["content"] if r.status_code == 200 else None
@@ -128,7 +129,7 @@ def test_requests_during_repeated_swaps_all_succeed(tiny_base_dir, adapters, tmp
     # each reply records the adapter that was being served: both were, during this load
     served_by = {store.reply(r["id"])["adapter"] for r in rows}
     assert served_by == {str(a1), str(a2)}, served_by
-    assert len(engine.batcher.batch_sizes) > 1  # the load really spanned many batches between swaps
+    assert max(engine.batcher.batch_sizes) > 1  # concurrent customers really shared batches
     store.close()
 
 

@@ -84,7 +84,9 @@ def test_dashboard_renders_plots(review_app):
         browser = _browser(p)
         page = browser.new_page()
         page.goto(srv.url + "/dashboard")
-        page.wait_for_function("document.getElementById('p-scores').complete && document.getElementById('p-scores').naturalWidth > 0")
+        page.wait_for_function("['scores','takeover','cost','adapters'].every(k => {"
+                               " const im = document.getElementById('p-' + k); return im.complete && im.naturalWidth > 0; })",
+                               timeout=60_000)
         for k in ("scores", "takeover", "cost", "adapters"):
             assert page.evaluate(f"document.getElementById('p-{k}').naturalWidth") > 100
         assert "turns served" in page.inner_text("#cards")

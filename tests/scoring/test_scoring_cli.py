@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -68,9 +69,29 @@ def test_eval_cli_with_a_real_tiny_end_model_and_reference_teacher(tmp_path, tin
     s = json.loads((out / "summary.json").read_text())
     assert s["models"] == ["original", "again"] and s["teacher"] == "reference" and s["n_inputs"] == 6
     assert s["human"]["n"] == 3 and s["human"]["unmatched"] == 0  # ratings from the review store
+    assert s["n_inputs_with_facts"] >= 4 and s["fact_accuracy"]["cloud"] is not None  # the probes took the shop's facts
     # same base, same seed: the same replies, so the same scores
     assert s["averages"]["original"]["final"] == pytest.approx(s["averages"]["again"]["final"])
     # the reference teacher answers from the shop: its delivery answer names the courier
     rows = (out / "components.csv").read_text(encoding="utf-8")
     assert "ZTO" in rows or "courier" in rows.lower()
     assert (out / "scores.png").stat().st_size > 1000
+
+
+def test_model_specs_parse_and_expand_checkpoints(tmp_path):
+    from endcloud.cli.scoring import expand_versions, parse_model_spec
+    from endcloud.errors import ConfigError
+
+    assert parse_model_spec("lora=/b:/a/v1") == ("lora", Path("/b"), Path("/a/v1"))
+    assert parse_model_spec("original=/b") == ("original", Path("/b"), None)
+    assert parse_model_spec("lora=:/a", base_default=Path("/ws/base")) == ("lora", Path("/ws/base"), Path("/a"))
+    with pytest.raises(ConfigError, match="empty NAME"):
+        parse_model_spec("=/b")
+    for v in ("v1", "v10", "v2"):
+        (tmp_path / "lora" / v).mkdir(parents=True)
+    (tmp_path / "lora" / "active").write_text("v2\n")
+    got = expand_versions("lora", Path("/b"), tmp_path / "lora")
+    assert [n for n, _, _ in got] == ["lora@v1", "lora@v2", "lora@v10"] and got[2][2] == tmp_path / "lora" / "v10"
+    (tmp_path / "one").mkdir()
+    (tmp_path / "one" / "adapter_config.json").write_text("{}")
+    assert expand_versions("x", Path("/b"), tmp_path / "one") == [("x", Path("/b"), tmp_path / "one")]

@@ -95,6 +95,23 @@ def test_paper_probes_are_built_in():
     assert len({p.id for p in paper_probes("both")}) == 12
 
 
+def test_paper_probes_match_the_synthetic_shops():
+    from endcloud.corpus.shopworld import PROBES
+
+    for lang in ("en", "zh"):
+        assert [(p.intent, p.query) for p in paper_probes(lang)] == list(PROBES[lang])
+
+
+def test_paper_probes_take_the_shops_facts(tmp_path):
+    rows = [{"id": "probe-2", "lang": "en", "intent": "courier", "query": "Can I choose the delivery service?", "facts": ["ZTO Express"]},
+            {"id": "probe-2", "lang": "zh", "intent": "courier", "query": "可以选快递吗？", "facts": ["中通"]}]
+    path = tmp_path / "eval.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    en = paper_probes("en", shop_eval=path)
+    assert en[1].facts == ["ZTO Express"] and en[0].facts is None
+    assert paper_probes("zh", shop_eval=path)[1].facts == ["中通"]
+
+
 def test_load_inputs_accepts_shop_eval_corpus_pairs_chats_and_text(tmp_path):
     shop = tmp_path / "eval.jsonl"
     shop.write_text(json.dumps({"id": "e1", "lang": "zh", "intent": "price", "query": "毛巾多少钱", "context": [{"role": "user", "content": "在吗"},

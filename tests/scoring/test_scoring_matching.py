@@ -104,3 +104,18 @@ def test_cross_encoder_directory_gives_sigmoid_probabilities(tmp_path):
     with torch.no_grad():
         logits = model.eval()(**tok(q, r, return_tensors="pt", padding=True)).logits.squeeze(-1)
     np.testing.assert_allclose(got, torch.sigmoid(logits).numpy(), atol=1e-5)
+
+
+def test_retraining_a_folder_reloads_it(trained_matcher_dir, tmp_path):
+    import os
+
+    src = TrainedMatcher.load(trained_matcher_dir[0])
+    src.save(tmp_path / "m")
+    first = TrainedMatcher.load(tmp_path / "m")
+    assert TrainedMatcher.load(tmp_path / "m") is first  # cached
+    changed = TrainedMatcher(w_query=src.w_query, w_reply=src.w_reply, config={**src.config, "platt": {"a": 1.0, "b": -50.0}})
+    changed.save(tmp_path / "m")
+    cfg = tmp_path / "m" / "matcher.json"
+    os.utime(cfg, ns=(cfg.stat().st_atime_ns, cfg.stat().st_mtime_ns + 10**9))  # coarse-mtime filesystems
+    again = TrainedMatcher.load(tmp_path / "m")
+    assert again is not first and again.config["platt"]["b"] == -50.0

@@ -126,6 +126,17 @@ def test_stored_history_and_profile_reach_the_model(tmp_path):
     assert [m["role"] for m in sess["messages"]] == ["user", "assistant", "user", "assistant"]
 
 
+def test_someone_elses_session_is_refused(tmp_path):
+    app, _ = make(tmp_path)
+    with TestClient(app) as c:
+        sid = chat(c, user="alice").json()["endcloud"]["session_id"]
+        r = chat(c, user="mallory", session_id=sid)
+        s = c.post("/v1/chat/completions", headers={"X-Endcloud-Session": sid}, json={
+            "model": "end", "stream": True, "user": "mallory", "messages": [{"role": "user", "content": "x"}]})
+    _assert_error(r, 403, "another customer")
+    _assert_error(s, 403, "another customer")
+
+
 def test_client_history_is_used_as_sent(tmp_path):
     model = ScriptedModel()
     app, _ = make(tmp_path, model=model)
@@ -254,3 +265,40 @@ def test_extra_routers_are_included(tmp_path):
     app = create_app(ServeSettings(), engine=ScriptedModel(), extra_routers=[router])
     with TestClient(app) as c:
         assert c.get("/review/ping").json() == {"pong": True}
+
+
+def _shop(root):
+    root.mkdir()
+    (root / "shop.yaml").write_text("name: Towel Town\nlanguage: en\ncurrency: USD\n", encoding="utf-8")
+    (root / "catalog.csv").write_text("sku,name,price,stock,material\nT-1,Bath towel,12.5,40,cotton\n", encoding="utf-8")
+    (root / "faq.jsonl").write_text('{"question": "Which courier do you use?", "answer": "We ship with ZTO Express."}\n',
+                                    encoding="utf-8")
+    (root / "policies.md").write_text("## Returns\n<!-- key: returns -->\nReturns are accepted within 7 days.\n", encoding="utf-8")
+    (root / "orders.csv").write_text("order_id,customer,sku,status\nA-1001,carol,T-1,shipped\n", encoding="utf-8")
+    return root
+
+
+def test_shop_knowledge_and_orders_reach_the_model(tmp_path):
+    model = ScriptedModel()
+    s = ServeSettings(db_path=tmp_path / "endcloud.db", shop_dir=_shop(tmp_path / "shop"), min_match=0.0)
+    app = create_app(s, engine=model)
+    with TestClient(app) as c:
+        body = chat(c, "Which courier do you use?", user="carol").json()
+    system = model.batches[-1][0][0]
+    assert system["role"] == "system"
+    assert "ZTO Express" in system["content"]  # the FAQ snippet
+    assert "A-1001" in system["content"]  # carol's order, from the pack's orders.csv
+    assert any(k["source"] == "faq" for k in body["endcloud"]["knowledge"])
+
+
+def test_rate_limiter_window_slides_and_forgets():
+    from endcloud.serve.app import RateLimiter
+
+    now = [0.0]
+    rl = RateLimiter(2, clock=lambda: now[0])
+    assert rl.check("a") == 0 and rl.check("a") == 0
+    assert rl.check("a") == pytest.approx(60.0)
+    now[0] = 30.0
+    assert rl.check("a") == pytest.approx(30.0)
+    now[0] = 60.0
+    assert rl.check("a") == 0  # the first hit left the window

@@ -196,3 +196,29 @@ def test_restart_keeps_sessions_and_feedback(tmp_path, end_model, cloud):
         c = OpenAI(base_url=srv2.base_url + "/v1", api_key="x", max_retries=0, timeout=60)
         third = c.chat.completions.create(model="end", messages=[{"role": "user", "content": "third"}], user="r1")
         assert ext(third)["session_id"] == sid
+
+
+def test_hot_swap_to_a_real_adapter_while_serving(live, tiny_base_dir, tmp_path, client):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from endcloud.errors import ModelError
+
+    adapter = tmp_path / "adapters" / "shop" / "v1"
+    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_base_dir),
+                                LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    peft_model.save_pretrained(adapter)
+    srv, app = live
+    engine = app.state.engine
+    try:
+        engine.swap_adapter(adapter)  # what the evolution loop calls in-process
+        assert httpx.get(f"{srv.base_url}/healthz", timeout=10).json()["adapter"] == str(adapter)
+        resp = client.chat.completions.create(model="end", messages=[{"role": "user", "content": "hi"}], user="swap")
+        assert app.state.store.reply(resp.id)["adapter"] == str(adapter)
+        assert engine.model.method == "lora"
+        with pytest.raises(ModelError):
+            engine.swap_adapter(tmp_path / "missing")
+        assert engine.adapter == str(adapter)  # a failed swap keeps serving the previous adapter
+    finally:
+        engine.swap_adapter(None)
+    assert engine.model.method == "base"

@@ -44,3 +44,43 @@ def test_workspace_app_serves_the_base_and_records_in_the_workspace_db(tmp_path,
         assert r.status_code == 200
         assert r.json()["endcloud"]["answered_by"] == "end"  # no cloud: the end model answers whatever the signals say
     assert ws.db.exists()
+
+
+def test_workspace_with_a_shop_gets_the_reference_cloud(tmp_path, tiny_base_dir, monkeypatch):
+    from tests.serve.test_app import _shop
+
+    monkeypatch.delenv("ENDCLOUD_CLOUD_BASE_URL", raising=False)
+    ws = Workspace(tmp_path)
+    shutil.copytree(tiny_base_dir, ws.base)
+    _shop(ws.shop)
+    app = build_app_from_workspace(ws)
+    assert app.state.teacher is not None and app.state.teacher.name == "reference"
+    assert app.state.settings.shop_dir == ws.shop
+    with pytest.raises(ConfigError, match="--shop"):
+        build_app_from_workspace(ws, shop=tmp_path / "nowhere", cloud="none")
+
+
+def test_workspace_server_follows_promotions(tmp_path, tiny_base_dir):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from endcloud.end.adapters import AdapterRegistry
+
+    ws = Workspace(tmp_path)
+    shutil.copytree(tiny_base_dir, ws.base)
+    src = tmp_path / "trained"
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_base_dir),
+                   LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"], task_type="CAUSAL_LM")).save_pretrained(src)
+    reg = AdapterRegistry(ws.adapters)
+    app = build_app_from_workspace(ws, cloud="none", watch_s=0.05)
+    assert app.state.settings.adapter_dir is None  # nothing published yet: the bare base
+    with TestClient(app) as c:
+        v1 = reg.publish("shop", src)
+        reg.activate("shop", "v1")
+        import time
+
+        deadline = time.monotonic() + 30
+        while app.state.engine.adapter is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert c.get("/healthz").json()["adapter"] == str(reg.active("shop"))
+    assert v1 is not None
