@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from endcloud.errors import ConfigError, DataError, EndcloudError, ModelError, TeacherError
+from endcloud.scoring.final import final_score
 from endcloud.serve.engine import Engine
 from endcloud.serve.metrics import CONTENT_TYPE_LATEST, Metrics
 from endcloud.serve.router import MODELS, Router, Signals
@@ -312,6 +313,7 @@ class ChatService:
         self.metrics = metrics
         self.router = Router.from_settings(settings)
         self.limiter = RateLimiter(settings.rate_limit_per_minute)
+        self._sim: Any = None  # loaded on the first takeover
 
     # -- request checks ----------------------------------------------------------------
     def check(self, req: ChatRequest, client: str) -> tuple[str, list[dict[str, str]]]:
@@ -454,6 +456,13 @@ class ChatService:
         scores["matcher"] = getattr(self.scorer, "name", type(self.scorer).__name__)
         if cloud_text is not None and gen is not None and gen.text.strip():
             scores["cloud_match"] = round(float((await asyncio.to_thread(self.scorer.score, [query], [cloud_text]))[0]), 6)
+            if scores.get("match") is not None:
+                # every takeover is scored the paper's way (eq. 1 with the Θ rule): the dashboard's
+                # trend and the online loop's triggers read it
+                sim = await asyncio.to_thread(self._similarity, gen.text, cloud_text)
+                if sim is not None:
+                    scores["sim"] = round(sim, 6)
+                    scores["final"] = round(float(final_score(sim, scores["match"], scores["cloud_match"])), 6)
         if usage_cloud is not None:
             usage = {"prompt_tokens": int(usage_cloud.prompt_tokens), "completion_tokens": int(usage_cloud.completion_tokens)}
             self.metrics.cloud_tokens.labels(kind="prompt").inc(usage["prompt_tokens"])
@@ -473,6 +482,20 @@ class ChatService:
             cloud_tokens=usage["total_tokens"] if usage_cloud is not None else 0,
         )
         return result
+
+    def _similarity(self, end_text: str, cloud_text: str) -> float | None:
+        """Sim(end, cloud) with the per-language offline default; None if no scorer loads."""
+        if self._sim is None:
+            try:
+                from endcloud.scoring import load_similarity
+
+                self._sim = load_similarity("auto")
+            except Exception:  # scoring is a record, never a reason to fail a customer's turn
+                log.exception("similarity scorer unavailable")
+                self._sim = False
+        if self._sim is False:
+            return None
+        return float(self._sim.score([end_text], [cloud_text])[0])
 
     async def record(self, result: TurnResult, query: str, *, t0: float, ttft: float | None) -> None:
         from endcloud.store.conversations import ServedReply

@@ -45,8 +45,9 @@ def adapters(tiny_base_dir, tmp_path_factory) -> tuple[Path, Path]:
     out = []
     for name, reply in (("a1", "亲，默认发中通快递。"), ("a2", "Yes, you can get a 10% discount.")):
         examples = [Example(messages=[{"role": "user", "content": q}], response=reply) for q in QUESTIONS]
-        res = train(tiny_base_dir, examples, root / name, method="lora", steps=5, lr=1e-2, batch_size=4,
-                    progress=False, resume=False, save_every=5, seed=0)
+        # enough steps that each adapter's greedy reply is non-empty and tells the two apart
+        res = train(tiny_base_dir, examples, root / name, method="lora", steps=10, lr=2e-2, batch_size=6,
+                    progress=False, resume=False, save_every=10, seed=0)
         assert (Path(res.adapter_dir) / "adapter_config.json").exists()
         out.append(Path(res.adapter_dir))
     return out[0], out[1]
@@ -66,13 +67,14 @@ def _live_app(tiny_base_dir, adapter_dir, db):
 
 
 def _chat(client: httpx.Client, i: int) -> dict:
+    q = QUESTIONS[i % len(QUESTIONS)]
     r = client.post("/v1/chat/completions", json={
         # one generation setting for all (no per-request seed): requests are batched together
         "model": "end", "user": f"load-{i}", "max_tokens": 8, "temperature": 0.0,
-        "messages": [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}]})
+        "messages": [{"role": "user", "content": q}]})
     body = r.json()
     text = body["choices"][0]["message"]["content"] if r.status_code == 200 else None
-    return {"status": r.status_code, "text": text, "id": body.get("id"), "body": body}
+    return {"status": r.status_code, "text": text, "id": body.get("id"), "q": q, "body": body}
 
 
 def _fire(url: str, n: int, *, until: threading.Event | None = None, workers: int = 6) -> list[dict]:
@@ -98,6 +100,14 @@ def test_requests_during_repeated_swaps_all_succeed(tiny_base_dir, adapters, tmp
     a1, a2 = adapters
     app, store = _live_app(tiny_base_dir, a1, tmp_path / "endcloud.db")
     engine = app.state.engine
+    expected = {}  # greedy replies do not depend on the batch: each adapter's reply to each question
+    for a in (a2, a1):
+        engine.model.swap_adapter(a)
+        gens = engine.model.generate([[{"role": "user", "content": q}] for q in QUESTIONS], max_new_tokens=8,
+                                     temperature=0.0)
+        expected[a] = {q: g.text for q, g in zip(QUESTIONS, gens)}
+    assert all(t.strip() for e in expected.values() for t in e.values())
+    assert expected[a1] != expected[a2]
     done = threading.Event()
     swaps, seen_health, wrong_variant = [], set(), []
 
@@ -127,6 +137,11 @@ def test_requests_during_repeated_swaps_all_succeed(tiny_base_dir, adapters, tmp
     assert len(swaps) >= 4 and not wrong_variant
     assert seen_health == {str(a1), str(a2)}
     # each reply records the adapter that was being served: both were, during this load
+    # every reply is wholly one adapter's (none half-swapped), and both adapters answered
+    from_a1 = [r["text"] == expected[a1][r["q"]] for r in rows]
+    from_a2 = [r["text"] == expected[a2][r["q"]] for r in rows]
+    assert all(x or y for x, y in zip(from_a1, from_a2)), [r["text"] for r in rows]
+    assert any(x and not y for x, y in zip(from_a1, from_a2)) and any(y and not x for x, y in zip(from_a1, from_a2))
     served_by = {store.reply(r["id"])["adapter"] for r in rows}
     assert served_by == {str(a1), str(a2)}, served_by
     assert max(engine.batcher.batch_sizes) > 1  # concurrent customers really shared batches
