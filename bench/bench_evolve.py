@@ -170,10 +170,12 @@ def run(args) -> dict:
                 break
             t_trigger = time.perf_counter()  # the wave's last downvote is in the store now
             n_promoted = len(promoted_at)
+            c0 = time.process_time()  # CPU seconds: a figure the other engineers' load distorts less
             tick = ev.tick()
             t_end = time.perf_counter()
+            cpu = round(time.process_time() - c0, 1)
             rnd = tick["round"]
-            row = {"round": k + 1, "labels_new": tick["step"]["new_labels"], "teacher_calls": tick["step"]["teacher_calls"]}
+            row = {"round": k + 1, "cpu_seconds": cpu, "labels_new": tick["step"]["new_labels"], "teacher_calls": tick["step"]["teacher_calls"]}
             if rnd is None:
                 row.update(promoted=None, seconds=round(t_end - t_trigger, 1))
                 print(f"round {k + 1}: {row['labels_new']} new labels, no round due")
@@ -185,7 +187,7 @@ def run(args) -> dict:
                            gate=rnd["gate"]["reasons"], cand=rnd["gate"]["candidate"], champ=rnd["gate"]["champion"])
                 print(f"round {k + 1}: {rnd['version']} {'PROMOTED' if rnd['promoted'] else 'rejected'} — trigger → "
                       f"{'promoted' if rnd['promoted'] else 'decision'} {row['seconds']} s (train+gate "
-                      f"{row['round_seconds']} s, {rnd['steps']} steps, {row['labels_new']} new labels); gate: "
+                      f"{row['round_seconds']} s, {cpu} CPU-s, {rnd['steps']} steps, {row['labels_new']} new labels); gate: "
                       f"{'; '.join(rnd['gate']['reasons'])}")
             rounds.append(row)
     load1 = os.getloadavg()
