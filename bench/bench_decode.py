@@ -19,6 +19,7 @@ EndModel holds), "peak" the child's ru_maxrss (adds the int8 copy and generate's
     .venv/bin/python bench/bench_decode.py                           # everything (~10 min quiet)
     .venv/bin/python bench/bench_decode.py --models tiny256 --dtypes fp32
     .venv/bin/python bench/bench_decode.py --models qwen0.5b --dtypes bf16 --new-tokens 24
+    .venv/bin/python bench/bench_decode.py --endmodel-rss qwen0.5b:bf16   # EndModel.load's peak RSS
 """
 
 from __future__ import annotations
@@ -137,6 +138,47 @@ def child(shape: str, dtype_name: str, batches: list[int], new_tokens: int, repe
     return out
 
 
+def save_model(shape: str, dtype_name: str, out: Path) -> None:
+    """A random-weight model of `shape` saved as a model dir (with a small real tokenizer)."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from endcloud.end.tokenizer import train_tokenizer
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    tok = train_tokenizer(["Hello, how can I help you today?", "您好，这款毛巾是纯棉的。"] * 20, vocab_size=300,
+                          min_frequency=1)
+    torch.set_default_dtype(dtype)
+    model = Qwen2ForCausalLM(Qwen2Config(**SHAPES[shape], tie_word_embeddings=True,
+                                         eos_token_id=tok.convert_tokens_to_ids("<|im_end|>")))
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+
+
+def load_model_rss(path: Path, dtype_name: str, threads: int) -> dict:
+    """Peak RSS of EndModel.load + one batch-8 generate, in this (fresh) process."""
+    import psutil
+
+    from endcloud.end.engine import EndModel
+
+    m = EndModel.load(path, dtype=dtype_name, threads=threads)
+    loaded = psutil.Process().memory_info().rss / 2**20
+    t = time.perf_counter()
+    m.generate([[{"role": "user", "content": f"question {i}"}] for i in range(8)], max_new_tokens=8, seed=0)
+    return {"dtype": dtype_name, "rss_loaded_mb": loaded, "generate_s": time.perf_counter() - t,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def endmodel_rss(shape: str, dtype_name: str, threads: int) -> dict:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        subprocess.run([sys.executable, __file__, "--save-model", shape, dtype_name, d], check=True, timeout=1800)
+        proc = subprocess.run([sys.executable, __file__, "--load-model", d, dtype_name, "--threads", str(threads)],
+                              stdout=subprocess.PIPE, text=True, check=True, timeout=1800)
+    return {"shape": shape, **json.loads(proc.stdout.strip().splitlines()[-1])}
+
+
 def table(results: list[dict], bw: float) -> str:
     lines = [f"read bandwidth: {bw:.1f} GB/s (x.sum() over 1 GiB, best of 5)", "",
              "| model | dtype | batch | method | tok/s | × generate | % of bound | bound tok/s | RSS loaded / peak |",
@@ -171,8 +213,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-quant", action="store_true", help="skip the int8 rows")
     ap.add_argument("--methods", default=None, help="comma list: generate,fast,fast+top-p,fast int8 (default all)")
     ap.add_argument("--json", type=Path, default=None, help="also write the raw results here")
+    ap.add_argument("--endmodel-rss", default=None, metavar="MODEL:DTYPE",
+                    help="only: peak RSS of EndModel.load of a saved model of that shape (e.g. qwen0.5b:bf16)")
     ap.add_argument("--child", nargs=2, metavar=("MODEL", "DTYPE"), help=argparse.SUPPRESS)
+    ap.add_argument("--save-model", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--load-model", nargs=2, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.save_model:
+        save_model(a.save_model[0], a.save_model[1], Path(a.save_model[2]))
+        return 0
+    if a.load_model:
+        print(json.dumps(load_model_rss(Path(a.load_model[0]), a.load_model[1], a.threads)))
+        return 0
+    if a.endmodel_rss:
+        shape, dt = a.endmodel_rss.split(":")
+        r = endmodel_rss(shape, dt, a.threads)
+        print(f"EndModel {shape} {dt}: RSS after load {r['rss_loaded_mb']:.0f} MB, peak with a batch-8 "
+              f"generate {r['peak_rss_mb']:.0f} MB")
+        return 0
     batches = [int(x) for x in a.batches.split(",")]
     if a.child:
         shape, dt = a.child

@@ -38,7 +38,7 @@ def prepare_cmd(
     console = Console(stderr=True)
     progress_cb = None
     bar = None
-    if not quiet:
+    if not quiet and console.is_terminal:  # a progress bar in a log file is just noise
         bar = Progress(
             TextColumn("[bold]corpus[/]"),
             BarColumn(),

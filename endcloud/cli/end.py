@@ -41,7 +41,7 @@ def pretrain_cmd(
     intermediate: int = typer.Option(512, help="MLP inner width."),
     seq_len: int = typer.Option(256, help="Tokens per packed training row."),
     batch_size: int = typer.Option(8, help="Rows per step."),
-    steps: int = typer.Option(300, help="Optimizer steps."),
+    steps: int = typer.Option(200, help="Optimizer steps (demo: ~2 min on 2 quiet cores; see also --max-minutes)."),
     lr: float = typer.Option(2e-3, help="Peak learning rate (warmup, then cosine decay to 10%)."),
     eval_fraction: float = typer.Option(0.05, help="Share of documents held out for loss/perplexity."),
     max_minutes: Optional[float] = typer.Option(None, help="Time budget: stop (and finish the LR decay) by then."),

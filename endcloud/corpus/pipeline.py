@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from endcloud.errors import ConfigError
+from endcloud.errors import ConfigError, EndcloudError
 from endcloud.fileio import atomic_write, write_json_atomic, write_text_atomic
 
 from endcloud.corpus.clean import CleanConfig, clean_lists, detect_lang
@@ -45,6 +45,7 @@ from endcloud.corpus.pairs import DEFAULT_MAX_CONTEXT_TURNS, pair_lines_raw
 from endcloud.corpus.readers import READERS, Chunk, check_file, detect_format
 
 DEFAULT_REDACTOR = "endcloud.privacy"
+CHUNK_TIMEOUT_S = 600.0  # one chunk (1 MiB) takes well under a second; this only catches a dead worker
 PAIRS_FILE, EVAL_FILE, REPORT_JSON, REPORT_TXT = "pairs.jsonl", "eval.jsonl", "report.json", "report.txt"
 
 Progress = Callable[[int, int, Counter], None]  # (bytes done, bytes total, counts so far)
@@ -313,14 +314,26 @@ def _results(
     pool = stack.enter_context(ctx.Pool(cfg.workers, initializer=_init_worker, initargs=(cfg,)))
     pending: collections.deque = collections.deque()
     limit = 2 * cfg.workers
+
+    def get(res: Any) -> ChunkResult:
+        # A worker killed from outside (e.g. for memory) loses its task and Pool never
+        # says so: wait a bounded time, then fail clearly instead of hanging.
+        try:
+            return res.get(timeout=CHUNK_TIMEOUT_S)
+        except mp.TimeoutError:
+            raise EndcloudError(
+                f"a corpus worker gave no result within {CHUNK_TIMEOUT_S:.0f} s (killed, e.g. out of memory?); "
+                "retry with --workers 1 to see the error"
+            ) from None
+
     for idx, chunk in tasks:
         pending.append((idx, pool.apply_async(_run_chunk, (chunk,))))
         if len(pending) >= limit:
             i, res = pending.popleft()
-            yield i, res.get()
+            yield i, get(res)
     while pending:
         i, res = pending.popleft()
-        yield i, res.get()
+        yield i, get(res)
 
 
 def prepare(
@@ -346,7 +359,9 @@ def prepare(
     report.txt into `out_dir` (each atomically). Returns the report.
 
     Raises DataError (naming file and line) for unreadable input, ConfigError or
-    RegistryError for bad options."""
+    RegistryError for bad options. With workers > 1 the workers come from a forkserver,
+    which re-imports the calling script: guard a script's top level with
+    `if __name__ == "__main__":` (the `endcloud` command already is)."""
     if not inputs:
         raise ConfigError("no input files given; pass one or more chat-log files")
     try:

@@ -51,7 +51,7 @@ class PretrainConfig:
     intermediate: int = 512
     seq_len: int = 256
     batch_size: int = 8
-    steps: int = 300
+    steps: int = 200
     lr: float = 2e-3
     warmup: int = 20
     eval_fraction: float = 0.05

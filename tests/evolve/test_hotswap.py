@@ -136,12 +136,12 @@ def test_requests_during_repeated_swaps_all_succeed(tiny_base_dir, adapters, tmp
     assert len(rows) == 60 and not bad, bad[:3]
     assert len(swaps) >= 4 and not wrong_variant
     assert seen_health == {str(a1), str(a2)}
-    # each reply records the adapter that was being served: both were, during this load
     # every reply is wholly one adapter's (none half-swapped), and both adapters answered
     from_a1 = [r["text"] == expected[a1][r["q"]] for r in rows]
     from_a2 = [r["text"] == expected[a2][r["q"]] for r in rows]
     assert all(x or y for x, y in zip(from_a1, from_a2)), [r["text"] for r in rows]
     assert any(x and not y for x, y in zip(from_a1, from_a2)) and any(y and not x for x, y in zip(from_a1, from_a2))
+    # each stored reply names the adapter being served: both were, during this load
     served_by = {store.reply(r["id"])["adapter"] for r in rows}
     assert served_by == {str(a1), str(a2)}, served_by
     assert max(engine.batcher.batch_sizes) > 1  # concurrent customers really shared batches
