@@ -226,6 +226,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--json", default=None, help="also write the figures as JSON here")
     a = p.parse_args(argv)
+    sys.stdout.reconfigure(line_buffering=True)  # figures appear as they are measured, even into a file
     res = run(a)
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=2, default=str))

@@ -549,9 +549,9 @@ def create_app(settings: ServeSettings | None = None, *, engine: Any = None, tea
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         st = app.state
         if st.engine is None:
-            if settings.base_dir is None:
+            if settings.base_dir is None and settings.engine == "transformers":
                 raise ConfigError("no end model: pass engine= or set base_dir (--base)")
-            st.engine = await asyncio.to_thread(Engine.load, settings.base_dir, settings.adapter_dir,
+            st.engine = await asyncio.to_thread(Engine.load, settings.base_dir, settings.adapter_dir, kind=settings.engine,
                                                 max_batch=settings.max_batch, window_ms=settings.batch_window_ms,
                                                 max_wait_ms=settings.batch_max_wait_ms)
             if settings.adapter_name:

@@ -29,10 +29,13 @@ class Engine:
         self.generations = 0
 
     @classmethod
-    def load(cls, base_dir: str | os.PathLike[str], adapter_dir: str | os.PathLike[str] | None = None, **kw) -> "Engine":
-        from endcloud.end.engine import EndModel  # lazy: torch/transformers
+    def load(cls, base_dir: str | os.PathLike[str] | None, adapter_dir: str | os.PathLike[str] | None = None, *,
+             kind: str = "transformers", **kw) -> "Engine":
+        """`kind` picks the end-model engine (endcloud.end.vllm.ENGINES): the in-process
+        transformers engine, or a shop-local vLLM server named by ENDCLOUD_VLLM_*."""
+        from endcloud.end.vllm import load_end_model  # lazy: torch/transformers only for "transformers"
 
-        model = EndModel.load(base_dir, adapter_dir=adapter_dir)
+        model = load_end_model(kind, base_dir=base_dir, adapter_dir=adapter_dir)
         return cls(model, adapter=str(adapter_dir) if adapter_dir else None, **kw)
 
     def _generate_batch(self, payloads: list[tuple[list[dict], str | None]], key: tuple) -> list[tuple[Any, float | None]]:

@@ -98,7 +98,9 @@ def build_app_from_workspace(workspace: str | os.PathLike[str] | Workspace | Non
     from endcloud.serve.app import create_app
 
     ws = workspace if isinstance(workspace, Workspace) else Workspace.resolve(workspace)
-    base_dir = find_base(ws, base)
+    engine = settings.get("engine") or os.environ.get("ENDCLOUD_SERVE_ENGINE", "transformers")
+    # a vLLM server holds its own base weights: the workspace's base/ is needed only in-process
+    base_dir = find_base(ws, base) if engine == "transformers" or base is not None else None
     adapter_dir, adapter_label = find_adapter(ws, adapter)
     shop_dir = Path(shop).expanduser() if shop is not None else (ws.shop if (ws.shop / "shop.yaml").exists() else None)
     if shop_dir is not None and not shop_dir.is_dir():

@@ -31,3 +31,24 @@ def test_bad_values_name_the_setting(env, needle):
 def test_bad_port():
     with pytest.raises(ConfigError, match="--port"):
         ServeSettings(port=70000)
+
+
+def test_engine_setting_names_the_valid_engines():
+    import pytest
+
+    from endcloud.errors import ConfigError
+    from endcloud.serve.settings import ServeSettings
+
+    assert ServeSettings(engine="vllm").engine == "vllm"
+    with pytest.raises(ConfigError, match="transformers or vllm"):
+        ServeSettings(engine="tgi")
+
+
+def test_engine_load_picks_vllm_from_the_environment(monkeypatch):
+    from endcloud.end.vllm import VLLMEndModel
+    from endcloud.serve.engine import Engine
+
+    monkeypatch.setenv("ENDCLOUD_VLLM_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("ENDCLOUD_VLLM_MODEL", "Qwen2.5-0.5B-Instruct")
+    eng = Engine.load(None, kind="vllm")
+    assert isinstance(eng.model, VLLMEndModel)
