@@ -153,7 +153,16 @@ def _shop(ws: Workspace, cfg: DemoConfig) -> dict[str, Any]:
     from endcloud.corpus.shopworld import generate_shop
 
     s = generate_shop(ws.shop, lang=cfg.lang, sessions=cfg.sessions, products=cfg.products, seed=cfg.seed, force=True)
+    _declare_public_ids(ws)
     return _jsonable(s)
+
+
+def _declare_public_ids(ws: Workspace) -> None:
+    """The shop's SKUs are on its own pages: not personal data, never redacted."""
+    from endcloud.kb import ShopPack
+    from endcloud.privacy import use_public_values
+
+    use_public_values(p.sku for p in ShopPack.load(ws.shop).products)
 
 
 def _corpus(ws: Workspace) -> dict[str, Any]:

@@ -27,6 +27,7 @@ def prepare_cmd(
     url_placeholder: str = typer.Option("[URL]", "--url-placeholder", help="What a URL becomes ('' removes it)."),
     no_redact: bool = typer.Option(False, "--no-redact", help="Skip PII redaction (only for data that is already masked)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display; print only the summary."),
+    shop: Optional[Path] = typer.Option(None, "--shop", help="Shop pack whose SKUs are public identifiers (never redacted)."),
 ) -> None:
     """Read, clean, redact (one vault per session), pair and dedupe chat logs; hold out a
     deterministic share of sessions for evaluation; write a counted report."""
@@ -35,6 +36,11 @@ def prepare_cmd(
 
     from endcloud.corpus import prepare
 
+    if shop is not None:
+        from endcloud.kb import ShopPack
+        from endcloud.privacy import use_public_values
+
+        use_public_values(p.sku for p in ShopPack.load(shop).products)
     console = Console(stderr=True)
     progress_cb = None
     bar = None

@@ -15,12 +15,14 @@ hash-stamped record of what went out.
 Types: PHONE, ID (18-character 身份证), CARD, EMAIL, ADDRESS, ORDER, TRACKING, NAME.
 Already-masked corpus tokens (`[订单x]`, `[ORDERID_10005629]`, `4**号`) and our own
 placeholders (`[PHONE_1]`) are not PII and survive untouched, so redaction is idempotent.
+A shop's public identifiers (its SKUs, see `use_public_values`) are never redacted.
 """
 
 from __future__ import annotations
 
 from endcloud.privacy.audit import AuditLog
 from endcloud.privacy.detectors import PII_TYPES, Span, detect
+from endcloud.privacy.public import public_values, use_public_values
 from endcloud.privacy.redact import Redaction, contains_pii, ensure_clean, redact, redact_messages
 from endcloud.privacy.vault import Vault
 
@@ -35,4 +37,6 @@ __all__ = [
     "ensure_clean",
     "redact",
     "redact_messages",
+    "public_values",
+    "use_public_values",
 ]

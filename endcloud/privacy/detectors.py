@@ -39,6 +39,8 @@ import re
 from dataclasses import dataclass
 from typing import Iterator
 
+from endcloud.privacy.public import is_public, public_values
+
 PII_TYPES: tuple[str, ...] = ("PHONE", "ID", "CARD", "EMAIL", "ADDRESS", "ORDER", "TRACKING", "NAME")
 LANGS = ("zh", "en")
 
@@ -481,7 +483,10 @@ def detect(text: str, lang: str | None = None) -> list[Span]:
         cands = [c for c in cands if c[3] == "PHONE" or not any(c[1] < e and b < c[2] for b, e in spelled)]
     if not cands:
         return []
-    return _resolve(text, cands)
+    spans = _resolve(text, cands)
+    if public_values():  # the shop's own SKUs and hotline are not personal
+        spans = [sp for sp in spans if not is_public(sp.value)]
+    return spans
 
 
 def _resolve(text: str, cands: list[tuple[int, int, int, str, str]]) -> list[Span]:

@@ -105,6 +105,11 @@ def build_app_from_workspace(workspace: str | os.PathLike[str] | Workspace | Non
     shop_dir = Path(shop).expanduser() if shop is not None else (ws.shop if (ws.shop / "shop.yaml").exists() else None)
     if shop_dir is not None and not shop_dir.is_dir():
         raise ConfigError(f"--shop {str(shop_dir)!r} is not a folder; pass a shop pack (see `endcloud shop --help`)")
+    if shop_dir is not None:
+        from endcloud.kb import ShopPack
+        from endcloud.privacy import use_public_values
+
+        use_public_values(p.sku for p in ShopPack.load(shop_dir).products)  # SKUs are not personal data
     if teacher is None:
         teacher = make_cloud(ws, shop_dir, cloud)
     scorer = None
