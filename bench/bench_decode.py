@@ -197,7 +197,7 @@ def table(results: list[dict], bw: float) -> str:
                 own = b * bw * 1e9 / r["weight_bytes"]
                 pct = f"{100 * tps / own:.0f}%" + (f" ({100 * tps / bound:.0f}% int8)" if name == "fast int8" else "")
                 ratio = f"{tps / base:.2f}×" if base and name != "generate" else ""
-                lines.append(f"| {r['shape']} ({r['params_m']:.0f}M) | {r['dtype']} | {b} | {name} | {tps:.1f} | "
+                lines.append(f"| {r['shape']} ({r['params_m']:.1f}M) | {r['dtype']} | {b} | {name} | {tps:.1f} | "
                              f"{ratio} | {pct} | {own:.1f} | {r.get('rss_loaded_mb', 0):.0f} / {r['peak_rss_mb']:.0f} MB |")
     return "\n".join(lines)
 

@@ -283,7 +283,7 @@ class _Server:
         self.thread.join(timeout=15)
 
 
-def _customers(url: str, questions: list[dict[str, Any]], cfg: DemoConfig, tag: str) -> dict[str, Any]:
+def _customers(url: str, questions: list[dict[str, Any]], cfg: DemoConfig, tag: str, *, store: Any = None) -> dict[str, Any]:
     """Simulated customers: ask, read the reply, and (some) say when it misses the facts."""
     import concurrent.futures as cf
 
@@ -308,17 +308,24 @@ def _customers(url: str, questions: list[dict[str, Any]], cfg: DemoConfig, tag: 
             if right == right and rng.random() < cfg.unhappy_share:  # not NaN: the customer can tell
                 feedback = "up" if right >= 1.0 else "down"
                 c.post("/v1/feedback", json={"message_id": ext.get("message_id"), "rating": feedback}).raise_for_status()
-        return {"by": ext.get("answered_by"), "right": right, "feedback": feedback,
+        draft_right = float("nan")
+        if store is not None and q.get("facts"):
+            # the end model's own draft, also when the cloud took over: the honest measure of the end model
+            row = store.reply(ext.get("message_id"))
+            draft_right = fact_correct((row or {}).get("end_text") or "", q.get("facts"))
+        return {"by": ext.get("answered_by"), "right": right, "feedback": feedback, "draft_right": draft_right,
                 "final": (ext.get("scores") or {}).get("final"), "match": (ext.get("scores") or {}).get("match")}
 
     with cf.ThreadPoolExecutor(max_workers=8) as pool:
         rows = list(pool.map(one, enumerate(questions)))
     n = len(rows)
     rights = [r["right"] for r in rows if r["right"] == r["right"]]
+    drafts = [r["draft_right"] for r in rows if r["draft_right"] == r["draft_right"]]
     matches = [r["match"] for r in rows if r["match"] is not None]
     return {"turns": n, "takeover_rate": sum(r["by"] == "cloud" for r in rows) / n if n else None,
             "end_answered": sum(r["by"] == "end" for r in rows),
             "fact_accuracy_served": sum(rights) / len(rights) if rights else None,
+            "fact_accuracy_end_draft": sum(drafts) / len(drafts) if drafts else None,
             "mean_match": sum(matches) / len(matches) if matches else None,
             "downvotes": sum(r["feedback"] == "down" for r in rows), "upvotes": sum(r["feedback"] == "up" for r in rows)}
 
@@ -340,9 +347,10 @@ def _online(ws: Workspace, cfg: DemoConfig, teacher: Any, echo: Callable[[str], 
     with _Server(app) as srv:
         url = f"http://127.0.0.1:{srv.port}"
         out["url"] = url
-        out["before"] = _customers(url, questions, cfg, "before")
-        echo(f"  customers before evolution: takeover {out['before']['takeover_rate']:.0%}, "
-             f"facts right {_pct(out['before']['fact_accuracy_served'])}")
+        store = app.state.store
+        out["before"] = _customers(url, questions, cfg, "before", store=store)
+        echo(f"  customers before evolution: takeover {out['before']['takeover_rate']:.0%}, facts right "
+             f"{_pct(out['before']['fact_accuracy_served'])} served / {_pct(out['before']['fact_accuracy_end_draft'])} end drafts")
 
         def promote(path: Path) -> None:
             app.state.engine.swap_adapter(path)  # hot swap in the running server
@@ -352,6 +360,8 @@ def _online(ws: Workspace, cfg: DemoConfig, teacher: Any, echo: Callable[[str], 
                                   gate=GateSettings(max_new_tokens=cfg.max_new_tokens, heldout_size=24))
         ev = evolver_for_workspace(ws, teacher=teacher, settings=settings, on_promote=promote, background=False)
         for i in range(cfg.evolve_rounds):
+            if i:  # a round consumes the pending labels: new customers bring the next lessons
+                _customers(url, questions, cfg, f"round{i}", store=store)
             t0 = time.perf_counter()
             tick = ev.tick()
             rnd = tick["round"]
@@ -362,9 +372,9 @@ def _online(ws: Workspace, cfg: DemoConfig, teacher: Any, echo: Callable[[str], 
             out["rounds"].append(rnd)
             echo(f"  evolve round {i + 1}: {rnd['version']} {'promoted' if rnd['promoted'] else 'rejected'} "
                  f"in {rnd['trigger_to_decision_s']} s ({'; '.join(rnd['gate']['reasons'])})")
-        out["after"] = _customers(url, questions, cfg, "after")
-        echo(f"  customers after evolution: takeover {out['after']['takeover_rate']:.0%}, "
-             f"facts right {_pct(out['after']['fact_accuracy_served'])}")
+        out["after"] = _customers(url, questions, cfg, "after", store=store)
+        echo(f"  customers after evolution: takeover {out['after']['takeover_rate']:.0%}, facts right "
+             f"{_pct(out['after']['fact_accuracy_served'])} served / {_pct(out['after']['fact_accuracy_end_draft'])} end drafts")
         out["labels"] = ev.labels.counts()
     return out
 
@@ -403,6 +413,8 @@ def _write_report(ws: Workspace, report: dict[str, Any]) -> None:
               "## The online loop", "", "| | before evolution | after evolution |", "| --- | ---: | ---: |",
               f"| cloud takeover rate | {_pct(b.get('takeover_rate'))} | {_pct(a.get('takeover_rate'))} |",
               f"| facts right in served replies | {_pct(b.get('fact_accuracy_served'))} | {_pct(a.get('fact_accuracy_served'))} |",
+              f"| facts right in the end model's own drafts | {_pct(b.get('fact_accuracy_end_draft'))} | "
+              f"{_pct(a.get('fact_accuracy_end_draft'))} |",
               f"| mean Match(query, reply) | {_f(b.get('mean_match'))} | {_f(a.get('mean_match'))} |",
               f"| downvotes | {b.get('downvotes')} | {a.get('downvotes')} |", "",
               "| round | version | promoted | seconds | gate |", "| --- | --- | --- | ---: | --- |"]
@@ -423,7 +435,8 @@ def _plot_before_after(path: Path, b: dict[str, Any], a: dict[str, Any]) -> None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [("takeover_rate", "cloud takeover rate"), ("fact_accuracy_served", "facts right"), ("mean_match", "mean Match")]
+    keys = [("takeover_rate", "cloud takeover"), ("fact_accuracy_served", "facts right (served)"),
+            ("fact_accuracy_end_draft", "facts right (end drafts)"), ("mean_match", "mean Match")]
     fig, ax = plt.subplots(figsize=(6, 3))
     xs = range(len(keys))
     ax.bar([x - 0.2 for x in xs], [b.get(k) or 0 for k, _ in keys], width=0.4, label="before evolution")
@@ -441,6 +454,6 @@ def _summary(report: dict[str, Any]) -> str:
     b, a = o.get("before", {}), o.get("after", {})
     return (f"\nendcloud demo done in {report['total_seconds']} s — report: {report['workspace']}/reports/demo/report.md\n"
             f"  cloud takeover {_pct(b.get('takeover_rate'))} → {_pct(a.get('takeover_rate'))}, "
-            f"facts right {_pct(b.get('fact_accuracy_served'))} → {_pct(a.get('fact_accuracy_served'))}, "
+            f"end-model facts right {_pct(b.get('fact_accuracy_end_draft'))} → {_pct(a.get('fact_accuracy_end_draft'))}, "
             f"rounds promoted {sum(r['promoted'] for r in o.get('rounds', []))}/{len(o.get('rounds', []))}\n"
             f"  serve it: endcloud serve --workspace {report['workspace']}")

@@ -269,6 +269,7 @@ class TurnResult:
     cloud_text: str | None = None
     cloud_cost: float = 0.0
     cloud_tokens: int = 0
+    adapter: str | None = None  # the adapter version that drafted the end reply (read under the engine's lock)
 
     def extension(self) -> dict[str, Any]:
         return {
@@ -279,6 +280,7 @@ class TurnResult:
             "decision": self.decision,
             "knowledge": self.knowledge,
             "cloud_failed": self.cloud_failed,
+            "adapter": self.adapter,
         }
 
 
@@ -480,6 +482,7 @@ class ChatService:
             knowledge=knowledge, cloud_failed=cloud_failed, session_id=session_id,
             end_text=gen.text if gen is not None else None, cloud_text=cloud_text, cloud_cost=cost,
             cloud_tokens=usage["total_tokens"] if usage_cloud is not None else 0,
+            adapter=getattr(gen, "adapter", None) if gen is not None else None,
         )
         return result
 
@@ -506,7 +509,7 @@ class ChatService:
             model=result.model, end_text=result.end_text, cloud_text=result.cloud_text, served_text=result.text,
             scores=result.scores, decision=result.decision, cloud_failed=result.cloud_failed,
             latency_ms=(time.perf_counter() - t0) * 1000, ttft_ms=None if ttft is None else ttft * 1000,
-            cloud_tokens=result.cloud_tokens, cloud_cost=result.cloud_cost, adapter=self.engine.adapter,
+            cloud_tokens=result.cloud_tokens, cloud_cost=result.cloud_cost, adapter=result.adapter,
         ))
 
 

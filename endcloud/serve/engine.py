@@ -44,6 +44,9 @@ class Engine:
             out = list(self.model.generate([p[0] for p in payloads], max_new_tokens=max_new_tokens, temperature=temperature,
                                            top_p=top_p, seed=seed))
             self.generations += 1
+            served = self.adapter  # read under the lock: a swap cannot fall between reply and label
+        for g in out:
+            g.adapter = served
         # Score the whole batch in one call, here in the worker: the scorer's batch API is
         # cheaper per pair, and the event loop stays free for other customers.
         idx = [i for i, (p, g) in enumerate(zip(payloads, out)) if p[1] is not None and g.text.strip()]
@@ -70,10 +73,18 @@ class Engine:
         """Serve another adapter (None: the bare base) from the next batch on."""
         with self._lock:
             self.model.swap_adapter(adapter_dir)
-            self.adapter = str(Path(adapter_dir)) if adapter_dir else None
+            self.adapter = adapter_label(adapter_dir)
 
     def start(self) -> None:
         self.batcher.start()
 
     async def stop(self) -> None:
         await self.batcher.stop()
+
+
+def adapter_label(adapter_dir: str | os.PathLike[str] | None) -> str | None:
+    """"shop/v3" for a registry version folder (it has a manifest), else the folder path."""
+    if not adapter_dir:
+        return None
+    p = Path(adapter_dir)
+    return f"{p.parent.name}/{p.name}" if (p / "manifest.json").exists() else str(p)

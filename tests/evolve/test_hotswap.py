@@ -205,9 +205,10 @@ def test_evolver_promotion_swaps_the_live_server_while_customers_chat(tiny_base_
     assert rnd is not None and rnd["promoted"], rnd
     new = registry.active("shop")
     assert registry.active_version("shop") == rnd["version"] != champion
-    assert promoted == [new] and health["adapter"] == str(new)
+    label = f"shop/{new.name}"  # registry versions are labelled NAME/vN
+    assert promoted == [new] and health["adapter"] == label
     bad = [x for x in rows + after if x["status"] != 200 or not (x["text"] or "").strip()]
     assert len(rows) >= 24 and not bad, bad[:3]
-    assert {store.reply(x["id"])["adapter"] for x in after} == {str(new)}
+    assert {store.reply(x["id"])["adapter"] for x in after} == {label}
     assert str(champion_dir) in {store.reply(x["id"])["adapter"] for x in rows}  # customers were served during the round
     store.close()

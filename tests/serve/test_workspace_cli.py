@@ -82,5 +82,5 @@ def test_workspace_server_follows_promotions(tmp_path, tiny_base_dir):
         deadline = time.monotonic() + 30
         while app.state.engine.adapter is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert c.get("/healthz").json()["adapter"] == str(reg.active("shop"))
+        assert c.get("/healthz").json()["adapter"] == "shop/" + reg.active("shop").name
     assert v1 is not None
