@@ -157,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--turns", type=int, default=4, help="turns per customer")
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--size", choices=sorted(SIZES), default="default")
+    ap.add_argument("--base", type=Path, default=None,
+                    help="a trained end model dir instead of random weights (e.g. the demo's endcloud-work/base)")
     ap.add_argument("--window-ms", type=float, default=10.0)
     ap.add_argument("--max-wait-ms", type=float, default=100.0)
     ap.add_argument("--serve", type=Path, default=None, help=argparse.SUPPRESS)  # internal: run the server
@@ -170,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         return serve(args)
     tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
-    base = build_model(tmp / "base", args.size)
+    base = args.base if args.base is not None else build_model(tmp / "base", args.size)
     port = free_port()
     cmd = [sys.executable, __file__, "--serve", str(base), "--port", str(port), "--db", str(tmp / "endcloud.db"),
            "--customers", str(args.customers), "--window-ms", str(args.window_ms), "--max-wait-ms", str(args.max_wait_ms), "--threads", str(args.threads),
@@ -207,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     ttft = [t for t, _, ok in conc if ok]
     lat = [l for _, l, ok in conc if ok]
     load = os.getloadavg()
-    print(f"model: random-weight Qwen2 '{args.size}' shape, {nparams / 1e6:.1f}M params, fp32, {args.threads} torch threads; "
+    what = f"trained model {args.base}" if args.base is not None else f"random-weight Qwen2 '{args.size}' shape"
+    print(f"model: {what}, {nparams / 1e6:.1f}M params, fp32, {args.threads} torch threads; "
           f"replies of {args.max_new_tokens} tokens; batch window {args.window_ms:g} ms, max wait {args.max_wait_ms:g} ms")
     print(f"one at a time : {len(seq)} turns in {seq_s:.2f} s = {seq_tp:.2f} turns/s; TTFT p50 {statistics.median(ttft_seq):.3f} s")
     print(f"{args.customers} concurrent : {len(conc)} turns in {conc_s:.2f} s = {conc_tp:.2f} turns/s "
