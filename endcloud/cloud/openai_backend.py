@@ -19,7 +19,6 @@ and benchmarks that send synthetic text pass False explicitly). Tests inject an
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import math
 import os
@@ -40,6 +39,7 @@ from endcloud.cloud.teacher import Messages, Teacher, check_messages
 from endcloud.cloud.tokens import estimate_message_tokens, estimate_tokens
 from endcloud.errors import ConfigError, PrivacyError, TeacherError, TeacherParseError, TeacherStatusError, TeacherTimeout
 from endcloud.records import Reply, Usage
+from endcloud.retry import retry_after
 
 ENV_BASE_URL = "ENDCLOUD_CLOUD_BASE_URL"
 ENV_MODEL = "ENDCLOUD_CLOUD_MODEL"
@@ -75,27 +75,6 @@ class TeacherStats:
             "requests": self.requests, "attempts": self.attempts, "retries": self.retries,
             "failures": self.failures, "outcomes": dict(self.outcomes), "slept_s": round(self.slept_s, 3),
         }
-
-
-def _retry_after(resp: httpx.Response) -> float | None:
-    """Seconds the server asked us to wait, from retry-after-ms or Retry-After (seconds or date)."""
-    ms = resp.headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000.0)
-        except ValueError:
-            pass
-    ra = resp.headers.get("retry-after")
-    if not ra:
-        return None
-    try:
-        return max(0.0, float(ra))
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(ra).timestamp()
-        except (TypeError, ValueError):
-            return None
-        return max(0.0, when - time.time())
 
 
 # Connections per pool. httpcore rescans its whole pool (a poll() per connection) on every
@@ -382,7 +361,7 @@ class OpenAITeacher(Teacher):
             raise TeacherStatusError(f"{self.base_url} answered HTTP {status}: {text!r}; {hint}", status=status)
         err = TeacherStatusError(f"{self.base_url} answered HTTP {status} after {attempt + 1} attempts: {text!r}",
                                  status=status)
-        ra = _retry_after(resp)
+        ra = retry_after(resp.headers)
         if ra is not None:
             with self._lock:
                 jitter = self._rng.uniform(0, 0.1 * ra + 0.01)

@@ -50,7 +50,6 @@ or run a real server double on 127.0.0.1 (tests/end/test_vllm.py).
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import ipaddress
 import json
@@ -72,6 +71,7 @@ import httpx
 
 from endcloud.errors import ConfigError, DataError, ModelError
 from endcloud.registry import Registry
+from endcloud.retry import retry_after
 
 log = logging.getLogger("endcloud.end.vllm")
 
@@ -145,25 +145,6 @@ def _normalise_base_url(base_url: str) -> str:
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"{ENV_BASE_URL} must be an http(s) URL such as http://127.0.0.1:8001/v1, got {base_url!r}")
     return url if url.endswith("/v1") else url + "/v1"
-
-
-def _retry_after(resp: httpx.Response) -> float | None:
-    ms = resp.headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000.0)
-        except ValueError:
-            pass
-    ra = resp.headers.get("retry-after")
-    if not ra:
-        return None
-    try:
-        return max(0.0, float(ra))
-    except ValueError:
-        try:
-            return max(0.0, email.utils.parsedate_to_datetime(ra).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
 
 
 def _check_messages(messages: Any) -> list[dict]:
@@ -351,7 +332,7 @@ class VLLMEndModel:
                 elif status in RETRY_STATUSES:
                     err = VLLMError(f"{self.base_url}{path} answered HTTP {status} after {attempt + 1} attempts: "
                                     f"{resp.text[:200]!r}", status=status)
-                    ra = _retry_after(resp)
+                    ra = retry_after(resp.headers)
                     wait = None if ra is None else min(ra, self.retry_after_max)
                 else:
                     hint = {**_HINTS, **(hints or {})}.get(status, "see the server's message")
