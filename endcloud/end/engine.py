@@ -46,8 +46,8 @@ from typing import Any
 
 from endcloud.end.base import check_model_dir, end_of_turn_ids, load_base
 from endcloud.errors import DataError, ModelError
+from endcloud.records import ROLES
 
-ROLES = ("system", "user", "assistant")
 # Above this much weight on disk a base defaults to bf16: measured faster on this CPU (STACK-NOTES).
 BF16_DEFAULT_BYTES = 400 * 2**20
 
@@ -260,7 +260,7 @@ class EndModel:
         """
         from endcloud.end.base import render_chat
 
-        msgs = _check_messages(messages)
+        msgs = check_messages(messages)
         if system is not None:
             msgs = [{"role": "system", "content": system}] + [m for m in msgs if m["role"] != "system"]
         sys_msgs = [m for m in msgs if m["role"] == "system"][:1]
@@ -284,10 +284,7 @@ class EndModel:
         """One reply per conversation (OpenAI-style message lists), generated as one batch."""
         if not conversations:
             return []
-        if max_new_tokens < 1:
-            raise DataError(f"max_new_tokens must be at least 1, got {max_new_tokens!r}")
-        if temperature < 0 or not (0 < top_p <= 1):
-            raise DataError(f"need temperature >= 0 and 0 < top_p <= 1, got temperature={temperature!r} top_p={top_p!r}")
+        check_generate_args(max_new_tokens, temperature, top_p)
         variant = self._variant  # snapshot: a concurrent swap does not affect this call
         prompts = [self.prompt_ids(c, system=system) for c in conversations]
         seqs, lps, ended = self._run(variant, prompts, max_new_tokens, temperature, top_p, seed)
@@ -325,7 +322,16 @@ class EndModel:
         return fastdecode.forced_logits(runner, prompts, forced, pad_id=self.tokenizer.pad_token_id or 0)
 
 
-def _check_messages(messages) -> list[dict]:
+def check_generate_args(max_new_tokens: int, temperature: float, top_p: float) -> None:
+    """The sampling settings every engine accepts (in-process or vLLM)."""
+    if max_new_tokens < 1:
+        raise DataError(f"max_new_tokens must be at least 1, got {max_new_tokens!r}")
+    if temperature < 0 or not (0 < top_p <= 1):
+        raise DataError(f"need temperature >= 0 and 0 < top_p <= 1, got temperature={temperature!r} top_p={top_p!r}")
+
+
+def check_messages(messages) -> list[dict]:
+    """A conversation as plain {role, content} dicts, or a DataError saying what is wrong."""
     if not isinstance(messages, (list, tuple)) or not messages:
         raise DataError(f"a conversation must be a non-empty list of messages, got {messages!r:.80}")
     out = []

@@ -69,9 +69,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from endcloud.errors import ConfigError, DataError, ModelError
+from endcloud.errors import ConfigError, ModelError
 from endcloud.registry import Registry
 from endcloud.retry import retry_after
+from endcloud.end.engine import Generation, check_generate_args, check_messages  # torch-free at import
 
 log = logging.getLogger("endcloud.end.vllm")
 
@@ -81,7 +82,6 @@ ENV_API_KEY = "ENDCLOUD_VLLM_API_KEY"
 ENV_TIMEOUT = "ENDCLOUD_VLLM_TIMEOUT"
 ENV_ALLOW_REMOTE = "ENDCLOUD_VLLM_ALLOW_REMOTE"
 
-ROLES = ("system", "user", "assistant")
 # Statuses worth another try: rate limited, overloaded, or a gateway hiccup.
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 LORA_HINT = ("start vLLM with --enable-lora (and --max-lora-rank >= the adapter's r) and the environment variable "
@@ -100,18 +100,6 @@ class VLLMError(ModelError):
         super().__init__(message)
         self.status = status
 
-
-@dataclass
-class Generation:
-    """One reply: its text, confidence = exp(logprob), reply token count, mean token log-prob.
-
-    Field for field the same as `endcloud.end.engine.Generation` (duplicated so that
-    importing this module does not import the torch-side engine)."""
-
-    text: str
-    confidence: float
-    tokens: int
-    logprob: float
 
 
 @dataclass
@@ -146,16 +134,6 @@ def _normalise_base_url(base_url: str) -> str:
         raise ConfigError(f"{ENV_BASE_URL} must be an http(s) URL such as http://127.0.0.1:8001/v1, got {base_url!r}")
     return url if url.endswith("/v1") else url + "/v1"
 
-
-def _check_messages(messages: Any) -> list[dict]:
-    if not isinstance(messages, (list, tuple)) or not messages:
-        raise DataError(f"a conversation must be a non-empty list of messages, got {messages!r:.80}")
-    out = []
-    for m in messages:
-        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
-            raise DataError(f"each message needs role in {ROLES} and a string content, got {m!r:.120}")
-        out.append({"role": m["role"], "content": m["content"]})
-    return out
 
 
 def lora_name_for(adapter_dir: str | os.PathLike[str]) -> str:
@@ -387,13 +365,10 @@ class VLLMEndModel:
         """One reply per conversation, in input order; the rows go to the server concurrently."""
         if not conversations:
             return []
-        if max_new_tokens < 1:
-            raise DataError(f"max_new_tokens must be at least 1, got {max_new_tokens!r}")
-        if temperature < 0 or not (0 < top_p <= 1):
-            raise DataError(f"need temperature >= 0 and 0 < top_p <= 1, got temperature={temperature!r} top_p={top_p!r}")
+        check_generate_args(max_new_tokens, temperature, top_p)
         convs = []
         for c in conversations:
-            msgs = _check_messages(c)
+            msgs = check_messages(c)
             if system is not None:
                 msgs = [{"role": "system", "content": system}] + [m for m in msgs if m["role"] != "system"]
             convs.append(msgs)
