@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from endcloud.errors import ConfigError, ModelError
-from endcloud.fileio import write_json_atomic, write_text_atomic
+from endcloud.fileio import fsync_path, write_json_atomic, write_text_atomic
 
 MANIFEST = "manifest.json"
 ACTIVE = "active"
@@ -43,18 +43,8 @@ _SKIP = ("checkpoints", ".losses.json", ".tmp-*")
 def _fsync_tree(root: Path) -> None:
     for dirpath, _dirs, files in os.walk(root):
         for f in files:
-            with contextlib.suppress(OSError):
-                fd = os.open(os.path.join(dirpath, f), os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-        with contextlib.suppress(OSError):
-            fd = os.open(dirpath, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_path(os.path.join(dirpath, f))
+        fsync_path(dirpath)
 
 
 class AdapterRegistry:

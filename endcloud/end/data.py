@@ -61,24 +61,23 @@ def _with_system(messages: list[dict[str, str]], system: str | None) -> list[dic
     return ([{"role": "system", "content": system}] if system else []) + messages
 
 
-def load_pairs(path: str | os.PathLike[str]) -> list[Pair]:
+def _load_records(path: str | os.PathLike[str], cls: Any, what: str) -> list[Any]:
     out = []
     for i, row in enumerate(read_jsonl(path), 1):
         try:
-            out.append(Pair.from_json(row))
+            out.append(cls.from_json(row))
         except (KeyError, TypeError, AttributeError) as e:
-            raise DataError(f"not a pair record (missing {e}); expected Pair.to_json() lines", path=str(path), line=i) from None
+            raise DataError(f"not a {what} record (missing {e}); expected {cls.__name__}.to_json() lines",
+                            path=str(path), line=i) from None
     return out
+
+
+def load_pairs(path: str | os.PathLike[str]) -> list[Pair]:
+    return _load_records(path, Pair, "pair")
 
 
 def load_labels(path: str | os.PathLike[str]) -> list[Label]:
-    out = []
-    for i, row in enumerate(read_jsonl(path), 1):
-        try:
-            out.append(Label.from_json(row))
-        except (KeyError, TypeError, AttributeError) as e:
-            raise DataError(f"not a label record (missing {e}); expected Label.to_json() lines", path=str(path), line=i) from None
-    return out
+    return _load_records(path, Label, "label")
 
 
 def mix_examples(
