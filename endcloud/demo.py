@@ -221,7 +221,7 @@ def _tuners(ws: Workspace, cfg: DemoConfig) -> dict[str, Any]:
     # teach the shop's voice. Distilled first (the paper's point), natural as the rest.
     rng = random.Random(cfg.seed)
     examples = distilled + rng.sample(natural, min(len(natural), len(distilled)))
-    held = [e for e in rng.sample(natural, min(64, len(natural)))]
+    held = rng.sample(natural, min(64, len(natural)))
     reg = AdapterRegistry(ws.adapters)
     out: dict[str, Any] = {}
     for method in TUNERS_SHOWN:

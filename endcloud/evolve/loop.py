@@ -93,21 +93,23 @@ def step(*, conversations: Any, labels: LabelStore, teacher: Any, settings: Evol
     candidates: list[PseudoLabel] = []
     sessions: dict[str, str | None] = {}
     for row in conversations.iter_replies(since=max(0.0, cursor - settings.lookback_s)):
-        if settings.shadow_share > 0 and evaluator is not None and row.get("answered_by") == "end" \
-                and "final" not in (row.get("scores") or {}) and _sampled(row["message_id"], settings.shadow_share) \
-                and not labels.seen(row["message_id"], "shadow"):
-            _shadow_score(row, teacher, evaluator)
-            labels.set_state(f"shadow:{row['message_id']}", row["scores"])
-            rep.shadow_scored += 1
-            rep.teacher_calls += 1
-        elif labels.get_state(f"shadow:{row['message_id']}") is not None:
-            row["scores"] = labels.get_state(f"shadow:{row['message_id']}")
-            row["cloud_text"] = row.get("cloud_text") or row["scores"].get("cloud_text")
+        if settings.shadow_share > 0 and row.get("answered_by") == "end" and "final" not in (row.get("scores") or {}):
+            # the paper's score for a share of end-answered turns, asked of the cloud once per turn
+            key = f"shadow:{row['message_id']}"
+            stored = labels.get_state(key)
+            if stored is not None:
+                row["scores"] = stored
+                row["cloud_text"] = row.get("cloud_text") or stored.get("cloud_text")
+            elif evaluator is not None and _sampled(row["message_id"], settings.shadow_share):
+                _shadow_score(row, teacher, evaluator)
+                labels.set_state(key, row["scores"])
+                rep.shadow_scored += 1
+                rep.teacher_calls += 1
         customer = _customer_of(conversations, row["session_id"], sessions)
         candidates += from_reply(row, customer=customer, settings=settings.triggers)
     rejected: set[str] = set()
     if reviews is not None:
-        pairs = [(item, reviews.verdicts(item.id)[-1]) for item in reviews.items() if reviews.verdicts(item.id)]
+        pairs = [(item, vs[-1]) for item in reviews.items() if (vs := reviews.verdicts(item.id))]
         candidates += from_review(pairs)
         rejected = {item.message_id for item, v in pairs if v.verdict == "reject" and item.message_id}
 
@@ -207,10 +209,9 @@ def run_round(spec: RoundSpec, *, evaluator: Any = None) -> RoundOutcome:
     t0 = time.time()
     examples = [Example(messages=x["messages"], response=x["response"], source="pseudo") for x in spec.labels]
     examples += [Example(messages=x["messages"], response=x["response"], source="replay") for x in spec.replay]
-    tuner = {}
     res = train(spec.base_dir, examples, spec.out_dir, method=spec.method, steps=spec.steps, lr=spec.lr,
                 init_adapter=spec.champion_dir, progress=False, seed=spec.seed, save_every=max(spec.steps, 1),
-                resume=False, **tuner)
+                resume=False)
     if evaluator is None:
         from endcloud.scoring import default_evaluator
 

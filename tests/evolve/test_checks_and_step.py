@@ -83,3 +83,20 @@ def test_review_track_queues_doubts_and_human_verdicts_outrank_automatic_labels(
     rep = step(conversations=conv, labels=labels, teacher=teacher, settings=EvolveSettings(min_labels=1), reviews=reviews)
     assert [(lab.trust, lab.label) for lab in rep.round_labels] == [("human", "亲，默认中通，可备注顺丰（到付）")]
     assert any(lab.reason == "rejected_by_reviewer" for lab in labels.list("quarantined"))
+
+
+def test_shadow_scoring_asks_the_cloud_once_per_turn_and_triggers_on_low_final(stores):
+    from endcloud.scoring import Evaluator
+
+    conv, labels = stores
+    teacher = DictTeacher({"能选快递吗": "亲，默认发中通快递，下午4点前下单当天发货。"})
+    serve_turn(conv, customer="c1", query="能选快递吗", end_text="嗯嗯")  # end-answered, no score recorded
+    ev = Evaluator(similarity="char-ngram", matching="tfidf")
+    settings = EvolveSettings(min_labels=99, shadow_share=1.0)
+    rep = step(conversations=conv, labels=labels, teacher=teacher, settings=settings, evaluator=ev)
+    assert rep.shadow_scored == 1
+    assert [lab.trigger for lab in labels.list()] == ["low_score"]
+    assert labels.list()[0].label == "亲，默认发中通快递，下午4点前下单当天发货。"
+    calls = teacher.calls
+    rep2 = step(conversations=conv, labels=labels, teacher=teacher, settings=settings, evaluator=ev)
+    assert rep2.shadow_scored == 0 and teacher.calls == calls  # the stored score is reused
