@@ -104,23 +104,12 @@ def review_router(*, db_path: str | os.PathLike[str], adapters_root: str | os.Pa
 
 
 def _item_json(item: Any) -> dict[str, Any]:
-    d = dict(item.__dict__)
-    return d
+    return dict(item.__dict__)
 
 
 def _status_counts(reviews: Any) -> dict[str, int]:
-    rows = reviews.conn.execute("SELECT status, COUNT(*) FROM review_items GROUP BY status").fetchall() \
-        if _has_column(reviews.conn, "review_items", "status") else []
-    if rows:
-        return {r[0]: int(r[1]) for r in rows}
-    out: dict[str, int] = {}
-    for it in reviews.items():
-        out[it.status] = out.get(it.status, 0) + 1
-    return out
-
-
-def _has_column(conn, table: str, column: str) -> bool:
-    return any(r[1] == column for r in conn.execute(f"PRAGMA table_info({table})").fetchall())
+    rows = reviews.conn.execute("SELECT status, COUNT(*) FROM review_items GROUP BY status").fetchall()
+    return {r[0]: int(r[1]) for r in rows}
 
 
 def _dashboard(db_path: Any, adapters_root: Any, labels: Any) -> dict[str, Any]:
