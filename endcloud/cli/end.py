@@ -71,6 +71,20 @@ def pretrain_cmd(
         typer.echo(f"  Q: {s['query']}\n  A: {s['reply']}")
 
 
+def _distributed_accelerator():
+    """An `accelerate.Accelerator` when launched by `accelerate launch` / `torchrun` with more
+    than one process (WORLD_SIZE > 1), else None: a plain run keeps the one-process loop."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        return None
+    import torch
+    from accelerate import Accelerator
+
+    # accelerate only goes multi-process on CPUs when asked to (cpu=True); GPUs need no hint.
+    return Accelerator(cpu=not torch.cuda.is_available())
+
+
 def train_cmd(
     base: Path = typer.Option(..., "--base", help="Local Hugging Face causal-LM directory (or the one `endcloud pretrain` made)."),
     pairs: Optional[Path] = typer.Option(None, "--pairs", help="Natural pairs JSONL (Pair.to_json lines)."),
@@ -83,7 +97,7 @@ def train_cmd(
     batch_size: int = typer.Option(PAPER.batch_size, help="Examples per step (Table IV: 1); batches are length-bucketed."),
     max_input_len: int = typer.Option(PAPER.max_input_len, help="Prompt tokens kept (the most recent context)."),
     max_output_len: int = typer.Option(PAPER.max_output_len, help="Reply tokens kept."),
-    r: int = typer.Option(PAPER.lora_r, "--r", help="LoRA rank."),
+    r: int = typer.Option(PAPER.lora_r, "--r", "--lora-r", help="LoRA rank (`--lora-r` under torchrun, whose parser takes `--r` for its own `--rdzv-*`)."),
     alpha: float = typer.Option(PAPER.lora_alpha, "--alpha", help="LoRA alpha."),
     dropout: float = typer.Option(PAPER.lora_dropout, "--dropout", help="LoRA dropout."),
     target_modules: Optional[str] = typer.Option(None, "--target-modules", help="LoRA target module names, comma-separated (default: attention projections)."),
@@ -122,12 +136,16 @@ def train_cmd(
     else:
         examples, held = split_holdout(examples, eval_fraction, seed=seed)
         held = held[:200]
+    accelerator = _distributed_accelerator()
     res = train(
         base, examples, out, method=method, steps=steps, lr=lr, batch_size=batch_size, max_input_len=max_input_len,
         max_output_len=max_output_len, init_adapter=init_adapter, eval_examples=held, resume=resume, seed=seed,
         progress=not quiet, save_every=save_every, r=r, alpha=alpha, dropout=dropout, target_modules=target_modules,
         num_virtual_tokens=virtual_tokens, encoder_hidden_size=prefix_hidden if method == "prefix" else None,
+        accelerator=accelerator,
     )
+    if accelerator is not None and not accelerator.is_main_process:
+        return  # the main process reports and publishes; the others only trained their shard
     ev = f"{res.eval_loss:.3f}" if res.eval_loss is not None else "n/a"
     before = f"{res.eval_loss_before:.3f}" if res.eval_loss_before is not None else "n/a"
     resumed = f" (resumed from step {res.resumed_from})" if res.resumed_from else ""

@@ -225,10 +225,12 @@ def evaluate_loss(model, encoded: Sequence[EncodedExample], pad_id: int, *, batc
         return None
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     total, count = 0.0, 0
     with torch.no_grad():
         for idx in length_buckets([len(e) for e in encoded], batch_size, seed=0):
             batch = collate([encoded[i] for i in idx], pad_id)
+            batch = {k: v.to(device) for k, v in batch.items()}
             labels = batch.pop("labels")
             logits = model(**batch).logits.float()
             shift_logits, shift_labels = logits[:, :-1], labels[:, 1:]
@@ -301,6 +303,7 @@ def train(
     on_start: Callable[[Any], None] | None = None,
     base: tuple[Any, Any] | None = None,
     extra_record: dict[str, Any] | None = None,
+    accelerator: Any = None,
     **tuner: Any,
 ) -> TrainResult:
     """Fine-tune an adapter on `examples`; write it (peft format) + training.json into `out_dir`.
@@ -310,6 +313,9 @@ def train(
     loss)` runs after every step (raise in it to stop); `on_start(peft_model)` runs once
     before the first step. `base` may pass an already loaded
     (model, tokenizer) to skip loading; the model is wrapped in place, so do not reuse it.
+    `accelerator` (an `accelerate.Accelerator`) runs the same loop data-parallel: each step's
+    global batch is split across processes, so steps, the LR schedule and resume match a
+    one-process run; only the main process writes checkpoints, the adapter and the record.
     """
     import torch
     from transformers import get_linear_schedule_with_warmup
@@ -341,15 +347,24 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, max(1, int(warmup_ratio * steps)), steps)
+    acc, core = accelerator, model  # core: the peft model itself (DDP wraps `model`)
+    if acc is not None:
+        if batch_size < acc.num_processes:
+            raise ConfigError(f"batch size {batch_size} is below the {acc.num_processes} processes; raise --batch-size")
+        # The scheduler stays unprepared: every step is one global batch split across processes,
+        # so it steps once per step (a prepared one would step num_processes times).
+        model, optimizer = acc.prepare(model, optimizer)
+        core = acc.unwrap_model(model)
+    main = acc is None or acc.is_main_process
 
     out.mkdir(parents=True, exist_ok=True)
     start, resumed_from = 0, None
     ckpt = _latest_checkpoint(out) if resume else None
     if not resume and (out / CHECKPOINTS).exists():
         shutil.rmtree(out / CHECKPOINTS)
-    eval_before = evaluate_loss(model, held, pad_id) if ckpt is None else None
+    eval_before = evaluate_loss(core, held, pad_id) if ckpt is None else None
     if ckpt is not None:
-        start = resumed_from = _load_checkpoint(ckpt, model, optimizer, scheduler, fingerprint)
+        start = resumed_from = _load_checkpoint(ckpt, core, optimizer, scheduler, fingerprint)
         prev = _read_partial_losses(out)
         eval_before = prev.get("eval_loss_before")
     losses: list[float] = list(_read_partial_losses(out).get("losses", []))[:start] if ckpt is not None else []
@@ -360,29 +375,43 @@ def train(
     t0 = time.perf_counter()
     cpu0 = time.process_time()  # CPU seconds: comparable across busy and quiet machines
     tokens = 0
-    prog, task = _progress(progress, steps, start)
+    prog, task = _progress(progress and main, steps, start)
     with prog:
         for step in range(start, steps):
-            batch = collate([encoded[i] for i in schedule[step]], pad_id)
+            idx = schedule[step]
+            if acc is not None:  # this process's share of the global batch
+                idx = idx[acc.process_index :: acc.num_processes] or idx[:1]
+            batch = collate([encoded[i] for i in idx], pad_id)
             tokens += int(batch["attention_mask"].sum())
+            if acc is not None:
+                batch = {k: v.to(acc.device) for k, v in batch.items()}
             loss = model(**batch).loss
-            loss.backward()
+            if acc is not None:
+                acc.backward(loss)
+            else:
+                loss.backward()
             if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                (acc.clip_grad_norm_ if acc is not None else torch.nn.utils.clip_grad_norm_)(params, cfg.grad_clip)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            losses.append(float(loss.detach()))
+            losses.append(float(acc.reduce(loss.detach(), "mean") if acc is not None else loss.detach()))
             done = step + 1
             prog.update(task, completed=done, loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
-            if done % save_every == 0 and done < steps:
+            if done % save_every == 0 and done < steps and main:
                 write_json_atomic(out / ".losses.json", {"losses": losses, "eval_loss_before": eval_before})
-                _save_checkpoint(out, done, model, optimizer, scheduler, fingerprint)
+                _save_checkpoint(out, done, core, optimizer, scheduler, fingerprint)
             if callback is not None:
                 callback(done, losses[-1])
     seconds = time.perf_counter() - t0
-    eval_loss = evaluate_loss(model, held, pad_id)
+    eval_loss = evaluate_loss(core, held, pad_id)
+    if acc is not None:
+        acc.wait_for_everyone()
+    model = core
     model.eval()
+    if not main:  # one writer: the main process saves the adapter and the record
+        return TrainResult(adapter_dir=out, losses=losses, eval_loss=eval_loss, steps=steps,
+                           record_path=out / RECORD_NAME, method=method, model=model)
     model.save_pretrained(str(out))
     record = {
         "method": method,
@@ -412,6 +441,7 @@ def train(
         "seconds_this_session": round(seconds, 2),
         "cpu_seconds_this_session": round(time.process_time() - cpu0, 2),
         "threads": torch.get_num_threads(),
+        "processes": acc.num_processes if acc is not None else 1,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "versions": _versions(),
     }
