@@ -1,18 +1,25 @@
 """Benchmark `endcloud serve`: 16 concurrent customers vs one at a time, time to first token.
 
 Builds a small random-weight Qwen2 end model in a temp folder (the embedded-default shape,
-hidden 256 x 4 layers, ~5M parameters, with a zh+en BPE tokenizer trained on a few shop
+hidden 256 x 4 layers, ~3M parameters, with a zh+en BPE tokenizer trained on a few shop
 sentences — or the test-fixture shape with --size conftest), starts the real server
-in its own process (uvicorn on 127.0.0.1, real SQLite file, dynamic batching) and drives it with asyncio +
-httpx streaming requests, `model="end"` (the cloud is not part of this measurement).
+in its own process (uvicorn on 127.0.0.1, real SQLite file, the engine's batching) and drives
+it with asyncio + httpx streaming requests, `model="end"` (the cloud is not part of this
+measurement).
 
     .venv/bin/python bench/bench_serve.py                        # 16 customers x 4 turns
-    .venv/bin/python bench/bench_serve.py --customers 16 --turns 8 --max-new-tokens 32
-    .venv/bin/python bench/bench_serve.py --size conftest --window-ms 5
+    .venv/bin/python bench/bench_serve.py --turns 8 --repeats 3
+    .venv/bin/python bench/bench_serve.py --batching static      # the whole-batch engine, for comparison
+    .venv/bin/python bench/bench_serve.py --size conftest --threads 2
 
-Prints: throughput (turns/s) one at a time and with N concurrent customers, their ratio,
-time to first token p50/p95 (client side: request sent -> first content chunk), latency,
-the end model's batch sizes, the error rate, and the machine's load average.
+Each repeat runs the same workload twice, back to back: one customer at a time, then all
+customers at once (each customer's turns in order, its history in the prompt as the server
+keeps it). Prints throughput (turns/s) of both and their ratio per repeat and for the best
+of each, time to first token p50/p95 (client side: request sent -> first content chunk),
+latency, the engine's batching figures (continuous: rows per decode step, prefill and
+prefix-cache tokens; static: batch sizes and generate time), the error count, and the
+machine's load average. Also the ratio against the first turns alone served one at a time
+(short prompts: the baseline this bench used before the same-workload baseline).
 Random weights rarely emit end-of-turn, so every reply is `--max-new-tokens` long: a worst case.
 """
 
@@ -64,6 +71,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+ERRORS: list[str] = []  # why turns failed (printed at the end)
+
+
 async def one_turn(client, url: str, user: str, question: str, max_tokens: int) -> tuple[float, float, bool]:
     """(ttft, latency, ok) of one streamed turn."""
     body = {"model": "end", "stream": True, "user": user, "max_tokens": max_tokens,
@@ -74,6 +84,7 @@ async def one_turn(client, url: str, user: str, question: str, max_tokens: int) 
     try:
         async with client.stream("POST", url, json=body) as r:
             if r.status_code != 200:
+                ERRORS.append(f"HTTP {r.status_code}")
                 return float("nan"), time.perf_counter() - t0, False
             async for line in r.aiter_lines():
                 if not line.startswith("data: "):
@@ -83,16 +94,22 @@ async def one_turn(client, url: str, user: str, question: str, max_tokens: int) 
                     break
                 chunk = json.loads(line[6:])
                 if "error" in chunk:
+                    ERRORS.append(f"error event: {chunk['error']}")
                     break
                 if ttft is None and chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
                     ttft = time.perf_counter() - t0
-    except Exception:
+    except Exception as e:
+        ERRORS.append(f"{type(e).__name__}: {e}"[:300])
         ok = False
     lat = time.perf_counter() - t0
     return (ttft if ttft is not None else lat), lat, ok
 
 
-async def run_load(base: str, customers: int, turns: int, max_tokens: int, *, concurrent: bool):
+async def run_load(base: str, customers: int, turns: int, max_tokens: int, *, concurrent: bool, tag: str):
+    """All customers' turns, at once or one customer after another: (results per turn, seconds).
+
+    Results are (customer, turn, ttft, latency, ok). A customer's turns always run in order
+    (each sees the history its earlier turns left), so both modes serve the same workload."""
     import httpx
 
     url = base + "/v1/chat/completions"
@@ -101,7 +118,8 @@ async def run_load(base: str, customers: int, turns: int, max_tokens: int, *, co
         async def customer(i: int):
             out = []
             for t in range(turns):
-                out.append(await one_turn(client, url, f"bench-{concurrent}-{i}", QUESTIONS[(i + t) % len(QUESTIONS)], max_tokens))
+                r = await one_turn(client, url, f"bench-{tag}-{i}", QUESTIONS[(i + t) % len(QUESTIONS)], max_tokens)
+                out.append((i, t) + r)
             return out
 
         t0 = time.perf_counter()
@@ -116,7 +134,6 @@ async def run_load(base: str, customers: int, turns: int, max_tokens: int, *, co
 
 def serve(args) -> int:
     """The server process: the real app on the model in `args.serve`, plus a /bench/info route."""
-    import torch
     import uvicorn
     from fastapi import APIRouter
 
@@ -124,18 +141,20 @@ def serve(args) -> int:
     from endcloud.serve.app import create_app
     from endcloud.serve.settings import ServeSettings
 
-    torch.set_num_threads(args.threads)
-    model = EndModel.load(args.serve)
+    model = EndModel.load(args.serve, threads=args.threads)
     settings = ServeSettings(db_path=args.db, max_batch=args.customers, batch_window_ms=args.window_ms,
-                             batch_max_wait_ms=args.max_wait_ms,
+                             batch_max_wait_ms=args.max_wait_ms, batching=args.batching, torch_threads=args.threads,
+                             prefill_chunk_tokens=args.prefill_chunk, prefix_cache_mb=args.prefix_cache_mb,
                              max_new_tokens=args.max_new_tokens, rate_limit_per_minute=10**6)
     router = APIRouter()
     app = None
 
     @router.get("/bench/info")
     def info():
-        return {"params": sum(p.numel() for p in model._base_model.parameters()),
-                "batch_sizes": app.state.engine.batcher.batch_sizes, "batch_seconds": app.state.engine.batcher.batch_seconds}
+        import torch
+
+        return {"params": sum(p.numel() for p in model._base_model.parameters()), "threads": torch.get_num_threads(),
+                "process_cpu": time.process_time(), **app.state.engine.stats()}
 
     app = create_app(settings, engine=model, teacher=None, extra_routers=[router])
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
@@ -155,12 +174,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--customers", type=int, default=16)
     ap.add_argument("--turns", type=int, default=4, help="turns per customer")
+    ap.add_argument("--repeats", type=int, default=1, help="one-at-a-time + concurrent pairs, interleaved")
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--size", choices=sorted(SIZES), default="default")
     ap.add_argument("--base", type=Path, default=None,
                     help="a trained end model dir instead of random weights (e.g. the demo's endcloud-work/base)")
+    ap.add_argument("--batching", choices=("auto", "continuous", "static"), default="auto")
     ap.add_argument("--window-ms", type=float, default=10.0)
     ap.add_argument("--max-wait-ms", type=float, default=100.0)
+    ap.add_argument("--prefill-chunk", type=int, default=512, help="continuous: prompt tokens prefilled per step")
+    ap.add_argument("--prefix-cache-mb", type=float, default=256.0, help="continuous: prefix cache budget (0: off)")
     ap.add_argument("--serve", type=Path, default=None, help=argparse.SUPPRESS)  # internal: run the server
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--db", type=Path, default=None, help=argparse.SUPPRESS)
@@ -175,10 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     base = args.base if args.base is not None else build_model(tmp / "base", args.size)
     port = free_port()
     cmd = [sys.executable, __file__, "--serve", str(base), "--port", str(port), "--db", str(tmp / "endcloud.db"),
-           "--customers", str(args.customers), "--window-ms", str(args.window_ms), "--max-wait-ms", str(args.max_wait_ms), "--threads", str(args.threads),
-           "--max-new-tokens", str(args.max_new_tokens)]
+           "--customers", str(args.customers), "--window-ms", str(args.window_ms), "--max-wait-ms", str(args.max_wait_ms),
+           "--threads", str(args.threads), "--max-new-tokens", str(args.max_new_tokens), "--batching", args.batching,
+           "--prefill-chunk", str(args.prefill_chunk), "--prefix-cache-mb", str(args.prefix_cache_mb)]
     proc = subprocess.Popen(cmd)
     url = f"http://127.0.0.1:{port}"
+    reps = []
+    loads = []
     try:
         deadline = time.monotonic() + 300
         while True:
@@ -191,37 +217,89 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit("the server did not start")
             time.sleep(0.2)
         info = httpx.get(url + "/bench/info", timeout=10).json()
-        asyncio.run(run_load(url, 4, 1, args.max_new_tokens, concurrent=True))  # warm up
-        seq, seq_s = asyncio.run(run_load(url, args.customers, 1, args.max_new_tokens, concurrent=False))
-        n_before = len(httpx.get(url + "/bench/info", timeout=10).json()["batch_sizes"])
-        conc, conc_s = asyncio.run(run_load(url, args.customers, args.turns, args.max_new_tokens, concurrent=True))
-        final = httpx.get(url + "/bench/info", timeout=10).json()
-        batches, batch_s = final["batch_sizes"][n_before:], final["batch_seconds"][n_before:]
-        seq_batch_s = final["batch_seconds"][n_before - len(seq):n_before]
+        asyncio.run(run_load(url, 4, 1, args.max_new_tokens, concurrent=True, tag="warm"))  # warm up
+        for rep in range(args.repeats):
+            i0 = httpx.get(url + "/bench/info", timeout=10).json()
+            seq, seq_s = asyncio.run(run_load(url, args.customers, args.turns, args.max_new_tokens, concurrent=False,
+                                              tag=f"seq{rep}"))
+            i1 = httpx.get(url + "/bench/info", timeout=10).json()
+            conc, conc_s = asyncio.run(run_load(url, args.customers, args.turns, args.max_new_tokens, concurrent=True,
+                                                tag=f"conc{rep}"))
+            i2 = httpx.get(url + "/bench/info", timeout=10).json()
+            loads.append(os.getloadavg()[0])
+            reps.append((seq, seq_s, conc, conc_s, i0, i1, i2))
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    nparams = info["params"]
-    seq_tp = len(seq) / seq_s
-    conc_tp = len(conc) / conc_s
-    errors = sum(not ok for _, _, ok in seq + conc)
-    ttft_seq = [t for t, _, ok in seq if ok]
-    ttft = [t for t, _, ok in conc if ok]
-    lat = [l for _, l, ok in conc if ok]
-    load = os.getloadavg()
+    return report(args, info, reps, loads)
+
+
+def _engine_line(a: dict, b: dict) -> str:
+    """What the engine did between two /bench/info snapshots."""
+    return _engine_part(a, b) + f"; server process CPU {b['process_cpu'] - a['process_cpu']:.2f} s"
+
+
+def _engine_part(a: dict, b: dict) -> str:
+    sizes, secs = b["batch_sizes"][len(a["batch_sizes"]):], b["batch_seconds"][len(a["batch_seconds"]):]
+    if b["mode"] == "continuous":
+        steps = b["steps"] - a.get("steps", 0)
+        rows = b["rows"] - a.get("rows", 0)
+        pre = b["prefill_tokens"] - a.get("prefill_tokens", 0)
+        padded = b["prefill_padded"] - a.get("prefill_padded", 0)
+        chunks = b["prefills"] - a.get("prefills", 0)
+        hit = b["cached_tokens"] - a.get("cached_tokens", 0)
+        busy = b["step_seconds"] - a.get("step_seconds", 0)
+        dec = b["decode_seconds"] - a.get("decode_seconds", 0)
+        pre_s = b["prefill_seconds"] - a.get("prefill_seconds", 0)
+        cpu = b["step_cpu_seconds"] - a.get("step_cpu_seconds", 0)
+        return (f"continuous: {steps} decode steps, occupancy {rows / max(steps, 1):.1f} rows/step, "
+                f"{1000 * dec / max(steps, 1):.1f} ms/step; busy {busy:.2f} s = decode {dec:.2f} s + prefill {pre_s:.2f} s "
+                f"+ {busy - dec - pre_s:.2f} s other, worker CPU {cpu:.2f} s; prompt tokens {pre + hit}: {pre} computed, "
+                f"{hit} from the prefix cache ({100 * hit / max(pre + hit, 1):.0f}%); "
+                f"{chunks} prefill chunks, {padded} positions with padding; "
+                f"admitted in groups of mean {statistics.mean(sizes) if sizes else 0:.1f}")
+    return (f"static: {len(sizes)} generate calls, batch mean {statistics.mean(sizes) if sizes else 0:.1f}, "
+            f"max {max(sizes) if sizes else 0}, {statistics.mean(secs) if secs else 0:.3f} s per call")
+
+
+def report(args, info: dict, reps: list, loads: list[float]) -> int:
     what = f"trained model {args.base}" if args.base is not None else f"random-weight Qwen2 '{args.size}' shape"
-    print(f"model: {what}, {nparams / 1e6:.1f}M params, fp32, {args.threads} torch threads; "
-          f"replies of {args.max_new_tokens} tokens; batch window {args.window_ms:g} ms, max wait {args.max_wait_ms:g} ms")
-    print(f"one at a time : {len(seq)} turns in {seq_s:.2f} s = {seq_tp:.2f} turns/s; TTFT p50 {statistics.median(ttft_seq):.3f} s")
-    print(f"{args.customers} concurrent : {len(conc)} turns in {conc_s:.2f} s = {conc_tp:.2f} turns/s "
-          f"-> {conc_tp / seq_tp:.1f}x one at a time")
-    print(f"TTFT (concurrent): p50 {pct(ttft, 50):.3f} s, p95 {pct(ttft, 95):.3f} s; latency p50 {pct(lat, 50):.3f} s, "
-          f"p95 {pct(lat, 95):.3f} s")
-    print(f"batch sizes: mean {statistics.mean(batches):.1f}, max {max(batches)}, {len(batches)} generate calls; "
-          f"generate time per call: {statistics.mean(seq_batch_s):.3f} s alone, {statistics.mean(batch_s):.3f} s batched "
-          f"({', '.join(f'{n}:{t:.2f}s' for n, t in zip(batches, batch_s))})")
-    print(f"errors: {errors} / {len(seq) + len(conc)} ({100 * errors / (len(seq) + len(conc)):.1f}%)")
-    print(f"load average during the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")
+    print(f"model: {what}, {info['params'] / 1e6:.1f}M params, fp32, {info['threads']} torch threads, "
+          f"batching {info['mode']}; {args.customers} customers x {args.turns} turns, replies of {args.max_new_tokens} "
+          f"tokens; window {args.window_ms:g} ms, max wait {args.max_wait_ms:g} ms"
+          + (f", prefill chunk {args.prefill_chunk}, prefix cache {args.prefix_cache_mb:g} MB"
+             if info["mode"] == "continuous" else ""))
+    errors = total = 0
+    best_seq = best_conc = best_first = 0.0
+    ttft_all: list[float] = []
+    lat_all: list[float] = []
+    for k, (seq, seq_s, conc, conc_s, i0, i1, i2) in enumerate(reps):
+        seq_tp, conc_tp = len(seq) / seq_s, len(conc) / conc_s
+        # first turns alone, one at a time: the short-prompt baseline of the earlier bench
+        first = [lat for _, t, _, lat, ok in seq if t == 0]
+        first_tp = len(first) / sum(first)
+        errors += sum(not ok for *_, ok in seq + conc)
+        total += len(seq) + len(conc)
+        ttft = [x for _, _, x, _, ok in conc if ok]
+        lat = [x for _, _, _, x, ok in conc if ok]
+        ttft_all += ttft
+        lat_all += lat
+        seq_ttft = [x for _, _, x, _, ok in seq if ok]
+        best_seq, best_conc, best_first = max(best_seq, seq_tp), max(best_conc, conc_tp), max(best_first, first_tp)
+        print(f"[{k + 1}] one at a time: {len(seq)} turns in {seq_s:.2f} s = {seq_tp:.2f} turns/s "
+              f"(TTFT p50 {statistics.median(seq_ttft):.3f} s; first turns alone {first_tp:.2f} turns/s) | "
+              f"concurrent: {len(conc)} turns in {conc_s:.2f} s = {conc_tp:.2f} turns/s -> {conc_tp / seq_tp:.2f}x "
+              f"({conc_tp / first_tp:.2f}x first turns); TTFT p50 {pct(ttft, 50):.3f} s, p95 {pct(ttft, 95):.3f} s; "
+              f"load {loads[k]:.2f}")
+        print(f"    one at a time -> {_engine_line(i0, i1)}")
+        print(f"    concurrent    -> {_engine_line(i1, i2)}")
+    print(f"best of {len(reps)}: one at a time {best_seq:.2f} turns/s, concurrent {best_conc:.2f} turns/s -> "
+          f"{best_conc / best_seq:.2f}x (vs first turns alone {best_first:.2f} turns/s: {best_conc / best_first:.2f}x)")
+    print(f"TTFT (concurrent, all repeats): p50 {pct(ttft_all, 50):.3f} s, p95 {pct(ttft_all, 95):.3f} s; "
+          f"latency p50 {pct(lat_all, 50):.3f} s, p95 {pct(lat_all, 95):.3f} s")
+    print(f"errors: {errors} / {total} ({100 * errors / max(total, 1):.1f}%)" + "".join(f"\n  {e}" for e in ERRORS[:5]))
+    load = os.getloadavg()
+    print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")
     return 0 if errors == 0 else 1
 
 

@@ -9,6 +9,13 @@ exponential backoff that honours `Retry-After` / `retry-after-ms` on 429 and 5xx
 concurrency limit, request- and token-rate limits, and a cost ledger with a budget cap.
 An empty or malformed reply is an error (retried, then `TeacherParseError`), never a label.
 
+The concurrency limit counts requests on the wire: a request waiting out a backoff, a
+`Retry-After` or a rate limit holds no slot, and a retry takes the next free slot ahead of
+requests not yet started (so giving the slot away does not send it to the back of a long
+batch). Requests go through an httpx transport directly — `_http11.Http11Transport` by
+default, `httpx.AsyncHTTPTransport` when an HTTP(S) proxy is configured in the environment,
+or whatever `transport=` injects; `stats` says where each request's time went.
+
 This client sends messages as given: it knows nothing of prompts (see `prompt.py`) or of
 privacy (see `gate.py`, which `make_teacher` always puts in front of it) — except that it
 refuses to send anything that did not come through that gate (`require_gate=True`; tests
@@ -25,19 +32,22 @@ import os
 import random
 import threading
 import time
+import urllib.request
 import weakref
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
+from endcloud.cloud._http11 import Http11Transport
 from endcloud.cloud.gate import THROUGH_GATE
 from endcloud.cloud.ledger import ENV_PRICE, CostLedger, PriceTable, parse_price
 from endcloud.cloud.ratelimit import RateLimiter
 from endcloud.cloud.teacher import Messages, Teacher, check_messages
 from endcloud.cloud.tokens import estimate_message_tokens, estimate_tokens
-from endcloud.errors import ConfigError, PrivacyError, TeacherError, TeacherParseError, TeacherStatusError, TeacherTimeout
+from endcloud.errors import (BudgetExceeded, ConfigError, PrivacyError, TeacherError, TeacherParseError, TeacherStatusError,
+                             TeacherTimeout)
 from endcloud.records import Reply, Usage
 from endcloud.retry import retry_after
 
@@ -61,63 +71,75 @@ _HINTS = {
 
 @dataclass
 class TeacherStats:
-    """Counters of one client (all event loops together)."""
+    """Counters of one client (all event loops together), and where the time went."""
 
     requests: int = 0  # logical requests (areply calls)
     attempts: int = 0  # HTTP attempts, retries included
     retries: int = 0
     failures: int = 0  # requests that raised after all retries
     outcomes: Counter = field(default_factory=Counter)  # "200", "429", "timeout", "malformed", ...
-    slept_s: float = 0.0
+    slept_s: float = 0.0  # backoff and Retry-After waits (no slot held)
+    limited_s: float = 0.0  # waits for the request/token rate limits (no slot held)
+    queued_s: float = 0.0  # waits for a free concurrency slot
+    wire_s: float = 0.0  # attempts on the wire, reply parsing included (a slot held)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "requests": self.requests, "attempts": self.attempts, "retries": self.retries,
             "failures": self.failures, "outcomes": dict(self.outcomes), "slept_s": round(self.slept_s, 3),
+            "limited_s": round(self.limited_s, 3), "queued_s": round(self.queued_s, 3), "wire_s": round(self.wire_s, 3),
         }
 
 
-# Connections per pool. httpcore rescans its whole pool (a poll() per connection) on every
-# request and response; at concurrency 32 one pool of 32 cost 6-8 ms of client CPU per
-# request here, eight pools of 4 cost 3.3 ms — that scan, not the network, was the
-# client's bottleneck in bench/bench_teacher.py.
-POOL_SIZE = 4
+class _Slots:
+    """The concurrency limit of one event loop: `n` requests on the wire at once.
+
+    Like `asyncio.Semaphore`, but a retry waits in a queue served before that of requests
+    not yet started: a retry gives its slot up while it backs off (the slot is for a
+    request in flight), and must not then queue behind the rest of a batch and finish last.
+    """
+
+    def __init__(self, n: int):
+        self.free = n
+        self._retries: deque[asyncio.Future] = deque()
+        self._fresh: deque[asyncio.Future] = deque()
+
+    async def acquire(self, *, retry: bool) -> None:
+        if self.free > 0:  # the queues are empty whenever a slot is free (release hands over)
+            self.free -= 1
+            return
+        fut = asyncio.get_running_loop().create_future()
+        queue = self._retries if retry else self._fresh
+        queue.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # handed a slot in the same tick we were cancelled: pass it on
+            else:
+                queue.remove(fut)
+            raise
+
+    def release(self) -> None:
+        for queue in (self._retries, self._fresh):
+            while queue:
+                fut = queue.popleft()
+                if not fut.done():
+                    fut.set_result(None)  # the slot passes straight to the waiter
+                    return
+        self.free += 1
 
 
 class _LoopState:
-    """What must belong to one event loop: the connection pools and the semaphore."""
+    """What must belong to one event loop: the transport's connections and the slots."""
 
     def __init__(self, teacher: "OpenAITeacher"):
-        n = -(-teacher.concurrency // POOL_SIZE)
-        self.size = -(-teacher.concurrency // n)
-        self.teacher = teacher
-        self.clients: list[httpx.AsyncClient | None] = [None] * n  # made when first needed
-        self.busy = [0] * n
-        self.sem = asyncio.Semaphore(teacher.concurrency)
-
-    def lease(self) -> httpx.AsyncClient:
-        """The least busy pool (callers hold the semaphore, so one always has room)."""
-        i = min(range(len(self.busy)), key=self.busy.__getitem__)
-        self.busy[i] += 1
-        if self.clients[i] is None:
-            t = self.teacher
-            self.clients[i] = httpx.AsyncClient(
-                base_url=t.base_url,
-                headers={"Authorization": f"Bearer {t._api_key}", **t.headers},
-                timeout=t._httpx_timeout,
-                transport=t.transport,
-                verify=t._ssl_context(),
-                limits=httpx.Limits(max_connections=self.size, max_keepalive_connections=self.size),
-            )
-        return self.clients[i]  # type: ignore[return-value]
-
-    def release(self, client: httpx.AsyncClient) -> None:
-        self.busy[self.clients.index(client)] -= 1
+        self.slots = _Slots(teacher.concurrency)
+        self.transport: httpx.AsyncBaseTransport = teacher.transport or teacher._default_transport()
 
     async def aclose(self) -> None:
-        for c in self.clients:
-            if c is not None:
-                await c.aclose()
+        # Like httpx.AsyncClient, closing the teacher closes its transport, injected or not.
+        await self.transport.aclose()
 
 
 class OpenAITeacher(Teacher):
@@ -153,6 +175,9 @@ class OpenAITeacher(Teacher):
             raise ConfigError(f"{ENV_MODEL} must name a model, got {model!r}")
         if not api_key:
             raise ConfigError(f"{ENV_API_KEY} is empty; set it to the provider's API key")
+        if not api_key.isascii() or not api_key.isprintable():
+            raise ConfigError(f"{ENV_API_KEY} must be printable ASCII (it goes in an HTTP header); check for a pasted "
+                              "quote or line break")
         if not (isinstance(timeout, (int, float)) and 0 < timeout < math.inf):
             raise ConfigError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
         if not (isinstance(max_retries, int) and 0 <= max_retries <= 20):
@@ -178,7 +203,14 @@ class OpenAITeacher(Teacher):
         self.ledger.check_priced(model)
         self.limiter = RateLimiter(requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute)
         self.stats = TeacherStats()
-        self._httpx_timeout = httpx.Timeout(self.timeout, connect=min(10.0, self.timeout))
+        self._timeout_ext = httpx.Timeout(self.timeout, connect=min(10.0, self.timeout)).as_dict()
+        self._url = httpx.URL(self.base_url + "/chat/completions")
+        # Built once (httpx.Request adds Host and Content-Length per request); `headers`
+        # given by the caller replace ours of the same name.
+        merged = httpx.Headers({"Authorization": f"Bearer {api_key}", "Content-Type": "application/json",
+                                "Accept": "application/json", "User-Agent": "endcloud"})
+        merged.update(self.headers)
+        self._headers = merged.raw
         self._states: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState]" = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         self._rng = random.Random()
@@ -254,7 +286,7 @@ class OpenAITeacher(Teacher):
             return st
 
     def _ssl_context(self) -> Any:
-        # Loading the CA bundle costs ~0.3 s; do it once per teacher, not per pool or loop.
+        # Loading the CA bundle costs ~0.3 s; do it once per teacher, not per loop.
         with self._lock:
             if self._ssl is None:
                 import ssl
@@ -263,6 +295,19 @@ class OpenAITeacher(Teacher):
 
                 self._ssl = ssl.create_default_context(cafile=certifi.where())
             return self._ssl
+
+    def _default_transport(self) -> httpx.AsyncBaseTransport:
+        """The lean HTTP/1.1 transport, or httpx's own when the environment names a proxy
+        for this host (HTTPS_PROXY / HTTP_PROXY / ALL_PROXY, minus NO_PROXY — what
+        httpx.AsyncClient would honour)."""
+        url = self._url
+        tls = self._ssl_context() if url.scheme == "https" else None
+        proxies = urllib.request.getproxies()
+        proxy = proxies.get(url.scheme) or proxies.get("all")
+        if proxy and not urllib.request.proxy_bypass(url.host):
+            limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+            return httpx.AsyncHTTPTransport(proxy=proxy, verify=tls or True, limits=limits)
+        return Http11Transport(ssl_context=tls, max_idle=self.concurrency)
 
     def _backoff(self, attempt: int) -> float:
         # Full jitter (AWS architecture blog): spreads retries of many callers apart.
@@ -292,35 +337,49 @@ class OpenAITeacher(Teacher):
                 "PrivacyGate(teacher, audit=AuditLog(...)) — make_teacher('openai') does — or, for "
                 "synthetic test traffic only, construct it with require_gate=False"
             )
-        msgs = check_messages(messages)
-        data = self.outbound_body(msgs).encode("utf-8")
-        prompt_est = estimate_message_tokens(msgs)
+        msgs = check_messages(messages)  # a bad message fails now, not after the queue
         self._count(requests=1)
-        reserved = self.ledger.reserve(self.model, prompt_est)
         try:
-            reply = await self._with_retries(data, prompt_est)
+            return await self._with_retries(msgs)
+        except BudgetExceeded:
+            raise  # nothing was sent: a stop, not a failed request
         except TeacherError:
             self._count(failures=1)
             raise
-        finally:
-            self.ledger.release(reserved)
-        return reply
 
-    async def _with_retries(self, data: bytes, prompt_est: int) -> Reply:
+    async def _with_retries(self, msgs: list[dict[str, str]]) -> Reply:
         st = self._state()
+        clock = time.perf_counter
+        data, prompt_est, reserved = b"", 0, None
         attempt = 0
-        # The slot is held through backoff sleeps: a retry that gave its slot away would
-        # queue behind every request not yet started and finish last (a batch's tail), and
-        # a 429 asks for less pressure anyway. Backoffs are short, so little slot time idles.
-        async with st.sem:
+        try:
             while True:
-                await self.limiter.acquire(prompt_est + self.max_tokens)
-                self._count(attempts=1)
-                client = st.lease()
+                # Neither the rate limit nor the backoff below holds a slot: a slot is for a
+                # request on the wire. A retry queues for its slot ahead of new requests.
+                limited = 0.0
+                if self.limiter.active:
+                    prompt_est = prompt_est or estimate_message_tokens(msgs)
+                    limited = await self.limiter.acquire(prompt_est + self.max_tokens)
+                t0 = clock()
+                await st.slots.acquire(retry=attempt > 0)
+                t1 = clock()
+                if reserved is None:
+                    # Serialised and charged only once a slot is ours: a request waiting in a
+                    # long batch costs no CPU up front (a batch of thousands started at once
+                    # would otherwise delay the first requests' connections), and the budget
+                    # holds back only what is about to be sent.
+                    try:
+                        data = self.outbound_body(msgs).encode("utf-8")
+                        prompt_est = prompt_est or estimate_message_tokens(msgs)
+                        reserved = self.ledger.reserve(self.model, prompt_est)
+                    except BaseException:
+                        st.slots.release()
+                        raise
                 try:
-                    reply, error, wait = await self._attempt(client, data, attempt)
+                    reply, error, wait = await self._attempt(st.transport, data, attempt)
                 finally:
-                    st.release(client)
+                    st.slots.release()
+                    self._count(attempts=1, limited_s=limited, queued_s=t1 - t0, wire_s=clock() - t1)
                 if reply is not None:
                     return reply
                 if attempt >= self.max_retries:
@@ -328,14 +387,24 @@ class OpenAITeacher(Teacher):
                 attempt += 1
                 self._count(retries=1, slept_s=wait)
                 await asyncio.sleep(wait)
+        finally:
+            if reserved is not None:
+                self.ledger.release(reserved)
 
-    async def _attempt(self, client: httpx.AsyncClient, data: bytes, attempt: int) -> tuple[Reply | None, Any, float]:
+    async def _attempt(self, transport: httpx.AsyncBaseTransport, data: bytes,
+                       attempt: int) -> tuple[Reply | None, Any, float]:
         """One HTTP attempt -> (reply, None, 0) or (None, error, seconds to wait before the next)."""
+        request = httpx.Request("POST", self._url, headers=self._headers, content=data,
+                                extensions={"timeout": self._timeout_ext})
         try:
+            # The whole attempt has one deadline: per-read timeouts alone let a server that
+            # drips a byte at a time hold a request forever.
             async with asyncio.timeout(self.timeout):
-                resp = await client.post(
-                    "/chat/completions", content=data, headers={"Content-Type": "application/json"}
-                )
+                resp = await transport.handle_async_request(request)
+                try:
+                    await resp.aread()
+                finally:
+                    await resp.aclose()
         except (TimeoutError, httpx.TimeoutException):
             self._count(outcome="timeout")
             err: TeacherError = TeacherTimeout(
@@ -351,7 +420,7 @@ class OpenAITeacher(Teacher):
         self._count(outcome=str(status))
         if status == 200:
             try:
-                return self._parse(resp), None, 0.0
+                return self._parse(resp, data), None, 0.0
             except TeacherParseError as e:
                 self._count(outcome="malformed")
                 return None, e, self._backoff(attempt)
@@ -368,7 +437,7 @@ class OpenAITeacher(Teacher):
             return None, err, min(ra, self.retry_after_max) + jitter
         return None, err, self._backoff(attempt)
 
-    def _parse(self, resp: httpx.Response) -> Reply:
+    def _parse(self, resp: httpx.Response, sent: bytes) -> Reply:
         try:
             data = resp.json()
             choice = data["choices"][0]
@@ -382,6 +451,6 @@ class OpenAITeacher(Teacher):
             usage = Usage(int(u["prompt_tokens"]), int(u["completion_tokens"]))
         except (KeyError, TypeError, ValueError):
             # Some compatible servers omit usage; estimate rather than bill zero.
-            usage = Usage(estimate_message_tokens(json.loads(resp.request.content)["messages"]), estimate_tokens(content))
+            usage = Usage(estimate_message_tokens(json.loads(sent)["messages"]), estimate_tokens(content))
         cost = self.ledger.record(self.model, usage)
         return Reply(text=content.strip(), source="cloud", model=str(data.get("model") or self.model), usage=usage, cost=cost)

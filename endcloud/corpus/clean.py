@@ -17,24 +17,33 @@ emoticons and URLs, which are counted per occurrence. Masked placeholders (`[订
 `[ORDERID_123]`, `4**号`) pass through unchanged: NFKC and the whitespace rule do not touch
 ASCII brackets, letters, digits or `*`.
 
+`clean_many` applies rules 1-5 to a whole batch (the pipeline passes a chunk's texts at
+once) and gives exactly what cleaning each text alone gives; `assemble` is rule 6 for one
+dialogue; `clean_lists` / `clean_turns` / `clean_text` are both for one dialogue or text.
+
 Also here: `detect_lang` (zh when CJK characters are at least 30% of the letters, else en;
 the report's `sessions_zh` / `sessions_en`) and `near_key`, what the near-duplicate check
-compares (no punctuation, whitespace, digits or case).
+compares (no punctuation, whitespace, digits or case; `near_keys_bytes` for a batch).
 """
 
 from __future__ import annotations
 
+import operator
 import re
 import unicodedata
+from bisect import bisect_right
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Literal
+from itertools import accumulate, chain
+from typing import Any, Iterator, Literal
 
 from endcloud.records import Turn
 
 _EMOTICON = re.compile(r"#E-[A-Za-z]{1,3}(?:\[[^\]\s]{1,8}\]|\d{1,3})")
 # URL characters without brackets and CJK, so "点击http://a.cn/x[数字x]查看" keeps its placeholder.
 _URL = re.compile(r"(?:https?://|www\.)[A-Za-z0-9\-._~:/?#@!$&'*+,;=%]+", re.IGNORECASE)
+# Every whitespace character but the space (str.split's whitespace: none lies above U+3000).
+_WS_NOT_SPACE = re.compile("[" + "".join(re.escape(c) for c in map(chr, range(0x3001)) if c.isspace() and c != " ") + "]")
 
 LongTurns = Literal["truncate", "drop"]
 
@@ -63,53 +72,176 @@ class CleanConfig:
 
 def clean_text(text: str, cfg: CleanConfig, stats: Counter) -> str:
     """Apply rules 1-5 to one text; return "" when nothing is left (or it was dropped)."""
-    _, texts, _ = clean_lists(["user"], [text], None, cfg, stats, count_empty=False)
-    return texts[0] if texts else ""
+    return clean_many([text], cfg, stats, count_empty=False)[0]
 
 
-def clean_lists(
-    roles: list[str], texts: list[str], metas: list[dict[str, Any]] | None, cfg: CleanConfig, stats: Counter,
-    *, count_empty: bool = True,
+# The batch is joined with a separator so each rule is one C-level pass over the whole
+# chunk instead of a Python-level call per text. The separator must not occur in any text
+# and must be a character no rule touches: not whitespace (str.split and \s skip these),
+# NFKC-stable, outside the URL class. The first control character absent from the batch
+# is taken (JDDC content can never hold NUL: the reader rejects it as binary).
+_SEPARATORS = [chr(c) for c in (*range(0x00, 0x09), *range(0x0E, 0x1C))]
+_SEP_EMOTICON: dict[str, re.Pattern[str]] = {}
+
+
+def _emoticons(sep: str) -> re.Pattern[str]:
+    """`_EMOTICON`, unable to run across `sep` (for a batch joined by it)."""
+    pat = _SEP_EMOTICON.get(sep)
+    if pat is None:
+        pat = _SEP_EMOTICON[sep] = re.compile(r"#E-[A-Za-z]{1,3}(?:\[[^\]\s" + re.escape(sep) + r"]{1,8}\]|\d{1,3})")
+    return pat
+
+
+def _find_all(s: str, sub: str, shift: int = 0) -> Iterator[int]:
+    i = s.find(sub)
+    while i >= 0:
+        yield i + shift
+        i = s.find(sub, i + 1)
+
+
+def _bad_whitespace(joined: str, sep: str) -> list[int]:
+    """Offsets in a batch joined by `sep` that put their text among those `" ".join(t.split())`
+    changes: whitespace other than a space, two spaces in a row, a space at either end of
+    a text. Each is a C-level search for something rare, where a regex stopping at every
+    space took most of the cleaning time."""
+    hits = [m.start() for m in _WS_NOT_SPACE.finditer(joined)]
+    hits += _find_all(joined, "  ")
+    hits += _find_all(joined, " " + sep)
+    hits += _find_all(joined, sep + " ", 1)
+    if joined[:1] == " ":
+        hits.append(0)
+    if joined[-1:] == " ":
+        hits.append(len(joined) - 1)
+    hits.sort()
+    return hits
+
+
+def _indices(ends: list[int], positions: Iterator[int]) -> list[int]:
+    """Sorted distinct indices of the texts that hold the given offsets of the joined batch
+    (`ends[i]` is one past text i's separator)."""
+    out: list[int] = []
+    for pos in positions:
+        i = bisect_right(ends, pos)
+        if not out or out[-1] != i:
+            out.append(i)
+    return out
+
+
+def clean_many(texts: list[str], cfg: CleanConfig, stats: Counter, *, count_empty: bool = True) -> list[str]:
+    """Rules 1-5 on a batch of texts: the same texts and counts as cleaning each one
+    alone, one output per input, "" where a text is dropped (empty, or too long with
+    long_turns='drop'). Merging the neighbours of a drop is `assemble`'s job.
+
+    The pipeline's hot loop: a whole chunk's texts are cleaned in one call. Each rule
+    runs once over the joined batch where it cannot reach across texts (NFKC, emoticons,
+    finding the texts with URLs or odd whitespace) and per text only where a text needs
+    it; counts are per text as documented, except emoticons and URLs (per occurrence)."""
+    n = len(texts)
+    if n == 0:
+        return []
+    sep = ""
+    joined = ""
+    if n > 1:
+        for sep in _SEPARATORS:
+            joined = sep.join(texts)
+            if joined.count(sep) == n - 1:
+                break
+        else:  # every candidate occurs somewhere: clean one at a time (never seen in practice)
+            return [x for t in texts for x in clean_many([t], cfg, stats, count_empty=count_empty)]
+    else:
+        joined = texts[0]
+
+    def split(j: str) -> list[str]:
+        return j.split(sep) if n > 1 else [j]
+
+    parts = texts
+    nfkc = emo = url = ws = trunc = dropped = empty = 0
+    # 1. NFKC. Most Chinese lines fail only on a few full-width punctuation marks: replacing
+    # those (by their exact NFKC forms) is ~5x cheaper than `normalize`, which then runs only
+    # if something else is left. The result is NFKC either way, and NFKC of the joined batch
+    # is the join of each text's NFKC (the separator is a starter that composes with nothing).
+    if not unicodedata.is_normalized("NFKC", joined):
+        for fw, plain in _COMMON_NFKC:
+            if fw in joined:
+                joined = joined.replace(fw, plain)
+        if not unicodedata.is_normalized("NFKC", joined):
+            joined = unicodedata.normalize("NFKC", joined)
+            if n > 1 and joined.count(sep) != n - 1:  # cannot happen (no NFKC form holds a C0 control): be sure
+                return [x for t in texts for x in clean_many([t], cfg, stats, count_empty=count_empty)]
+        new = split(joined)
+        nfkc = sum(map(operator.ne, parts, new))
+        parts = new
+    # 2. Emoticon codes, counted per occurrence.
+    if "#E-" in joined:
+        joined, emo = (_emoticons(sep) if n > 1 else _EMOTICON).subn("", joined)
+        parts = split(joined)
+    # 3 and 4 find their texts on the joined batch (offsets -> indices), then work per text.
+    url_idx: list[int] = []
+    ws_idx: list[int] = []
+    has_url = "://" in joined or "www." in joined or "WWW." in joined
+    if n == 1:
+        url_idx = [0] if has_url else []
+        ws_idx = [0]
+    else:
+        ws_hits = _bad_whitespace(joined, sep)
+        if has_url or ws_hits:
+            ends = list(accumulate(len(p) + 1 for p in parts))
+            if has_url:
+                url_hits = sorted(chain(_find_all(joined, "://"), _find_all(joined, "www."), _find_all(joined, "WWW.")))
+                url_idx = _indices(ends, iter(url_hits))
+            ws_idx = _indices(ends, iter(ws_hits))
+    if url_idx:
+        parts = list(parts) if parts is texts else parts
+        url_ph = cfg.url_placeholder
+        for i in url_idx:
+            parts[i], k = _URL.subn(url_ph, parts[i])
+            url += k
+        ws_idx = sorted(set(ws_idx).union(url_idx))  # a URL replaced by "" may leave two spaces
+    if ws_idx:
+        parts = list(parts) if parts is texts else parts
+        for i in ws_idx:
+            t = parts[i]
+            collapsed = " ".join(t.split())
+            if collapsed != t:
+                ws += 1
+                parts[i] = collapsed
+    # 5. Length, then empties.
+    max_chars = cfg.max_turn_chars
+    if max(map(len, parts)) > max_chars:
+        parts = list(parts) if parts is texts else parts
+        drop_long = cfg.long_turns == "drop"
+        for i, t in enumerate(parts):
+            if len(t) > max_chars:
+                if drop_long:
+                    dropped += 1
+                    parts[i] = ""
+                else:
+                    trunc += 1
+                    parts[i] = t[:max_chars].rstrip()
+    if "" in parts:
+        empty = parts.count("") - dropped
+    for k, v in (("nfkc_changed", nfkc), ("emoticon_removed", emo), ("url_replaced", url),
+                 ("whitespace_collapsed", ws), ("too_long_truncated", trunc), ("too_long_dropped", dropped)):
+        if v:
+            stats[k] += v
+    if empty and count_empty:
+        stats["empty_dropped"] += empty
+    return parts if parts is not texts else list(texts)
+
+
+def assemble(
+    roles: list[str], texts: list[str], metas: list[dict[str, Any]] | None, stats: Counter,
 ) -> tuple[list[str], list[str], list[dict[str, Any]] | None]:
-    """Clean parallel role/text(/meta) lists: every rule, empty drops, re-merging.
-
-    This is the pipeline's hot loop, so the rules are inlined with cheap substring
-    checks before any regex, and counts are summed locally."""
-    is_norm, normalize = unicodedata.is_normalized, unicodedata.normalize
-    max_chars, drop_long, url_ph = cfg.max_turn_chars, cfg.long_turns == "drop", cfg.url_placeholder
+    """Rule 6 on one dialogue's cleaned texts (`clean_many`'s output): drop the empty
+    ones and merge two turns of one speaker that then meet [`merged_after_clean`]."""
+    if "" not in texts and not any(map(operator.eq, roles, roles[1:])):
+        return roles, texts, metas  # nothing dropped, no neighbours to merge: the common case
     out_r: list[str] = []
     out_t: list[str] = []
     out_m: list[dict[str, Any]] | None = [] if metas is not None else None
-    nfkc = emo = url = ws = trunc = dropped = empty = merged = 0
+    merged = 0
     for i, text in enumerate(texts):
-        if not is_norm("NFKC", text):
-            # Most Chinese lines fail only on a few full-width punctuation marks: replacing
-            # those (by their exact NFKC forms) is ~5x cheaper than `normalize`, which then
-            # runs only if something else is left. The result is NFKC either way.
-            for fw, plain in _COMMON_NFKC:
-                if fw in text:
-                    text = text.replace(fw, plain)
-            if not is_norm("NFKC", text):
-                text = normalize("NFKC", text)
-            nfkc += 1
-        if "#E-" in text:
-            text, n = _EMOTICON.subn("", text)
-            emo += n
-        if "://" in text or "www." in text or "WWW." in text:
-            text, n = _URL.subn(url_ph, text)
-            url += n
-        collapsed = " ".join(text.split())
-        if collapsed != text:
-            ws += 1
-            text = collapsed
-        if len(text) > max_chars:
-            if drop_long:
-                dropped += 1
-                continue
-            trunc += 1
-            text = text[:max_chars].rstrip()
         if not text:
-            empty += 1
             continue
         role = roles[i]
         if out_r and out_r[-1] == role:  # a drop left two turns of one speaker side by side
@@ -122,14 +254,18 @@ def clean_lists(
         out_t.append(text)
         if out_m is not None and metas is not None:
             out_m.append(metas[i])
-    for k, v in (("nfkc_changed", nfkc), ("emoticon_removed", emo), ("url_replaced", url),
-                 ("whitespace_collapsed", ws), ("too_long_truncated", trunc), ("too_long_dropped", dropped),
-                 ("merged_after_clean", merged)):
-        if v:
-            stats[k] += v
-    if empty and count_empty:
-        stats["empty_dropped"] += empty
+    if merged:
+        stats["merged_after_clean"] += merged
     return out_r, out_t, out_m
+
+
+def clean_lists(
+    roles: list[str], texts: list[str], metas: list[dict[str, Any]] | None, cfg: CleanConfig, stats: Counter,
+    *, count_empty: bool = True,
+) -> tuple[list[str], list[str], list[dict[str, Any]] | None]:
+    """Clean parallel role/text(/meta) lists of one dialogue: every rule, empty drops,
+    re-merging (`clean_many` then `assemble`)."""
+    return assemble(roles, clean_many(texts, cfg, stats, count_empty=count_empty), metas, stats)
 
 
 def clean_turns(turns: list[Turn], cfg: CleanConfig, stats: Counter) -> list[Turn]:
@@ -147,15 +283,12 @@ _NOT_LATIN = bytes(b for b in range(256) if not (65 <= b <= 90 or 97 <= b <= 122
 
 
 def detect_lang(texts: list[str], sample_chars: int = 400) -> str:
-    """'zh' when CJK characters make up at least 30% of the letters (CJK + latin), else 'en'."""
-    sample = ""
-    for t in texts:
-        sample += t
-        if len(sample) >= sample_chars:
-            break
+    """'zh' when CJK characters make up at least 30% of the letters (CJK + latin) of the
+    first `sample_chars` characters, else 'en'."""
+    sample = "".join(texts)[:sample_chars]
     if sample.isascii():
         return "en"
-    raw = sample[:sample_chars].encode("utf-8")
+    raw = sample.encode("utf-8")
     cjk = len(raw.translate(None, _NOT_CJK_LEAD))
     latin = len(raw.translate(None, _NOT_LATIN))
     return "zh" if cjk and cjk >= 0.3 * (cjk + latin) else "en"
@@ -167,11 +300,32 @@ def detect_lang(texts: list[str], sample_chars: int = 400) -> str:
 # sequence). Twice as fast as a Unicode-aware `[\W\d_]` regex; this runs twice per pair.
 _CJK_PUNCT = re.compile("[。、“”‘’【】《》「」『』〈〉〔〕…—·～]")
 _ASCII_NOT_LETTER = bytes(b for b in range(128) if not (65 <= b <= 90 or 97 <= b <= 122))
+_NOT_LETTER_KEEP: dict[int, bytes] = {}  # separator byte -> _ASCII_NOT_LETTER without it
 
 
 def near_key_bytes(text: str) -> bytes:
     """`near_key` of an already NFKC-normalised text, as UTF-8 bytes (what the pipeline hashes)."""
     return _CJK_PUNCT.sub("", text).encode("utf-8").translate(None, _ASCII_NOT_LETTER).lower()
+
+
+def near_keys_bytes(texts: list[str]) -> list[bytes]:
+    """`near_key_bytes` of each text, in one pass over the joined batch (the pipeline's
+    per-chunk call): the separator survives every step (the punctuation class and the
+    byte deletion both leave it), so splitting the result gives each text's key."""
+    n = len(texts)
+    if n < 2:
+        return [near_key_bytes(t) for t in texts]
+    for sep in _SEPARATORS:
+        joined = sep.join(texts)
+        if joined.count(sep) == n - 1:
+            break
+    else:
+        return [near_key_bytes(t) for t in texts]
+    b = ord(sep)
+    table = _NOT_LETTER_KEEP.get(b)
+    if table is None:
+        table = _NOT_LETTER_KEEP[b] = bytes(c for c in _ASCII_NOT_LETTER if c != b)
+    return _CJK_PUNCT.sub("", joined).encode("utf-8").translate(None, table).lower().split(bytes((b,)))
 
 
 def near_key(text: str) -> str:

@@ -9,11 +9,12 @@ synthetic shop puts them there) travel with the pair. The JSON form is exactly
     {"id", "source", "session", "lang", "context": [{"role", "text"}], "query", "response"}
     (+ "facts", "intent" when known)
 
-`build_pairs` returns `Pair` objects; `pair_lines` is the same thing as ready JSON lines
-for the streaming pipeline (each turn's text is JSON-escaped once, not once per pair
-it appears in), with the exact and near-duplicate keys of each pair: exact = the same
-query and response after cleaning and redaction (the context is not compared); near =
-the same once punctuation, whitespace, digits and case are removed from both.
+`build_pairs` returns `Pair` objects; `pair_lines` is the same thing as ready JSON lines,
+and `pair_lines_utf8` as UTF-8 bytes for the streaming pipeline (each turn's text is
+JSON-escaped and encoded once, not once per pair it appears in), with the exact and
+near-duplicate keys of each pair: exact = the same query and response after cleaning
+and redaction (the context is not compared); near = the same once punctuation,
+whitespace, digits and case are removed from both.
 """
 
 from __future__ import annotations
@@ -88,24 +89,64 @@ def pair_lines_raw(
     source: str, session: str, lang: str, roles: list[str], texts: list[str], metas: list[dict[str, Any]] | None,
     *, max_context_turns: int = DEFAULT_MAX_CONTEXT_TURNS, stats: Counter | None = None,
 ) -> tuple[list[str], list[int], list[int]]:
-    """`pair_lines` on parallel lists (the pipeline's hot path).
+    """`pair_lines` on parallel lists (`pair_lines_utf8`, decoded to str)."""
+    lines, exact, near = pair_lines_utf8(
+        source, session, lang, roles, texts, metas, max_context_turns=max_context_turns, stats=stats
+    )
+    return [line.decode("utf-8") for line in lines], exact, near
+
+
+_FRAGS: dict[str, bytes] = {}  # role -> format of one context turn, b'{"role": "user", "text": %s}'
+
+
+def _frag(role: str) -> bytes:
+    f = _FRAGS.get(role)
+    if f is None:
+        f = _FRAGS[role] = b'{"role": "' + role.encode("utf-8").replace(b"%", b"%%") + b'", "text": %s}'
+    return f
+
+
+_LINE = b'{"id": %s%d", %s%s], "query": %s, "response": %s'  # closed by facts/intent and "}"
+
+
+def escape_utf8(texts: list[str]) -> list[bytes]:
+    """Each text as a JSON string literal in UTF-8 bytes (`json.dumps(t, ensure_ascii=False)`),
+    in three C-level passes over the batch: the escaped texts never hold a raw NUL (JSON
+    writes it as \\u0000), so NUL can join and split them."""
+    if not texts:
+        return []
+    return "\x00".join(map(encode_basestring, texts)).encode("utf-8").split(b"\x00")
+
+
+def pair_lines_utf8(
+    source: str, session: str, lang: str, roles: list[str], texts: list[str], metas: list[dict[str, Any]] | None,
+    *, max_context_turns: int = DEFAULT_MAX_CONTEXT_TURNS, stats: Counter | None = None,
+    escaped: list[bytes] | None = None, near_keys: list[bytes] | None = None,
+) -> tuple[list[bytes], list[int], list[int]]:
+    """The pairs of one dialogue as UTF-8 JSON lines (no newline), each equal to
+    `json.dumps(pair.to_json(), ensure_ascii=False).encode()`, with their dedupe keys: the
+    pipeline's hot path. Lines are built from bytes so each text is escaped and encoded
+    once however many pairs quote it as context.
+
+    `escaped` (`escape_utf8(texts)`) and `near_keys` (`near_key_bytes` of each text) may be
+    passed in when the caller made them for a whole batch at once.
 
     Keys are Python's 64-bit `hash` of (query, response) and of their `near_key`s: fast and
     equal across the worker processes of one run (they are forked from one forkserver and
     share its hash seed) but NOT across runs — use them only inside one `prepare`."""
     n = len(roles)
-    lines: list[str] = []
+    lines: list[bytes] = []
     exact: list[int] = []
     near: list[int] = []
     skipped = 1 if n and roles[0] == "assistant" else 0
     if n >= 2:
-        enc = [encode_basestring(x) for x in texts]
-        frag = [f'{{"role": "{r}", "text": {e}}}' for r, e in zip(roles, enc)]
+        enc = escaped if escaped is not None else escape_utf8(texts)
+        frag = [_frag(r) % e for r, e in zip(roles, enc)]
         head = (
             f'"source": {encode_basestring(source)}, "session": {encode_basestring(session)}, '
             f'"lang": {encode_basestring(lang)}, "context": ['
-        )
-        id_prefix = f"{source}:{session}:"
+        ).encode("utf-8")
+        id_open = encode_basestring(f"{source}:{session}:")[:-1].encode("utf-8")  # '"jddc:s1:' — the number follows
         for i in range(1, n):
             if roles[i] != "assistant":
                 continue
@@ -113,18 +154,19 @@ def pair_lines_raw(
                 skipped += 1
                 continue
             lo = i - 1 - max_context_turns
-            ctx = ", ".join(frag[lo if lo > 0 else 0 : i - 1])
-            line = f'{{"id": {encode_basestring(id_prefix + str(i))}, {head}{ctx}], "query": {enc[i - 1]}, "response": {enc[i]}'
+            line = _LINE % (id_open, i, head, b", ".join(frag[lo if lo > 0 else 0 : i - 1]), enc[i - 1], enc[i])
             if metas is not None and metas[i]:
                 facts, intent = _facts_intent(metas[i])
                 if facts is not None:
-                    line += ', "facts": [' + ", ".join(encode_basestring(str(f)) for f in facts) + "]"
+                    line += (', "facts": [' + ", ".join(encode_basestring(str(f)) for f in facts) + "]").encode("utf-8")
                 if intent is not None:
-                    line += f', "intent": {encode_basestring(intent)}'
-            lines.append(line + "}")
-            q, r = texts[i - 1], texts[i]
-            exact.append(hash((q, r)))
-            near.append(hash((near_key_bytes(q), near_key_bytes(r))))
+                    line += f', "intent": {encode_basestring(intent)}'.encode("utf-8")
+            lines.append(line + b"}")
+            exact.append(hash((texts[i - 1], texts[i])))
+            if near_keys is not None:
+                near.append(hash((near_keys[i - 1], near_keys[i])))
+            else:
+                near.append(hash((near_key_bytes(texts[i - 1]), near_key_bytes(texts[i]))))
     if stats is not None and skipped:
         stats["assistant_without_query"] += skipped
     return lines, exact, near

@@ -1,36 +1,52 @@
 """`prepare`: chat logs in, `pairs.jsonl` + `eval.jsonl` + a counted report out.
 
     read (parent: cut files into chunks on record/session boundaries)
-      -> worker pool, in order, at most `2 x workers` chunks in flight:
-           parse -> clean -> detect language -> redact (one Vault per session)
-           -> pairs as JSON lines + 64-bit dedupe keys + held-out flag
-      -> parent: drop exact / near duplicates (fixed-size Bloom filters), write
+      -> worker pool, in order, at most `2 x workers` chunks in flight; each chunk in
+         batches, not line by line:
+           parse -> clean the chunk's texts in one batch -> drop/merge per session
+           -> detect language -> redact the texts the redactor's batch pre-check flags
+              (one Vault per session) -> pairs as UTF-8 JSON lines + 64-bit dedupe keys
+           -> the lines to a hand-over file, the keys and counts back through the pool
+      -> parent: drop exact / near duplicates (fixed-size Bloom filters), copy the kept
+         runs of lines from the hand-over file to pairs.jsonl / eval.jsonl
 
-Memory stays flat: chunks are bounded in number and size, the dedupe filters are sized
-once, and nothing keeps a per-session or per-pair Python object after it is written.
-The held-out split is by a hash of the session, so a session's pairs are all in
-`pairs.jsonl` or all in `eval.jsonl`, the same on every run.
+The parent only cuts, dedupes and writes (it is the one part that does not parallelise);
+everything per record happens in the workers. Memory stays flat: chunks are bounded in
+number and size, the dedupe filters are sized once, and nothing keeps a per-session or
+per-pair Python object after it is written. The held-out split is by a hash of the
+session, so a session's pairs are all in `pairs.jsonl` or all in `eval.jsonl`, the same
+on every run.
 
     report = prepare(["chats.txt"], "out/", workers=2)
     print(report.to_text())
 
 Redaction uses `endcloud.privacy` (`redact(text, vault, lang=...)` with one `Vault()` per
 session, so placeholders stay consistent inside a conversation). It is imported in the
-workers, by module name, so a test may name a stand-in module with the same two names.
+workers, by module name, so a test may name a stand-in module with the same two names;
+if the module also has `needs_redaction(texts, lang) -> indices`, only those texts are
+redacted (the others `redact` must leave as they are, vault untouched), else every text
+is, with a memo of the texts found clean.
+
+Measured speed and what it costs where: `bench/bench_corpus.py`, docs/bench/corpus-speed.md.
 """
 
 from __future__ import annotations
 
 import collections
+import gc
 import importlib
 import multiprocessing as mp
 import os
 import resource
+import shutil
+import tempfile
 import time
 from array import array
+from bisect import bisect_right
 from collections import Counter
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
+from itertools import accumulate, chain
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -39,9 +55,9 @@ import numpy as np
 from endcloud.errors import ConfigError, EndcloudError
 from endcloud.fileio import atomic_write, write_json_atomic, write_text_atomic
 
-from endcloud.corpus.clean import CleanConfig, clean_lists, detect_lang
+from endcloud.corpus.clean import CleanConfig, assemble, clean_many, detect_lang, near_keys_bytes
 from endcloud.corpus.dedupe import BloomFilter, key64
-from endcloud.corpus.pairs import DEFAULT_MAX_CONTEXT_TURNS, pair_lines_raw
+from endcloud.corpus.pairs import DEFAULT_MAX_CONTEXT_TURNS, escape_utf8, pair_lines_utf8
 from endcloud.corpus.readers import READERS, Chunk, check_file, detect_format
 
 DEFAULT_REDACTOR = "endcloud.privacy"
@@ -97,33 +113,103 @@ class PrepareConfig:
 
 @dataclass(slots=True)
 class ChunkResult:
-    """What a worker sends back for one chunk (cheap to pickle: strings and bytes)."""
+    """What a worker sends back for one chunk.
 
-    blob: bytes  # the pairs' JSON lines, UTF-8, joined by b"\n" (JSON escapes every newline inside)
-    n: int  # number of lines in blob
-    eval_mask: bytes  # one byte per line, 1 = held out
-    exact: bytes  # int64 per line (dedupe keys, see pairs.pair_lines_raw)
+    The pairs' JSON lines are `train` (pairs not held out) then `held` (the others), each
+    in input order as UTF-8 lines ending in b"\\n" (JSON escapes every newline inside),
+    ready to write; `train_ends` / `held_ends` are the byte offsets where each line ends,
+    so the parent can cut out duplicates without splitting. A pool worker writes the two
+    blobs, one after the other, to the file `part` and sends only its path: a result of
+    megabytes through the pool's pipe costs several copies, and while one is in the pipe
+    `multiprocessing.Pool`'s worker-handler thread spins (its wait wakes on the readable
+    result pipe), which cost the parent a third of its CPU. The keys and the mask are in
+    input order over all pairs, since the first of two duplicates is kept whichever file
+    it is in."""
+
+    train: bytes  # b"" when the blobs are in `part`
+    held: bytes
+    part: str | None  # file holding train + held (the parent reads and deletes it)
+    train_nbytes: int
+    train_ends: bytes  # uint32 per line
+    held_ends: bytes
+    n: int  # number of pairs
+    eval_mask: bytes  # one byte per pair, 1 = held out
+    exact: bytes  # int64 per pair (dedupe keys, see pairs.pair_lines_utf8)
     near: bytes
     stats: Counter
     nbytes: int
     maxrss_kb: int
+    pid: int
+    cpu_s: float  # CPU seconds this worker process has used so far
+
+    def blobs(self) -> tuple[memoryview, memoryview]:
+        """(train, held); reads and deletes `part` when there is one."""
+        if self.part is None:
+            return memoryview(self.train), memoryview(self.held)
+        with open(self.part, "rb") as f:
+            data = memoryview(f.read())
+        os.unlink(self.part)
+        return data[:self.train_nbytes], data[self.train_nbytes:]
 
 
 class _Work:
-    """Per-process state: the config, the redaction module (imported once) and a bounded
-    memo of texts the redactor found nothing in."""
+    """Per-process state: the config, the redaction module (imported once), its batch
+    pre-check if it has one, and otherwise a bounded memo of texts it found nothing in."""
 
     # Agents repeat their stock phrases thousands of times; a text with no PII redacts to
     # itself whatever the vault, so it need not be scanned again. Bounded: cleared when full.
+    # Used only with a redactor that has no batch pre-check (`needs_redaction`).
     CLEAN_MEMO_MAX = 200_000
 
-    def __init__(self, cfg: PrepareConfig):
+    def __init__(self, cfg: PrepareConfig, part_dir: str | None = None):
         self.cfg = cfg
+        self.part_dir = part_dir  # where to write result blobs (None: keep them in the result)
+        self.parts = 0
         self.privacy = importlib.import_module(cfg.redactor) if cfg.redact else None
+        self.needs_redaction = _batch_gate(self.privacy, cfg.redactor) if self.privacy is not None else None
         self.eval_cut = int(cfg.eval_fraction * 2**64)
         self.clean_memo: dict[str, set[str]] = {"zh": set(), "en": set()}
 
-    def _redact(self, texts: list[str], lang: str, stats: Counter) -> None:
+    def _redact_one(self, privacy: Any, text: str, vault: Any, lang: str, stats: Counter) -> str | None:
+        r = privacy.redact(text, vault, lang=lang)
+        if not r.spans:
+            return None
+        stats["redacted_turns"] += 1
+        for sp in r.spans:
+            stats["pii:" + str(getattr(sp, "type", "?"))] += 1
+        return r.text
+
+    def _redact_gated(self, sessions: list[list[Any]], stats: Counter) -> None:
+        """Redact, per language, only the texts the redactor's batch pre-check flags; the
+        others `redact` would return unchanged without touching the vault (its contract),
+        so the result is that of redacting every text with one vault per session."""
+        privacy, gate = self.privacy, self.needs_redaction
+        scanned = 0
+        for lang in sorted({s[1] for s in sessions}):
+            group = [s for s in sessions if s[1] == lang]
+            texts = list(chain.from_iterable(s[3] for s in group))
+            flagged = gate(texts, lang)  # type: ignore[misc]
+            if not flagged:
+                continue
+            scanned += len(flagged)
+            starts = list(accumulate((len(s[3]) for s in group), initial=0))
+            g = 0
+            vault = None
+            for i in flagged:
+                if i >= starts[g + 1]:
+                    g = bisect_right(starts, i) - 1
+                    vault = None
+                s = group[g]
+                if vault is None:
+                    vault = privacy.Vault()  # type: ignore[union-attr]  # one per session
+                j = i - starts[g]
+                new = self._redact_one(privacy, s[3][j], vault, lang, stats)
+                if new is not None:
+                    s[3][j] = new
+        if scanned:
+            stats["redaction_scanned"] += scanned
+
+    def _redact_memo(self, texts: list[str], lang: str, stats: Counter) -> None:
         privacy = self.privacy
         memo = self.clean_memo.setdefault(lang, set())
         vault = None
@@ -134,12 +220,9 @@ class _Work:
                 continue
             if vault is None:
                 vault = privacy.Vault()  # type: ignore[union-attr]
-            r = privacy.redact(text, vault, lang=lang)  # type: ignore[union-attr]
-            if r.spans:
-                stats["redacted_turns"] += 1
-                for sp in r.spans:
-                    stats["pii:" + str(getattr(sp, "type", "?"))] += 1
-                texts[i] = r.text
+            new = self._redact_one(privacy, text, vault, lang, stats)
+            if new is not None:
+                texts[i] = new
             else:
                 if len(memo) >= self.CLEAN_MEMO_MAX:
                     memo.clear()
@@ -148,54 +231,117 @@ class _Work:
             stats["redaction_memo_hits"] += hits
 
     def run(self, chunk: Chunk) -> ChunkResult:
+        # A chunk makes ~10^5 short-lived lists and strings and no reference cycles: the
+        # cyclic GC would only rescan them (~7% of a chunk's time). It is back on between chunks.
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._run(chunk)
+        finally:
+            if was_enabled:
+                gc.enable()
+
+    def _run(self, chunk: Chunk) -> ChunkResult:
         cfg = self.cfg
-        clean_cfg = cfg.clean
         stats: Counter = Counter()
         raws = READERS.get(chunk.fmt).parse(chunk, stats)
-        lines: list[str] = []
-        flags = bytearray()
-        exact: array = array("q")
-        near: array = array("q")
-        sessions = turns_out = 0
-        by_lang: Counter = Counter()
+        # Clean every text of the chunk in one batch, then drop/merge per session.
+        cleaned = clean_many(list(chain.from_iterable(r.texts for r in raws)), cfg.clean, stats)
+        sessions: list[list[Any]] = []  # [raw, lang, roles, texts, metas]
+        pos = 0
         for raw in raws:
-            roles, texts, metas = clean_lists(raw.roles, raw.texts, raw.metas, clean_cfg, stats)
+            k = len(raw.texts)
+            roles, texts, metas = assemble(raw.roles, cleaned[pos:pos + k], raw.metas, stats)
+            pos += k
             if not roles:
                 stats["sessions_empty_after_clean"] += 1
                 continue
             lang = cfg.lang if cfg.lang != "auto" else (raw.lang or detect_lang(texts))
-            if self.privacy is not None:
-                self._redact(texts, lang, stats)
-            sessions += 1
-            turns_out += len(roles)
+            sessions.append([raw, lang, roles, texts, metas])
+        if self.privacy is not None:
+            if self.needs_redaction is not None:
+                self._redact_gated(sessions, stats)
+            else:
+                for s in sessions:
+                    self._redact_memo(s[3], s[1], stats)
+        # JSON escapes and near-duplicate keys of every text, one batch call each.
+        all_texts = list(chain.from_iterable(s[3] for s in sessions))
+        escaped = escape_utf8(all_texts)
+        near_keys = near_keys_bytes(all_texts)
+        train: list[bytes] = []
+        held_out: list[bytes] = []
+        flags = bytearray()
+        exact: array = array("q")
+        near: array = array("q")
+        turns_out = pos = 0
+        by_lang: Counter = Counter()
+        for raw, lang, roles, texts, metas in sessions:
+            k = len(texts)
+            turns_out += k
             by_lang[lang] += 1
-            ls, ex, ne = pair_lines_raw(
-                raw.source, raw.id, lang, roles, texts, metas, max_context_turns=cfg.max_context_turns, stats=stats
+            ls, ex, ne = pair_lines_utf8(
+                raw.source, raw.id, lang, roles, texts, metas, max_context_turns=cfg.max_context_turns, stats=stats,
+                escaped=escaped[pos:pos + k], near_keys=near_keys[pos:pos + k],
             )
+            pos += k
             if not ls:
                 continue
             held = int.from_bytes(key64(f"{raw.source}\x1f{raw.id}"), "little") < self.eval_cut
-            lines += ls
+            (held_out if held else train).extend(ls)
             flags += (b"\x01" if held else b"\x00") * len(ls)
             exact.extend(ex)
             near.extend(ne)
-        stats["sessions"] += sessions
+        stats["sessions"] += len(sessions)
         stats["utterances_out"] += turns_out
         for lang, v in by_lang.items():
             stats["sessions_" + lang] += v
-        stats["pairs_built"] += len(lines)
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        # One bytes object pickles as a memcpy; a list of lines would be framed line by line.
-        blob = "\n".join(lines).encode("utf-8")
-        return ChunkResult(blob, len(lines), bytes(flags), exact.tobytes(), near.tobytes(), stats, chunk.nbytes, rss)
+        n = len(train) + len(held_out)
+        stats["pairs_built"] += n
+        train_blob, train_ends = _blob(train)
+        held_blob, held_ends = _blob(held_out)
+        part = None
+        if self.part_dir is not None and n:
+            self.parts += 1
+            part = os.path.join(self.part_dir, f"{os.getpid()}-{self.parts}.part")
+            with open(part, "wb") as f:
+                f.write(train_blob)
+                f.write(held_blob)
+            train_nbytes = len(train_blob)
+            train_blob = held_blob = b""
+        else:
+            train_nbytes = len(train_blob)
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        return ChunkResult(train_blob, held_blob, part, train_nbytes, train_ends, held_ends, n, bytes(flags),
+                           exact.tobytes(), near.tobytes(), stats, chunk.nbytes, ru.ru_maxrss, os.getpid(),
+                           ru.ru_utime + ru.ru_stime)
+
+
+def _blob(lines: list[bytes]) -> tuple[bytes, bytes]:
+    """(the lines joined, each ending in a newline; uint32 end offsets of the lines)."""
+    if not lines:
+        return b"", b""
+    ends = np.cumsum(np.fromiter(map(len, lines), dtype=np.int64, count=len(lines)) + 1)
+    if ends[-1] >= 2**32:
+        raise EndcloudError(f"a chunk made {ends[-1]:,} bytes of pairs; use smaller chunks")
+    return b"\n".join(lines) + b"\n", ends.astype(np.uint32).tobytes()
+
+
+def _batch_gate(privacy: Any, name: str) -> Callable[[list[str], str], list[int]] | None:
+    """The redactor's batch pre-check `needs_redaction(texts, lang) -> indices`, if it has one.
+    The built-in redactor keeps it in `endcloud.privacy.redact` (the package does not export
+    it yet); a stand-in module may offer its own under the same name, or none."""
+    gate = getattr(privacy, "needs_redaction", None)
+    if gate is None and name == DEFAULT_REDACTOR:
+        from endcloud.privacy.redact import needs_redaction as gate
+    return gate
 
 
 _WORK: _Work | None = None
 
 
-def _init_worker(cfg: PrepareConfig) -> None:
+def _init_worker(cfg: PrepareConfig, part_dir: str) -> None:
     global _WORK
-    _WORK = _Work(cfg)
+    _WORK = _Work(cfg, part_dir)
 
 
 def _run_chunk(chunk: Chunk) -> ChunkResult:
@@ -219,6 +365,9 @@ class Report:
     seconds: float
     peak_rss_mb: dict[str, float]
     workers: int
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
+    """CPU seconds of this process ("parent": reading, dedupe, writing; with workers=1 all
+    the work) and of the worker processes together ("workers"), over the run."""
 
     @property
     def utterances_per_s(self) -> float:
@@ -252,6 +401,7 @@ class Report:
             f"  pairs built {g('pairs_built', 0):,} -> written {g('pairs_written', 0):,} train + {g('eval_pairs_written', 0):,} eval",
             f"  time {self.seconds:.1f} s   {self.utterances_per_s:,.0f} utterances/s   workers {self.workers}",
             f"  peak RSS: parent {self.peak_rss_mb['parent']:.0f} MB, largest worker {self.peak_rss_mb['worker_max']:.0f} MB",
+            f"  CPU: parent {self.cpu_seconds.get('parent', 0):.1f} s, workers {self.cpu_seconds.get('workers', 0):.1f} s",
             "",
             "  rule                              count",
         ]
@@ -298,7 +448,7 @@ def _chunks(files: list[tuple[str, str]], chunk_bytes: int) -> Iterator[tuple[in
 
 
 def _results(
-    tasks: Iterator[tuple[int, Chunk]], cfg: PrepareConfig, stack: ExitStack
+    tasks: Iterator[tuple[int, Chunk]], cfg: PrepareConfig, stack: ExitStack, part_dir: str
 ) -> Iterator[tuple[int, ChunkResult]]:
     """Run chunks, in order: in this process for 1 worker, else on a pool with a bounded
     number in flight (Pool.imap would read the whole input ahead of the workers)."""
@@ -311,7 +461,7 @@ def _results(
     # no torch), with this module preloaded so each starts fast.
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["endcloud.corpus.pipeline"] + ([cfg.redactor] if cfg.redact else []))
-    pool = stack.enter_context(ctx.Pool(cfg.workers, initializer=_init_worker, initargs=(cfg,)))
+    pool = stack.enter_context(ctx.Pool(cfg.workers, initializer=_init_worker, initargs=(cfg, part_dir)))
     pending: collections.deque = collections.deque()
     limit = 2 * cfg.workers
 
@@ -334,6 +484,26 @@ def _results(
     while pending:
         i, res = pending.popleft()
         yield i, get(res)
+
+
+def _self_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)  # all threads of this process
+    return ru.ru_utime + ru.ru_stime
+
+
+def _write_kept(f: Any, blob: memoryview, ends: bytes, keep: np.ndarray) -> int:
+    """Write the lines of `blob` where `keep` is True, as runs of consecutive kept lines
+    (duplicates are few, so a chunk is a few hundred slices, not thousands of lines)."""
+    n = int(keep.sum())
+    if n == keep.size:
+        f.write(blob)
+    elif n:
+        bounds = np.concatenate(([0], np.frombuffer(ends, dtype=np.uint32).astype(np.int64)))
+        step = np.diff(keep.astype(np.int8), prepend=np.int8(0), append=np.int8(0))
+        starts = bounds[np.flatnonzero(step == 1)].tolist()
+        stops = bounds[np.flatnonzero(step == -1)].tolist()
+        f.write(b"".join([blob[a:b] for a, b in zip(starts, stops)]))
+    return n
 
 
 def prepare(
@@ -393,35 +563,37 @@ def prepare(
     per_file = [Counter() for _ in files]
     done_bytes = 0
     worker_rss_kb = 0
+    worker_cpu: dict[int, float] = {}  # pid -> CPU seconds at its latest result
+    cpu0 = _self_cpu()
     t0 = time.perf_counter()
     with ExitStack() as stack:
+        # Workers hand their pairs over in files here (see ChunkResult); gone when we are.
+        part_dir = tempfile.mkdtemp(prefix=".prepare-", dir=out)
+        stack.callback(shutil.rmtree, part_dir, ignore_errors=True)
         f_pairs = stack.enter_context(atomic_write(out / PAIRS_FILE, "wb"))
         f_eval = stack.enter_context(atomic_write(out / EVAL_FILE, "wb"))
-        for idx, res in _results(_chunks(files, cfg.chunk_bytes), cfg, stack):
+        for idx, res in _results(_chunks(files, cfg.chunk_bytes), cfg, stack, part_dir):
             counts.update(res.stats)
             per_file[idx].update(res.stats)
             worker_rss_kb = max(worker_rss_kb, res.maxrss_kb)
+            if cfg.workers > 1:
+                worker_cpu[res.pid] = res.cpu_s
             done_bytes += res.nbytes
             n = res.n
             if n:
                 keep = exact_seen.check_and_add(np.frombuffer(res.exact, dtype=np.int64).view(np.uint64))
-                dup_exact = n - int(keep.sum())
+                n_keep = int(keep.sum())
+                dup_exact = n - n_keep
                 near_new = near_seen.check_and_add(np.frombuffer(res.near, dtype=np.int64).view(np.uint64)[keep])
-                dup_near = int(keep.sum()) - int(near_new.sum())
+                dup_near = n_keep - int(near_new.sum())
                 keep[keep] = near_new
-                held = np.frombuffer(res.eval_mask, dtype=np.uint8).astype(bool)
-                train_sel = keep & ~held
-                eval_sel = keep & held
-                n_train = int(train_sel.sum())
-                n_eval = int(eval_sel.sum())
-                if n_train == n:
-                    f_pairs.write(res.blob + b"\n")
-                elif n_train or n_eval:
-                    lines = res.blob.split(b"\n")
-                    if n_train:
-                        f_pairs.write(b"\n".join([lines[i] for i in np.flatnonzero(train_sel)]) + b"\n")
-                    if n_eval:
-                        f_eval.write(b"\n".join([lines[i] for i in np.flatnonzero(eval_sel)]) + b"\n")
+                held = np.frombuffer(res.eval_mask, dtype=np.bool_)
+                train, held_out = res.blobs()
+                if held.any():
+                    n_train = _write_kept(f_pairs, train, res.train_ends, keep[~held])
+                    n_eval = _write_kept(f_eval, held_out, res.held_ends, keep[held])
+                else:
+                    n_train, n_eval = _write_kept(f_pairs, train, res.train_ends, keep), 0
                 step = Counter(
                     exact_duplicate=dup_exact, near_duplicate=dup_near, pairs_written=n_train, eval_pairs_written=n_eval
                 )
@@ -464,6 +636,7 @@ def prepare(
             "worker_max": round(max(worker_rss_kb, children_kb if cfg.workers > 1 else 0) / 1024, 1),
         },
         workers=cfg.workers,
+        cpu_seconds={"parent": round(_self_cpu() - cpu0, 2), "workers": round(sum(worker_cpu.values()), 2)},
     )
     write_json_atomic(out / REPORT_JSON, report.to_json())
     write_text_atomic(out / REPORT_TXT, report.to_text())

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
 
+import numpy as np
+
 from endcloud.errors import DataError
 from endcloud.records import Dialogue, Turn
 from endcloud.registry import Registry
@@ -76,6 +78,12 @@ class Chunk:
     data: bytes | list["RawDialogue"]  # raw bytes, or dialogues already parsed (CSV)
     nbytes: int = 0  # input bytes this chunk covers (progress)
     stats: Stats | None = None  # counts made while cutting (CSV parses in the parent)
+
+
+def _count_byte(data: bytes, byte: int) -> int:
+    """`data.count(bytes([byte]))`, 5x faster on a megabyte (bytes.count has no fast path
+    for one byte; numpy compares a vector at a time): the parent counts every line."""
+    return int(np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == byte))
 
 
 def check_file(path: str | os.PathLike[str]) -> Path:
@@ -138,7 +146,7 @@ def _line_blocks(path: str, block_bytes: int) -> Iterator[tuple[int, bytes, bool
                 continue
             out, carry = buf[:cut], buf[cut:]
             yield line, out, False
-            line += out.count(b"\n")
+            line += _count_byte(out, 10)
 
 
 def _line_chunks(path: str, fmt: str, block_bytes: int) -> Iterator[Chunk]:
@@ -172,7 +180,7 @@ def _session_chunks(path: str, fmt: str, block_bytes: int) -> Iterator[Chunk]:
             carry, carry_line = buf, start_line
             continue
         out, carry = buf[:pos], buf[pos:]
-        carry_line = start_line + out.count(b"\n")
+        carry_line = start_line + _count_byte(out, 10)
         yield Chunk(path, fmt, start_line, out, len(out))
     if carry:
         yield Chunk(path, fmt, carry_line, carry, len(carry))
@@ -216,7 +224,10 @@ def _append(roles: list[str], texts: list[str], metas: list[dict[str, Any]] | No
 
 
 def _text_lines(chunk: Chunk) -> list[str]:
-    text = _decode(chunk.data, chunk.path, chunk.first_line)  # type: ignore[arg-type]
+    return _split_lines(_decode(chunk.data, chunk.path, chunk.first_line))  # type: ignore[arg-type]
+
+
+def _split_lines(text: str) -> list[str]:
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
@@ -261,19 +272,93 @@ def parse_ecd(chunk: Chunk, stats: Stats) -> list[RawDialogue]:
     return out
 
 
+_JDDC_ROLE = {"0": "user", "1": "assistant"}
+# How a content that may be dropped starts (NULL, system notice, routing line): every
+# other non-empty content is kept without further checks.
+_JDDC_DROP_START = ("N", "系", "[", "人")
+
+
 def parse_jddc(chunk: Chunk, stats: Stats) -> list[RawDialogue]:
     """JDDC: 7 tab fields `session_id user_id waiter_send is_transfer is_repeat sku content`.
 
     waiter_send 0 = customer (user), 1 = agent (assistant); a content with tabs (8+
     fields) is joined back; consecutive messages of one speaker are merged; `NULL`,
     system notices and the opening routing line are dropped (counted). Masked
-    placeholders (`[订单x]`, `[ORDERID_123]`, `4**号`) are kept exactly."""
+    placeholders (`[订单x]`, `[ORDERID_123]`, `4**号`) are kept exactly.
+
+    This is the hot path, so it does the least per line: one split, one strip, one
+    prefix test before any drop rule. A chunk with a blank, short or malformed
+    line goes to `_parse_jddc_lines`, which gives the same dialogues and counts and
+    raises the error naming the line."""
+    lines = _text_lines(chunk)
+    out: list[RawDialogue] = []
+    sid = None
+    roles: list[str] = []
+    texts: list[str] = []
+    last = ""  # role of the session's last kept message
+    null = empty = system = routing = merged = no_messages = 0
+    drop_start, role_of = _JDDC_DROP_START, _JDDC_ROLE
+    try:
+        for line in lines:
+            s, _, ws, _, _, _, content = line.split("\t", 6)
+            role = role_of[ws]
+            if s != sid:
+                if roles:
+                    out.append(RawDialogue(sid, "jddc", "", roles, texts, None, {}))  # type: ignore[arg-type]
+                elif sid is not None:
+                    no_messages += 1
+                sid, roles, texts, last = s, [], [], ""
+            c = content.strip()
+            if not c:
+                empty += 1
+                continue
+            if c.startswith(drop_start):
+                if c == "NULL":
+                    null += 1
+                    continue
+                if c.startswith(_JDDC_SYSTEM):
+                    system += 1
+                    continue
+                if role == "user" and c.startswith("人工客服") and _JDDC_ROUTING.match(c):
+                    routing += 1
+                    continue
+            if role == last:
+                texts[-1] = texts[-1] + " " + c
+                merged += 1
+            else:
+                roles.append(role)
+                texts.append(c)
+                last = role
+    except (ValueError, KeyError):  # fewer than 7 fields, or waiter_send not 0/1
+        return _parse_jddc_lines(chunk, lines, stats)
+    if roles:
+        out.append(RawDialogue(sid, "jddc", "", roles, texts, None, {}))  # type: ignore[arg-type]
+    elif sid is not None:
+        no_messages += 1
+    # Tabs beyond the six separators are inside contents: count the lines that have them.
+    tabs = 0
+    if _count_byte(chunk.data, 9) > 6 * len(lines):  # type: ignore[arg-type]
+        tabs = sum(1 for line in lines if line.count("\t") > 6)
+    stats["lines_read"] += len(lines)
+    stats["utterances_in"] += len(lines)
+    stats["jddc_null_dropped"] += null
+    stats["jddc_system_dropped"] += system
+    stats["jddc_routing_dropped"] += routing
+    stats["merged_same_speaker"] += merged
+    for k, v in (("jddc_empty_dropped", empty), ("jddc_content_with_tabs", tabs), ("sessions_without_messages", no_messages)):
+        if v:
+            stats[k] += v
+    return out
+
+
+def _parse_jddc_lines(chunk: Chunk, lines: list[str], stats: Stats) -> list[RawDialogue]:
+    """`parse_jddc` line by line: any chunk, with blank lines, errors naming the line."""
     out: list[RawDialogue] = []
     sid = None
     roles: list[str] = []
     texts: list[str] = []
     lines_read = null = empty = system = routing = merged = tabs = blank = 0
-    for lineno, line in enumerate(_text_lines(chunk), chunk.first_line):
+    for lineno, line in enumerate(lines, chunk.first_line):
         fields = line.split("\t", 6)
         if len(fields) < 7:
             if not line.strip():

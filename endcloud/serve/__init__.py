@@ -5,8 +5,9 @@
     app.state.engine.swap_adapter("endcloud-work/adapters/shop/v3")   # hot swap, in-process
 
 Modules: `settings` (limits and thresholds), `signals` (frustration lexicon, lexical
-matcher), `router` (the pure end/cloud decision), `batching` (dynamic batcher), `engine`
-(batched end model + hot swap), `metrics` (Prometheus), `app` (the FastAPI app),
+matcher), `router` (the pure end/cloud decision), `batching` (continuous batching on the
+fast path: rows join and leave between decode steps, tokens stream out; a whole-batch
+dynamic batcher for vLLM and other engines), `engine` (the end model behind it + hot swap), `metrics` (Prometheus), `app` (the FastAPI app),
 `workspace` (building it from a workspace). Run it with `endcloud serve`.
 """
 

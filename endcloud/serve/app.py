@@ -6,10 +6,16 @@
 One customer turn:
 
     request ─► limits (413 body, 400 shape, 429 rate) ─► session + profile + KB snippets
-            ─► end model (dynamic batch) ─► signals (match, confidence, frustration)
+            ─► end model (continuous batch; whole batches for engines without it)
+            ─► signals (match, confidence, frustration)
             ─► Router.decide ─► end reply, or cloud takeover through the privacy gate
                (cloud error / timeout ─► the end reply is served, `cloud_failed` recorded)
             ─► store the turn, reply, scores and decision ─► JSON or SSE to the customer
+
+Streaming (`stream: true`): with `model="end"` the end model's text goes out as its
+tokens are sampled (first chunk after prefill and one step); with `endcloud` the router
+needs the whole end reply (its match and confidence) before any of it may be shown, and
+with `cloud` the cloud's reply is whole, so those stream once the turn is decided.
 
 Endpoints: `POST /v1/chat/completions` (models `endcloud` | `end` | `cloud`; `user` is the
 customer; reply extension field `endcloud`), `POST /v1/feedback`, `GET /v1/models`,
@@ -403,26 +409,51 @@ class ChatService:
         # Inline, not in a worker thread: these are sub-millisecond SQLite reads and WAL
         # appends without fsync (synchronous=NORMAL), and a thread hop per request spreads
         # the arrivals of customers who write at the same time over more than one batch window.
-        convo, system, knowledge = self._context(customer, session_id, messages)
-        query = messages[-1]["content"]
-        store.add_message(session_id, "user", query)
+        convo, query, knowledge = self._prepare(customer, session_id, messages)
         return await self._answer(req, query, convo, knowledge, message_id=message_id, session_id=session_id)
 
+    def _prepare(self, customer: str, session_id: str, messages: list[dict[str, str]]) -> tuple[list[dict], str, list]:
+        """(conversation for the models, the customer's question, knowledge refs); stores the question."""
+        convo, _, knowledge = self._context(customer, session_id, messages)
+        query = messages[-1]["content"]
+        self.store.add_message(session_id, "user", query)
+        return convo, query, knowledge
+
+    def _generation_args(self, req: ChatRequest) -> dict[str, Any]:
+        s = self.settings
+        return {"max_new_tokens": min(req.max_completion_tokens or req.max_tokens or s.max_new_tokens, s.max_new_tokens_cap),
+                "temperature": s.temperature if req.temperature is None else req.temperature,
+                "top_p": s.top_p if req.top_p is None else req.top_p, "seed": req.seed}
+
+    async def stream_end(self, req: ChatRequest, customer: str, messages: list[dict[str, str]], *, message_id: str,
+                         session_id: str) -> AsyncIterator[str | TurnResult]:
+        """model="end": the end reply's text as the model writes it (str pieces), then the TurnResult.
+
+        Only for the forced end model: `endcloud` routing needs the whole reply (its match
+        and confidence) before it may show any of it, so those turns go through `turn`."""
+        convo, query, knowledge = self._prepare(customer, session_id, messages)
+        stream = self.engine.stream_scored(convo, query=query, **self._generation_args(req))
+        try:
+            async for delta in stream:
+                yield delta + stream.ready()  # whatever else already arrived goes in the same write
+        finally:
+            await stream.aclose()
+        yield await self._answer(req, query, convo, knowledge, message_id=message_id, session_id=session_id,
+                                 end=stream.result)
+
     async def _answer(self, req: ChatRequest, query: str, convo: list[dict], knowledge: list, *, message_id: str,
-                      session_id: str) -> TurnResult:
+                      session_id: str, end: tuple[Any, float | None] | None = None) -> TurnResult:
+        """Route and finish one turn. `end`: the end reply and its match when already generated (streamed)."""
         s, store = self.settings, self.store
-        max_new = min(req.max_completion_tokens or req.max_tokens or s.max_new_tokens, s.max_new_tokens_cap)
-        temperature = s.temperature if req.temperature is None else req.temperature
-        top_p = s.top_p if req.top_p is None else req.top_p
+        args = self._generation_args(req)
 
         async def end_reply():
-            return await self.engine.generate_scored(convo, query=query, max_new_tokens=max_new, temperature=temperature,
-                                                     top_p=top_p, seed=req.seed)
+            return await self.engine.generate_scored(convo, query=query, **args)
 
         gen = None
         signals = Signals(frustration=frustration(query))
         if req.model != "cloud":
-            gen, match = await end_reply()
+            gen, match = end if end is not None else await end_reply()
             signals.empty = not gen.text.strip()
             signals.confidence = round(float(gen.confidence), 6)
             if match is not None:
@@ -530,10 +561,15 @@ def _completion_json(r: TurnResult) -> dict[str, Any]:
     }
 
 
+# Characters JSON leaves raw that some SSE clients take for line ends (httpx's line decoder
+# splits like str.splitlines): escaped, the event stays one line and decodes the same.
+_SSE_ESCAPES = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
 def _chunk(mid: str, created: int, model: str, delta: dict[str, Any], finish: str | None = None, **extra) -> str:
     body = {"id": mid, "object": "chat.completion.chunk", "created": created, "model": model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra}
-    return "data: " + json.dumps(body, ensure_ascii=False) + "\n\n"
+    return "data: " + json.dumps(body, ensure_ascii=False).translate(_SSE_ESCAPES) + "\n\n"
 
 
 # ---------------------------------------------------------------------------------------
@@ -555,8 +591,7 @@ def create_app(settings: ServeSettings | None = None, *, engine: Any = None, tea
             if settings.base_dir is None and settings.engine == "transformers":
                 raise ConfigError("no end model: pass engine= or set base_dir (--base)")
             st.engine = await asyncio.to_thread(Engine.load, settings.base_dir, settings.adapter_dir, kind=settings.engine,
-                                                max_batch=settings.max_batch, window_ms=settings.batch_window_ms,
-                                                max_wait_ms=settings.batch_max_wait_ms)
+                                                settings=settings)
             if settings.adapter_name:
                 st.engine.adapter = settings.adapter_name
         if st.store is None:
@@ -569,6 +604,8 @@ def create_app(settings: ServeSettings | None = None, *, engine: Any = None, tea
         st.scorer = st.scorer or LexicalMatcher()
         st.engine.scorer = st.scorer
         st.engine.batcher.on_batch = lambda n, seconds: metrics.batch_size.observe(n)
+        if st.engine.mode == "continuous":
+            st.engine.batcher.on_step = metrics.batch_occupancy.observe
         st.service = ChatService(settings, engine=st.engine, teacher=st.teacher, scorer=st.scorer,
                                  kb=st.kb, store=st.store, metrics=metrics)
         st.engine.start()
@@ -584,8 +621,7 @@ def create_app(settings: ServeSettings | None = None, *, engine: Any = None, tea
 
     app = FastAPI(title="endcloud", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
-    app.state.engine = engine if engine is None or isinstance(engine, Engine) else Engine(
-        engine, max_batch=settings.max_batch, window_ms=settings.batch_window_ms, max_wait_ms=settings.batch_max_wait_ms)
+    app.state.engine = engine if engine is None or isinstance(engine, Engine) else Engine.from_settings(engine, settings)
     app.state.teacher = gate_teacher(teacher, settings)
     app.state.scorer = scorer
     app.state.kb = kb
@@ -629,8 +665,20 @@ def create_app(settings: ServeSettings | None = None, *, engine: Any = None, tea
         created = int(time.time())
         # The role chunk goes out at once: the customer sees the reply start while the turn runs.
         yield _chunk(mid, created, req.model, {"role": "assistant", "content": ""}, endcloud={"message_id": mid})
+        ttft = None
+        result = None
         try:
-            result = await svc.turn(req, customer, messages, message_id=mid, session_id=session_id)
+            if req.model == "end" and svc.engine.streams_tokens:
+                # The end model's tokens go out as they are sampled: the first after prefill.
+                async for item in svc.stream_end(req, customer, messages, message_id=mid, session_id=session_id):
+                    if isinstance(item, TurnResult):
+                        result = item
+                    elif item:
+                        yield _chunk(mid, created, req.model, {"content": item})
+                        if ttft is None:
+                            ttft = time.perf_counter() - t0
+            else:
+                result = await svc.turn(req, customer, messages, message_id=mid, session_id=session_id)
         except Exception as e:
             log.exception("streamed turn failed")
             status = 400 if isinstance(e, (DataError, ConfigError)) else 500
@@ -639,10 +687,11 @@ def create_app(settings: ServeSettings | None = None, *, engine: Any = None, tea
             yield "data: " + json.dumps(error_body(msg, type="server_error" if status == 500 else "invalid_request_error")) + "\n\n"
             yield "data: [DONE]\n\n"
             return
-        # The whole reply is known at once (the engine returns finished texts), so its
-        # content events go out in one write: one send instead of one per word.
-        yield "".join(_chunk(mid, created, req.model, {"content": piece}) for piece in _chunks(result.text))
-        ttft = time.perf_counter() - t0
+        if ttft is None:
+            # The whole reply is known at once (routed, cloud, or a whole-batch engine), so
+            # its content events go out in one write: one send instead of one per word.
+            yield "".join(_chunk(mid, created, req.model, {"content": piece}) for piece in _chunks(result.text))
+            ttft = time.perf_counter() - t0
         await _record(svc, result, messages[-1]["content"], t0=t0, ttft=ttft)
         yield _chunk(mid, created, req.model, {}, "stop", endcloud=result.extension(), usage=result.usage)
         yield "data: [DONE]\n\n"

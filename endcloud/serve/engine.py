@@ -1,32 +1,204 @@
-"""The server's handle on the end model: batched async generation and adapter hot swap.
+"""The server's handle on the end model: batched async generation, token streaming, hot swap.
 
 `Engine` wraps anything with the `EndModel` interface (`generate(conversations, *,
 max_new_tokens, temperature, top_p, seed) -> [Generation]`, `swap_adapter(dir|None)`).
-The evolution loop promotes a new adapter in-process with `app.state.engine.swap_adapter(path)`:
-the swap waits for the batch in flight, so no reply mixes two adapters.
+The evolution loop promotes a new adapter in-process with `app.state.engine.swap_adapter(path)`.
+
+How requests are batched (`batching`, a name in `BATCHING`):
+
+    continuous  the in-process `EndModel` on the fast path (Llama/Qwen2 family): a running
+                batch (`endcloud.end.stepper`) that a request joins at the next decode step
+                and leaves the moment it ends; tokens stream out as they are sampled.
+                A swap lets the replies in flight finish on the old adapter while new
+                ones queue, then the batch continues on the new one.
+    static      anything else (a vLLM client, a test double, a model without fast
+                weights): `DynamicBatcher` collects a batch and calls `generate` on it;
+                a swap waits for the batch in flight. The reply arrives whole.
+    auto        continuous where the model allows it, else static.
+
+Either way no reply mixes two adapters, and each reply records the adapter that wrote it.
+
+    gen, match = await engine.generate_scored(messages, query=q, max_new_tokens=64, temperature=0.6, top_p=0.8)
+    stream = engine.stream_scored(messages, query=q, ...)
+    async for delta in stream: ...          # text pieces; they join to stream.result[0].text
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import math
 import os
 import threading
 from pathlib import Path
 from typing import Any
 
-from endcloud.serve.batching import DynamicBatcher
+from endcloud.errors import ConfigError
+from endcloud.serve.batching import ContinuousBatcher, DynamicBatcher, Ticket
+from endcloud.serve.settings import BATCHING
+
+log = logging.getLogger(__name__)
+
+PREFIX_CACHE_MB = 256.0  # default budget of the prefix cache (key/values of earlier prompts)
+
+
+def continuous_capable(model: Any) -> bool:
+    """Whether `model` is an in-process EndModel the stepper can run (fast weights present)."""
+    if getattr(model, "_variant", None) is None or getattr(model, "tokenizer", None) is None:
+        return False  # cheap test first: no torch import for doubles and HTTP clients
+    from endcloud.end.stepper import end_model_parts
+
+    return end_model_parts(model) is not None
+
+
+class IncrementalDetokenizer:
+    """Token ids in, text deltas out, never splitting a multi-byte character.
+
+    The deltas join to `decode(ids, skip_special_tokens=True).strip()`, exactly the text
+    `EndModel.generate` returns, because every delta is cut from that same full decode:
+    a byte-level piece that ends inside a character decodes to U+FFFD and is held back
+    until its character completes; leading whitespace is dropped and trailing whitespace
+    waits for what follows it (the final text is stripped). Decoding the whole reply at
+    each push is O(n²) in tokens, microseconds for replies of a few hundred tokens, and
+    cannot disagree with the final decode the way a decode of a window can.
+    """
+
+    def __init__(self, tokenizer: Any):
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.sent = ""
+
+    def push(self, ids: list[int]) -> str:
+        self.ids.extend(ids)
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True).lstrip()
+        end = len(text)
+        while end and text[end - 1] == "\ufffd":
+            end -= 1
+        text = text[:end].rstrip()
+        if not text.startswith(self.sent):
+            return ""  # the decode rewrote what was sent (a tokenizer cleanup rule): wait for the end
+        delta, self.sent = text[len(self.sent):], text
+        return delta
+
+    def finish(self, final: str) -> str:
+        """What is left of `final` (the whole reply's text) after the deltas sent so far."""
+        if final.startswith(self.sent):
+            delta, self.sent = final[len(self.sent):], final
+            return delta
+        log.warning("streamed text %r is not a prefix of the reply %r", self.sent[:80], final[:80])
+        return ""
+
+
+class ReplyStream:
+    """One end reply as text deltas: `async for delta in stream`, then `stream.result` is
+    (Generation, match). Deltas join to `stream.text`, which is `result[0].text`.
+
+    `ready()` returns what has arrived without waiting, so a caller can send everything
+    available in one write. Leaving the loop early (`aclose`) frees the reply's row.
+    """
+
+    def __init__(self, engine: "Engine", ticket: Ticket | None = None, whole: Any = None):
+        self._ticket = ticket
+        self._whole = whole  # static path: an awaitable of (Generation, match)
+        self._detok = IncrementalDetokenizer(engine.model.tokenizer) if ticket is not None else None
+        self.result: tuple[Any, float | None] | None = None
+        self.text = ""
+        self._ended = False
+
+    def __aiter__(self) -> "ReplyStream":
+        return self
+
+    @property
+    def finished(self) -> bool:
+        """Whether the engine has finished the reply (its last deltas may still be unread)."""
+        if self._ticket is not None:
+            return self._ticket.future.done()
+        return self._ended
+
+    def ready(self) -> str:
+        """Text that arrived since the last delta, without waiting ('' when none)."""
+        if self._ticket is None or self._ended:
+            return ""
+        delta = self._detok.push(self._ticket.take())
+        self.text += delta
+        return delta
+
+    async def __anext__(self) -> str:
+        if self._ended:
+            raise StopAsyncIteration
+        if self._ticket is None:  # the static path: the whole reply at once
+            self.result = await self._whole
+            self._ended = True
+            self.text = self.result[0].text
+            if self.text:
+                return self.text
+            raise StopAsyncIteration
+        while True:
+            delta = self.ready()
+            if delta:
+                return delta
+            if self._ticket.future.done():
+                self.result = self._ticket.future.result()  # raises the engine's error, if any
+                self._ended = True
+                gen = self.result[0]
+                rest = self._detok.finish(gen.text)
+                self.text += rest
+                if self.text != gen.text:  # what the customer saw is what the reply is
+                    gen.text = self.text
+                if rest:
+                    return rest
+                raise StopAsyncIteration
+            await self._ticket.wait()
+
+    async def aclose(self) -> None:
+        if self._ticket is not None and not self._ticket.future.done():
+            self._ticket.cancel()
+        elif self._whole is not None and not self._ended and hasattr(self._whole, "close"):
+            self._whole.close()
+        self._ended = True
 
 
 class Engine:
     """Batched, thread-safe access to one end model."""
 
     def __init__(self, model: Any, *, max_batch: int = 16, window_ms: float = 10.0, max_wait_ms: float | None = None,
-                 adapter: str | None = None, scorer: Any = None):
+                 adapter: str | None = None, scorer: Any = None, batching: str = "auto", prefill_chunk: int = 512,
+                 prefix_cache_mb: float = PREFIX_CACHE_MB, threads: int | None = None):
+        if batching not in BATCHING:
+            raise ConfigError(f"batching must be one of {BATCHING}, got {batching!r} (setting batching)")
         self.model = model
-        self.adapter = adapter  # what is served, for /healthz and the reply records
-        self.scorer = scorer  # matching scorer run on each whole batch in the worker (see generate_scored)
-        self._lock = threading.Lock()  # one generate or one swap at a time
-        self.batcher = DynamicBatcher(self._generate_batch, max_batch=max_batch, window_ms=window_ms, max_wait_ms=max_wait_ms)
+        self.scorer = scorer  # matching scorer run on finished replies in the worker (see generate_scored)
+        self._lock = threading.Lock()  # one swap at a time (static path: one generate or one swap)
+        self._adapter = adapter  # what is served, for /healthz and the reply records
         self.generations = 0
+        # torch threads only for an in-process torch model (a vLLM client needs no torch)
+        self.threads = threads if getattr(model, "_variant", None) is not None else None
+        can = batching != "static" and continuous_capable(model)
+        if batching == "continuous" and not can:
+            raise ConfigError(f"continuous batching needs the in-process end model on its fast path, got "
+                              f"{type(model).__name__} (set batching to auto or static)")
+        self.mode = "continuous" if can else "static"
+        self.streams_tokens = can  # whether stream_scored yields text as tokens are sampled
+        if can:
+            from endcloud.end.base import end_of_turn_ids
+
+            self._stop_ids = end_of_turn_ids(model.tokenizer)
+            self._served = (model._variant, adapter)  # (variant, label): replaced together on a swap
+            self.prefill_chunk = int(prefill_chunk)
+            self.prefix_cache_bytes = int(prefix_cache_mb * 2**20)
+            self.batcher: Any = ContinuousBatcher(self._build_stepper, self._finish, max_batch=max_batch,
+                                                  window_ms=window_ms, max_wait_ms=max_wait_ms, threads=self.threads)
+        else:
+            self.batcher = DynamicBatcher(self._generate_batch, max_batch=max_batch, window_ms=window_ms,
+                                          max_wait_ms=max_wait_ms)
+
+    @classmethod
+    def from_settings(cls, model: Any, settings: Any, **kw) -> "Engine":
+        """An engine with the batching knobs of `ServeSettings`."""
+        return cls(model, max_batch=settings.max_batch, window_ms=settings.batch_window_ms,
+                   max_wait_ms=settings.batch_max_wait_ms, batching=settings.batching,
+                   prefill_chunk=settings.prefill_chunk_tokens, prefix_cache_mb=settings.prefix_cache_mb,
+                   threads=settings.resolved_torch_threads(), **kw)
 
     @classmethod
     def load(cls, base_dir: str | os.PathLike[str] | None, adapter_dir: str | os.PathLike[str] | None = None, *,
@@ -36,8 +208,32 @@ class Engine:
         from endcloud.end.vllm import load_end_model  # lazy: torch/transformers only for "transformers"
 
         model = load_end_model(kind, base_dir=base_dir, adapter_dir=adapter_dir)
+        settings = kw.pop("settings", None)
+        if settings is not None:
+            return cls.from_settings(model, settings, adapter=str(adapter_dir) if adapter_dir else None, **kw)
         return cls(model, adapter=str(adapter_dir) if adapter_dir else None, **kw)
 
+    # -- what is served ------------------------------------------------------------------
+    @property
+    def adapter(self) -> str | None:
+        return self._adapter
+
+    @adapter.setter
+    def adapter(self, label: str | None) -> None:
+        self._adapter = label
+        if self.mode == "continuous":
+            self._served = (self.model._variant, label)
+
+    def _current(self) -> tuple[Any, str | None]:
+        variant, label = self._served
+        live = self.model._variant
+        if live is not variant and not self._lock.locked():
+            # the model was swapped directly (not through swap_adapter): serve what it serves now
+            self._served = (live, self._adapter)
+            return self._served
+        return variant, label  # during a swap: the old adapter, with its own label
+
+    # -- static batching ---------------------------------------------------------------
     def _generate_batch(self, payloads: list[tuple[list[dict], str | None]], key: tuple) -> list[tuple[Any, float | None]]:
         max_new_tokens, temperature, top_p, seed = key
         with self._lock:
@@ -49,18 +245,74 @@ class Engine:
             g.adapter = served
         # Score the whole batch in one call, here in the worker: the scorer's batch API is
         # cheaper per pair, and the event loop stays free for other customers.
-        idx = [i for i, (p, g) in enumerate(zip(payloads, out)) if p[1] is not None and g.text.strip()]
-        matches: list[float | None] = [None] * len(out)
+        return list(zip(out, self._match([p[1] for p in payloads], out)))
+
+    def _match(self, queries: list[str | None], gens: list[Any]) -> list[float | None]:
+        idx = [i for i, (q, g) in enumerate(zip(queries, gens)) if q is not None and g.text.strip()]
+        matches: list[float | None] = [None] * len(gens)
         if self.scorer is not None and idx:
-            scores = self.scorer.score([payloads[i][1] for i in idx], [out[i].text for i in idx])
+            scores = self.scorer.score([queries[i] for i in idx], [gens[i].text for i in idx])
             for i, sc in zip(idx, scores):
                 matches[i] = float(sc)
-        return list(zip(out, matches))
+        return matches
 
+    # -- continuous batching -----------------------------------------------------------
+    def _build_stepper(self, variant: Any):
+        from endcloud.end.stepper import PrefixCache, Stepper
+
+        cache = PrefixCache(self.prefix_cache_bytes) if self.prefix_cache_bytes > 0 else None
+        return Stepper(variant.fast, prefix=variant.prefix, stop_ids=self._stop_ids, max_batch=self.batcher.max_batch,
+                       prefill_chunk=self.prefill_chunk, prefix_cache=cache)
+
+    def _finish(self, requests: list[Any]) -> list[tuple[Any, float | None]]:
+        """In the worker: finished StepRequests -> (Generation, match), scored in one call."""
+        from endcloud.end.engine import Generation
+
+        decode = self.model.tokenizer.decode
+        gens = []
+        for r in requests:
+            text = decode(r.tokens, skip_special_tokens=True).strip()
+            n = len(r.tokens) + (1 if r.ended else 0)
+            mean = float(sum(r.logprobs) / n) if n else 0.0
+            g = Generation(text=text, confidence=math.exp(mean), tokens=len(r.tokens), logprob=mean)
+            g.adapter = r.meta[1]
+            gens.append(g)
+        self.generations += 1
+        return list(zip(gens, self._match([r.meta[0] for r in requests], gens)))
+
+    def _submit(self, messages: list[dict], *, query: str | None, max_new_tokens: int, temperature: float,
+                top_p: float, seed: int | None, stream: bool) -> Ticket:
+        from endcloud.end.engine import check_generate_args
+        from endcloud.end.stepper import StepRequest
+
+        check_generate_args(max_new_tokens, temperature, top_p)
+        variant, label = self._current()
+        req = StepRequest(self.model.prompt_ids(messages), max_new_tokens, temperature, top_p, seed,
+                          meta=(query, label))  # read back by _finish
+        return self.batcher.submit(req, key=variant, stream=stream)
+
+    # -- the interface the app uses ------------------------------------------------------
     async def generate_scored(self, messages: list[dict], *, query: str | None, max_new_tokens: int, temperature: float,
                               top_p: float, seed: int | None = None) -> tuple[Any, float | None]:
         """(Generation, Match(query, reply) or None): batched with whatever else is in flight."""
-        return await self.batcher.submit((messages, query), key=(max_new_tokens, temperature, top_p, seed))
+        if self.mode == "static":
+            return await self.batcher.submit((messages, query), key=(max_new_tokens, temperature, top_p, seed))
+        ticket = self._submit(messages, query=query, max_new_tokens=max_new_tokens, temperature=temperature,
+                              top_p=top_p, seed=seed, stream=False)
+        try:
+            return await asyncio.shield(ticket.future)
+        except asyncio.CancelledError:
+            ticket.cancel()
+            raise
+
+    def stream_scored(self, messages: list[dict], *, query: str | None, max_new_tokens: int, temperature: float,
+                      top_p: float, seed: int | None = None) -> ReplyStream:
+        """The reply as text deltas while it is generated (static path: all at once at the end)."""
+        if self.mode == "static":
+            return ReplyStream(self, whole=self.generate_scored(messages, query=query, max_new_tokens=max_new_tokens,
+                                                                temperature=temperature, top_p=top_p, seed=seed))
+        return ReplyStream(self, self._submit(messages, query=query, max_new_tokens=max_new_tokens,
+                                              temperature=temperature, top_p=top_p, seed=seed, stream=True))
 
     async def generate(self, messages: list[dict], *, max_new_tokens: int, temperature: float, top_p: float,
                        seed: int | None = None) -> Any:
@@ -70,12 +322,25 @@ class Engine:
         return gen
 
     def swap_adapter(self, adapter_dir: str | os.PathLike[str] | None) -> None:
-        """Serve another adapter (None: the bare base) from the next batch on."""
+        """Serve another adapter (None: the bare base). Continuous: replies in flight finish
+        on the old adapter, new ones start on the new one; static: from the next batch on."""
         with self._lock:
             self.model.swap_adapter(adapter_dir)
-            self.adapter = adapter_label(adapter_dir)
+            self.adapter = adapter_label(adapter_dir)  # continuous: (variant, label) replaced together
+
+    def stats(self) -> dict[str, Any]:
+        """Batching figures for /bench and metrics: mode, batch sizes, and (continuous) step totals."""
+        out: dict[str, Any] = {"mode": self.mode, "batch_sizes": list(self.batcher.batch_sizes),
+                               "batch_seconds": list(self.batcher.batch_seconds)}
+        if self.mode == "continuous":
+            out.update(self.batcher.stats())
+        return out
 
     def start(self) -> None:
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(int(self.threads))
         self.batcher.start()
 
     async def stop(self) -> None:

@@ -9,6 +9,8 @@
     endcloud_cloud_tokens_total{kind}                     prompt / completion tokens sent to the cloud
     endcloud_cloud_cost_total                             money spent in the cloud
     endcloud_batch_size                                   conversations per end-model generate call
+                                                          (continuous batching: admitted together into the running batch)
+    endcloud_batch_occupancy                              continuous batching: rows in each decode step
     endcloud_feedback_total{rating}
 """
 
@@ -33,6 +35,8 @@ class Metrics:
         self.cloud_cost = Counter("endcloud_cloud_cost", "Money spent in the cloud", registry=r)
         self.batch_size = Histogram("endcloud_batch_size", "Conversations per generate call",
                                     buckets=(1, 2, 4, 8, 12, 16, 32, 64), registry=r)
+        self.batch_occupancy = Histogram("endcloud_batch_occupancy", "Rows in each decode step of the running batch",
+                                         buckets=(1, 2, 4, 8, 12, 16, 32, 64), registry=r)
         self.feedback = Counter("endcloud_feedback", "Feedback received", ["rating"], registry=r)
         self._answered = 0
         self._taken_over = 0

@@ -21,6 +21,7 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_MESSAGES = 64
 MAX_TOKENS_PER_MESSAGE = 1024
 RATE_LIMIT_PER_MINUTE = 60
+BATCHING = ("auto", "continuous", "static")  # see endcloud.serve.engine
 
 
 @dataclass(frozen=True)
@@ -49,9 +50,13 @@ class ServeSettings:
     history_messages: int = 8  # how many earlier messages go into the model's context
     knowledge_snippets: int = 3  # knowledge-base snippets put in the end model's context
     # -- batching --
-    max_batch: int = 16  # most conversations in one `generate` call
-    batch_window_ms: float = 10.0  # how long the batcher waits for another request after each arrival
+    batching: str = "auto"  # continuous (a running batch, tokens streamed) | static (whole batches) | auto: continuous where the end model allows
+    max_batch: int = 16  # most conversations generated at once (rows of the running batch, or one `generate` call)
+    batch_window_ms: float = 10.0  # how long the batcher waits for another request after each arrival (continuous: only while idle)
     batch_max_wait_ms: float = 100.0  # the most a batch waits for stragglers after its first request
+    prefill_chunk_tokens: int = 512  # continuous: prompt tokens prefilled per decode step, so a long prompt never stalls the batch long
+    prefix_cache_mb: float = 256.0  # continuous: memory for key/values of earlier prompts (shared system/knowledge text, earlier turns); 0 turns it off
+    torch_threads: int = 0  # torch threads of the in-process end model; 0: all cores but one, which stays with uvicorn (1 on 2 cores: measured best)
     # -- routing (a turn goes to the cloud when any check fails) --
     min_match: float = 0.25  # matching score of (query, end reply) below this -> cloud
     min_confidence: float = 0.0  # end model confidence (exp mean logprob) below this -> cloud
@@ -62,11 +67,18 @@ class ServeSettings:
 
     def __post_init__(self) -> None:
         positive = ("max_body_bytes", "max_messages", "max_tokens_per_message", "rate_limit_per_minute",
-                    "max_new_tokens", "max_new_tokens_cap", "max_batch", "cloud_timeout_s")
+                    "max_new_tokens", "max_new_tokens_cap", "max_batch", "cloud_timeout_s", "prefill_chunk_tokens")
         for name in positive:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or v <= 0:
                 raise ConfigError(f"serve setting {name} must be > 0, got {v!r} (env {ENV_PREFIX}{name.upper()})")
+        if self.batching not in BATCHING:
+            raise ConfigError(f"serve setting batching must be one of {', '.join(BATCHING)}, got {self.batching!r} "
+                              f"(env {ENV_PREFIX}BATCHING)")
+        for name in ("prefix_cache_mb", "torch_threads"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or v < 0:
+                raise ConfigError(f"serve setting {name} must be >= 0, got {v!r} (env {ENV_PREFIX}{name.upper()})")
         if self.engine not in ("transformers", "vllm"):
             raise ConfigError(f"serve setting engine must be transformers or vllm, got {self.engine!r} (--engine)")
         if not 0 < self.port < 65536:
@@ -76,6 +88,10 @@ class ServeSettings:
         if self.batch_window_ms < 0 or self.batch_max_wait_ms < 0:
             raise ConfigError(f"serve settings batch_window_ms / batch_max_wait_ms must be >= 0, "
                               f"got {self.batch_window_ms!r} / {self.batch_max_wait_ms!r}")
+
+    def resolved_torch_threads(self) -> int:
+        """`torch_threads`, with 0 resolved for this machine."""
+        return self.torch_threads or max(1, (os.cpu_count() or 2) - 1)
 
     def with_(self, **changes) -> "ServeSettings":
         return replace(self, **changes)

@@ -10,7 +10,7 @@ import pytest
 
 from endcloud.cloud import CostLedger, OpenAITeacher, PriceTable, RateLimiter
 from endcloud.cloud.testing import FaultyCloud
-from endcloud.errors import BudgetExceeded, ConfigError, TeacherParseError, TeacherStatusError, TeacherTimeout
+from endcloud.errors import BudgetExceeded, ConfigError, TeacherError, TeacherParseError, TeacherStatusError, TeacherTimeout
 
 HI = [{"role": "user", "content": "hi"}]
 
@@ -190,3 +190,79 @@ def test_wrong_key_against_a_real_server_names_the_variable():
         assert e.value.status == 401 and cloud.requests == []
         ok = OpenAITeacher(require_gate=False, base_url=cloud.base_url, model="m", api_key="right").reply(HI)
         assert ok.text == "Reply: hi"
+
+
+def _gather(teacher: OpenAITeacher, contents: list[str]):
+    async def go():
+        try:
+            return await asyncio.gather(*(teacher.areply([{"role": "user", "content": c}]) for c in contents))
+        finally:
+            await teacher.aclose()
+
+    return asyncio.run(go())
+
+
+def _sent(cloud: FaultyCloud) -> list[str]:
+    return [body["messages"][-1]["content"] for body in cloud.requests]
+
+
+def test_a_request_waiting_out_retry_after_holds_no_slot():
+    # One slot. A is told to come back in 0.3 s; B, queued behind A, goes meanwhile.
+    # (Holding the slot through the wait would send A, A, B.)
+    with FaultyCloud(script=["429"], retry_after=0.3) as cloud:
+        t = OpenAITeacher(require_gate=False, base_url=cloud.base_url, model="m", api_key="k", concurrency=1)
+        replies = _gather(t, ["A", "B"])
+        assert [r.text for r in replies] == ["Reply: A", "Reply: B"]
+        assert _sent(cloud) == ["A", "B", "A"] and cloud.outcomes == ["429", "ok", "ok"]
+        assert cloud.max_inflight == 1
+        assert t.stats.slept_s >= 0.3 and t.stats.wire_s > 0 and t.stats.retries == 1
+
+
+def test_a_retry_takes_the_next_slot_ahead_of_requests_not_yet_started():
+    # One slot, A fails at once and backs off ~1 ms while B is on the wire (0.1 s); C has
+    # been waiting since the start, but A's retry goes before it. A plain FIFO would send
+    # A, B, C, A — the retry last, behind a whole batch.
+    with FaultyCloud(script=["500"], latency=0.1) as cloud:
+        t = OpenAITeacher(require_gate=False, base_url=cloud.base_url, model="m", api_key="k", concurrency=1,
+                          backoff=0.001)
+        replies = _gather(t, ["A", "B", "C"])
+        assert [r.text for r in replies] == ["Reply: A", "Reply: B", "Reply: C"]
+        assert _sent(cloud) == ["A", "B", "A", "C"]
+
+
+def test_a_cancelled_waiter_does_not_leak_its_slot():
+    with FaultyCloud(latency=0.2) as cloud:
+        t = OpenAITeacher(require_gate=False, base_url=cloud.base_url, model="m", api_key="k", concurrency=1)
+
+        async def go():
+            try:
+                first = asyncio.create_task(t.areply([{"role": "user", "content": "A"}]))
+                await asyncio.sleep(0.05)  # A holds the only slot
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(t.areply([{"role": "user", "content": "B"}]), 0.05)
+                # If B's cancelled wait had swallowed the slot, C would wait forever.
+                third = await asyncio.wait_for(t.areply([{"role": "user", "content": "C"}]), 5)
+                return (await first).text, third.text
+            finally:
+                await t.aclose()
+
+        assert asyncio.run(go()) == ("Reply: A", "Reply: C")
+        assert _sent(cloud) == ["A", "C"]
+
+
+def test_an_http_proxy_in_the_environment_is_used(monkeypatch, cloud):
+    # The proxy named here is not listening, so a request that honours it cannot arrive.
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    t = OpenAITeacher(require_gate=False, base_url=cloud.base_url, model="m", api_key="k", max_retries=0)
+    with pytest.raises(TeacherError, match="cannot reach"):
+        t.reply(HI)
+    assert cloud.requests == []
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert t.reply(HI).text == "Reply: hi" and len(cloud.requests) == 1
+
+
+def test_an_api_key_that_cannot_go_in_a_header_fails_at_start():
+    with pytest.raises(ConfigError, match="ENDCLOUD_CLOUD_API_KEY"):
+        OpenAITeacher(require_gate=False, base_url="http://x/v1", model="m", api_key="sk-abc\n")

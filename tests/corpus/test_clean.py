@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections import Counter
 
@@ -10,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from endcloud.corpus import CleanConfig, clean_text, clean_turns, detect_lang, join_segmented, near_key
+from endcloud.corpus.clean import clean_lists, clean_many, near_key_bytes, near_keys_bytes
 from endcloud.records import Turn
 
 CFG = CleanConfig()
@@ -102,3 +104,115 @@ def test_fast_nfkc_path_equals_unicodedata(text):
     # The cheap replacements for common full-width marks must give exactly NFKC.
     out = clean_text(text, CleanConfig(max_turn_chars=10_000), Counter())
     assert out == " ".join(unicodedata.normalize("NFKC", text).split())
+
+
+# --------------------------------------------------------------------------- batch == one by one
+#
+# `clean_many` cleans a whole chunk at once on a joined string; the oracle below is the
+# straightforward per-text implementation it replaced. Same texts, same counts, always.
+
+_ORACLE_EMOTICON = re.compile(r"#E-[A-Za-z]{1,3}(?:\[[^\]\s]{1,8}\]|\d{1,3})")
+_ORACLE_URL = re.compile(r"(?:https?://|www\.)[A-Za-z0-9\-._~:/?#@!$&'*+,;=%]+", re.IGNORECASE)
+
+
+def _oracle_clean_lists(roles, texts, metas, cfg, stats):
+    out_r, out_t, out_m = [], [], ([] if metas is not None else None)
+    for i, text in enumerate(texts):
+        if not unicodedata.is_normalized("NFKC", text):
+            text = unicodedata.normalize("NFKC", text)
+            stats["nfkc_changed"] += 1
+        if "#E-" in text:
+            text, n = _ORACLE_EMOTICON.subn("", text)
+            stats["emoticon_removed"] += n
+        if "://" in text or "www." in text or "WWW." in text:
+            text, n = _ORACLE_URL.subn(cfg.url_placeholder, text)
+            stats["url_replaced"] += n
+        collapsed = " ".join(text.split())
+        if collapsed != text:
+            stats["whitespace_collapsed"] += 1
+            text = collapsed
+        if len(text) > cfg.max_turn_chars:
+            if cfg.long_turns == "drop":
+                stats["too_long_dropped"] += 1
+                continue
+            stats["too_long_truncated"] += 1
+            text = text[:cfg.max_turn_chars].rstrip()
+        if not text:
+            stats["empty_dropped"] += 1
+            continue
+        if out_r and out_r[-1] == roles[i]:
+            out_t[-1] = f"{out_t[-1]} {text}"
+            if out_m is not None and metas[i]:
+                out_m[-1] = {**out_m[-1], **metas[i]}
+            stats["merged_after_clean"] += 1
+            continue
+        out_r.append(roles[i])
+        out_t.append(text)
+        if out_m is not None:
+            out_m.append(metas[i])
+    return out_r, out_t, out_m
+
+
+_PIECES = st.sampled_from([
+    "好的", "亲", "，", "！", "～", "\u3000", " ", "  ", "\t", "\n", "\r", "\x0b", "\xa0", "\u2003", "\x1f", "\x85",
+    "#E-s[数字x]", "#E-b12", "#E-s[a\x00b]", "#E-", "http://a.cn/x?y=1", "www.JD.com", "Www.x.cn", "WWW.X.CN", "://",
+    "ＡＢ１２", "e\u0301", "\u0301", "①", "…", "ﬁ", "\x00", "\x01", "\x02", "x", "[订单x]", "138****8000", "",
+])
+_TEXT = st.lists(_PIECES, max_size=6).map("".join)
+
+
+@given(
+    texts=st.lists(_TEXT, min_size=1, max_size=12),
+    roles=st.lists(st.sampled_from(["user", "assistant"]), min_size=12, max_size=12),
+    max_chars=st.sampled_from([3, 8, 512]),
+    long_turns=st.sampled_from(["truncate", "drop"]),
+    url_placeholder=st.sampled_from(["[URL]", "", " "]),
+)
+@settings(max_examples=300, deadline=None)
+def test_clean_many_equals_cleaning_one_by_one(texts, roles, max_chars, long_turns, url_placeholder):
+    cfg = CleanConfig(max_turn_chars=max_chars, long_turns=long_turns, url_placeholder=url_placeholder)
+    roles = roles[: len(texts)]
+    metas = [{"i": i} if i % 3 == 0 else {} for i in range(len(texts))]
+    want_stats: Counter = Counter()
+    want = _oracle_clean_lists(roles, texts, metas, cfg, want_stats)
+    got_stats: Counter = Counter()
+    got = clean_lists(roles, list(texts), metas, cfg, got_stats)
+    assert got == want
+    assert +got_stats == +want_stats
+    # and the batch call itself matches one call per text
+    one_stats: Counter = Counter()
+    one = [x for t in texts for x in clean_many([t], cfg, one_stats)]
+    many_stats: Counter = Counter()
+    assert clean_many(list(texts), cfg, many_stats) == one
+    assert +many_stats == +one_stats
+
+
+def test_clean_many_when_every_separator_occurs():
+    # A batch holding every candidate separator still cleans each text on its own.
+    from endcloud.corpus.clean import _SEPARATORS
+
+    texts = ["ＡＢ " + "".join(_SEPARATORS), "  好的，亲 #E-s12 ", "www.jd.com"]
+    stats: Counter = Counter()
+    assert clean_many(texts, CFG, stats) == [clean_text(t, CFG, Counter()) for t in texts]
+    assert clean_many(texts, CFG, Counter())[1:] == ["好的,亲", "[URL]"]
+
+
+def test_near_keys_bytes_equals_near_key_bytes():
+    texts = ["好的，亲！3天内发货。", "Yes, 20 in STOCK!", "", "a\x00b", "。。", "x\x01y"]
+    assert near_keys_bytes(texts) == [near_key_bytes(t) for t in texts]
+
+
+def test_whitespace_class_is_all_of_str_split_whitespace():
+    # clean_many finds odd whitespace with a class built from U+0000..U+3000.
+    assert not any(chr(c).isspace() for c in range(0x3001, 0x110000))
+
+
+@pytest.mark.parametrize("texts, want", [
+    (["a", "b "], ["a", "b"]),              # a space at the very end of the batch
+    ([" a", "b"], ["a", "b"]),              # ... and at its very start
+    (["a ", " b", "c"], ["a", "b", "c"]),    # around a separator
+    (["a  b", "c\td", "e\u3000f"], ["a b", "c d", "e f"]),
+    (["x http://a.cn y", "www.b.cn", "WWW.C.CN z"], ["x [URL] y", "[URL]", "[URL] z"]),
+])
+def test_clean_many_edges_of_the_joined_batch(texts, want):
+    assert clean_many(texts, CFG, Counter()) == want

@@ -88,3 +88,28 @@ def test_bloom_filter_false_positive_rate_and_fixed_size():
     assert 0.002 < bf.estimated_fp_rate() < 0.03
     with pytest.raises(ValueError, match="fp_rate"):
         BloomFilter(capacity=10, fp_rate=1.5)
+
+
+def test_bloom_filter_matches_a_set_when_far_below_capacity():
+    # Repeats inside and across batches, in order: exactly what a set says (no false positives
+    # at this fill, and never a false negative).
+    rng = np.random.default_rng(1)
+    bf = BloomFilter(capacity=1_000_000, fp_rate=1e-6)
+    seen: set[int] = set()
+    for _ in range(30):
+        keys = rng.integers(0, 5_000, 700).astype(np.uint64)
+        want = []
+        for k in keys.tolist():
+            want.append(k not in seen)
+            seen.add(k)
+        assert bf.check_and_add(keys).tolist() == want
+    assert bf.added == len(seen)
+
+
+def test_bloom_filter_keys_sharing_a_block_all_stay_in():
+    # Few blocks, many keys in one batch: many new keys share a block, and none may be lost.
+    bf = BloomFilter(capacity=20, fp_rate=0.5)
+    keys = np.arange(1, 400, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    bf.check_and_add(keys)
+    assert bf.contains(keys).all()
+    assert bf.nblocks < 10

@@ -190,3 +190,34 @@ def test_span_json():
     s = Span(0, 3, "PHONE", "123", "mobile")
     assert s.to_json() == {"start": 0, "end": 3, "type": "PHONE", "label": "mobile", "value": "123"}
     assert "value" not in s.to_json(with_value=False)
+
+
+@pytest.mark.parametrize("text, typ, label", [
+    ("身份证11010519491231002X", "ID", "checksum_ok"),        # 17 digits: the fewest an ID holds
+    ("卡号 4111111111118", "CARD", "luhn_bad"),                # 13 after a card word
+    ("4111 1111 1111 1", "CARD", "luhn_bad"),                  # 13 in card groups
+    ("电话13800138000", "PHONE", "mobile"),                    # 11 (not a bare 11-digit ORDER)
+    ("+86 13800138000", "PHONE", "mobile"),                    # 13 with the country code
+    ("座机 021-234 5678", "PHONE", "landline"),                # 10
+    ("call (415) 555-2671", "PHONE", "nanp"),                  # 10
+    ("号码1234567890", "ORDER", "bare"),                       # 10
+    ("运单号 AB12345678", "TRACKING", "context"),              # 8
+    ("订单号 123456", "ORDER", "context"),                     # 6
+])
+def test_numbers_with_the_fewest_digits_each_detector_takes(text, typ, label):
+    # `_digit_candidates` skips a detector when the text has fewer digits than any span it
+    # can yield; at exactly that many it must still run.
+    spans = detect(text)
+    assert [(s.type, s.label) for s in spans] == [(typ, label)], spans
+
+
+@pytest.mark.parametrize("text", ["邮箱zhangwei1＠qq.com13812345678，谢谢", "mail me: li.na@example.com13912345678"])
+def test_email_followed_directly_by_a_phone_is_redacted_too(text):
+    # Found by the idempotence property test: the TLD used to refuse a digit after it, so
+    # the address leaked whenever a number ran straight on.
+    from endcloud.privacy.redact import redact
+    from endcloud.privacy.vault import Vault
+
+    r = redact(text, Vault())
+    assert "[EMAIL_1]" in r.text and "[PHONE_1]" in r.text and "@" not in r.text and "＠" not in r.text
+    assert detect(r.text) == []

@@ -1,0 +1,759 @@
+"""Continuous (iteration-level) batching on the fast decode path: a running batch that
+requests join and leave between decode steps.
+
+`fastdecode.decode` runs a static batch: every row is prefilled together and the batch
+decodes until its longest reply ends, so a request that arrives a moment later waits for
+the whole batch, and a short reply keeps its row busy to the end. `Stepper` instead keeps
+a running batch and advances it one iteration at a time:
+
+    add(req) ──► waiting ──admit──► prefill rows ──chunk by chunk──► decode rows ──► done
+                 (FIFO)     │        (staging pool)   first token     (decode pool)   │
+                            │                         sampled here    one token per   │
+                            └─ prefix cache: KV of                    step(), rows    │
+                               earlier prompts' blocks                leave at once ◄─┘
+
+One `step()`: admit waiting requests into free rows (copying cached prefix blocks), run
+one prefill chunk for every row still reading its prompt (at most `prefill_chunk` prompt
+tokens in all, so a long prompt does not stall everyone's decode for long), then one
+decode step for every row that has a token to feed; finished rows leave at once and the
+next `step()` can admit a waiting request into their place. Each row samples with its own
+settings (temperature, top_p, max_new_tokens) and its own seedable `torch.Generator`, so
+a seeded reply does not depend on what else is in the batch (`decode` shares one
+generator per call); greedy rows give exactly `decode`'s tokens.
+
+Like `fastdecode`, the stepper knows nothing about tokenization: token ids in, token ids
+and their log-probs (under the raw distribution, as `EndModel` uses for confidence) out.
+
+KV layout. Two pools of rows, each `(rows, 2 * kv_heads, cols, head_dim)` per layer (k
+heads, then v heads); a row's column c holds the key/value of the token at position c,
+so per-row lengths differ freely:
+
+    | learned prefix (P) | prompt ... | generated ... | stale (masked) |
+      cols 0..P-1          P..P+n-1     P+n, ...
+
+The decode pool keeps its live rows in `[0, n)` (a leaving row is replaced by the last
+one, one copy of its columns), so a decode step works on views, never on gathered copies.
+Prompts are prefilled in a separate staging pool and copied over once complete. A new
+token's key and value are written at its row's own column with one `index_put_` per
+layer; attention masks every column beyond the row's length, so stale values from an
+earlier occupant are never read (pools start zeroed: a masked value must be finite).
+Prefill runs packed: the real tokens of all joining rows as one (tokens, hidden) batch
+through the linears and MLP, padded to (rows, chunk) only inside attention.
+
+Prefix tuning / P-tuning v2: the learned prefix key/values sit in columns [0, P) of every
+row and tokens start at position P, as in `FastRunner` (peft's own forward), so prefix
+adapters are served here natively. LoRA is merged into the weights and needs nothing.
+
+Prefix caching (`PrefixCache`): prompts that share a beginning (a system prompt, the
+shop's knowledge, a customer's earlier turns) reuse the key/values computed the first
+time, in blocks of `BLOCK` tokens keyed by a hash chain over the token ids (vLLM's
+automatic prefix caching, on CPU tensors, LRU within a byte budget). A hit is always at
+least one token short of the prompt: the last prompt token is computed to get its logits.
+
+    st = Stepper(FastWeights.from_model(model), stop_ids=[eos], max_batch=16)
+    st.add(StepRequest(prompt_ids, max_new_tokens=64, temperature=0.6, top_p=0.8, seed=1))
+    while st.busy:
+        for ev in st.step():   # (request, token or None at a stop, finished?)
+            ...
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import random
+import time
+from array import array
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from endcloud.end.fastdecode import Q8, TOP_P_CANDIDATES, FastWeights
+
+BLOCK = 16  # prefix-cache granularity in tokens (vLLM's default block size)
+# top-p sorts whole rows (numpy) up to this vocabulary, above it top-k first as `sample`:
+# numpy's sort of 16 x 466 took 0.12 ms vs torch topk 0.31 + sort 0.42; at 8000, 3.0 vs topk 1.5
+SORT_VOCAB = 2048
+PREFILL_CHUNK = 512  # prompt tokens prefilled per iteration across all joining rows
+_MIN_CHUNK = BLOCK  # the least a joining row advances per iteration when many share the chunk
+_GROW = 128  # pools grow their columns in steps of this many (a multiple of BLOCK)
+
+
+def _op(w):
+    """A linear weight (out, in) as the (in, out) operand of torch.mm (a view; Q8 as is)."""
+    return w if w.__class__ is Q8 else w.t()
+
+
+def _mm(x: torch.Tensor, w, bias=None) -> torch.Tensor:
+    """x (n, in) @ an `_op` operand (+ bias)."""
+    if w.__class__ is Q8:
+        y = torch._weight_int8pack_mm(x, w.q, w.s)
+        return y if bias is None else y.add_(bias)
+    return torch.mm(x, w) if bias is None else torch.addmm(bias, x, w)
+
+
+def _mm_add(h: torch.Tensor, x: torch.Tensor, w, bias=None) -> torch.Tensor:
+    """h + x @ an `_op` operand (+ bias): the residual rides in addmm's accumulator."""
+    y = torch._weight_int8pack_mm(x, w.q, w.s).add_(h) if w.__class__ is Q8 else torch.addmm(h, x, w)
+    return y if bias is None else y.add_(bias)
+
+
+def _rms(x: torch.Tensor, weight: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """RMSNorm of the rows of x (n, hidden) in HF's order (normalise in fp32, round to the
+    weight's dtype, scale) in five small ops: on CPU `F.rms_norm` runs as about ten."""
+    r = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=torch.float32)
+    y = x * torch.addcmul(eps, r, r, value=1.0 / x.shape[-1]).rsqrt_()
+    return (y if y.dtype == weight.dtype else y.to(weight.dtype)) * weight
+
+
+def _rotary_tables(w: FastWeights, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotary for whole fused q|k|v rows: (table (>= n, 2W), perm (W,)), W the row width.
+
+    Row p of the table is [c | s]: cos(p) under every q and k head and 1 under v, then
+    the sign-folded sin(p) (see `FastWeights.rope`) under q and k and 0 under v; `perm`
+    rolls every head by head_dim/2. The rotated row is row * c + row[perm] * s."""
+    cos, sin = w.rope(n)
+    hd, nqk = w.head_dim, w.n_heads + w.n_kv
+    m, nv = cos.shape[0], w.n_kv * hd
+    c = torch.cat((cos.repeat(1, nqk), torch.ones(m, nv, dtype=cos.dtype)), 1)
+    s = torch.cat((sin.repeat(1, nqk), torch.zeros(m, nv, dtype=sin.dtype)), 1)
+    heads = torch.arange(nqk + w.n_kv)[:, None] * hd
+    perm = (heads + (torch.arange(hd) + hd // 2) % hd).reshape(-1)
+    return torch.cat((c, s), 1).contiguous(), perm
+
+
+# ---------------------------------------------------------------------------------------
+# requests
+@dataclass(eq=False)
+class StepRequest:
+    """One reply to generate. The stepper fills the result fields as it goes."""
+
+    prompt: list[int]
+    max_new_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    tag: Any = None  # the caller's handle (the stepper never reads it)
+    meta: Any = None  # the caller's data about the request (the stepper never reads it)
+    # -- results --
+    tokens: list[int] = field(default_factory=list)  # generated ids, without the stop token
+    logprobs: list[float] = field(default_factory=list)  # per sampled token, the stop token's included
+    ended: bool = False  # ended with a stop token (else it ran out of max_new_tokens or was cancelled)
+    done: bool = False
+    cancelled: bool = False
+    cached_tokens: int = 0  # prompt tokens whose key/values came from the prefix cache
+
+    def cancel(self) -> None:
+        """Stop generating for this request at the next step (safe from another thread)."""
+        self.cancelled = True
+
+
+class StepEvent(NamedTuple):
+    """What one step did to one request: `token` is None when it was a stop token."""
+
+    request: StepRequest
+    token: int | None
+    finished: bool
+
+
+@dataclass
+class StepStats:
+    """Counters since the stepper was built (read them for metrics and benchmarks)."""
+
+    steps: int = 0  # decode steps
+    rows: int = 0  # sum over decode steps of the rows in the step (occupancy = rows / steps)
+    prefills: int = 0  # prefill forwards (chunks)
+    prefill_tokens: int = 0  # prompt tokens computed
+    prefill_padded: int = 0  # query positions the prefill forwards ran (tokens + right padding)
+    cached_tokens: int = 0  # prompt tokens taken from the prefix cache
+    admitted: int = 0
+    finished: int = 0
+    prefill_seconds: float = 0.0  # wall time in prefill chunks (forward + first-token sampling + copies)
+    decode_seconds: float = 0.0  # wall time in decode steps (forward + sampling + leaving rows)
+
+    @property
+    def occupancy(self) -> float:
+        return self.rows / self.steps if self.steps else 0.0
+
+
+class _Row:
+    __slots__ = ("req", "gen", "filled", "todo", "last", "sampled")
+
+    def __init__(self, req: StepRequest, gen: torch.Generator | None, filled: int, todo: int):
+        self.req, self.gen = req, gen
+        self.filled = filled  # columns holding valid key/values (learned prefix included)
+        self.todo = todo  # index of the first prompt token not yet prefilled
+        self.last = -1  # the last sampled token (fed at the next decode step)
+        self.sampled = 0  # tokens sampled so far
+
+
+# ---------------------------------------------------------------------------------------
+# KV pools
+class _Pool:
+    """`rows` KV-cache rows per layer, zero-initialised, whose columns grow on demand.
+
+    A layer is one tensor (rows, 2 * kv_heads, cols, head_dim): its k heads then its v
+    heads, side by side as they leave the fused q|k|v matmul, so one write stores both."""
+
+    def __init__(self, w: FastWeights, rows: int, prefix):
+        self.w, self.rows, self.prefix = w, rows, prefix
+        self.plen = 0 if prefix is None else int(prefix[0][0].shape[2])
+        self.cols = 0
+        self.kv: list[torch.Tensor] = []
+        self.ensure(self.plen + _GROW)
+
+    def ensure(self, cols: int) -> None:
+        if cols <= self.cols:
+            return
+        new = max(cols, self.cols * 2)
+        new = -(-new // _GROW) * _GROW
+        w = self.w
+        kvs = []
+        for i in range(len(w.layers)):
+            kv = torch.zeros((self.rows, 2 * w.n_kv, new, w.head_dim), dtype=w.dtype)
+            if self.cols:
+                kv[:, :, : self.cols] = self.kv[i]
+            elif self.prefix is not None:
+                pk, pv = self.prefix[i]
+                kv[:, : w.n_kv, : self.plen] = pk
+                kv[:, w.n_kv:, : self.plen] = pv
+            kvs.append(kv)
+        self.kv, self.cols = kvs, new
+
+    def copy_row(self, src: "_Pool", s: int, d: int, n: int) -> None:
+        """Columns [0, n) of row `s` of `src` into row `d` of this pool."""
+        if src is self and s == d:
+            return
+        for dst, sk in zip(self.kv, src.kv):
+            dst[d, :, :n] = sk[s, :, :n]
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.kv)
+
+
+# ---------------------------------------------------------------------------------------
+# prefix cache
+class PrefixCache:
+    """Key/values of earlier prompts in blocks of `BLOCK` tokens, looked up by a hash chain.
+
+    Block i of a sequence is keyed by blake2b(key of block i-1 + its token ids), so a key
+    names the block *and everything before it*: a hit on block i means the first
+    (i+1)*BLOCK tokens are the same. Each block holds a (layers, 2 * kv_heads, BLOCK,
+    head_dim) tensor (k heads, then v heads); least recently used blocks are dropped
+    beyond `max_bytes`.
+    A cache belongs to one set of weights (and learned prefix): build a new one on a swap.
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = int(max_bytes)
+        self.bytes = 0
+        self._blocks: OrderedDict[bytes, torch.Tensor] = OrderedDict()
+        self.hits = self.lookups = 0
+
+    def __len__(self) -> int:
+        return len(self._blocks)
+
+    @staticmethod
+    def keys(tokens: list[int], n_blocks: int) -> list[bytes]:
+        out, prev = [], b""
+        for i in range(n_blocks):
+            prev = hashlib.blake2b(prev + array("q", tokens[i * BLOCK:(i + 1) * BLOCK]).tobytes(),
+                                   digest_size=16).digest()
+            out.append(prev)
+        return out
+
+    def match(self, tokens: list[int]) -> tuple[list[bytes], list[torch.Tensor]]:
+        """(keys, blocks) of the longest cached beginning of `tokens`, leaving >= 1 token to compute."""
+        self.lookups += 1
+        keys = self.keys(tokens, (len(tokens) - 1) // BLOCK)
+        found = []
+        for k in keys:
+            blk = self._blocks.get(k)
+            if blk is None:
+                break
+            self._blocks.move_to_end(k)
+            found.append(blk)
+        if found:
+            self.hits += 1
+        return keys[: len(found)], found
+
+    def put(self, key: bytes, block: torch.Tensor) -> None:
+        if key in self._blocks or self.max_bytes <= 0:
+            return
+        size = block.numel() * block.element_size()
+        if size > self.max_bytes:
+            return
+        self._blocks[key] = block
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            _, old = self._blocks.popitem(last=False)
+            self.bytes -= old.numel() * old.element_size()
+
+    def __contains__(self, key: bytes) -> bool:
+        return key in self._blocks
+
+
+# ---------------------------------------------------------------------------------------
+# sampling
+def _draw(probs: torch.Tensor, gens: list[torch.Generator]) -> torch.Tensor:
+    """One index per row of `probs` (n, k), row i drawn with `gens[i]`.
+
+    This is torch's own CPU `multinomial(p, 1)` (Gumbel-max: argmax(p / q), q ~ Exp(1)
+    drawn as `exponential_` over the row), spelled out so that each row draws from its own
+    generator while the division and argmax run once for all rows, and without the
+    validity checks (each a sync) multinomial runs per call. The draws are the ones
+    `multinomial` makes for that row alone, so a seeded row gets `fastdecode.sample`'s token.
+    Rows that share a generator (unseeded requests) draw in one call.
+    """
+    q = torch.empty_like(probs)
+    if len(gens) > 1 and all(g is gens[0] for g in gens):
+        q.exponential_(1, generator=gens[0])
+    else:
+        for i, g in enumerate(gens):
+            q[i].exponential_(1, generator=g)
+    return (probs / q).argmax(dim=-1)
+
+
+def _nucleus_small_vocab(scaled: torch.Tensor, lse: torch.Tensor, top_p: float, gens: list[torch.Generator]):
+    """Top-p draws for a vocabulary small enough to sort whole (<= SORT_VOCAB): one sort
+    (numpy's: several times faster than torch.sort or torch.topk on rows this short, and
+    the same order for distinct values) gives every candidate set `sample` widens through
+    (256, 4096, ... tokens); each row draws from the first that holds top_p, as there."""
+    vocab = scaled.shape[-1]
+    order = torch.from_numpy(np.argsort(-scaled.numpy(), axis=-1))
+    probs = torch.exp(scaled.gather(-1, order).sub_(lse))
+    cum = probs.cumsum(-1)
+    ks, k = [], min(TOP_P_CANDIDATES, vocab)
+    while True:
+        ks.append(k)
+        if k >= vocab:
+            break
+        k = min(k * 16, vocab)
+    if len(ks) == 1:
+        pick = ks
+    else:
+        masses = cum[:, [k - 1 for k in ks]].tolist()
+        pick = [next((k for k, m in zip(ks, row) if m >= top_p or k >= vocab), vocab) for row in masses]
+    if len(set(pick)) == 1:  # the usual case: every row draws from the same candidates
+        k = pick[0]
+        pr, cu = probs[:, :k], cum[:, :k]
+        choice = _draw(pr * ((cu - pr) < top_p), gens)  # smallest prefix whose mass reaches top_p
+        return order[:, :k].gather(-1, choice[:, None])[:, 0]
+    toks = torch.empty(len(gens), dtype=torch.long)
+    for k in sorted(set(pick)):
+        rows = [i for i, kk in enumerate(pick) if kk == k]
+        pr, cu = probs[rows, :k], cum[rows, :k]
+        choice = _draw(pr * ((cu - pr) < top_p), [gens[i] for i in rows])
+        toks[rows] = order[rows, :k].gather(-1, choice[:, None])[:, 0]
+    return toks
+
+
+def sample_rows(logits: torch.Tensor, rows: list[_Row]) -> tuple[list[int], list[float]]:
+    """One token per row with that row's settings and generator; log-probs under the raw
+    distribution. Per row this is `fastdecode.sample` on that row alone (same candidates,
+    same generator draws; ties between equal logits aside), with the shared work
+    (log-softmax, sorting, argmax) batched."""
+    logp = torch.log_softmax(logits, dim=-1)
+    groups: dict[tuple[float, float], list[int]] = {}
+    for i, r in enumerate(rows):
+        if r.req.temperature > 0:
+            groups.setdefault((r.req.temperature, r.req.top_p), []).append(i)
+    whole = len(groups) == 1 and len(next(iter(groups.values()))) == len(rows)
+    toks = None if whole else logits.argmax(dim=-1)  # greedy rows (all rows when none samples)
+    for (temperature, top_p), idx in groups.items():
+        scaled = (logits if whole else logits[idx]) / temperature
+        gens = [rows[i].gen for i in idx]
+        if top_p >= 1.0:
+            got = _draw(torch.softmax(scaled, -1), gens)
+        elif scaled.shape[-1] <= SORT_VOCAB:
+            got = _nucleus_small_vocab(scaled, torch.logsumexp(scaled, dim=-1, keepdim=True), top_p, gens)
+        else:
+            got = _nucleus_topk(scaled, top_p, gens)
+        if whole:
+            toks = got
+        else:
+            toks[idx] = got
+    lps = logp.gather(-1, toks[:, None])[:, 0]
+    return toks.tolist(), lps.tolist()
+
+
+def _nucleus_topk(scaled: torch.Tensor, top_p: float, gens: list[torch.Generator]) -> torch.Tensor:
+    """Top-p draws for a large vocabulary, as `sample`: the TOP_P_CANDIDATES most likely
+    first, widened (x16) for the rows whose candidates hold less than top_p."""
+    lse = torch.logsumexp(scaled, dim=-1, keepdim=True)
+    vocab = scaled.shape[-1]
+    toks = torch.empty(len(gens), dtype=torch.long)
+    k = min(TOP_P_CANDIDATES, vocab)
+    todo = list(range(len(gens)))  # rows still to sample
+    while todo:
+        whole = len(todo) == len(gens)
+        sub = scaled if whole else scaled[todo]
+        if k >= vocab:
+            vals, cand = torch.sort(sub, dim=-1, descending=True)
+        else:
+            vals, cand = torch.topk(sub, k, dim=-1)  # sorted, most likely first
+        probs = torch.exp(vals - (lse if whole else lse[todo]))
+        cum = probs.cumsum(-1)
+        short = (cum[:, -1] < top_p).tolist() if k < vocab else [False] * len(todo)
+        ok = [j for j, sh in enumerate(short) if not sh]
+        if ok:
+            probs = probs * ((cum - probs) < top_p)  # smallest prefix whose mass reaches top_p
+            if len(ok) < len(todo):
+                probs, cand = probs[ok], cand[ok]
+            choice = _draw(probs, [gens[todo[j]] for j in ok])
+            toks[[todo[j] for j in ok]] = cand.gather(-1, choice[:, None])[:, 0]
+        todo = [p for p, sh in zip(todo, short) if sh]
+        k = min(k * 16, vocab)
+    return toks
+
+
+# ---------------------------------------------------------------------------------------
+# the stepper
+class Stepper:
+    """A running batch over `FastWeights`: `add` requests, call `step()` while `busy`.
+
+    Not thread-safe: one thread owns a stepper (the serving engine's worker). `cancel`
+    on a request is the one call another thread may make.
+    """
+
+    def __init__(self, weights: FastWeights, *, stop_ids, prefix=None, max_batch: int = 16, max_len: int = 2048,
+                 prefill_chunk: int = PREFILL_CHUNK, prefix_cache: PrefixCache | None = None):
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch!r}")
+        if prefill_chunk < 1:
+            raise ValueError(f"prefill_chunk must be >= 1, got {prefill_chunk!r}")
+        self.w = weights
+        self.prefix = prefix
+        self.stop = frozenset(int(s) for s in stop_ids)
+        self.max_batch = int(max_batch)
+        self.prefill_chunk = int(prefill_chunk)
+        self.cache = prefix_cache
+        self.dec = _Pool(weights, self.max_batch, prefix)
+        self.stage = _Pool(weights, self.max_batch, prefix)
+        self.plen = self.dec.plen
+        self.max_len = int(max_len)  # positions a row may use, learned prefix included
+        # a prefill chunk's pad queries may run up to one chunk past a row's end
+        room = self.max_len + max(self.prefill_chunk, _MIN_CHUNK) + BLOCK
+        self.waiting: list[StepRequest] = []
+        self.decoding: list[_Row] = []  # rows [0, n) of the decode pool
+        self.prefilling: list[_Row] = []  # rows [0, n) of the staging pool
+        self.stats = StepStats()
+        self._shared_gen = torch.Generator().manual_seed(random.SystemRandom().randrange(2**63))
+        self._arange = torch.arange(room)
+        w = weights
+        self._nq = w.n_heads * w.head_dim
+        self._width = (w.n_heads + 2 * w.n_kv) * w.head_dim  # a fused q|k|v row
+        self._rot, self._perm = _rotary_tables(w, room)
+        self._rh: dict[int, torch.Tensor] = {}
+        self._plan = [(_op(ly.wqkv), _op(ly.wo), _op(ly.wgu), _op(ly.wd)) for ly in w.layers]
+        self._head = _op(w.lm_head)
+        self._eps = torch.tensor(w.eps, dtype=torch.float32)
+        self._zero = torch.zeros((), dtype=w.dtype)
+        self._ninf = torch.full((), float("-inf"), dtype=w.dtype)
+
+    # -- queue -----------------------------------------------------------------------
+    def check(self, req: StepRequest) -> None:
+        """Raise ValueError if `req` can never run here (its own fault, not the batch's)."""
+        if not req.prompt:
+            raise ValueError("a prompt has no tokens")
+        if req.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {req.max_new_tokens!r}")
+        need = self.plen + len(req.prompt) + req.max_new_tokens
+        if need > self.max_len:
+            raise ValueError(f"prompt of {len(req.prompt)} tokens + max_new_tokens {req.max_new_tokens} "
+                             f"(+ {self.plen} prefix) is over the stepper's {self.max_len} positions")
+
+    def add(self, req: StepRequest) -> None:
+        self.check(req)
+        self.waiting.append(req)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.waiting or self.decoding or self.prefilling)
+
+    @property
+    def active(self) -> int:
+        return len(self.decoding) + len(self.prefilling)
+
+    # -- one iteration ---------------------------------------------------------------
+    @torch.inference_mode()
+    def step(self) -> list[StepEvent]:
+        """Admit, prefill one chunk, decode one token per decoding row; return what happened."""
+        events: list[StepEvent] = []
+        self._drop_cancelled(events)
+        admitted = self._admit()
+        if self.prefilling:
+            t0 = time.perf_counter()
+            self._prefill(events)
+            self.stats.prefill_seconds += time.perf_counter() - t0
+        if self.decoding:
+            t0 = time.perf_counter()
+            self._decode(events)
+            self.stats.decode_seconds += time.perf_counter() - t0
+        self.stats.admitted += admitted
+        return events
+
+    def _drop_cancelled(self, events: list[StepEvent]) -> None:
+        for r in [r for r in self.waiting if r.cancelled]:
+            self.waiting.remove(r)
+            self._finish(r, events)
+        for i in range(len(self.decoding) - 1, -1, -1):
+            if self.decoding[i].req.cancelled:
+                row = self.decoding[i]
+                self._retire(i)
+                self._finish(row.req, events)
+        for i in range(len(self.prefilling) - 1, -1, -1):
+            if self.prefilling[i].req.cancelled:
+                row = self.prefilling[i]
+                self._unstage(i)
+                self._finish(row.req, events)
+
+    def _finish(self, req: StepRequest, events: list[StepEvent], token: int | None = None) -> None:
+        req.done = True
+        self.stats.finished += 1
+        events.append(StepEvent(req, token, True))
+
+    def _admit(self) -> int:
+        n = 0
+        while self.waiting and self.active < self.max_batch:
+            req = self.waiting.pop(0)
+            # A seeded request owns its generator: its reply does not depend on the batch.
+            # Unseeded ones share the stepper's, so their draws take one call per step.
+            gen = torch.Generator().manual_seed(int(req.seed)) if req.seed is not None else self._shared_gen
+            slot = len(self.prefilling)
+            cached = 0
+            if self.cache is not None:
+                keys, blocks = self.cache.match(req.prompt)
+                if blocks:
+                    cached = len(blocks) * BLOCK
+                    kv = torch.cat(blocks, dim=2) if len(blocks) > 1 else blocks[0]  # (layers, 2*kv, cached, hd)
+                    self.stage.ensure(self.plen + cached)
+                    for li, layer in enumerate(self.stage.kv):
+                        layer[slot, :, self.plen:self.plen + cached] = kv[li]
+            req.cached_tokens = cached
+            self.stats.cached_tokens += cached
+            self.prefilling.append(_Row(req, gen, self.plen + cached, cached))
+            n += 1
+        return n
+
+    def _unstage(self, i: int) -> None:
+        last = len(self.prefilling) - 1
+        if i != last:
+            self.stage.copy_row(self.stage, last, i, self.prefilling[last].filled)
+            self.prefilling[i] = self.prefilling[last]
+        self.prefilling.pop()
+
+    def _retire(self, i: int) -> None:
+        last = len(self.decoding) - 1
+        if i != last:
+            self.dec.copy_row(self.dec, last, i, self.decoding[last].filled)
+            self.decoding[i] = self.decoding[last]
+        self.decoding.pop()
+
+    # -- prefill ---------------------------------------------------------------------
+    def _prefill(self, events: list[StepEvent]) -> None:
+        rows = self.prefilling
+        share = max(_MIN_CHUNK, self.prefill_chunk // len(rows))
+        lens = [min(len(r.req.prompt) - r.todo, share) for r in rows]
+        q = max(lens)
+        b = len(rows)
+        ids = torch.zeros((b, q), dtype=torch.long)
+        starts = []
+        for j, (r, n) in enumerate(zip(rows, lens)):
+            ids[j, :n] = torch.tensor(r.req.prompt[r.todo:r.todo + n], dtype=torch.long)
+            starts.append(r.filled)
+        st = torch.tensor(starts, dtype=torch.long)
+        cols = st[:, None] + self._arange[:q][None, :]  # (b, q): each query's column = its position
+        span = max(starts) + q
+        self.stage.ensure(span)
+        done = [j for j, r in enumerate(rows) if r.todo + lens[j] == len(r.req.prompt)]
+        last = torch.tensor([lens[j] - 1 for j in done], dtype=torch.long)
+        logits = self._forward(self.stage, ids, cols, span, out=(torch.tensor(done, dtype=torch.long), last), lens=lens)
+        self.stats.prefills += 1
+        self.stats.prefill_tokens += sum(lens)
+        self.stats.prefill_padded += b * q
+        for r, n in zip(rows, lens):
+            r.todo += n
+            r.filled += n
+        if not done:
+            return
+        toks, lps = sample_rows(logits, [rows[j] for j in done])
+        moved = []
+        for j, tok, lp in zip(done, toks, lps):
+            r = rows[j]
+            self._remember(self.stage, j, r.req.prompt, r.req.cached_tokens)
+            if self._emit(r, tok, lp, events):
+                moved.append(j)  # finished on its first token: leaves without decoding
+                continue
+            self.dec.ensure(r.filled + 1)
+            self.dec.copy_row(self.stage, j, len(self.decoding), r.filled)
+            self.decoding.append(r)
+            moved.append(j)
+        for j in sorted(moved, reverse=True):
+            self._unstage(j)
+
+    # -- decode ----------------------------------------------------------------------
+    def _decode(self, events: list[StepEvent]) -> None:
+        rows = self.decoding
+        b = len(rows)
+        ids = torch.tensor([[r.last] for r in rows], dtype=torch.long)
+        cols = torch.tensor([[r.filled] for r in rows], dtype=torch.long)
+        span = max(r.filled for r in rows) + 1
+        self.dec.ensure(span)
+        logits = self._forward(self.dec, ids, cols, span)
+        self.stats.steps += 1
+        self.stats.rows += b
+        for r in rows:
+            r.filled += 1
+        toks, lps = sample_rows(logits, rows)
+        gone = [i for i, (r, tok, lp) in enumerate(zip(rows, toks, lps)) if self._emit(r, tok, lp, events)]
+        for i in reversed(gone):
+            r = rows[i]
+            self._remember(self.dec, i, r.req.prompt + r.req.tokens[: r.filled - self.plen - len(r.req.prompt)],
+                           len(r.req.prompt) // BLOCK * BLOCK)
+            self._retire(i)
+
+    def _emit(self, r: _Row, tok: int, lp: float, events: list[StepEvent]) -> bool:
+        """Record a sampled token; True when the row is finished."""
+        req = r.req
+        r.sampled += 1
+        req.logprobs.append(lp)
+        if tok in self.stop:
+            req.ended = True
+            self._finish(req, events)
+            return True
+        req.tokens.append(tok)
+        r.last = tok
+        if r.sampled >= req.max_new_tokens:
+            self._finish(req, events, tok)
+            return True
+        events.append(StepEvent(req, tok, False))
+        return False
+
+    def _remember(self, pool: _Pool, row: int, tokens: list[int], known: int) -> None:
+        """Put the full blocks of `tokens` (whose KV is in `row` of `pool`) beyond `known` into the cache."""
+        if self.cache is None:
+            return
+        n_blocks = len(tokens) // BLOCK
+        first = known // BLOCK
+        if n_blocks <= first:
+            return
+        keys = PrefixCache.keys(tokens, n_blocks)
+        todo = [i for i in range(first, n_blocks) if keys[i] not in self.cache]
+        if not todo:
+            return
+        lo, hi = self.plen + todo[0] * BLOCK, self.plen + (todo[-1] + 1) * BLOCK
+        span = torch.stack([layer[row, :, lo:hi] for layer in pool.kv])  # (layers, 2*kv, cols, hd)
+        for i in todo:
+            a = (i - todo[0]) * BLOCK
+            self.cache.put(keys[i], span[:, :, a:a + BLOCK].clone())
+
+    # -- the forward -----------------------------------------------------------------
+    def _forward(self, pool: _Pool, ids: torch.Tensor, cols: torch.Tensor, span: int, out=None,
+                 lens: list[int] | None = None) -> torch.Tensor:
+        """Rows [0, b) of `pool` read ids (b, q) at columns `cols` (b, q) (column = position);
+        keys [0, span). Decode (q == 1): float32 logits (b, V). Prefill: row j's first
+        `lens[j]` queries are real (the rest right padding); logits (len(out[0]), V) at
+        (row, query) = `out` only.
+
+        Tokens travel packed, (n real tokens, width): the linears, norms and MLP never see
+        padding, and only prefill attention lays queries out as (rows, heads, q, head_dim).
+        Per layer the step is lean (as FastRunner's decode step): the residual adds ride in
+        addmm, rotary is three ops over the fused q|k|v rows, k and v are stored in one
+        write, and a decode query stays a view of the matmul's output."""
+        w = self.w
+        b, q = ids.shape
+        nh, nkv, hd = w.n_heads, w.n_kv, w.head_dim
+        nq_, width, inter = self._nq, self._width, w.inter
+        if q == 1:
+            sel = None
+            tok_ids, tok_cols = ids.view(b), cols.view(b)
+            rh = self._row_heads(b)
+        else:
+            real = self._arange[:q][None, :] < torch.tensor(lens)[:, None]  # (b, q)
+            sel = real.view(-1).nonzero().view(-1)  # flat (row, query) positions of real tokens
+            tok_ids, tok_cols = ids.view(-1)[sel], cols.view(-1)[sel]
+            rh = self._row_heads(b)[sel // q]
+        n = tok_ids.shape[0]
+        h = F.embedding(tok_ids, w.embed)  # (n, hidden)
+        cs = self._rot.index_select(0, tok_cols)
+        c, sn = cs.narrow(1, 0, width), cs.narrow(1, width, width)
+        # A query sees every column up to its own: the prefix, cached blocks, earlier chunks,
+        # itself. Later columns (padding, stale rows) are masked.
+        mask = torch.where(self._arange[:span][None, None, :] <= cols[:, :, None], self._zero, self._ninf)
+        mask = mask.view(b, 1, q, span)
+        at = (rh, tok_cols[:, None].expand(n, 2 * nkv))  # where each token's k|v heads go in the pool
+        eps = self._eps
+        for i, (ly, (wqkv, wo, wgu, wd)) in enumerate(zip(w.layers, self._plan)):
+            qkv = _mm(_rms(h, ly.ln1, eps), wqkv, ly.bqkv)  # (n, width)
+            if ly.qnorm is not None:  # Qwen3: per-head norms of q and k before rotary
+                qkv[:, :nq_] = F.rms_norm(qkv[:, :nq_].view(n, nh, hd), (hd,), ly.qnorm, w.eps).view(n, nq_)
+                kk = qkv[:, nq_:nq_ + nkv * hd]
+                qkv[:, nq_:nq_ + nkv * hd] = F.rms_norm(kk.reshape(n, nkv, hd), (hd,), ly.knorm, w.eps).view(n, -1)
+            turned = qkv.index_select(1, self._perm)
+            qkv.mul_(c).addcmul_(turned, sn)  # rotary on q and k; v passes (cos 1, sin 0)
+            kv = pool.kv[i]
+            kv.view(-1, pool.cols, hd).index_put_(at, qkv[:, nq_:].view(n, 2 * nkv, hd))
+            keys, values = kv[:b, :nkv, :span], kv[:b, nkv:, :span]
+            if sel is None:
+                # grouped-query decode without repeating k/v (as FastRunner): the g query heads
+                # of a kv head become g query rows over that head's keys
+                a = F.scaled_dot_product_attention(qkv[:, :nq_].view(b, nkv, nh // nkv, hd), keys, values,
+                                                   attn_mask=mask).view(b, nq_)
+            else:
+                qp = qkv.new_zeros((b * q, nq_))
+                qp[sel] = qkv[:, :nq_]
+                a = F.scaled_dot_product_attention(qp.view(b, q, nh, hd).transpose(1, 2), keys, values,
+                                                   attn_mask=mask, enable_gqa=nh != nkv)
+                a = a.transpose(1, 2).reshape(b * q, nq_)[sel]
+            h = _mm_add(h, a, wo, ly.bo)
+            gu = _mm(_rms(h, ly.ln2, eps), wgu)
+            h = _mm_add(h, F.silu(gu[:, :inter]).mul_(gu[:, inter:]), wd)
+        if out is not None:
+            # packed index of (row, query): real tokens before it in earlier rows, plus the query
+            starts = torch.tensor([0] + list(itertools.accumulate(lens))[:-1])
+            h = h[starts[out[0]] + out[1]]
+        return _mm(_rms(h, w.norm, eps), self._head).float()
+
+    def _row_heads(self, b: int) -> torch.Tensor:
+        """(b, 2*kv) indices of rows [0, b)'s k|v heads in a (rows*2*kv, cols, hd) view of a pool."""
+        t = self._rh.get(b)
+        if t is None:
+            n2 = 2 * self.w.n_kv
+            t = self._rh[b] = torch.arange(b)[:, None] * n2 + torch.arange(n2)[None, :]
+        return t
+
+    def kv_bytes(self) -> int:
+        """Bytes held by the two KV pools (the prefix cache not included)."""
+        return self.dec.nbytes() + self.stage.nbytes()
+
+
+def generate(stepper: Stepper, prompts: list[list[int]], *, max_new_tokens: int, temperature: float = 0.0,
+             top_p: float = 1.0, seed: int | None = None):
+    """Run `prompts` to the end on `stepper` (same settings for all; row r seeded `seed + r`).
+
+    Returns what `fastdecode.decode` returns: (token lists without the stop token, their
+    log-prob lists including the stop token's, ended-with-stop flags)."""
+    reqs = [StepRequest(list(p), max_new_tokens, temperature, top_p, None if seed is None else seed + r)
+            for r, p in enumerate(prompts)]
+    for r in reqs:
+        stepper.add(r)
+    while stepper.busy:
+        stepper.step()
+    return [r.tokens for r in reqs], [r.logprobs for r in reqs], [r.ended for r in reqs]
+
+
+def end_model_parts(model) -> tuple[Any, Any, Any] | None:
+    """(variant, FastWeights, learned prefix) of an `EndModel`'s current adapter, or None
+    when the stepper cannot serve it (no fast weights: an architecture outside the Llama/Qwen2
+    family, or not an EndModel at all). The variant is the immutable object a swap replaces,
+    so `variant is not previous` says an adapter swap happened."""
+    variant = getattr(model, "_variant", None)
+    fast = getattr(variant, "fast", None)
+    if not isinstance(fast, FastWeights):
+        return None
+    return variant, fast, getattr(variant, "prefix", None)
