@@ -1,7 +1,7 @@
 """Throughput of the cloud client against the fault-injecting double, as a ratio of the ideal.
 
     .venv/bin/python bench/bench_teacher.py --requests 1600             # the issue's target run
-    .venv/bin/python bench/bench_teacher.py --transports lean,httpx     # + httpx's own transport, interleaved
+    .venv/bin/python bench/bench_teacher.py --transports default,httpx     # + httpx's own transport, interleaved
     .venv/bin/python bench/bench_teacher.py --latency 1.0 --repeats 1
 
 The double runs in its own process (so the server's work does not share our GIL) with
@@ -44,19 +44,15 @@ import subprocess
 import sys
 import time
 
-TRANSPORTS = ("lean", "httpx", "aiohttp")  # the client's default, httpx's stock pool, aiohttp via httpx-aiohttp
+TRANSPORTS = ("default", "httpx")  # the client's default (aiohttp via httpx-aiohttp), httpx's stock pool
 
 
 def _make_transport(name: str, concurrency: int):
-    """None = the teacher's default (the lean HTTP/1.1 transport); 'httpx' = httpx's own."""
-    if name == "lean":
+    """None = the teacher's default (aiohttp under httpx); 'httpx' = httpx's own."""
+    if name == "default":
         return None
     import httpx
 
-    if name == "aiohttp":  # httpx-aiohttp (what openai[aiohttp] uses): aiohttp's C parser under httpx
-        from httpx_aiohttp import AiohttpTransport
-
-        return AiohttpTransport(limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency))
     return httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency))
 
 
@@ -134,7 +130,7 @@ def main() -> int:
     ap.add_argument("--pmalformed", type=float, default=0.03)
     ap.add_argument("--retry-after", type=float, default=0.1)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--transports", type=str, default="lean",
+    ap.add_argument("--transports", type=str, default="default",
                     help=f"comma-separated, run interleaved in each repeat: {', '.join(TRANSPORTS)}")
     ap.add_argument("--json", type=str, default=None, help="also write the figures to this JSON file")
     a = ap.parse_args()
