@@ -39,9 +39,9 @@ def _root(
 
 
 def _register_all() -> None:
-    from endcloud.cli import chat, cloud, corpus, demo, end, evolve, privacy, scoring, serve, shop
+    from endcloud.cli import chat, cloud, corpus, demo, end, evolve, export, privacy, scoring, serve, shop
 
-    for module in (shop, corpus, privacy, cloud, end, chat, scoring, serve, evolve, demo):
+    for module in (shop, corpus, privacy, cloud, end, export, chat, scoring, serve, evolve, demo):
         module.register(app)
 
 

@@ -479,6 +479,15 @@ def _load_vllm(*, adapter_dir=None, base_dir=None, **kw: Any) -> VLLMEndModel:
     return m
 
 
+@ENGINES.register("llamacpp")
+def _load_llamacpp(*, base_dir, adapter_dir=None, **kw: Any) -> Any:
+    """llama.cpp on this machine (the optional `endcloud[llamacpp]` extra): `base_dir` is an HF
+    directory (exported to GGUF on first use, LoRA merged) or a `.gguf` file."""
+    from endcloud.end.llamacpp import load_llamacpp  # lazy: llama_cpp only when chosen
+
+    return load_llamacpp(base_dir=base_dir, adapter_dir=adapter_dir, **kw)
+
+
 def load_end_model(kind: str = "transformers", **kw: Any) -> Any:
-    """An end model by engine name ("transformers" | "vllm"); unknown names list the valid ones."""
+    """An end model by engine name ("transformers" | "vllm" | "llamacpp"); unknown names list the valid ones."""
     return ENGINES.get(kind)(**kw)

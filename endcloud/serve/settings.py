@@ -36,7 +36,7 @@ class ServeSettings:
     db_path: Path | None = None  # SQLite file of sessions/replies/feedback (None: in memory)
     audit_path: Path | None = None  # where the privacy gate logs what left the shop
     shop_dir: Path | None = None  # shop pack for knowledge snippets and orders.csv
-    engine: str = "transformers"  # end-model engine: transformers (in-process) | vllm (a local vLLM server, ENDCLOUD_VLLM_*)
+    engine: str = "transformers"  # end-model engine: transformers (in-process) | vllm (a local vLLM server, ENDCLOUD_VLLM_*) | llamacpp (GGUF, optional extra)
     # -- limits --
     max_body_bytes: int = MAX_BODY_BYTES  # larger request bodies get 413
     max_messages: int = MAX_MESSAGES  # more messages in one request get 400
@@ -79,8 +79,8 @@ class ServeSettings:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or v < 0:
                 raise ConfigError(f"serve setting {name} must be >= 0, got {v!r} (env {ENV_PREFIX}{name.upper()})")
-        if self.engine not in ("transformers", "vllm"):
-            raise ConfigError(f"serve setting engine must be transformers or vllm, got {self.engine!r} (--engine)")
+        if self.engine not in ("transformers", "vllm", "llamacpp"):
+            raise ConfigError(f"serve setting engine must be transformers, vllm or llamacpp, got {self.engine!r} (--engine)")
         if not 0 < self.port < 65536:
             raise ConfigError(f"--port must be 1-65535, got {self.port!r}")
         if not 0.0 <= self.top_p <= 1.0:

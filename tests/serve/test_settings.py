@@ -40,7 +40,7 @@ def test_engine_setting_names_the_valid_engines():
     from endcloud.serve.settings import ServeSettings
 
     assert ServeSettings(engine="vllm").engine == "vllm"
-    with pytest.raises(ConfigError, match="transformers or vllm"):
+    with pytest.raises(ConfigError, match="transformers, vllm or llamacpp"):
         ServeSettings(engine="tgi")
 
 
