@@ -4,10 +4,20 @@ The engine knows nothing about tokenization here: runners take token ids and pos
 `decode` returns token ids and their log-probs.
 
     FastWeights.from_model(hf_model)  Llama/Qwen2/Qwen3-family weights, q|k|v and gate|up fused
-    FastRunner(weights, prefix)       one forward over those tensors, writing a static cache
+                                      (fp32: stored input-major, see INPUT_MAJOR_DTYPES)
+    FastRunner(weights, prefix)       one forward over those tensors, writing a static cache;
+                                      a decode token takes the lean step (`_step`)
     HFRunner(model, prefix)           the same contract through the transformers forward
                                       (any architecture; the reference in tests)
     decode(runner, prompts, ...)      left-padded batched prefill, then one token per step
+
+At the size of the embedded default base (hidden 192, 3 layers, 7.7 MB of fp32 weights)
+a decode step is per-op dispatch more than FLOPs: transformers spends ~5 ms of CPU per
+token where the matmuls need well under 1 ms. So the lean step counts ops (~15 per layer):
+2-D activations, RMSNorm as five small ops, the residual add inside addmm, rotary as three
+ops over the whole fused q|k|v row (`rot_tables`), k and v written to the cache in one
+copy. Measured in bench/bench_decode.py; torch.compile of the same step was not faster by
+enough to pay its compile time (docs/bench/decode-speed.md).
 
 Layout of one row's cache (P = learned prefix length, L = longest prompt):
 
@@ -23,12 +33,19 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 # top-p first looks at this many most likely tokens; a full sort only when their mass < top_p.
 TOP_P_CANDIDATES = 256
 SUPPORTED_TYPES = ("qwen2", "llama", "mistral", "qwen3")
+# Dtypes whose linear weights are stored input-major: an (out, in)-shaped view of (in, out)
+# contiguous memory, so `x @ w.t()` reads a contiguous matrix. For fp32 (MKL sgemm) that was
+# 1.2-2.8x faster per matmul at batch 1-8 than the (out, in) layout on this CPU (the 4000x192
+# lm_head at batch 8: 336 vs 930 us); bf16 (oneDNN) is faster the usual way round. Whole
+# decode steps: bench/bench_decode.py --layouts. The fields keep their (out, in) shapes.
+INPUT_MAJOR_DTYPES = (torch.float32,)
 
 
 class Q8(NamedTuple):
@@ -51,6 +68,21 @@ def _lin(x: torch.Tensor, w, bias=None) -> torch.Tensor:
         y = torch._weight_int8pack_mm(x.reshape(-1, x.shape[-1]), w.q, w.s).view(*x.shape[:-1], -1)
         return y if bias is None else y + bias
     return F.linear(x, w, bias)
+
+
+def _arrange(t: torch.Tensor, input_major: bool) -> torch.Tensor:
+    """`t` (out, in) in the memory order the matmuls want (a copy only when it is not already)."""
+    t = t.detach()
+    if not input_major:
+        return t if t.is_contiguous() else t.contiguous()
+    return t if t.t().is_contiguous() else t.t().contiguous().t()
+
+
+def _fuse(ws, input_major: bool) -> torch.Tensor:
+    """Weights (out_i, in) stacked along out, in the memory order of `_arrange`."""
+    if input_major:
+        return torch.cat([w.detach().t() for w in ws], 1).t()
+    return torch.cat([w.detach() for w in ws], 0)
 
 
 def _nbytes(t) -> int:
@@ -88,6 +120,8 @@ class FastWeights:
         self.dtype = dtype
         self.quant: str | None = None
         self._cos = self._sin = None
+        self._rot = None  # (table, perm) of `rot_tables`
+        self._plan = None  # per-layer tensors of the lean decode step, see `decode_plan`
 
     def nbytes(self) -> int:
         """Bytes of weights one decode step reads (the lm_head, not the embedding lookup)."""
@@ -127,13 +161,15 @@ class FastWeights:
                 and hasattr(getattr(model, "model", None), "layers"))
 
     @classmethod
-    def from_model(cls, model, *, like: "FastWeights | None" = None) -> "FastWeights | None":
+    def from_model(cls, model, *, like: "FastWeights | None" = None,
+                   input_major: bool | None = None) -> "FastWeights | None":
         """Build from an HF causal LM, or None when the architecture is not supported.
 
         With `like` (the base's FastWeights), layers whose weights are the base's very tensors
         reuse its fused copies, so a LoRA variant only pays for the layers it changed. Without
         it the model's own q/k/v and gate/up parameters are re-pointed into the fused tensors,
-        so fusing costs no extra memory.
+        and its other linears into their input-major copies, so this costs no extra memory.
+        `input_major` overrides the memory order INPUT_MAJOR_DTYPES picks (for benchmarks).
         """
         if not cls.supports(model):
             return None
@@ -141,6 +177,7 @@ class FastWeights:
         inner = model.model
         n_heads, n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads
+        major = inner.embed_tokens.weight.dtype in INPUT_MAJOR_DTYPES if input_major is None else input_major
         layers = []
         with torch.no_grad():
             for i, ly in enumerate(inner.layers):
@@ -152,9 +189,13 @@ class FastWeights:
                 if prev is not None and prev.src == src:
                     wqkv, bqkv, wgu = prev.wqkv, prev.bqkv, prev.wgu
                 else:
-                    wqkv = torch.cat([w.detach() for w in ws[:3]], 0).contiguous()
+                    wqkv = _fuse(ws[:3], major)
                     bqkv = None if bs[0] is None else torch.cat([b.detach() for b in bs], 0).contiguous()
-                    wgu = torch.cat([w.detach() for w in ws[3:]], 0).contiguous()
+                    wgu = _fuse(ws[3:], major)
+                if like is None:
+                    # The unfused linears in the matmul's memory order, the model re-pointed at them.
+                    for lin in (at.o_proj, mlp.down_proj):
+                        lin.weight.data = _arrange(lin.weight, major)
                 if like is None and (prev is None or prev.src != src):
                     # Re-point the base's own parameters into the fused storage: no duplicate memory.
                     # (Never for a variant: its untouched parameters are the base's own objects.)
@@ -173,30 +214,36 @@ class FastWeights:
                           mlp.up_proj.weight)
                     bs = (at.q_proj.bias, at.k_proj.bias, at.v_proj.bias)
                     src = tuple(t.data_ptr() for t in ws) + tuple(0 if b is None else b.data_ptr() for b in bs)
-                def same(t, old):
+                def same(t, old, linear=False):
                     # The very tensor object of `like` when it is the same storage: identity lets
                     # quantized copies be shared between variants.
                     if t is None:
                         return None
                     if old is not None and old.data_ptr() == t.data_ptr() and old.shape == t.shape:
                         return old
-                    return t.detach()
+                    return _arrange(t, major) if linear else t.detach()
 
                 p = prev if prev is not None else _Layer(*([None] * 10), src=())
                 layers.append(_Layer(
                     ln1=same(ly.input_layernorm.weight, p.ln1), wqkv=wqkv, bqkv=bqkv,
-                    wo=same(at.o_proj.weight, p.wo), bo=same(at.o_proj.bias, p.bo),
-                    ln2=same(ly.post_attention_layernorm.weight, p.ln2), wgu=wgu, wd=same(mlp.down_proj.weight, p.wd),
+                    wo=same(at.o_proj.weight, p.wo, True), bo=same(at.o_proj.bias, p.bo),
+                    ln2=same(ly.post_attention_layernorm.weight, p.ln2), wgu=wgu,
+                    wd=same(mlp.down_proj.weight, p.wd, True),
                     qnorm=same(at.q_norm.weight, p.qnorm) if hasattr(at, "q_norm") else None,
                     knorm=same(at.k_norm.weight, p.knorm) if hasattr(at, "k_norm") else None,
                     src=src,
                 ))
-        head = model.get_output_embeddings().weight
+            out_emb = model.get_output_embeddings()
+            if like is None:  # a tied input embedding is the same Parameter: its rows become strided, fine
+                out_emb.weight.data = _arrange(out_emb.weight, major)
+        head = out_emb.weight
         if like is not None and like.lm_head.data_ptr() == head.data_ptr():
             head = like.lm_head
+        else:
+            head = _arrange(head, major)
         return cls(
             layers=layers, embed=inner.embed_tokens.weight.detach(), norm=inner.norm.weight.detach(),
-            lm_head=head.detach() if like is None or head is not like.lm_head else head,
+            lm_head=head,
             eps=float(cfg.rms_norm_eps), n_heads=n_heads,
             n_kv=n_kv, head_dim=head_dim, inter=cfg.intermediate_size, rotary=inner.rotary_emb,
             dtype=inner.embed_tokens.weight.dtype,
@@ -216,29 +263,138 @@ class FastWeights:
             self._cos, self._sin = cos, sin  # a bigger table replaces the old one: safe for readers
         return cos, sin
 
+    def rot_tables(self, n: int):
+        """Rotary for a whole fused q|k|v row at once: (table (m >= n, 2W), perm (W,)), W the row width.
+
+        Row p of the table is [c | s]: c holds cos(p) under every q and k head and 1 under v,
+        s holds the sign-folded sin(p) under q and k and 0 under v, and `perm` rolls every
+        head by head_dim/2. So the rotated row is row * c + row[perm] * s (v passes through),
+        three ops per layer instead of a roll, a cat and a split.
+        """
+        rot = self._rot
+        if rot is None or rot[0].shape[0] < n:
+            cos, sin = self.rope(n)
+            hd, nqk = self.head_dim, self.n_heads + self.n_kv
+            m, nv = cos.shape[0], self.n_kv * hd
+            c = torch.cat((cos.repeat(1, nqk), torch.ones(m, nv, dtype=cos.dtype)), 1)
+            s = torch.cat((sin.repeat(1, nqk), torch.zeros(m, nv, dtype=sin.dtype)), 1)
+            heads = torch.arange(nqk + self.n_kv)[:, None] * hd
+            perm = (heads + (torch.arange(hd) + hd // 2) % hd).reshape(-1)
+            rot = self._rot = (torch.cat((c, s), 1).contiguous(), perm)  # replaced whole, as in `rope`
+        return rot
+
+    def decode_plan(self) -> tuple:
+        """Per layer, what the lean decode step reads: the linears as (in, out) operands of
+        `torch.mm` (views, no copies; Q8 as is) next to the norms and biases. Built once."""
+        plan = self._plan
+        if plan is None:
+            def op(t):
+                return t if t.__class__ is Q8 else t.t()
+            layers = tuple((ly.ln1, op(ly.wqkv), ly.bqkv, op(ly.wo), ly.bo, ly.ln2, op(ly.wgu), op(ly.wd))
+                           for ly in self.layers)
+            self._plan = plan = (layers, op(self.lm_head))
+        return plan
+
+
+def _mm(x: torch.Tensor, w, bias=None) -> torch.Tensor:
+    """x (n, in) times a `decode_plan` operand (+ bias)."""
+    if w.__class__ is Q8:
+        y = torch._weight_int8pack_mm(x, w.q, w.s)
+        return y if bias is None else y.add_(bias)
+    return torch.mm(x, w) if bias is None else torch.addmm(bias, x, w)
+
+
+def _mm_add(h: torch.Tensor, x: torch.Tensor, w, bias=None) -> torch.Tensor:
+    """h + x @ w (+ bias): the residual rides in addmm's accumulator."""
+    if w.__class__ is Q8:
+        y = torch._weight_int8pack_mm(x, w.q, w.s).add_(h)
+    else:
+        y = torch.addmm(h, x, w)
+    return y if bias is None else y.add_(bias)
+
+
+def _rms(x: torch.Tensor, weight: torch.Tensor, eps: torch.Tensor, inv_n: float) -> torch.Tensor:
+    """RMSNorm of the rows of x (n, hidden) in HF's order (normalise in fp32, round to the
+    weight's dtype, scale), as five small ops: on CPU `F.rms_norm` runs as ~10 (pow, mean,
+    casts, ...) and cost ~10x one elementwise op at decode sizes (measured)."""
+    r = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=torch.float32)
+    y = x * torch.addcmul(eps, r, r, value=inv_n).rsqrt_()
+    return (y if y.dtype == weight.dtype else y.to(weight.dtype)) * weight
+
 
 class FastRunner:
-    """Forward passes over FastWeights writing into a cache pre-allocated by `start`."""
+    """Forward passes over FastWeights writing into a cache pre-allocated by `start`.
+
+    One decode token per row (q == 1) takes the lean step (`_step`): activations stay 2-D,
+    the residual adds ride in addmm, rotary is three ops over the whole fused q|k|v row, and
+    k and v of a layer are written to the cache in one copy (its k and v halves are one
+    tensor, `self.kv`; `self.k` / `self.v` are views of it). Prefill (q > 1) and models
+    with q/k norms (Qwen3) take the general forward.
+    """
 
     def __init__(self, w: FastWeights, prefix=None):
         self.w = w
         self.prefix = prefix
         self.prefix_len = 0 if prefix is None else int(prefix[0][0].shape[2])
+        self._lean = all(ly.qnorm is None for ly in w.layers)
 
     def start(self, batch: int, total: int) -> None:
         w = self.w
-        shape = (batch, w.n_kv, total, w.head_dim)
-        self.k = [torch.empty(shape, dtype=w.dtype) for _ in w.layers]
-        self.v = [torch.empty(shape, dtype=w.dtype) for _ in w.layers]
+        # k heads then v heads of a layer side by side, as they leave the fused q|k|v matmul.
+        self.kv = [torch.empty((batch, 2 * w.n_kv, total, w.head_dim), dtype=w.dtype) for _ in w.layers]
+        self.k = [kv[:, : w.n_kv] for kv in self.kv]
+        self.v = [kv[:, w.n_kv:] for kv in self.kv]
         if self.prefix is not None:
             for i, (pk, pv) in enumerate(self.prefix):
                 self.k[i][:, :, : self.prefix_len] = pk
                 self.v[i][:, :, : self.prefix_len] = pv
         self.len = self.prefix_len
         self.cos, self.sin = w.rope(total + 1)
+        if self._lean:
+            self.rot, self.perm = w.rot_tables(total + 1)
+            self.plan, self.head = w.decode_plan()
+            self.eps = torch.tensor(w.eps, dtype=torch.float32)
+            self.zero = torch.zeros((), dtype=w.dtype)
+            self.ninf = torch.full((), float("-inf"), dtype=w.dtype)
 
     def forward(self, ids: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor, all_logits: bool = False):
         """ids/pos (B, q) -> float32 logits (B, q or 1, V); `valid` (B, len+q) marks keys that may be seen."""
+        if ids.shape[1] == 1 and self._lean:
+            return self._step(ids, pos, valid)
+        return self._forward(ids, pos, valid, all_logits)
+
+    def _step(self, ids: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """One token per row: the same maths as `_forward` in fewer, cheaper ops (see the class)."""
+        w = self.w
+        b = ids.shape[0]
+        s = self.len
+        e = s + 1
+        nkv, hd = w.n_kv, w.head_dim
+        nq = w.n_heads * hd
+        perm = self.perm
+        width = perm.shape[0]
+        inter, eps, inv_n = w.inter, self.eps, 1.0 / w.hidden
+        h = F.embedding(ids.view(b), w.embed)
+        cs = self.rot.index_select(0, pos.view(b))
+        c, sn = cs.narrow(1, 0, width), cs.narrow(1, width, width)
+        # One additive mask per step, shared by the layers (SDPA adds it to the scores).
+        mask = torch.where(valid.narrow(1, 0, e), self.zero, self.ninf).view(b, 1, 1, e)
+        for kv, k, v, (ln1, wqkv, bqkv, wo, bo, ln2, wgu, wd) in zip(self.kv, self.k, self.v, self.plan):
+            qkv = _mm(_rms(h, ln1, eps, inv_n), wqkv, bqkv)
+            turned = qkv.index_select(1, perm)
+            qkv.mul_(c).addcmul_(turned, sn)
+            kv.select(2, s).copy_(qkv.narrow(1, nq, width - nq).view(b, 2 * nkv, hd))
+            # Grouped-query decode without repeating k/v: the g query heads of a kv head
+            # become g "query rows" over that head's keys.
+            a = F.scaled_dot_product_attention(qkv.narrow(1, 0, nq).view(b, nkv, -1, hd), k.narrow(2, 0, e),
+                                               v.narrow(2, 0, e), attn_mask=mask)
+            h = _mm_add(h, a.view(b, nq), wo, bo)
+            gu = _mm(_rms(h, ln2, eps, inv_n), wgu)
+            h = _mm_add(h, F.silu(gu.narrow(1, 0, inter)).mul_(gu.narrow(1, inter, inter)), wd)
+        self.len = e
+        return _mm(_rms(h, w.norm, eps, inv_n), self.head).float().view(b, 1, -1)
+
+    def _forward(self, ids: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor, all_logits: bool = False):
         w = self.w
         b, q = ids.shape
         s, e = self.len, self.len + q
@@ -273,8 +429,6 @@ class FastRunner:
             kc[:, :, s:e] = kh
             vc[:, :, s:e] = vh
             if q == 1:
-                # Grouped-query decode without repeating k/v: the g query heads of a kv head
-                # become g "query rows" over that head's keys.
                 a = F.scaled_dot_product_attention(qh.reshape(b, nkv, nh // nkv, hd), kc[:, :, :e], vc[:, :, :e],
                                                    attn_mask=mask)
                 a = a.reshape(b, 1, nq_)
@@ -334,6 +488,18 @@ def _layout(prompts: list[list[int]], extra: int, prefix_len: int, pad_id: int):
     return ids, pos, valid, nxt, prefix_len + n, total
 
 
+def _draw(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """`torch.multinomial(probs, 1, generator=generator)`, draw for draw, without its checks.
+
+    For one sample torch's CPU multinomial is Gumbel-max: argmax(p / q), q ~ Exp(1) drawn by
+    `exponential_` over the row. Spelled out here it skips the validity checks (a max, a
+    min, a row sum and two syncs, ~60 us a call) on probabilities that are finite and have
+    a positive entry by construction (exp of log-probs, the most likely token kept).
+    """
+    q = torch.empty_like(probs).exponential_(1, generator=generator)
+    return torch.div(probs, q, out=q).argmax(dim=-1, keepdim=True)
+
+
 def sample(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator):
     """Pick one token per row; return (tokens, their log-prob under the raw distribution)."""
     logp = torch.log_softmax(logits, dim=-1)
@@ -342,14 +508,15 @@ def sample(logits: torch.Tensor, temperature: float, top_p: float, generator: to
     else:
         scaled = logits / temperature
         if top_p >= 1.0:
-            tok = torch.multinomial(torch.softmax(scaled, -1), 1, generator=generator)[:, 0]
+            tok = _draw(torch.softmax(scaled, -1), generator)[:, 0]
         else:
             lse = torch.logsumexp(scaled, dim=-1, keepdim=True)
             vocab = scaled.shape[-1]
             k = min(TOP_P_CANDIDATES, vocab)
             while True:  # widen the candidates until they hold top_p of the mass in every row
-                if k >= vocab:
-                    vals, idx = torch.sort(scaled, dim=-1, descending=True)
+                if k >= vocab:  # numpy's sort: 4-8x faster than torch.sort on these rows, same order
+                    idx = torch.from_numpy(np.argsort(-scaled.numpy(), axis=-1))  # for distinct values
+                    vals = scaled.gather(-1, idx)
                 else:
                     vals, idx = torch.topk(scaled, k, dim=-1)  # sorted, most likely first
                 probs = torch.exp(vals - lse)
@@ -359,7 +526,7 @@ def sample(logits: torch.Tensor, temperature: float, top_p: float, generator: to
                 k = min(k * 16, vocab)
             keep = (cum - probs) < top_p  # smallest prefix whose mass reaches top_p
             probs = probs * keep
-            choice = torch.multinomial(probs, 1, generator=generator)
+            choice = _draw(probs, generator)
             tok = idx.gather(-1, choice)[:, 0]
     return tok, logp.gather(-1, tok[:, None])[:, 0]
 
@@ -373,26 +540,26 @@ def decode(runner, prompts: list[list[int]], *, max_new_tokens: int, temperature
     ids, pos, valid, nxt, used, total = _layout(prompts, max_new_tokens, runner.prefix_len, pad_id)
     runner.start(b, total)
     logits = runner.forward(ids, pos, valid[:, :used])[:, -1]
-    stop = torch.tensor(sorted(set(stop_ids)), dtype=torch.long)
-    toks = torch.empty((b, max_new_tokens), dtype=torch.long)
-    lps = torch.empty((b, max_new_tokens), dtype=torch.float32)
-    done = torch.zeros(b, dtype=torch.bool)
-    steps = 0
+    stops = set(stop_ids)
+    ended = [False] * b
+    toks, lps = [], []
+    nxt = nxt.view(b, 1)
     for t in range(max_new_tokens):
         tok, lp = sample(logits, temperature, top_p, generator)
-        toks[:, t] = tok
-        lps[:, t] = lp
-        steps = t + 1
-        done |= torch.isin(tok, stop)
-        if steps == max_new_tokens or bool(done.all()):
+        toks.append(tok)
+        lps.append(lp)
+        if stops:  # one read of b ints per step (no device here to sync with) to stop when all rows ended
+            ended = [e or x in stops for e, x in zip(ended, tok.tolist())]
+            if all(ended):
+                break
+        if t + 1 == max_new_tokens:
             break
-        valid[:, used] = True
+        valid.select(1, used).fill_(True)
         used += 1
-        logits = runner.forward(tok[:, None], nxt[:, None], valid[:, :used])[:, -1]
-        nxt += 1
+        logits = runner.forward(tok.view(b, 1), nxt, valid.narrow(1, 0, used))[:, -1]
+        nxt.add_(1)
     out_t, out_lp, ended = [], [], []
-    stops = set(stop_ids)
-    for row_t, row_lp in zip(toks[:, :steps].tolist(), lps[:, :steps].tolist()):
+    for row_t, row_lp in zip(torch.stack(toks, 1).tolist(), torch.stack(lps, 1).tolist()):
         cut = next((j for j, x in enumerate(row_t) if x in stops), None)
         if cut is None:
             out_t.append(row_t), out_lp.append(row_lp), ended.append(False)

@@ -418,7 +418,7 @@ def test_connection_refused_is_a_clear_error():
 
 # ---- choosing an engine, and the server's Engine wrapping it -------------------------------------
 def test_registry_and_factory(double, tmp_path, monkeypatch):
-    assert ENGINES.names() == ["transformers", "vllm"]
+    assert ENGINES.names() == ["llamacpp", "transformers", "vllm"]
     with pytest.raises(RegistryError, match="transformers, vllm"):
         load_end_model("tgi")
     v1 = make_lora(tmp_path, "shop", "v1")
