@@ -26,6 +26,7 @@ Every error is OpenAI-shaped JSON `{"error": {"message", "type", "code"}}`, neve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -616,6 +617,11 @@ def create_app(settings: ServeSettings | None = None, *, engine: Any = None, tea
             for stop in stops:
                 stop()
             await st.engine.stop()
+            # The teacher's connections belong to this event loop: close them with it.
+            aclose = getattr(st.teacher, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
             if st.owns_store:
                 st.store.close()
 
