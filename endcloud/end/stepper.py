@@ -72,7 +72,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from endcloud.end.fastdecode import Q8, TOP_P_CANDIDATES, FastWeights
+from endcloud.end.fastdecode import TOP_P_CANDIDATES, FastWeights, _mm, _mm_add, _rms
 
 BLOCK = 16  # prefix-cache granularity in tokens (vLLM's default block size)
 # top-p sorts whole rows (numpy) up to this vocabulary, above it top-k first as `sample`:
@@ -81,49 +81,6 @@ SORT_VOCAB = 2048
 PREFILL_CHUNK = 512  # prompt tokens prefilled per iteration across all joining rows
 _MIN_CHUNK = BLOCK  # the least a joining row advances per iteration when many share the chunk
 _GROW = 128  # pools grow their columns in steps of this many (a multiple of BLOCK)
-
-
-def _op(w):
-    """A linear weight (out, in) as the (in, out) operand of torch.mm (a view; Q8 as is)."""
-    return w if w.__class__ is Q8 else w.t()
-
-
-def _mm(x: torch.Tensor, w, bias=None) -> torch.Tensor:
-    """x (n, in) @ an `_op` operand (+ bias)."""
-    if w.__class__ is Q8:
-        y = torch._weight_int8pack_mm(x, w.q, w.s)
-        return y if bias is None else y.add_(bias)
-    return torch.mm(x, w) if bias is None else torch.addmm(bias, x, w)
-
-
-def _mm_add(h: torch.Tensor, x: torch.Tensor, w, bias=None) -> torch.Tensor:
-    """h + x @ an `_op` operand (+ bias): the residual rides in addmm's accumulator."""
-    y = torch._weight_int8pack_mm(x, w.q, w.s).add_(h) if w.__class__ is Q8 else torch.addmm(h, x, w)
-    return y if bias is None else y.add_(bias)
-
-
-def _rms(x: torch.Tensor, weight: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-    """RMSNorm of the rows of x (n, hidden) in HF's order (normalise in fp32, round to the
-    weight's dtype, scale) in five small ops: on CPU `F.rms_norm` runs as about ten."""
-    r = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=torch.float32)
-    y = x * torch.addcmul(eps, r, r, value=1.0 / x.shape[-1]).rsqrt_()
-    return (y if y.dtype == weight.dtype else y.to(weight.dtype)) * weight
-
-
-def _rotary_tables(w: FastWeights, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotary for whole fused q|k|v rows: (table (>= n, 2W), perm (W,)), W the row width.
-
-    Row p of the table is [c | s]: cos(p) under every q and k head and 1 under v, then
-    the sign-folded sin(p) (see `FastWeights.rope`) under q and k and 0 under v; `perm`
-    rolls every head by head_dim/2. The rotated row is row * c + row[perm] * s."""
-    cos, sin = w.rope(n)
-    hd, nqk = w.head_dim, w.n_heads + w.n_kv
-    m, nv = cos.shape[0], w.n_kv * hd
-    c = torch.cat((cos.repeat(1, nqk), torch.ones(m, nv, dtype=cos.dtype)), 1)
-    s = torch.cat((sin.repeat(1, nqk), torch.zeros(m, nv, dtype=sin.dtype)), 1)
-    heads = torch.arange(nqk + w.n_kv)[:, None] * hd
-    perm = (heads + (torch.arange(hd) + hd // 2) % hd).reshape(-1)
-    return torch.cat((c, s), 1).contiguous(), perm
 
 
 # ---------------------------------------------------------------------------------------
@@ -447,10 +404,10 @@ class Stepper:
         w = weights
         self._nq = w.n_heads * w.head_dim
         self._width = (w.n_heads + 2 * w.n_kv) * w.head_dim  # a fused q|k|v row
-        self._rot, self._perm = _rotary_tables(w, room)
+        self._rot, self._perm = w.rot_tables(room)
         self._rh: dict[int, torch.Tensor] = {}
-        self._plan = [(_op(ly.wqkv), _op(ly.wo), _op(ly.wgu), _op(ly.wd)) for ly in w.layers]
-        self._head = _op(w.lm_head)
+        self._plan, self._head = w.decode_plan()  # the linears as torch.mm operands, as FastRunner uses
+        self._inv_n = 1.0 / w.hidden
         self._eps = torch.tensor(w.eps, dtype=torch.float32)
         self._zero = torch.zeros((), dtype=w.dtype)
         self._ninf = torch.full((), float("-inf"), dtype=w.dtype)
@@ -688,8 +645,9 @@ class Stepper:
         mask = mask.view(b, 1, q, span)
         at = (rh, tok_cols[:, None].expand(n, 2 * nkv))  # where each token's k|v heads go in the pool
         eps = self._eps
-        for i, (ly, (wqkv, wo, wgu, wd)) in enumerate(zip(w.layers, self._plan)):
-            qkv = _mm(_rms(h, ly.ln1, eps), wqkv, ly.bqkv)  # (n, width)
+        inv_n = self._inv_n
+        for i, (ly, (ln1, wqkv, bqkv, wo, bo, ln2, wgu, wd)) in enumerate(zip(w.layers, self._plan)):
+            qkv = _mm(_rms(h, ln1, eps, inv_n), wqkv, bqkv)  # (n, width)
             if ly.qnorm is not None:  # Qwen3: per-head norms of q and k before rotary
                 qkv[:, :nq_] = F.rms_norm(qkv[:, :nq_].view(n, nh, hd), (hd,), ly.qnorm, w.eps).view(n, nq_)
                 kk = qkv[:, nq_:nq_ + nkv * hd]
@@ -710,14 +668,14 @@ class Stepper:
                 a = F.scaled_dot_product_attention(qp.view(b, q, nh, hd).transpose(1, 2), keys, values,
                                                    attn_mask=mask, enable_gqa=nh != nkv)
                 a = a.transpose(1, 2).reshape(b * q, nq_)[sel]
-            h = _mm_add(h, a, wo, ly.bo)
-            gu = _mm(_rms(h, ly.ln2, eps), wgu)
+            h = _mm_add(h, a, wo, bo)
+            gu = _mm(_rms(h, ln2, eps, inv_n), wgu)
             h = _mm_add(h, F.silu(gu[:, :inter]).mul_(gu[:, inter:]), wd)
         if out is not None:
             # packed index of (row, query): real tokens before it in earlier rows, plus the query
             starts = torch.tensor([0] + list(itertools.accumulate(lens))[:-1])
             h = h[starts[out[0]] + out[1]]
-        return _mm(_rms(h, w.norm, eps), self._head).float()
+        return _mm(_rms(h, w.norm, eps, inv_n), self._head).float()
 
     def _row_heads(self, b: int) -> torch.Tensor:
         """(b, 2*kv) indices of rows [0, b)'s k|v heads in a (rows*2*kv, cols, hd) view of a pool."""
