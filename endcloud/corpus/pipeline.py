@@ -166,7 +166,7 @@ class _Work:
         self.part_dir = part_dir  # where to write result blobs (None: keep them in the result)
         self.parts = 0
         self.privacy = importlib.import_module(cfg.redactor) if cfg.redact else None
-        self.needs_redaction = _batch_gate(self.privacy, cfg.redactor) if self.privacy is not None else None
+        self.needs_redaction = _batch_gate(self.privacy) if self.privacy is not None else None
         self.eval_cut = int(cfg.eval_fraction * 2**64)
         self.clean_memo: dict[str, set[str]] = {"zh": set(), "en": set()}
 
@@ -326,14 +326,10 @@ def _blob(lines: list[bytes]) -> tuple[bytes, bytes]:
     return b"\n".join(lines) + b"\n", ends.astype(np.uint32).tobytes()
 
 
-def _batch_gate(privacy: Any, name: str) -> Callable[[list[str], str], list[int]] | None:
-    """The redactor's batch pre-check `needs_redaction(texts, lang) -> indices`, if it has one.
-    The built-in redactor keeps it in `endcloud.privacy.redact` (the package does not export
-    it yet); a stand-in module may offer its own under the same name, or none."""
-    gate = getattr(privacy, "needs_redaction", None)
-    if gate is None and name == DEFAULT_REDACTOR:
-        from endcloud.privacy.redact import needs_redaction as gate
-    return gate
+def _batch_gate(privacy: Any) -> Callable[[list[str], str], list[int]] | None:
+    """The redactor's batch pre-check `needs_redaction(texts, lang) -> indices`, if it has
+    one (the built-in `endcloud.privacy` does; a stand-in module may offer its own or none)."""
+    return getattr(privacy, "needs_redaction", None)
 
 
 _WORK: _Work | None = None

@@ -23,7 +23,7 @@ from __future__ import annotations
 from endcloud.privacy.audit import AuditLog
 from endcloud.privacy.detectors import PII_TYPES, Span, detect
 from endcloud.privacy.public import public_values, use_public_values
-from endcloud.privacy.redact import Redaction, contains_pii, ensure_clean, redact, redact_messages
+from endcloud.privacy.redact import Redaction, contains_pii, ensure_clean, needs_redaction, redact, redact_messages
 from endcloud.privacy.vault import Vault
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "contains_pii",
     "detect",
     "ensure_clean",
+    "needs_redaction",
     "redact",
     "redact_messages",
     "public_values",
