@@ -72,15 +72,26 @@ def free_port() -> int:
 
 
 ERRORS: list[str] = []  # why turns failed (printed at the end)
+STREAM = True  # --no-stream: ask for whole replies (no per-token events)
 
 
 async def one_turn(client, url: str, user: str, question: str, max_tokens: int) -> tuple[float, float, bool]:
     """(ttft, latency, ok) of one streamed turn."""
-    body = {"model": "end", "stream": True, "user": user, "max_tokens": max_tokens,
+    body = {"model": "end", "stream": STREAM, "user": user, "max_tokens": max_tokens,
             "messages": [{"role": "user", "content": question}]}
     t0 = time.perf_counter()
     ttft = None
     ok = False
+    if not STREAM:  # the whole reply in one response: time to first token is its latency
+        try:
+            r = await client.post(url, json=body)
+            ok = r.status_code == 200 and bool(r.json()["choices"])
+            if not ok:
+                ERRORS.append(f"HTTP {r.status_code}: {r.text[:200]}")
+        except Exception as e:
+            ERRORS.append(f"{type(e).__name__}: {e}"[:300])
+        lat = time.perf_counter() - t0
+        return lat, lat, ok
     try:
         async with client.stream("POST", url, json=body) as r:
             if r.status_code != 200:
@@ -141,11 +152,13 @@ def serve(args) -> int:
     from endcloud.serve.app import create_app
     from endcloud.serve.settings import ServeSettings
 
+    if os.environ.get("BENCH_SWITCH"):
+        sys.setswitchinterval(float(os.environ["BENCH_SWITCH"]))
     model = EndModel.load(args.serve, threads=args.threads)
     settings = ServeSettings(db_path=args.db, max_batch=args.customers, batch_window_ms=args.window_ms,
                              batch_max_wait_ms=args.max_wait_ms, batching=args.batching, torch_threads=args.threads,
                              prefill_chunk_tokens=args.prefill_chunk, prefix_cache_mb=args.prefix_cache_mb,
-                             max_new_tokens=args.max_new_tokens, rate_limit_per_minute=10**6)
+                             max_new_tokens=args.max_new_tokens, rate_limit_per_minute=10**6, worker=args.worker)
     router = APIRouter()
     app = None
 
@@ -153,12 +166,25 @@ def serve(args) -> int:
     def info():
         import torch
 
+        stats = app.state.engine.stats()
         return {"params": sum(p.numel() for p in model._base_model.parameters()), "threads": torch.get_num_threads(),
-                "process_cpu": time.process_time(), **app.state.engine.stats()}
+                "process_cpu": time.process_time(), "core_cpu": _cpu_of(stats.get("pid")),
+                "worker": app.state.engine.worker, **stats}
 
     app = create_app(settings, engine=model, teacher=None, extra_routers=[router])
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
     return 0
+
+
+def _cpu_of(pid: int | None) -> float:
+    """CPU seconds (user + system) of process `pid` so far (the engine process), 0 when none."""
+    if not pid:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -184,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-wait-ms", type=float, default=100.0)
     ap.add_argument("--prefill-chunk", type=int, default=512, help="continuous: prompt tokens prefilled per step")
     ap.add_argument("--prefix-cache-mb", type=float, default=256.0, help="continuous: prefix cache budget (0: off)")
+    ap.add_argument("--no-stream", action="store_true", help="whole replies instead of SSE token streams")
+    ap.add_argument("--worker", choices=("process", "thread"), default="process",
+                    help="continuous: the running batch in its own process (the default) or a thread of the server")
     ap.add_argument("--serve", type=Path, default=None, help=argparse.SUPPRESS)  # internal: run the server
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--db", type=Path, default=None, help=argparse.SUPPRESS)
@@ -192,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import httpx
 
+    global STREAM
+    STREAM = not args.no_stream
     if args.serve:
         return serve(args)
     tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
@@ -200,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     cmd = [sys.executable, __file__, "--serve", str(base), "--port", str(port), "--db", str(tmp / "endcloud.db"),
            "--customers", str(args.customers), "--window-ms", str(args.window_ms), "--max-wait-ms", str(args.max_wait_ms),
            "--threads", str(args.threads), "--max-new-tokens", str(args.max_new_tokens), "--batching", args.batching,
-           "--prefill-chunk", str(args.prefill_chunk), "--prefix-cache-mb", str(args.prefix_cache_mb)]
+           "--prefill-chunk", str(args.prefill_chunk), "--prefix-cache-mb", str(args.prefix_cache_mb),
+           "--worker", args.worker]
     proc = subprocess.Popen(cmd)
     url = f"http://127.0.0.1:{port}"
     reps = []
@@ -236,7 +268,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _engine_line(a: dict, b: dict) -> str:
     """What the engine did between two /bench/info snapshots."""
-    return _engine_part(a, b) + f"; server process CPU {b['process_cpu'] - a['process_cpu']:.2f} s"
+    core = b.get("core_cpu", 0.0) - a.get("core_cpu", 0.0)
+    return (_engine_part(a, b) + f"; server process CPU {b['process_cpu'] - a['process_cpu']:.2f} s"
+            + (f" + engine process {core:.2f} s" if core else ""))
 
 
 def _engine_part(a: dict, b: dict) -> str:
@@ -252,10 +286,12 @@ def _engine_part(a: dict, b: dict) -> str:
         dec = b["decode_seconds"] - a.get("decode_seconds", 0)
         pre_s = b["prefill_seconds"] - a.get("prefill_seconds", 0)
         cpu = b["step_cpu_seconds"] - a.get("step_cpu_seconds", 0)
+        cont = b.get("prompts_continued", 0) - a.get("prompts_continued", 0)
         return (f"continuous: {steps} decode steps, occupancy {rows / max(steps, 1):.1f} rows/step, "
                 f"{1000 * dec / max(steps, 1):.1f} ms/step; busy {busy:.2f} s = decode {dec:.2f} s + prefill {pre_s:.2f} s "
                 f"+ {busy - dec - pre_s:.2f} s other, worker CPU {cpu:.2f} s; prompt tokens {pre + hit}: {pre} computed, "
-                f"{hit} from the prefix cache ({100 * hit / max(pre + hit, 1):.0f}%); "
+                f"{hit} from the prefix cache ({100 * hit / max(pre + hit, 1):.0f}%), {cont} prompts continued "
+                f"their conversation's ids; "
                 f"{chunks} prefill chunks, {padded} positions with padding; "
                 f"admitted in groups of mean {statistics.mean(sizes) if sizes else 0:.1f}")
     return (f"static: {len(sizes)} generate calls, batch mean {statistics.mean(sizes) if sizes else 0:.1f}, "
@@ -265,7 +301,7 @@ def _engine_part(a: dict, b: dict) -> str:
 def report(args, info: dict, reps: list, loads: list[float]) -> int:
     what = f"trained model {args.base}" if args.base is not None else f"random-weight Qwen2 '{args.size}' shape"
     print(f"model: {what}, {info['params'] / 1e6:.1f}M params, fp32, {info['threads']} torch threads, "
-          f"batching {info['mode']}; {args.customers} customers x {args.turns} turns, replies of {args.max_new_tokens} "
+          f"batching {info['mode']} ({info.get('worker', 'thread')}); {args.customers} customers x {args.turns} turns, replies of {args.max_new_tokens} "
           f"tokens; window {args.window_ms:g} ms, max wait {args.max_wait_ms:g} ms"
           + (f", prefill chunk {args.prefill_chunk}, prefix cache {args.prefix_cache_mb:g} MB"
              if info["mode"] == "continuous" else ""))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from endcloud.errors import ModelError
-from endcloud.end.tokenizer import CHAT_TEMPLATE
+from endcloud.end.tokenizer import CHAT_TEMPLATE, is_endcloud_tokenizer
 
 
 def check_model_dir(path: str | os.PathLike[str]) -> Path:
@@ -30,11 +30,19 @@ def check_model_dir(path: str | os.PathLike[str]) -> Path:
 
 
 def load_tokenizer(path: str | os.PathLike[str], *, padding_side: str = "right"):
-    from transformers import AutoTokenizer
+    """The tokenizer of a local model dir: the one it was trained with, token for token.
+
+    A tokenizer `endcloud pretrain` wrote loads from its tokenizer.json as is: transformers 5
+    would load a qwen2 folder's as `Qwen2Tokenizer`, which keeps the vocabulary but swaps in
+    its own normalizer and split rules (see `endcloud.end.tokenizer`). Any other folder (a real
+    Qwen2.5, ChatGLM3, ...) loads the way transformers decides, untouched.
+    """
+    from transformers import AutoTokenizer, TokenizersBackend
 
     p = check_model_dir(path)
+    loader = TokenizersBackend if is_endcloud_tokenizer(p) else AutoTokenizer
     try:
-        tok = AutoTokenizer.from_pretrained(str(p), padding_side=padding_side, local_files_only=True)
+        tok = loader.from_pretrained(str(p), padding_side=padding_side, local_files_only=True)
     except Exception as e:  # transformers raises many types for a broken dir
         raise ModelError(f"cannot load a tokenizer from {str(p)!r}: {e}") from e
     if tok.pad_token is None:

@@ -146,6 +146,7 @@ class EndModel:
         self.base_dir = Path(base_dir)
         self.dtype = dtype
         self.max_input_len = int(max_input_len)
+        self._specials: tuple[str, ...] | None = None  # special-token strings (prompts.special_texts), on first use
         self._base_model = model
         self._stop_ids = end_of_turn_ids(tokenizer)
         self._swap_lock = threading.Lock()
@@ -261,25 +262,24 @@ class EndModel:
         Oldest turns go first, then the system message; the last user message is never
         dropped (if it alone is too long only its most recent tokens are kept).
         """
+        return self.prompt(messages, system=system).ids
+
+    def prompt(self, messages: list[dict], *, system: str | None = None, after: Any = None,
+               trim_to: int | None = None) -> Any:
+        """The prompt (`endcloud.end.prompts.Prompt`) for one conversation. `after`: a
+        `Transcript` of this conversation's previous turn, whose ids it continues when it
+        can (the server's prefix cache then holds every earlier id's key/values); `trim_to`:
+        when turns must be dropped, drop them down to this many ids."""
         from endcloud.end.base import render_chat
+        from endcloud.end.prompts import build_prompt, special_texts
 
         msgs = check_messages(messages)
         if system is not None:
             msgs = [{"role": "system", "content": system}] + [m for m in msgs if m["role"] != "system"]
-        sys_msgs = [m for m in msgs if m["role"] == "system"][:1]
-        turns = [m for m in msgs if m["role"] != "system"]
-        last_user = max((i for i, m in enumerate(turns) if m["role"] == "user"), default=len(turns) - 1)
-        while True:
-            ids = self._encode(render_chat(self.tokenizer, sys_msgs + turns))
-            if len(ids) <= self.max_input_len:
-                return ids
-            if last_user > 0:
-                turns = turns[1:]
-                last_user -= 1
-            elif sys_msgs:
-                sys_msgs = []
-            else:
-                return ids[-self.max_input_len:]
+        if self._specials is None:
+            self._specials = special_texts(self.tokenizer)
+        return build_prompt(msgs, render=lambda ms: render_chat(self.tokenizer, ms), encode=self._encode,
+                            max_input_len=self.max_input_len, specials=self._specials, after=after, trim_to=trim_to)
 
     # ---- generation ----------------------------------------------------------------------
     def generate(self, conversations: list[list[dict]], *, max_new_tokens: int = 128, temperature: float = 0.6,

@@ -26,9 +26,9 @@ a test string and refuses pre-tokenizers it has not seen, which includes the zh+
   `tokenizer.huggingface.json`, so `LlamaCppEndModel` tokenizes exactly as training did.
   llama.cpp's own tokenizer needs a named pre-tokenizer (`tokenizer.ggml.pre`, a fixed list
   of split regexes compiled into llama.cpp): `PRE_TOKENIZERS` maps the HF pre-tokenizers we
-  know. The tokenizer exported is the one the end model is served with (`load_base`'s);
-  transformers 5 loads a qwen2 model dir's tokenizer as `Qwen2Tokenizer`, whose split regex
-  replaces the saved one, so that maps to `qwen2`. `train_tokenizer`'s own split (each CJK
+  know. The tokenizer exported is the one the end model is served with (`load_base`'s): a
+  real Qwen2 folder's maps to `qwen2`; `endcloud pretrain`'s loads from its tokenizer.json
+  as trained (`endcloud.end.base.load_tokenizer`), and its split (each CJK
   character isolated, then GPT-2's byte-level split) maps to `gpt-2`: its merges were
   learned with CJK characters isolated, so no merge joins a CJK character to a neighbour
   and the plain GPT-2 split yields the same tokens. tests/end/test_gguf.py checks both

@@ -265,6 +265,8 @@ class _Variant:
 class LlamaCppEndModel:
     """An end model served by llama.cpp from a GGUF file; the `EndModel` surface."""
 
+    _specials: tuple[str, ...] | None = None  # EndModel.prompt fills it on first use
+
     def __init__(self, *, gguf_path: Path | None, tokenizer, base_dir: Path | None = None, adapter_dir: Path | None = None,
                  gguf_type: str = "q8_0", cache_dir: Path | None = None, threads: int | None = None,
                  max_input_len: int = 256, max_new_tokens_limit: int = 512, max_batch: int = 8):
@@ -370,7 +372,7 @@ class LlamaCppEndModel:
 
     def prompt_ids(self, messages: list[dict], *, system: str | None = None) -> list[int]:
         """Token ids of the prompt, truncated to max_input_len exactly as `EndModel.prompt_ids` does."""
-        return EndModel.prompt_ids(self, messages, system=system)  # type: ignore[arg-type]
+        return EndModel.prompt(self, messages, system=system).ids  # type: ignore[arg-type]
 
     # ---- generation -------------------------------------------------------------------------
     def generate(self, conversations: list[list[dict]], *, max_new_tokens: int = 128, temperature: float = 0.6,

@@ -78,6 +78,9 @@ BLOCK = 16  # prefix-cache granularity in tokens (vLLM's default block size)
 # top-p sorts whole rows (numpy) up to this vocabulary, above it top-k first as `sample`:
 # numpy's sort of 16 x 466 took 0.12 ms vs torch topk 0.31 + sort 0.42; at 8000, 3.0 vs topk 1.5
 SORT_VOCAB = 2048
+# top-p looks at this many most likely tokens first; rows whose nucleus is wider go on to
+# TOP_P_CANDIDATES (same draws either way: see _nucleus_head)
+FIRST_CANDIDATES = 32
 PREFILL_CHUNK = 512  # prompt tokens prefilled per iteration across all joining rows
 _MIN_CHUNK = BLOCK  # the least a joining row advances per iteration when many share the chunk
 _GROW = 128  # pools grow their columns in steps of this many (a multiple of BLOCK)
@@ -346,6 +349,8 @@ def _nucleus_topk(scaled: torch.Tensor, top_p: float, gens: list[torch.Generator
     toks = torch.empty(len(gens), dtype=torch.long)
     k = min(TOP_P_CANDIDATES, vocab)
     todo = list(range(len(gens)))  # rows still to sample
+    if FIRST_CANDIDATES < k:
+        todo = _nucleus_head(scaled, lse, top_p, gens, k, toks)
     while todo:
         whole = len(todo) == len(gens)
         sub = scaled if whole else scaled[todo]
@@ -366,6 +371,33 @@ def _nucleus_topk(scaled: torch.Tensor, top_p: float, gens: list[torch.Generator
         todo = [p for p, sh in zip(todo, short) if sh]
         k = min(k * 16, vocab)
     return toks
+
+
+def _nucleus_head(scaled: torch.Tensor, lse: torch.Tensor, top_p: float, gens: list[torch.Generator], k: int,
+                  toks: torch.Tensor) -> list[int]:
+    """Draw, into `toks`, every row whose nucleus lies within its FIRST_CANDIDATES most likely
+    tokens (a trained model's usually does); return the rows left for the full candidate set.
+
+    Exactly `sample`'s draw over its `k` candidates: there, candidates past the nucleus have
+    their probability masked to 0 and can never win argmax(p / q), so only the nucleus's
+    order matters, and the exponential draws q still cover all `k` positions (zero-padded
+    here) so each row's generator advances as it would. A top-32 costs a third of a top-256
+    on a 4,000-token vocabulary (0.34 vs 1.0 ms for 15 rows), 7.8 vs 10.9 ms at 151k."""
+    vals, cand = torch.topk(scaled, FIRST_CANDIDATES, dim=-1)
+    probs = torch.exp(vals - lse)
+    cum = probs.cumsum(-1)
+    inside = (cum[:, -1] >= top_p).tolist()
+    ok = [i for i, y in enumerate(inside) if y]
+    if not ok:
+        return list(range(len(gens)))
+    probs = probs * ((cum - probs) < top_p)
+    if len(ok) < len(gens):
+        probs, cand = probs[ok], cand[ok]
+    padded = probs.new_zeros((len(ok), k))
+    padded[:, :FIRST_CANDIDATES] = probs
+    choice = _draw(padded, [gens[i] for i in ok])
+    toks[ok] = cand.gather(-1, choice[:, None])[:, 0]
+    return [i for i, y in enumerate(inside) if not y]
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,13 +1,27 @@
-"""Training a byte-level BPE tokenizer for Chinese + English shop text.
+"""Training a byte-level BPE tokenizer for Chinese + English shop text, and recognising one on disk.
 
 Byte-level BPE alone treats a run of Chinese characters as one "word" and learns merges
 across whole sentences; splitting every CJK character (and full-width punctuation) off
 first keeps merges meaningful for Chinese while English words still merge normally.
 The result is saved as a normal Hugging Face tokenizer directory with a ChatML template.
+
+Loading it back needs care (`endcloud.end.base.load_tokenizer` does it): transformers 5
+picks the tokenizer class from the model's `model_type` for the types it lists in
+`MODELS_WITH_INCORRECT_HUB_TOKENIZER_CLASS` (qwen2 among them), ignoring the saved
+`tokenizer_class`, and a class with its own `__init__` (`Qwen2Tokenizer`) takes only the
+vocabulary and merges from `tokenizer.json` and rebuilds the normalizer (NFC), the split
+regex (one digit per piece, so "20x20" -> 2,0,x,2,0) and the decoder from its code. A
+folder written here is therefore marked (`FORMAT_KEY` in tokenizer_config.json) and is
+loaded as the generic `TokenizersBackend`, which reads `tokenizer.json` whole: the rules
+it was trained with. `is_endcloud_tokenizer` also recognises folders saved before the mark
+existed by their pre-tokenizer, so they need no re-training.
 """
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Iterable
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -21,6 +35,11 @@ CHAT_TEMPLATE = (
 )
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CJK = "[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]"
+# tokenizer_config.json key -> version: "tokenizer.json in this folder is the whole tokenizer".
+FORMAT_KEY = "endcloud_tokenizer"
+FORMAT_VERSION = 1
+# Classes that mean "no model-specific rules: tokenizer.json defines everything".
+GENERIC_CLASSES = frozenset({"TokenizersBackend", "PreTrainedTokenizerFast"})
 
 
 def train_tokenizer(texts: Iterable[str], *, vocab_size: int = 8000, min_frequency: int = 2):
@@ -55,5 +74,51 @@ def train_tokenizer(texts: Iterable[str], *, vocab_size: int = 8000, min_frequen
         bos_token=None,
         padding_side="right",
         chat_template=CHAT_TEMPLATE,
+        **{FORMAT_KEY: FORMAT_VERSION},  # an unknown kwarg is kept in init_kwargs: saved in tokenizer_config.json
     )
     return fast
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def is_endcloud_tokenizer(path: str | os.PathLike[str]) -> bool:
+    """Whether the folder's tokenizer was written by `train_tokenizer` (and must load from tokenizer.json as is).
+
+    Marked folders say so in tokenizer_config.json. Folders from before the mark are
+    recognised by what nobody else writes: a generic tokenizer class and `train_tokenizer`'s
+    own pre-tokenizer (each CJK character isolated, then GPT-2's byte-level split).
+    """
+    p = Path(path)
+    if not (p / "tokenizer.json").is_file():
+        return False
+    cfg = _read_json(p / "tokenizer_config.json") or {}
+    if cfg.get("auto_map"):  # the folder ships its own tokenizer code: never second-guess it
+        return False
+    if cfg.get(FORMAT_KEY) is not None:
+        return True
+    if cfg.get("tokenizer_class") not in GENERIC_CLASSES:
+        return False
+    pre = (_read_json(p / "tokenizer.json") or {}).get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers") if pre.get("type") == "Sequence" else None
+    if not isinstance(steps, list) or len(steps) != 2:
+        return False
+    if not all(isinstance(s, dict) for s in steps):
+        return False
+    split, byte_level = steps
+    # field by field, not the whole JSON: a newer `tokenizers` may serialise extra defaults
+    return (
+        split.get("type") == "Split"
+        and split.get("pattern") == {"Regex": CJK}
+        and str(split.get("behavior", "")).lower() == "isolated"
+        and not split.get("invert")
+        and byte_level.get("type") == "ByteLevel"
+        and byte_level.get("use_regex", True) is True
+        and not byte_level.get("add_prefix_space")
+    )

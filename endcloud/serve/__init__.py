@@ -7,8 +7,11 @@
 Modules: `settings` (limits and thresholds), `signals` (frustration lexicon, lexical
 matcher), `router` (the pure end/cloud decision), `batching` (continuous batching on the
 fast path: rows join and leave between decode steps, tokens stream out; a whole-batch
-dynamic batcher for vLLM and other engines), `engine` (the end model behind it + hot swap), `metrics` (Prometheus), `app` (the FastAPI app),
-`workspace` (building it from a workspace). Run it with `endcloud serve`.
+batcher for vLLM and other engines), `worker` (the running batch in its own process, so
+the model never waits for the event loop's interpreter lock), `engine` (the end model
+behind them, prompts that continue each conversation's ids, hot swap), `metrics`
+(Prometheus), `app` (the FastAPI app), `workspace` (building it from a workspace).
+Run it with `endcloud serve`.
 """
 
 from endcloud.serve.engine import Engine

@@ -368,8 +368,10 @@ class ChatService:
         turns = [m for m in messages if m["role"] != "system"]
         if len(turns) == 1:
             # A client that sends only the new message (a chat widget) gets the stored history.
-            turns = self.store.history(session_id, limit=s.history_messages) + turns
-        turns = turns[-(s.history_messages + 1):]
+            n, tail = self.store.history_tail(session_id, s.history_messages)
+            turns = tail[max(0, len(tail) - (n - window_start(n, s.history_messages))):] + turns
+        else:
+            turns = turns[window_start(len(turns) - 1, s.history_messages):]
         query = turns[-1]["content"]
         parts = list(system_in)
         knowledge: list[dict[str, Any]] = []
@@ -433,7 +435,7 @@ class ChatService:
         Only for the forced end model: `endcloud` routing needs the whole reply (its match
         and confidence) before it may show any of it, so those turns go through `turn`."""
         convo, query, knowledge = self._prepare(customer, session_id, messages)
-        stream = self.engine.stream_scored(convo, query=query, **self._generation_args(req))
+        stream = self.engine.stream_scored(convo, query=query, session=session_id, **self._generation_args(req))
         try:
             async for delta in stream:
                 yield delta + stream.ready()  # whatever else already arrived goes in the same write
@@ -449,7 +451,7 @@ class ChatService:
         args = self._generation_args(req)
 
         async def end_reply():
-            return await self.engine.generate_scored(convo, query=query, **args)
+            return await self.engine.generate_scored(convo, query=query, session=session_id, **args)
 
         gen = None
         signals = Signals(frustration=frustration(query))
@@ -543,6 +545,19 @@ class ChatService:
             latency_ms=(time.perf_counter() - t0) * 1000, ttft_ms=None if ttft is None else ttft * 1000,
             cloud_tokens=result.cloud_tokens, cloud_cost=result.cloud_cost, adapter=result.adapter,
         ))
+
+
+def window_start(n: int, limit: int) -> int:
+    """Index of the first of `n` earlier messages that goes into the model's context (at most `limit`).
+
+    The window does not slide one message per turn: its start jumps `limit // 2` messages
+    (an even number: user/assistant pairs stay whole) at a time, so consecutive turns of a
+    long chat begin with the same messages and the end model's prefix cache keeps hitting;
+    the context holds between `limit - step + 1` and `limit` earlier messages."""
+    if n <= limit:
+        return 0
+    step = max(2, limit // 2 // 2 * 2)
+    return min(n - 1, -(-(n - limit) // step) * step) if limit > 0 else n
 
 
 def _chunks(text: str) -> list[str]:

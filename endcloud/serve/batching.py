@@ -161,10 +161,11 @@ class Ticket:
     the tokens arrive as they are sampled: `await ticket.wait()` then `ticket.take()`.
     """
 
-    __slots__ = ("request", "key", "stream", "future", "_tokens", "_event")
+    __slots__ = ("request", "key", "stream", "future", "on_cancel", "_tokens", "_event")
 
     def __init__(self, request: Any, key: Any, stream: bool, loop: asyncio.AbstractEventLoop):
         self.request, self.key, self.stream = request, key, stream
+        self.on_cancel: Callable[[], None] | None = None  # tells an out-of-process batch (worker.ProcessBatcher)
         self.future: asyncio.Future = loop.create_future()
         self._tokens: list[int] = []
         self._event = asyncio.Event()
@@ -184,6 +185,8 @@ class Ticket:
     def cancel(self) -> None:
         """The customer left: free the row at the next step."""
         self.request.cancel()
+        if self.on_cancel is not None and not self.future.done():
+            self.on_cancel()
         if not self.future.done():
             self.future.cancel()
 

@@ -18,6 +18,15 @@ How requests are batched (`batching`, a name in `BATCHING`):
 
 Either way no reply mixes two adapters, and each reply records the adapter that wrote it.
 
+Where the continuous batch runs (`worker`): "thread" steps it in a thread of this process;
+"process" (what `endcloud serve` uses) in a child process (`endcloud.serve.worker`), so the
+model's ~100 torch calls per step never wait for the interpreter lock the event loop holds.
+
+Prompts (continuous path): a conversation's next prompt continues the ids of its previous
+prompt and of the reply the model sampled (`endcloud.end.prompts`), so the prefix cache
+holds every earlier token; when it outgrows the model's input, it is trimmed to `TRIM_TO`
+of it and then grows from that unchanged start again.
+
     gen, match = await engine.generate_scored(messages, query=q, max_new_tokens=64, temperature=0.6, top_p=0.8)
     stream = engine.stream_scored(messages, query=q, ...)
     async for delta in stream: ...          # text pieces; they join to stream.result[0].text
@@ -30,16 +39,22 @@ import logging
 import math
 import os
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 from endcloud.errors import ConfigError
 from endcloud.serve.batching import ContinuousBatcher, DynamicBatcher, Ticket
-from endcloud.serve.settings import BATCHING
+from endcloud.serve.settings import BATCHING, WORKERS
 
 log = logging.getLogger(__name__)
 
 PREFIX_CACHE_MB = 256.0  # default budget of the prefix cache (key/values of earlier prompts)
+# A conversation that outgrows the model's input drops its oldest turns down to this share
+# of max_input_len, so its next turns append to an unchanged start (prefix-cache hits)
+# instead of each dropping one more turn and changing every prompt's beginning.
+TRIM_TO = 0.75
+TRANSCRIPTS = 4096  # conversations whose last prompt + reply ids are kept (LRU), for the next turn's prompt
 
 
 def continuous_capable(model: Any) -> bool:
@@ -49,6 +64,23 @@ def continuous_capable(model: Any) -> bool:
     from endcloud.end.stepper import end_model_parts
 
     return end_model_parts(model) is not None
+
+
+def text_decoder(tokenizer: Any):
+    """ids -> `tokenizer.decode(ids, skip_special_tokens=True)`, without transformers' wrapper
+    where that is the same thing (a fast tokenizer that does not override `_decode` and does
+    no space clean-up): the wrapper converts the id list element by element, and a streamed
+    reply is decoded at every token, on the event loop (1/5 of its time under load)."""
+    try:
+        from transformers import TokenizersBackend
+    except ImportError:  # an older transformers: the plain call
+        TokenizersBackend = None
+    backend = getattr(tokenizer, "_tokenizer", None)
+    if (TokenizersBackend is not None and isinstance(tokenizer, TokenizersBackend) and backend is not None
+            and type(tokenizer)._decode is TokenizersBackend._decode
+            and not getattr(tokenizer, "clean_up_tokenization_spaces", False)):
+        return lambda ids: backend.decode(ids, skip_special_tokens=True)
+    return lambda ids: tokenizer.decode(ids, skip_special_tokens=True)
 
 
 class IncrementalDetokenizer:
@@ -63,14 +95,14 @@ class IncrementalDetokenizer:
     cannot disagree with the final decode the way a decode of a window can.
     """
 
-    def __init__(self, tokenizer: Any):
-        self.tokenizer = tokenizer
+    def __init__(self, tokenizer: Any, decode: Any = None):
+        self.decode = decode or text_decoder(tokenizer)
         self.ids: list[int] = []
         self.sent = ""
 
     def push(self, ids: list[int]) -> str:
         self.ids.extend(ids)
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True).lstrip()
+        text = self.decode(self.ids).lstrip()
         end = len(text)
         while end and text[end - 1] == "\ufffd":
             end -= 1
@@ -100,7 +132,7 @@ class ReplyStream:
     def __init__(self, engine: "Engine", ticket: Ticket | None = None, whole: Any = None):
         self._ticket = ticket
         self._whole = whole  # static path: an awaitable of (Generation, match)
-        self._detok = IncrementalDetokenizer(engine.model.tokenizer) if ticket is not None else None
+        self._detok = IncrementalDetokenizer(engine.model.tokenizer, engine.decode) if ticket is not None else None
         self.result: tuple[Any, float | None] | None = None
         self.text = ""
         self._ended = False
@@ -163,9 +195,11 @@ class Engine:
 
     def __init__(self, model: Any, *, max_batch: int = 16, window_ms: float = 10.0, max_wait_ms: float | None = None,
                  adapter: str | None = None, scorer: Any = None, batching: str = "auto", prefill_chunk: int = 512,
-                 prefix_cache_mb: float = PREFIX_CACHE_MB, threads: int | None = None):
+                 prefix_cache_mb: float = PREFIX_CACHE_MB, threads: int | None = None, worker: str = "thread"):
         if batching not in BATCHING:
             raise ConfigError(f"batching must be one of {BATCHING}, got {batching!r} (setting batching)")
+        if worker not in WORKERS:
+            raise ConfigError(f"worker must be one of {WORKERS}, got {worker!r} (setting worker)")
         self.model = model
         self.scorer = scorer  # matching scorer run on finished replies in the worker (see generate_scored)
         self._lock = threading.Lock()  # one swap at a time (static path: one generate or one swap)
@@ -178,7 +212,10 @@ class Engine:
             raise ConfigError(f"continuous batching needs the in-process end model on its fast path, got "
                               f"{type(model).__name__} (set batching to auto or static)")
         self.mode = "continuous" if can else "static"
+        self.worker = worker if can else "thread"  # a static batch always runs in a thread
         self.streams_tokens = can  # whether stream_scored yields text as tokens are sampled
+        tok = getattr(model, "tokenizer", None)
+        self.decode = text_decoder(tok) if tok is not None else None  # ids -> reply text (continuous path)
         if can:
             from endcloud.end.base import end_of_turn_ids
 
@@ -186,8 +223,19 @@ class Engine:
             self._served = (model._variant, adapter)  # (variant, label): replaced together on a swap
             self.prefill_chunk = int(prefill_chunk)
             self.prefix_cache_bytes = int(prefix_cache_mb * 2**20)
-            self.batcher: Any = ContinuousBatcher(self._build_stepper, self._finish, max_batch=max_batch,
-                                                  window_ms=window_ms, max_wait_ms=max_wait_ms, threads=self.threads)
+            # session -> Transcript of its last end-model turn (prompt + sampled ids): the next
+            # turn's prompt continues those ids, so the prefix cache hits on all of them
+            self._transcripts: OrderedDict[str, Any] = OrderedDict()
+            self._transcripts_lock = threading.Lock()  # written by the worker, read by the event loop
+            self.prompts_continued = 0  # prompts that continued a transcript (figures for /bench)
+            if worker == "process":
+                from endcloud.serve.worker import ProcessBatcher
+
+                self.batcher: Any = ProcessBatcher(self._export, self._finish, max_batch=max_batch, window_ms=window_ms,
+                                                   max_wait_ms=max_wait_ms, threads=self.threads)
+            else:
+                self.batcher = ContinuousBatcher(self._build_stepper, self._finish, max_batch=max_batch,
+                                                 window_ms=window_ms, max_wait_ms=max_wait_ms, threads=self.threads)
         else:
             self.batcher = DynamicBatcher(self._generate_batch, max_batch=max_batch, window_ms=window_ms,
                                           max_wait_ms=max_wait_ms)
@@ -198,7 +246,7 @@ class Engine:
         return cls(model, max_batch=settings.max_batch, window_ms=settings.batch_window_ms,
                    max_wait_ms=settings.batch_max_wait_ms, batching=settings.batching,
                    prefill_chunk=settings.prefill_chunk_tokens, prefix_cache_mb=settings.prefix_cache_mb,
-                   threads=settings.resolved_torch_threads(), **kw)
+                   threads=settings.resolved_torch_threads(), worker=settings.worker, **kw)
 
     @classmethod
     def load(cls, base_dir: str | os.PathLike[str] | None, adapter_dir: str | os.PathLike[str] | None = None, *,
@@ -264,41 +312,72 @@ class Engine:
         return Stepper(variant.fast, prefix=variant.prefix, stop_ids=self._stop_ids, max_batch=self.batcher.max_batch,
                        prefill_chunk=self.prefill_chunk, prefix_cache=cache)
 
+    def _export(self, variant: Any) -> tuple:
+        """What the engine process needs to build a stepper for `variant` (worker="process")."""
+        return variant.fast, variant.prefix, {"stop_ids": list(self._stop_ids), "prefill_chunk": self.prefill_chunk,
+                                              "prefix_cache_bytes": self.prefix_cache_bytes}
+
     def _finish(self, requests: list[Any]) -> list[tuple[Any, float | None]]:
         """In the worker: finished StepRequests -> (Generation, match), scored in one call."""
         from endcloud.end.engine import Generation
 
-        decode = self.model.tokenizer.decode
         gens = []
         for r in requests:
-            text = decode(r.tokens, skip_special_tokens=True).strip()
+            text = self.decode(r.tokens).strip()
             n = len(r.tokens) + (1 if r.ended else 0)
             mean = float(sum(r.logprobs) / n) if n else 0.0
             g = Generation(text=text, confidence=math.exp(mean), tokens=len(r.tokens), logprob=mean)
             g.adapter = r.meta[1]
             gens.append(g)
+            self._remember(r, text)
         self.generations += 1
         return list(zip(gens, self._match([r.meta[0] for r in requests], gens)))
 
+    def _remember(self, r: Any, text: str) -> None:
+        """Keep a finished turn's prompt + reply ids for its conversation's next prompt."""
+        session, prompt = r.meta[2], r.meta[3]
+        if session is None or r.cancelled:
+            return
+        t = prompt.then(r.tokens, text, self.model.tokenizer)
+        with self._transcripts_lock:
+            if t is None:
+                self._transcripts.pop(session, None)
+                return
+            self._transcripts[session] = t
+            self._transcripts.move_to_end(session)
+            while len(self._transcripts) > TRANSCRIPTS:
+                self._transcripts.popitem(last=False)
+
+    def _prompt(self, messages: list[dict], session: str | None) -> Any:
+        with self._transcripts_lock:
+            after = self._transcripts.get(session) if session is not None else None
+        prompt = self.model.prompt(messages, after=after, trim_to=max(1, int(TRIM_TO * self.model.max_input_len)))
+        if prompt.reused:
+            self.prompts_continued += 1
+        return prompt
+
     def _submit(self, messages: list[dict], *, query: str | None, max_new_tokens: int, temperature: float,
-                top_p: float, seed: int | None, stream: bool) -> Ticket:
+                top_p: float, seed: int | None, stream: bool, session: str | None = None) -> Ticket:
         from endcloud.end.engine import check_generate_args
         from endcloud.end.stepper import StepRequest
 
         check_generate_args(max_new_tokens, temperature, top_p)
         variant, label = self._current()
-        req = StepRequest(self.model.prompt_ids(messages), max_new_tokens, temperature, top_p, seed,
-                          meta=(query, label))  # read back by _finish
+        prompt = self._prompt(messages, session)
+        req = StepRequest(prompt.ids, max_new_tokens, temperature, top_p, seed,
+                          meta=(query, label, session, prompt))  # read back by _finish
         return self.batcher.submit(req, key=variant, stream=stream)
 
     # -- the interface the app uses ------------------------------------------------------
     async def generate_scored(self, messages: list[dict], *, query: str | None, max_new_tokens: int, temperature: float,
-                              top_p: float, seed: int | None = None) -> tuple[Any, float | None]:
-        """(Generation, Match(query, reply) or None): batched with whatever else is in flight."""
+                              top_p: float, seed: int | None = None, session: str | None = None) -> tuple[Any, float | None]:
+        """(Generation, Match(query, reply) or None): batched with whatever else is in flight.
+
+        `session` names the conversation: its next turn's prompt continues this turn's ids."""
         if self.mode == "static":
             return await self.batcher.submit((messages, query), key=(max_new_tokens, temperature, top_p, seed))
         ticket = self._submit(messages, query=query, max_new_tokens=max_new_tokens, temperature=temperature,
-                              top_p=top_p, seed=seed, stream=False)
+                              top_p=top_p, seed=seed, stream=False, session=session)
         try:
             return await asyncio.shield(ticket.future)
         except asyncio.CancelledError:
@@ -306,13 +385,14 @@ class Engine:
             raise
 
     def stream_scored(self, messages: list[dict], *, query: str | None, max_new_tokens: int, temperature: float,
-                      top_p: float, seed: int | None = None) -> ReplyStream:
+                      top_p: float, seed: int | None = None, session: str | None = None) -> ReplyStream:
         """The reply as text deltas while it is generated (static path: all at once at the end)."""
         if self.mode == "static":
             return ReplyStream(self, whole=self.generate_scored(messages, query=query, max_new_tokens=max_new_tokens,
                                                                 temperature=temperature, top_p=top_p, seed=seed))
         return ReplyStream(self, self._submit(messages, query=query, max_new_tokens=max_new_tokens,
-                                              temperature=temperature, top_p=top_p, seed=seed, stream=True))
+                                              temperature=temperature, top_p=top_p, seed=seed, stream=True,
+                                              session=session))
 
     async def generate(self, messages: list[dict], *, max_new_tokens: int, temperature: float, top_p: float,
                        seed: int | None = None) -> Any:
@@ -334,14 +414,17 @@ class Engine:
                                "batch_seconds": list(self.batcher.batch_seconds)}
         if self.mode == "continuous":
             out.update(self.batcher.stats())
+            out["prompts_continued"] = self.prompts_continued
         return out
 
     def start(self) -> None:
-        if self.threads:
+        if self.threads and self.worker == "thread":
             import torch
 
             torch.set_num_threads(int(self.threads))
         self.batcher.start()
+        if self.mode == "continuous" and self.worker == "process":
+            self.batcher.prepare(self._current()[0])  # the weights cross now, not with the first customer
 
     async def stop(self) -> None:
         await self.batcher.stop()

@@ -22,6 +22,7 @@ MAX_MESSAGES = 64
 MAX_TOKENS_PER_MESSAGE = 1024
 RATE_LIMIT_PER_MINUTE = 60
 BATCHING = ("auto", "continuous", "static")  # see endcloud.serve.engine
+WORKERS = ("process", "thread")  # where the continuous batch runs (see endcloud.serve.worker)
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class ServeSettings:
     max_new_tokens_cap: int = 512  # the most a request may ask for (paper Table IV max output)
     temperature: float = PAPER.temperature
     top_p: float = PAPER.top_p
-    history_messages: int = 8  # how many earlier messages go into the model's context
+    history_messages: int = 8  # the most earlier messages in the model's context (the window moves in steps of half of it, so prompts keep their start)
     knowledge_snippets: int = 3  # knowledge-base snippets put in the end model's context
     # -- batching --
     batching: str = "auto"  # continuous (a running batch, tokens streamed) | static (whole batches) | auto: continuous where the end model allows
@@ -56,6 +57,7 @@ class ServeSettings:
     batch_max_wait_ms: float = 100.0  # the most a batch waits for stragglers after its first request
     prefill_chunk_tokens: int = 512  # continuous: prompt tokens prefilled per decode step, so a long prompt never stalls the batch long
     prefix_cache_mb: float = 256.0  # continuous: memory for key/values of earlier prompts (shared system/knowledge text, earlier turns); 0 turns it off
+    worker: str = "process"  # continuous: the running batch in its own process (no lock shared with the event loop; measured faster) | thread
     torch_threads: int = 0  # torch threads of the in-process end model; 0: all cores but one, which stays with uvicorn (1 on 2 cores: measured best)
     # -- routing (a turn goes to the cloud when any check fails) --
     min_match: float = 0.25  # matching score of (query, end reply) below this -> cloud
@@ -79,6 +81,9 @@ class ServeSettings:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or v < 0:
                 raise ConfigError(f"serve setting {name} must be >= 0, got {v!r} (env {ENV_PREFIX}{name.upper()})")
+        if self.worker not in WORKERS:
+            raise ConfigError(f"serve setting worker must be one of {', '.join(WORKERS)}, got {self.worker!r} "
+                              f"(env {ENV_PREFIX}WORKER)")
         if self.engine not in ("transformers", "vllm", "llamacpp"):
             raise ConfigError(f"serve setting engine must be transformers, vllm or llamacpp, got {self.engine!r} (--engine)")
         if not 0 < self.port < 65536:

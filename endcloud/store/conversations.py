@@ -237,6 +237,16 @@ class ConversationStore:
             ).fetchall()
         return [{"role": r["role"], "content": r["content"]} for r in reversed(rows)]
 
+    def history_tail(self, session_id: str, limit: int) -> tuple[int, list[dict[str, str]]]:
+        """(how many messages the session has, its last `limit` messages oldest first)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT seq, role, content FROM messages WHERE session_id = ? ORDER BY seq DESC LIMIT ?",
+                (session_id, int(limit)),
+            ).fetchall()
+            n = rows[0]["seq"] if rows else 0
+        return n, [{"role": r["role"], "content": r["content"]} for r in reversed(rows)]
+
     def session(self, session_id: str) -> dict[str, Any] | None:
         with self._lock:
             row = self._conn.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()

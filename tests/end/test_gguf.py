@@ -48,12 +48,7 @@ TOKENIZE_TEXTS = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _few_threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("few_threads")
 
 
 @pytest.fixture(scope="module")

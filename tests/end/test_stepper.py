@@ -97,21 +97,25 @@ def test_seeded_reply_does_not_depend_on_the_batch(model, prompts):
 
 
 @pytest.mark.parametrize("vocab", [600, 5000])
-@pytest.mark.parametrize("peaked", [False, True])
+@pytest.mark.parametrize("peaked", ["flat", "peaked", "mixed"])
 def test_sample_rows_is_sample_per_row(vocab, peaked):
     """Each row: fastdecode.sample on that row alone with its generator (top-k + widening
-    for large vocabularies, one sort for small ones; flat logits force the widening)."""
+    for large vocabularies, one sort for small ones; flat logits force the widening, peaked
+    ones keep the nucleus in the first 32 candidates), and the generators advance alike."""
     from endcloud.end.stepper import _Row, sample_rows
 
     g = torch.Generator().manual_seed(vocab)
-    logits = torch.randn(6, vocab, generator=g) * (8.0 if peaked else 0.5)
+    scale = {"flat": [0.5] * 6, "peaked": [8.0] * 6, "mixed": [8.0, 0.5, 8.0, 0.5, 3.0, 8.0]}[peaked]
+    logits = torch.randn(6, vocab, generator=g) * torch.tensor(scale)[:, None]
     settings = [(0.0, 1.0), (0.7, 0.8), (0.7, 0.8), (1.0, 1.0), (0.5, 0.3), (0.7, 0.8)]
     rows = [_Row(StepRequest([1], 1, t, p, seed=i), torch.Generator().manual_seed(i), 0, 0)
             for i, (t, p) in enumerate(settings)]
-    toks, lps = sample_rows(logits, rows)
-    for i, (t, p) in enumerate(settings):
-        tok, lp = fd.sample(logits[i:i + 1], t, p, torch.Generator().manual_seed(i))
-        assert toks[i] == int(tok[0]) and lps[i] == pytest.approx(float(lp[0]), abs=1e-6)
+    refs = [torch.Generator().manual_seed(i) for i in range(len(settings))]
+    for _ in range(2):  # twice: the second draw shows each generator advanced as sample's
+        toks, lps = sample_rows(logits, rows)
+        for i, (t, p) in enumerate(settings):
+            tok, lp = fd.sample(logits[i:i + 1], t, p, refs[i])
+            assert toks[i] == int(tok[0]) and lps[i] == pytest.approx(float(lp[0]), abs=1e-6)
 
 
 def test_stop_token_ends_its_row_only(model, prompts):

@@ -36,7 +36,7 @@ def test_one_process_accelerator_reproduces_the_plain_loop(tmp_path, train_base_
     acc = train(train_base_dir, train_examples, tmp_path / "acc", method="lora", steps=6,
                 accelerator=Accelerator(cpu=True), **FAST)
     assert plain.losses == pytest.approx(acc.losses, abs=1e-5)
-    assert plain.losses[-1] < plain.losses[0]
+    assert sum(plain.losses[-3:]) < sum(plain.losses[:3])  # per-batch losses are noisy: compare thirds
     rec = json.loads((tmp_path / "acc" / "training.json").read_text())
     assert rec["processes"] == 1 and rec["steps"] == 6
     assert (tmp_path / "acc" / "adapter_model.safetensors").exists()

@@ -302,3 +302,22 @@ def test_rate_limiter_window_slides_and_forgets():
     assert rl.check("a") == pytest.approx(30.0)
     now[0] = 60.0
     assert rl.check("a") == 0  # the first hit left the window
+
+
+def test_the_history_window_keeps_its_start_for_several_turns(tmp_path):
+    """The context window jumps half its size at a time instead of sliding one message per
+    turn, so consecutive prompts of a long chat begin alike (the end model's prefix cache)."""
+    from endcloud.serve.app import window_start
+
+    model = ScriptedModel()
+    app, _ = make(tmp_path, model=model, history_messages=8)
+    with TestClient(app) as c:
+        for i in range(9):
+            chat(c, f"q{i}")
+    starts = [next(m["content"] for m in convo if m["role"] != "system") for [convo] in model.batches]
+    sizes = [len([m for m in convo if m["role"] != "system"]) - 1 for [convo] in model.batches]
+    assert starts == ["q0"] * 5 + ["q2"] * 2 + ["q4"] * 2
+    assert sizes == [0, 2, 4, 6, 8, 6, 8, 6, 8] and max(sizes) <= 8
+    # client-sent history follows the same rule
+    assert [window_start(n, 8) for n in (8, 9, 10, 12, 13, 16, 17)] == [0, 4, 4, 4, 8, 8, 12]
+    assert window_start(5, 0) == 5 and window_start(3, 1) == 2

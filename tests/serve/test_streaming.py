@@ -111,6 +111,25 @@ def test_detokenizer_strips_like_the_final_text(tiny_tokenizer):
     assert out + d.finish(final) == final == "hello  world"
 
 
+def test_the_fast_text_decoder_is_the_tokenizers_decode(tiny_tokenizer, end_model):
+    """The backend call the engine uses says what `decode(ids, skip_special_tokens=True)` says,
+    special ids and byte pieces included; any other tokenizer keeps its own decode."""
+    import random
+
+    from endcloud.serve.engine import text_decoder
+
+    rng = random.Random(0)
+    for tok in (tiny_tokenizer, end_model.tokenizer):
+        fast = text_decoder(tok)
+        assert fast.__code__ is not text_decoder(SimpleNamespace(decode=None)).__code__  # the backend path
+        for _ in range(200):
+            ids = [rng.randrange(len(tok)) for _ in range(rng.randrange(1, 40))]
+            assert fast(ids) == tok.decode(ids, skip_special_tokens=True)
+    calls = []  # anything else: the tokenizer's own decode
+    fake = SimpleNamespace(decode=lambda ids, skip_special_tokens: calls.append(ids) or "x")
+    assert text_decoder(fake)([1, 2]) == "x" and calls == [[1, 2]]
+
+
 # ---- the engine -----------------------------------------------------------------------
 def test_engine_picks_continuous_batching_for_the_in_process_model(end_model, scripted_model):
     assert Engine(end_model).mode == "continuous" and Engine(end_model).streams_tokens
@@ -394,3 +413,34 @@ def test_batching_settings_are_validated():
     assert s.batching == "static" and s.torch_threads == 2
     engine = Engine.from_settings(ScriptedModel(), s)
     assert engine.mode == "static" and engine.threads is None  # no torch threads for a model without torch
+
+
+# ---- prompts that continue the conversation's ids ---------------------------------------
+def test_a_conversation_continues_its_own_ids_into_the_prefix_cache(end_model, tmp_path):
+    """Turn 2's prompt starts with turn 1's prompt + the ids the model sampled, so the prefix
+    cache supplies all of them (a re-tokenized reply would miss from the reply on)."""
+    from endcloud.end.stepper import BLOCK
+
+    engine = Engine(end_model, window_ms=0)
+    app = create_app(ServeSettings(db_path=tmp_path / "endcloud.db", min_match=0.0), engine=engine)
+
+    def say(c, user, text, seed):
+        body = {"model": "end", "user": user, "max_tokens": 24, "seed": seed, "messages": conv(text), **SAMPLED}
+        r = c.post("/v1/chat/completions", json=body)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    with TestClient(app) as c:
+        for seed in range(16):  # a random-weight reply may begin with whitespace: its text is stripped, no continuation
+            first = say(c, f"u{seed}", "Do you ship today?", seed)
+            before = engine.stats()
+            say(c, f"u{seed}", "可以用优惠券吗？", seed)
+            after = engine.stats()
+            if after["prompts_continued"] > before["prompts_continued"]:
+                break
+        else:
+            pytest.fail("no conversation continued its ids")
+    p1 = end_model.prompt(conv("Do you ship today?")).ids
+    fed = len(p1) + first["usage"]["completion_tokens"] - 1  # the last sampled id is never fed
+    cached = after["cached_tokens"] - before["cached_tokens"]
+    assert cached >= fed // BLOCK * BLOCK > len(p1) // BLOCK * BLOCK
