@@ -11,13 +11,17 @@ measurement).
     .venv/bin/python bench/bench_serve.py --turns 8 --repeats 3
     .venv/bin/python bench/bench_serve.py --batching static      # the whole-batch engine, for comparison
     .venv/bin/python bench/bench_serve.py --size conftest --threads 2
+    .venv/bin/python bench/bench_serve.py --base endcloud-work/base   # the demo's trained embedded default
+    .venv/bin/python bench/bench_serve.py --worker thread            # the batch in a thread of the server
+    .venv/bin/python bench/bench_serve.py --no-stream                # whole replies, no SSE token events
 
 Each repeat runs the same workload twice, back to back: one customer at a time, then all
 customers at once (each customer's turns in order, its history in the prompt as the server
 keeps it). Prints throughput (turns/s) of both and their ratio per repeat and for the best
 of each, time to first token p50/p95 (client side: request sent -> first content chunk),
 latency, the engine's batching figures (continuous: rows per decode step, prefill and
-prefix-cache tokens; static: batch sizes and generate time), the error count, and the
+prefix-cache tokens, prompts that continued their conversation's ids; static: batch sizes
+and generate time), the CPU of the server and of its engine process, the error count, and the
 machine's load average. Also the ratio against the first turns alone served one at a time
 (short prompts: the baseline this bench used before the same-workload baseline).
 Random weights rarely emit end-of-turn, so every reply is `--max-new-tokens` long: a worst case.
@@ -152,8 +156,6 @@ def serve(args) -> int:
     from endcloud.serve.app import create_app
     from endcloud.serve.settings import ServeSettings
 
-    if os.environ.get("BENCH_SWITCH"):
-        sys.setswitchinterval(float(os.environ["BENCH_SWITCH"]))
     model = EndModel.load(args.serve, threads=args.threads)
     settings = ServeSettings(db_path=args.db, max_batch=args.customers, batch_window_ms=args.window_ms,
                              batch_max_wait_ms=args.max_wait_ms, batching=args.batching, torch_threads=args.threads,
