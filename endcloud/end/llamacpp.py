@@ -28,8 +28,9 @@ Tokenization is the HF tokenizer's own (from the base directory, or rebuilt from
 token ids the model was trained on; truncation follows `EndModel.prompt_ids`.
 
 Adapters: a LoRA adapter is merged into the weights at export (`end/gguf.py`) and the merged
-file is cached (`cache_dir`, keyed by the base's and adapter's files, sizes and mtimes, and
-the type). llama.cpp could apply LoRA GGUF adapters at run time, but that costs extra
+file is cached (`cache_dir`, default ~/.cache/endcloud/gguf or $ENDCLOUD_GGUF_CACHE, keyed by
+the base's and adapter's files, sizes and mtimes, and the type; the `CACHE_KEEP` most recently
+used files stay, $ENDCLOUD_GGUF_CACHE_KEEP to change). llama.cpp could apply LoRA GGUF adapters at run time, but that costs extra
 matmuls on every token; a merged file reads exactly the bytes of the base. `swap_adapter`
 exports (or finds in the cache) and loads the new file, then swaps one reference: a call in
 flight finishes on the model it started with. Prefix / P-tuning v2 adapters cannot be
@@ -65,8 +66,12 @@ ENV_CACHE = "ENDCLOUD_GGUF_CACHE"
 ENV_EXTRA_BUFFERS = "ENDCLOUD_LLAMACPP_EXTRA_BUFFERS"  # "1": let llama.cpp use AMX / repacked weights
 # top-p first looks at this many most likely tokens (as fastdecode.TOP_P_CANDIDATES).
 TOP_P_CANDIDATES = 256
-# Bump when the exporter's output changes, so cached files are rebuilt.
-EXPORT_VERSION = 1
+# Bump when the exporter's output changes, so cached files are rebuilt (2: an endcloud-trained
+# tokenizer is exported as trained, see endcloud.end.base.load_tokenizer).
+EXPORT_VERSION = 2
+ENV_CACHE_KEEP = "ENDCLOUD_GGUF_CACHE_KEEP"
+CACHE_KEEP = 4  # exported files kept in the cache (most recently used first); each is a whole model
+STALE_PARTIAL_S = 3600.0  # an unfinished export this old was left by a crash
 # Prefill is decoded in chunks of at most this many tokens (llama.cpp's n_batch / n_ubatch).
 PREFILL_CHUNK = 512
 
@@ -112,10 +117,51 @@ def cached_export(base_dir: Path, adapter_dir: Path | None, gguf_type: str, cach
     digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:12]
     stem = base_dir.name + (f"+{adapter_dir.parent.name}-{adapter_dir.name}" if adapter_dir else "")
     path = cache_dir / f"{stem}-{gguf_type}-{digest}.gguf"
-    if not path.exists():  # export_gguf writes *.partial and renames: an existing file is complete
+    if path.exists():  # export_gguf writes *.partial and renames: an existing file is complete
+        os.utime(path)  # most recently used: the last that pruning removes
+    else:
         log.info("exporting %s%s to %s", base_dir, f" + {adapter_dir}" if adapter_dir else "", path)
         export_gguf(base_dir, path, adapter_dir=adapter_dir, gguf_type=gguf_type)
+        prune_cache(cache_dir, keep=_cache_keep())
     return path
+
+
+def _cache_keep() -> int:
+    raw = os.environ.get(ENV_CACHE_KEEP)
+    if raw is None:
+        return CACHE_KEEP
+    try:
+        keep = int(raw)
+    except ValueError:
+        raise ConfigError(f"{ENV_CACHE_KEEP}={raw!r} is not a whole number of files to keep") from None
+    if keep < 1:
+        raise ConfigError(f"{ENV_CACHE_KEEP} must be at least 1 (the file just exported), got {keep}")
+    return keep
+
+
+def prune_cache(cache_dir: Path, *, keep: int = CACHE_KEEP) -> list[Path]:
+    """Delete all but the `keep` most recently used exports in `cache_dir`, and unfinished
+    exports older than an hour; return what was deleted.
+
+    Every adapter promoted under `serve --engine llamacpp` exports a whole model, so an
+    unpruned cache grows by one model per promotion. A file a running server has loaded may
+    be deleted: llama.cpp maps it, and the mapping outlives the name on POSIX systems."""
+    import time
+
+    files = sorted((p for p in Path(cache_dir).glob("*.gguf") if p.is_file()), key=lambda p: p.stat().st_mtime,
+                   reverse=True)
+    now = time.time()
+    stale = [p for p in Path(cache_dir).glob("*.partial") if now - p.stat().st_mtime > STALE_PARTIAL_S]
+    gone = []
+    for p in files[keep:] + stale:
+        try:
+            p.unlink()
+            gone.append(p)
+        except OSError as e:  # another process may be pruning too
+            log.debug("could not delete %s: %s", p, e)
+    if gone:
+        log.info("pruned %d file(s) from the GGUF cache %s", len(gone), cache_dir)
+    return gone
 
 
 def tokenizer_from_gguf(path: Path):

@@ -93,9 +93,11 @@ class ProcessBatcher:
         with _main_module_hidden():
             proc.start()
         child.close()
-        self._proc, self._conn, self._keys, self._stopping = proc, parent, deque(), False
-        self._reader = threading.Thread(target=self._read, args=(parent, proc), name="endcloud-engine-reader",
-                                        daemon=True)
+        # each process has its own tickets: a dead one's reader fails only the replies it held
+        tickets: dict[int, Ticket] = {}
+        self._proc, self._conn, self._keys, self._stopping, self._tickets = proc, parent, deque(), False, tickets
+        self._reader = threading.Thread(target=self._read, args=(parent, proc, tickets),
+                                        name="endcloud-engine-reader", daemon=True)
         self._reader.start()
 
     async def stop(self) -> None:
@@ -115,7 +117,7 @@ class ProcessBatcher:
             await asyncio.to_thread(reader.join, 10)
         conn.close()
         self._proc = self._conn = self._reader = None
-        self._fail_all(ModelError("the server is shutting down"))
+        self._fail_all(ModelError("the server is shutting down"), self._tickets)
 
     # -- requests ----------------------------------------------------------------------
     def submit(self, request: Any, *, key: Any = None, stream: bool = False) -> Ticket:
@@ -127,15 +129,35 @@ class ProcessBatcher:
         assert self._loop is not None
         ticket = Ticket(request, key, stream, self._loop)
         request.tag = ticket
-        with self._send_lock:
-            self._rid += 1
-            rid = self._rid
-            self._tickets[rid] = ticket
-            kid = self._key_id(key)
-            ticket.on_cancel = lambda: self._cancel(rid)
-            self._send_locked(("add", kid, rid, list(request.prompt), int(request.max_new_tokens),
-                               float(request.temperature), float(request.top_p), request.seed, bool(stream)))
+        msg = (list(request.prompt), int(request.max_new_tokens), float(request.temperature), float(request.top_p),
+               request.seed, bool(stream))
+        for attempt in (1, 2):
+            try:
+                with self._send_lock:
+                    self._rid += 1
+                    rid = self._rid
+                    self._tickets[rid] = ticket
+                    kid = self._key_id(key)
+                    self._send_locked(("add", kid, rid) + msg)
+                break
+            except (OSError, ValueError, EOFError) as e:  # the process died since the check above
+                self._tickets.pop(rid, None)
+                if attempt == 2:
+                    raise ModelError(f"cannot reach the end model's engine process: {e}") from e
+                log.warning("the engine process is gone (%s); starting a new one", e)
+                self.restarts += 1
+                self._restart()
+        ticket.on_cancel = lambda: self._cancel(rid)
         return ticket
+
+    def _restart(self) -> None:
+        proc, conn = self._proc, self._conn
+        if proc is not None and proc.is_alive():
+            proc.kill()
+        if conn is not None:
+            conn.close()  # the old reader ends and fails the replies the old process held
+        self._proc = None
+        self.start()
 
     def prepare(self, key: Any) -> None:
         """Send model variant `key`'s weights to the engine process ahead of its first request."""
@@ -180,23 +202,24 @@ class ProcessBatcher:
         return out
 
     # -- the reader thread -------------------------------------------------------------
-    def _read(self, conn: Any, proc: Any) -> None:
+    def _read(self, conn: Any, proc: Any, tickets: dict[int, Ticket]) -> None:
         while True:
             try:
                 msg = conn.recv()
             except (EOFError, OSError):
                 break
             try:
-                self._handle(msg)
+                self._handle(msg, tickets)
             except Exception:  # a bug here must not leave the reader dead with customers waiting
                 log.exception("handling a message of the engine process failed")
-        if not self._stopping:
+        if not (self._stopping and proc is self._proc):
+            proc.join(1)
             code = proc.exitcode if proc.exitcode is not None else "unknown"
             log.error("the end model's engine process exited (code %s)", code)
             self._fail_all(ModelError(f"the end model's engine process stopped (exit code {code}); "
-                                      "the next request starts a new one"))
+                                      "the next request starts a new one"), tickets)
 
-    def _handle(self, msg: tuple) -> None:
+    def _handle(self, msg: tuple, tickets: dict[int, Ticket]) -> None:
         kind = msg[0]
         if kind == "step":
             _, tokens, finished, admitted, rows, dt, stats = msg
@@ -208,23 +231,23 @@ class ProcessBatcher:
                     self.on_batch(admitted, dt)
             if rows and self.on_step is not None:
                 self.on_step(rows)
-            pushed = [(self._tickets[rid], tok) for rid, tok in tokens if rid in self._tickets]
-            ended = self._finished(finished)
+            pushed = [(tickets[rid], tok) for rid, tok in tokens if rid in tickets]
+            ended = self._finished(finished, tickets)
             self._post(pushed, ended)
         elif kind == "refused":  # a request that can never run here (its own fault)
             _, rid, message = msg
-            t = self._tickets.pop(rid, None)
+            t = tickets.pop(rid, None)
             if t is not None:
                 self._post([], [(t, None, DataError(message))])
         elif kind == "failed":  # a step raised: its requests fail, the child goes on with a new batch
             _, rids, message = msg
             err = ModelError(f"the end model failed: {message}")
-            self._post([], [(t, None, err) for rid in rids if (t := self._tickets.pop(rid, None)) is not None])
+            self._post([], [(t, None, err) for rid in rids if (t := tickets.pop(rid, None)) is not None])
 
-    def _finished(self, finished: list[tuple]) -> list[tuple[Ticket, Any, BaseException | None]]:
+    def _finished(self, finished: list[tuple], tickets: dict[int, Ticket]) -> list[tuple[Ticket, Any, BaseException | None]]:
         done = []
         for rid, toks, lps, ended, cached, cancelled in finished:
-            t = self._tickets.pop(rid, None)
+            t = tickets.pop(rid, None)
             if t is None:
                 continue
             r = t.request
@@ -253,9 +276,10 @@ class ProcessBatcher:
         except RuntimeError:  # the loop closed meanwhile
             pass
 
-    def _fail_all(self, error: BaseException) -> None:
+    def _fail_all(self, error: BaseException, tickets: dict[int, Ticket]) -> None:
         with self._send_lock:
-            left, self._tickets = list(self._tickets.values()), {}
+            left = list(tickets.values())
+            tickets.clear()
         self._post([], [(t, None, error) for t in left])
 
 

@@ -106,3 +106,29 @@ def test_worker_setting():
     assert ServeSettings.from_env({"ENDCLOUD_SERVE_WORKER": "thread"}).worker == "thread"
     with pytest.raises(ConfigError, match="ENDCLOUD_SERVE_WORKER"):
         ServeSettings(worker="gpu")
+
+
+def test_a_broken_pipe_on_submit_restarts_the_engine_process_once(end_model):
+    """The process died between the liveness check and the send: a new one serves the request."""
+    async def run():
+        e = await _started(Engine(end_model, worker="process", window_ms=0))
+        try:
+            await e.generate_scored(conv("hello"), query="hello", max_new_tokens=2, seed=1, **SAMPLED)
+            batcher, real = e.batcher, e.batcher._send_locked
+            calls = []
+
+            def flaky(msg):
+                if msg[0] == "add" and not calls:
+                    calls.append(msg)
+                    raise BrokenPipeError(32, "Broken pipe")
+                real(msg)
+
+            batcher._send_locked = flaky
+            g, _ = await asyncio.wait_for(e.generate_scored(conv("hello"), query="hello", max_new_tokens=2, seed=1,
+                                                            **SAMPLED), 120)
+            return g, e.stats(), calls
+        finally:
+            await e.stop()
+
+    g, stats, calls = asyncio.run(run())
+    assert len(calls) == 1 and g.tokens >= 1 and stats["restarts"] == 1
