@@ -156,11 +156,14 @@ def serve(args) -> int:
     from endcloud.serve.app import create_app
     from endcloud.serve.settings import ServeSettings
 
+    if args.knowledge_top:  # the layout before late knowledge, for comparison
+        EndModel.late_system = lambda self: False
     model = EndModel.load(args.serve, threads=args.threads)
     settings = ServeSettings(db_path=args.db, max_batch=args.customers, batch_window_ms=args.window_ms,
                              batch_max_wait_ms=args.max_wait_ms, batching=args.batching, torch_threads=args.threads,
                              prefill_chunk_tokens=args.prefill_chunk, prefix_cache_mb=args.prefix_cache_mb,
-                             max_new_tokens=args.max_new_tokens, rate_limit_per_minute=10**6, worker=args.worker)
+                             max_new_tokens=args.max_new_tokens, rate_limit_per_minute=10**6, worker=args.worker,
+                             shop_dir=args.shop)
     router = APIRouter()
     app = None
 
@@ -213,6 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prefill-chunk", type=int, default=512, help="continuous: prompt tokens prefilled per step")
     ap.add_argument("--prefix-cache-mb", type=float, default=256.0, help="continuous: prefix cache budget (0: off)")
     ap.add_argument("--no-stream", action="store_true", help="whole replies instead of SSE token streams")
+    ap.add_argument("--shop", type=Path, default=None,
+                    help="a shop pack: 3 knowledge snippets per question in the end model's context (e.g. endcloud-work/shop)")
+    ap.add_argument("--knowledge-top", action="store_true",
+                    help="with --shop: knowledge in the leading system message (the earlier layout), for comparison")
     ap.add_argument("--worker", choices=("process", "thread"), default="process",
                     help="continuous: the running batch in its own process (the default) or a thread of the server")
     ap.add_argument("--serve", type=Path, default=None, help=argparse.SUPPRESS)  # internal: run the server
@@ -234,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
            "--customers", str(args.customers), "--window-ms", str(args.window_ms), "--max-wait-ms", str(args.max_wait_ms),
            "--threads", str(args.threads), "--max-new-tokens", str(args.max_new_tokens), "--batching", args.batching,
            "--prefill-chunk", str(args.prefill_chunk), "--prefix-cache-mb", str(args.prefix_cache_mb),
-           "--worker", args.worker]
+           "--worker", args.worker] + (["--shop", str(args.shop)] if args.shop else []) + (
+              ["--knowledge-top"] if args.knowledge_top else [])
     proc = subprocess.Popen(cmd)
     url = f"http://127.0.0.1:{port}"
     reps = []
@@ -302,6 +310,8 @@ def _engine_part(a: dict, b: dict) -> str:
 
 def report(args, info: dict, reps: list, loads: list[float]) -> int:
     what = f"trained model {args.base}" if args.base is not None else f"random-weight Qwen2 '{args.size}' shape"
+    if args.shop:
+        what += f", shop {args.shop} ({'knowledge on top' if args.knowledge_top else 'knowledge before the question'})"
     print(f"model: {what}, {info['params'] / 1e6:.1f}M params, fp32, {info['threads']} torch threads, "
           f"batching {info['mode']} ({info.get('worker', 'thread')}); {args.customers} customers x {args.turns} turns, replies of {args.max_new_tokens} "
           f"tokens; window {args.window_ms:g} ms, max wait {args.max_wait_ms:g} ms"

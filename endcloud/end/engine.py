@@ -146,7 +146,8 @@ class EndModel:
         self.base_dir = Path(base_dir)
         self.dtype = dtype
         self.max_input_len = int(max_input_len)
-        self._specials: tuple[str, ...] | None = None  # special-token strings (prompts.special_texts), on first use
+        self._specials: Any = None  # the tokenizer's special tokens (prompts.Specials), on first use
+        self._late_system: bool | None = None  # whether the template renders a system message mid-conversation
         self._base_model = model
         self._stop_ids = end_of_turn_ids(tokenizer)
         self._swap_lock = threading.Lock()
@@ -271,15 +272,33 @@ class EndModel:
         can (the server's prefix cache then holds every earlier id's key/values); `trim_to`:
         when turns must be dropped, drop them down to this many ids."""
         from endcloud.end.base import render_chat
-        from endcloud.end.prompts import build_prompt, special_texts
+        from endcloud.end.prompts import Specials, build_prompt
 
         msgs = check_messages(messages)
         if system is not None:
             msgs = [{"role": "system", "content": system}] + [m for m in msgs if m["role"] != "system"]
         if self._specials is None:
-            self._specials = special_texts(self.tokenizer)
+            self._specials = Specials.of(self.tokenizer)
         return build_prompt(msgs, render=lambda ms: render_chat(self.tokenizer, ms), encode=self._encode,
-                            max_input_len=self.max_input_len, specials=self._specials, after=after, trim_to=trim_to)
+                            max_input_len=self.max_input_len, specials=self._specials, after=after, trim_to=trim_to,
+                            late_system=self.late_system())
+
+    def late_system(self) -> bool:
+        """Whether the chat template renders a system message after other turns (ChatML,
+        Qwen2.5 and Llama 3 do; some templates refuse anything but a leading system message).
+        Where it does, the server puts a question's shop knowledge just before the question,
+        so earlier turns keep their ids and the prefix cache keeps hitting."""
+        if self._late_system is None:
+            from endcloud.end.base import render_chat
+
+            probe = "\x1flate-system-probe\x1f"
+            try:
+                text = render_chat(self.tokenizer, [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                                                    {"role": "system", "content": probe}, {"role": "user", "content": "c"}])
+                self._late_system = probe in text and text.index(probe) > text.index("b")
+            except Exception:  # the template raised: it wants one leading system message
+                self._late_system = False
+        return self._late_system
 
     # ---- generation ----------------------------------------------------------------------
     def generate(self, conversations: list[list[dict]], *, max_new_tokens: int = 128, temperature: float = 0.6,

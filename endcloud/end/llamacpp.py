@@ -311,7 +311,9 @@ class _Variant:
 class LlamaCppEndModel:
     """An end model served by llama.cpp from a GGUF file; the `EndModel` surface."""
 
-    _specials: tuple[str, ...] | None = None  # EndModel.prompt fills it on first use
+    _specials: Any = None  # EndModel.prompt fills it on first use
+    _late_system: bool | None = None
+    late_system = EndModel.late_system
 
     def __init__(self, *, gguf_path: Path | None, tokenizer, base_dir: Path | None = None, adapter_dir: Path | None = None,
                  gguf_type: str = "q8_0", cache_dir: Path | None = None, threads: int | None = None,

@@ -375,6 +375,7 @@ class ChatService:
         query = turns[-1]["content"]
         parts = list(system_in)
         knowledge: list[dict[str, Any]] = []
+        knowledge_text = None
         if self.kb is not None:
             try:
                 snippets = self.kb.search(query, k=s.knowledge_snippets)
@@ -382,9 +383,17 @@ class ChatService:
                 log.exception("knowledge search failed")
                 snippets = []
             if snippets:
-                parts.append("Shop knowledge:\n" + "\n".join(f"- {sn.text}" for sn in snippets))
+                knowledge_text = "Shop knowledge:\n" + "\n".join(f"- {sn.text}" for sn in snippets)
                 knowledge = [{"source": sn.source, "ref": getattr(sn, "ref", ""), "score": round(float(sn.score), 4)}
                              for sn in snippets]
+        # The knowledge found for this question changes every turn. At the top (in the system
+        # message) it changes the start of every prompt, so no earlier turn's key/values can be
+        # reused; after the question (where the end model's chat template renders a late system
+        # message) the conversation before it stays the same text turn after turn.
+        late = (knowledge_text is not None and s.knowledge_position == "after_question"
+                and bool(getattr(self.engine, "late_system", False)))
+        if knowledge_text is not None and not late:
+            parts.append(knowledge_text)
         if customer != ANONYMOUS:
             prof = self.store.profile(customer, max_orders=3)
             if not prof.is_empty():
@@ -395,6 +404,8 @@ class ChatService:
                     lines.append("preferences: " + ", ".join(f"{k}: {v}" for k, v in prof.preferences.items()))
                 parts.append("Customer:\n" + "\n".join(lines))
         system = "\n\n".join(parts)
+        if late:
+            turns = turns + [{"role": "system", "content": knowledge_text}]
         convo = ([{"role": "system", "content": system}] if system else []) + turns
         return convo, system, knowledge
 

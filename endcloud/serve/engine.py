@@ -261,6 +261,13 @@ class Engine:
             return cls.from_settings(model, settings, adapter=str(adapter_dir) if adapter_dir else None, **kw)
         return cls(model, adapter=str(adapter_dir) if adapter_dir else None, **kw)
 
+    @property
+    def late_system(self) -> bool:
+        """Whether the end model renders a system message just before the newest question
+        (where the app then puts that question's shop knowledge)."""
+        fn = getattr(self.model, "late_system", None)
+        return bool(fn()) if callable(fn) else False
+
     # -- what is served ------------------------------------------------------------------
     @property
     def adapter(self) -> str | None:

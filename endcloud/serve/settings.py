@@ -22,6 +22,7 @@ MAX_MESSAGES = 64
 MAX_TOKENS_PER_MESSAGE = 1024
 RATE_LIMIT_PER_MINUTE = 60
 BATCHING = ("auto", "continuous", "static")  # see endcloud.serve.engine
+KNOWLEDGE_POSITIONS = ("after_question", "system")  # where a question's shop knowledge goes (see ChatService._context)
 WORKERS = ("process", "thread")  # where the continuous batch runs (see endcloud.serve.worker)
 
 
@@ -50,6 +51,7 @@ class ServeSettings:
     top_p: float = PAPER.top_p
     history_messages: int = 8  # the most earlier messages in the model's context (the window moves in steps of half of it, so prompts keep their start)
     knowledge_snippets: int = 3  # knowledge-base snippets put in the end model's context
+    knowledge_position: str = "after_question"  # after_question: a system message after the newest question (earlier turns keep their cached key/values; needs a template that renders it, else system) | system: in the leading system message
     # -- batching --
     batching: str = "auto"  # continuous (a running batch, tokens streamed) | static (whole batches) | auto: continuous where the end model allows
     max_batch: int = 16  # most conversations generated at once (rows of the running batch, or one `generate` call)
@@ -81,6 +83,9 @@ class ServeSettings:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or v < 0:
                 raise ConfigError(f"serve setting {name} must be >= 0, got {v!r} (env {ENV_PREFIX}{name.upper()})")
+        if self.knowledge_position not in KNOWLEDGE_POSITIONS:
+            raise ConfigError(f"serve setting knowledge_position must be one of {', '.join(KNOWLEDGE_POSITIONS)}, got "
+                              f"{self.knowledge_position!r} (env {ENV_PREFIX}KNOWLEDGE_POSITION)")
         if self.worker not in WORKERS:
             raise ConfigError(f"serve setting worker must be one of {', '.join(WORKERS)}, got {self.worker!r} "
                               f"(env {ENV_PREFIX}WORKER)")

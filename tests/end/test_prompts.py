@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from endcloud.end.base import render_chat
-from endcloud.end.prompts import Transcript, build_prompt, special_texts
+from endcloud.end.prompts import Specials, Transcript, build_prompt, special_texts
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def tok(tiny_tokenizer):
 def _build(tok, messages, *, max_input_len=256, **kw):
     return build_prompt(messages, render=lambda ms: render_chat(tok, ms),
                         encode=lambda s: list(tok(s, add_special_tokens=False)["input_ids"]),
-                        max_input_len=max_input_len, specials=special_texts(tok), **kw)
+                        max_input_len=max_input_len, specials=Specials.of(tok), **kw)
 
 
 def _encode(tok, s):
@@ -74,16 +74,19 @@ def test_the_next_turn_continues_the_ids_the_model_sampled(tok):
     assert p3.reused == len(t2.ids) and p3.ids[:len(p2.ids)] == p2.ids
 
 
-def test_a_history_that_differs_is_rendered_afresh(tok):
+def test_a_history_that_differs_keeps_the_ids_before_the_difference(tok):
     first = [user("几天发货？")]
     p1 = _build(tok, first)
     t = p1.then(_odd_ids(tok, "We ship today"), "We ship today", tok)
+    header = len(_encode(tok, "<|im_start|>assistant\n"))
     for history in ([assistant("Cloud: 48小时内发货")],  # the cloud took this turn over
                     [assistant("We ship today.")]):  # the stored text was edited
         msgs = first + history + [user("谢谢")]
         p = _build(tok, msgs, after=t)
-        assert p.reused == 0 and p.ids == _encode(tok, render_chat(tok, msgs))
-    # a system message that appeared since
+        # everything before the reply's header is kept; from there on it is tokenized afresh
+        assert p.reused == len(p1.ids) - header and p.ids == _encode(tok, render_chat(tok, msgs))
+        assert p.marks == Specials.of(tok).marks(p.text, p.ids) and len(p.marks) == 7  # 3 messages + the reply's header
+    # a system message that appeared since: a fresh prompt
     msgs = [{"role": "system", "content": "Shop knowledge: ..."}] + first + [assistant("We ship today"), user("谢谢")]
     assert _build(tok, msgs, after=t).reused == 0
 
@@ -126,3 +129,40 @@ def test_a_single_overlong_message_keeps_its_latest_ids(tok):
     msgs = [user("您好，这款毛巾是纯棉的。" * 40)]
     p = _build(tok, msgs, max_input_len=32)
     assert len(p.ids) == 32 and p.text is None and p.then(_encode(tok, "好"), "好", tok) is None
+
+
+def test_a_later_system_message_stays_in_place_where_the_template_allows(tok):
+    msgs = [{"role": "system", "content": "Be brief."}, user("几天发货？"), assistant("默认发中通快递"),
+            {"role": "system", "content": "Shop knowledge:\n- returns within 7 days"}, user("可以退货吗？")]
+    late = _build(tok, msgs, late_system=True)
+    assert late.text == render_chat(tok, msgs) and late.first == ("user", "几天发货？")
+    merged = _build(tok, msgs)  # a template that wants one leading system message: joined into it
+    assert merged.text == render_chat(tok, [{"role": "system", "content": "Be brief.\n\nShop knowledge:\n- returns within 7 days"}]
+                                      + [m for m in msgs if m["role"] != "system"])
+
+
+def test_knowledge_after_the_question_keeps_the_whole_history(tok):
+    """Per-turn knowledge sits after the newest question (the server's layout): the next turn
+    keeps every id before the old knowledge message (the reply after it is tokenized again)."""
+    static = {"role": "system", "content": "You are the shop's assistant."}
+    history = [user("几天发货？"), assistant("默认发中通快递"), user("Do you ship today?")]
+    k1 = {"role": "system", "content": "Shop knowledge:\n- ZTO Express, 2 days"}
+    p1 = _build(tok, [static] + history + [k1], max_input_len=512, late_system=True)
+    t = p1.then(_odd_ids(tok, "We ship today"), "We ship today", tok)
+    k2 = {"role": "system", "content": "Shop knowledge:\n- returns within 7 days"}
+    msgs2 = [static] + history + [assistant("We ship today"), user("Can I return it?"), k2]
+    p2 = _build(tok, msgs2, max_input_len=512, late_system=True, after=t)
+    before_k1 = len(_encode(tok, render_chat(tok, [static] + history, add_generation_prompt=False)))
+    assert p2.reused == before_k1 and p2.ids == _encode(tok, render_chat(tok, msgs2))
+
+def test_end_model_knows_whether_its_template_takes_a_late_system_message(tiny_base_dir):
+    from endcloud.end.engine import EndModel
+
+    m = EndModel.load(tiny_base_dir)
+    assert m.late_system()  # ChatML renders any role anywhere
+    m2 = EndModel.load(tiny_base_dir)
+    m2.tokenizer.chat_template = ("{% for m in messages %}{% if m['role'] == 'system' and not loop.first %}"
+                                  "{{ raise_exception('system only first') }}{% endif %}{{ m['content'] }}{% endfor %}")
+    assert not m2.late_system()
+    msgs = [{"role": "system", "content": "S"}, user("q"), {"role": "system", "content": "K"}, user("q2")]
+    assert m2.prompt(msgs).text == "S\n\nKqq2"  # joined into the leading system message

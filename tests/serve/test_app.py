@@ -321,3 +321,31 @@ def test_the_history_window_keeps_its_start_for_several_turns(tmp_path):
     # client-sent history follows the same rule
     assert [window_start(n, 8) for n in (8, 9, 10, 12, 13, 16, 17)] == [0, 4, 4, 4, 8, 8, 12]
     assert window_start(5, 0) == 5 and window_start(3, 1) == 2
+
+
+def test_knowledge_goes_after_the_question_when_the_model_takes_it_there(tmp_path):
+    """The question's knowledge changes every turn: an end model whose template renders a
+    late system message gets it after the question, so everything before is the same text
+    turn after turn; `knowledge_position=system` (or a template that refuses) puts it on top."""
+    model = ScriptedModel()
+    model.late_system = lambda: True
+    s = ServeSettings(db_path=tmp_path / "endcloud.db", shop_dir=_shop(tmp_path / "shop"), min_match=0.0)
+    app = create_app(s, engine=model)
+    with TestClient(app) as c:
+        chat(c, "Which courier do you use?", user="carol")
+        chat(c, "Can I return it?", user="carol")
+    first, second = model.batches[-2][0], model.batches[-1][0]
+    assert [m["role"] for m in second] == ["system", "user", "assistant", "user", "system"]
+    assert "A-1001" in second[0]["content"] and "Shop knowledge" not in second[0]["content"]  # the order stays on top
+    assert second[3]["content"] == "Can I return it?" and second[4]["content"].startswith("Shop knowledge:")
+    assert second[:2] == first[:2]  # the same beginning: the end model's prefix cache keeps it
+
+    top = ScriptedModel()
+    top.late_system = lambda: True
+    app = create_app(s.with_(knowledge_position="system", db_path=tmp_path / "top.db"), engine=top)
+    with TestClient(app) as c:
+        chat(c, "Which courier do you use?", user="carol")
+    [convo] = top.batches[-1]
+    assert [m["role"] for m in convo] == ["system", "user"] and "Shop knowledge" in convo[0]["content"]
+    with pytest.raises(Exception, match="knowledge_position"):
+        ServeSettings(knowledge_position="middle")
