@@ -156,14 +156,12 @@ def serve(args) -> int:
     from endcloud.serve.app import create_app
     from endcloud.serve.settings import ServeSettings
 
-    if args.knowledge_top:  # the layout before late knowledge, for comparison
-        EndModel.late_system = lambda self: False
     model = EndModel.load(args.serve, threads=args.threads)
     settings = ServeSettings(db_path=args.db, max_batch=args.customers, batch_window_ms=args.window_ms,
                              batch_max_wait_ms=args.max_wait_ms, batching=args.batching, torch_threads=args.threads,
                              prefill_chunk_tokens=args.prefill_chunk, prefix_cache_mb=args.prefix_cache_mb,
                              max_new_tokens=args.max_new_tokens, rate_limit_per_minute=10**6, worker=args.worker,
-                             shop_dir=args.shop)
+                             shop_dir=args.shop, knowledge_position="system" if args.knowledge_top else "after_question")
     router = APIRouter()
     app = None
 

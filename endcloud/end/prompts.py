@@ -107,11 +107,6 @@ class Specials:
         return tuple(zip(offsets, at)) if len(offsets) == len(at) else ()
 
 
-def special_texts(tokenizer: Any) -> tuple[str, ...]:
-    """The strings the tokenizer splits out as special tokens before tokenizing the rest."""
-    return Specials.of(tokenizer).texts
-
-
 def build_prompt(messages: list[dict[str, str]], *, render: Callable[[list[dict]], str],
                  encode: Callable[[str], list[int]], max_input_len: int, specials: Specials | None = None,
                  after: Transcript | None = None, trim_to: int | None = None, late_system: bool = False) -> Prompt:
@@ -186,10 +181,9 @@ def _continue(after: Transcript, sys_msgs, turns, render, encode, max_input_len:
     start = next((i for i, m in enumerate(turns) if (m["role"], m["content"]) == after.first), None)
     if start is None:
         return None
-    kept_sys = sys_msgs if after.system else []
     if after.system != bool(sys_msgs):
         return None  # a system message came or went: a fresh render decides what fits
-    text = render(kept_sys + turns[start:])
+    text = render(sys_msgs + turns[start:])
     same = _common_prefix(text, after.text)
     if same == len(after.text) and text[same:].startswith(specials.texts):
         p, keep = same, len(after.ids)  # the usual case: the conversation went on from the transcript

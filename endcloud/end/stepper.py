@@ -529,19 +529,20 @@ class Stepper:
             n += 1
         return n
 
-    def _unstage(self, i: int) -> None:
-        last = len(self.prefilling) - 1
+    @staticmethod
+    def _drop(pool: _Pool, rows: list[_Row], i: int) -> None:
+        """Remove row `i` of `rows` (rows [0, n) of `pool`): the last row moves into its place."""
+        last = len(rows) - 1
         if i != last:
-            self.stage.copy_row(self.stage, last, i, self.prefilling[last].filled)
-            self.prefilling[i] = self.prefilling[last]
-        self.prefilling.pop()
+            pool.copy_row(pool, last, i, rows[last].filled)
+            rows[i] = rows[last]
+        rows.pop()
+
+    def _unstage(self, i: int) -> None:
+        self._drop(self.stage, self.prefilling, i)
 
     def _retire(self, i: int) -> None:
-        last = len(self.decoding) - 1
-        if i != last:
-            self.dec.copy_row(self.dec, last, i, self.decoding[last].filled)
-            self.decoding[i] = self.decoding[last]
-        self.decoding.pop()
+        self._drop(self.dec, self.decoding, i)
 
     # -- prefill ---------------------------------------------------------------------
     def _prefill(self, events: list[StepEvent]) -> None:

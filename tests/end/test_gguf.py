@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from endcloud.errors import ConfigError, DataError, ModelError, RegistryError
+from tests.end.test_engine import CONVS  # llama.cpp is checked on the engine's own conversations
 
 HAVE_GGUF = importlib.util.find_spec("gguf") is not None
 HAVE_LLAMA = importlib.util.find_spec("llama_cpp") is not None
@@ -29,14 +30,6 @@ needs_gguf = pytest.mark.skipif(not HAVE_GGUF, reason="gguf (gguf-py) is not ins
 needs_llama = pytest.mark.skipif(not (HAVE_GGUF and HAVE_LLAMA),
                                  reason="llama-cpp-python is not installed: pip install 'endcloud[llamacpp]'")
 
-CONVS = [
-    [{"role": "user", "content": "几天发货？"}],
-    [{"role": "system", "content": "You are a shop assistant."},
-     {"role": "user", "content": "Hello, how can I help you today?"},
-     {"role": "assistant", "content": "Returns are accepted within 7 days of delivery."},
-     {"role": "user", "content": "Yes, you can get a 10% discount with the coupon SAVE10."}],
-    [{"role": "user", "content": "退货请在签收后7天内申请"}],
-]
 # zh + en with digits, full-width and ASCII punctuation, runs of spaces, newlines, and text
 # the tokenizer never saw (unseen CJK characters, emoji, Japanese kana).
 TOKENIZE_TEXTS = [

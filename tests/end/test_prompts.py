@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from endcloud.end.base import render_chat
-from endcloud.end.prompts import Specials, Transcript, build_prompt, special_texts
+from endcloud.end.prompts import Specials, Transcript, build_prompt
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_a_fresh_prompt_is_the_rendered_conversation(tok):
     p = _build(tok, msgs)
     assert p.text == render_chat(tok, msgs) and p.ids == _encode(tok, p.text)
     assert p.reused == 0 and p.system and p.first == ("user", "几天发货？")
-    assert "<|im_end|>" in special_texts(tok) and "<|im_start|>" in special_texts(tok)
+    assert "<|im_end|>" in Specials.of(tok).texts and "<|im_start|>" in Specials.of(tok).texts
 
 
 def test_the_next_turn_continues_the_ids_the_model_sampled(tok):

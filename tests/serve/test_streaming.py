@@ -338,18 +338,25 @@ class TokenScriptEngine(Engine):
         return ReplyStream(self, ticket)
 
 
+def _streamed_lines(tokenizer, text: str, tmp_path, user: str):
+    """(non-empty SSE lines, the stored reply) of one model="end" reply that streams `text`'s ids."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    app = create_app(ServeSettings(db_path=tmp_path / "endcloud.db", min_match=0.0),
+                     engine=TokenScriptEngine(tokenizer, ids))
+    with TestClient(app) as c:
+        with c.stream("POST", "/v1/chat/completions", json={"model": "end", "stream": True, "user": user,
+                                                            "messages": conv("hi")}) as r:
+            lines = [x for x in r.iter_lines() if x]
+        last = json.loads(lines[-2][6:])  # the event before [DONE] carries the message id
+        stored = app.state.store.reply(last["endcloud"]["message_id"])
+    return lines, stored
+
+
 def test_sse_multibyte_characters_arrive_whole(tiny_tokenizer, tmp_path):
     text = f"亲{RARE}，{RARE}毛巾"
-    ids = tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
-    app = create_app(ServeSettings(db_path=tmp_path / "endcloud.db", min_match=0.0),
-                     engine=TokenScriptEngine(tiny_tokenizer, ids))
-    with TestClient(app) as c:
-        with c.stream("POST", "/v1/chat/completions", json={"model": "end", "stream": True, "user": "mb",
-                                                            "messages": conv("hi")}) as r:
-            events = [json.loads(x[6:]) for x in r.iter_lines() if x.startswith("data: ") and x != "data: [DONE]"]
-        pieces = [e["choices"][0]["delta"].get("content") for e in events if e["choices"][0]["delta"].get("content")]
-        mid = events[-1]["endcloud"]["message_id"]
-        stored = app.state.store.reply(mid)
+    lines, stored = _streamed_lines(tiny_tokenizer, text, tmp_path, "mb")
+    events = [json.loads(x[6:]) for x in lines if x.startswith("data: ") and x != "data: [DONE]"]
+    pieces = [e["choices"][0]["delta"].get("content") for e in events if e["choices"][0]["delta"].get("content")]
     assert len(pieces) > 2 and all("\ufffd" not in p for p in pieces)
     assert "".join(pieces) == text == stored["served_text"]
     assert events[-1]["endcloud"]["scores"]["match"] == 0.9  # the engine's match, as for a whole reply
@@ -358,13 +365,7 @@ def test_sse_multibyte_characters_arrive_whole(tiny_tokenizer, tmp_path):
 def test_sse_events_stay_one_line_whatever_the_text(tiny_tokenizer, tmp_path):
     """U+0085, U+2028, U+2029 are line ends to clients that split like str.splitlines (httpx)."""
     text = "a\u2028b\x85c\u2029d 亲"
-    ids = tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
-    app = create_app(ServeSettings(db_path=tmp_path / "endcloud.db", min_match=0.0),
-                     engine=TokenScriptEngine(tiny_tokenizer, ids))
-    with TestClient(app) as c:
-        with c.stream("POST", "/v1/chat/completions", json={"model": "end", "stream": True, "user": "nl",
-                                                            "messages": conv("hi")}) as r:
-            lines = [x for x in r.iter_lines() if x]
+    lines, _ = _streamed_lines(tiny_tokenizer, text, tmp_path, "nl")
     assert all(x.startswith("data: ") for x in lines)
     events = [json.loads(x[6:]) for x in lines if x != "data: [DONE]"]
     assert "".join(e["choices"][0]["delta"].get("content") or "" for e in events) == text
