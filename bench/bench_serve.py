@@ -4,7 +4,7 @@ Builds a small random-weight Qwen2 end model in a temp folder (the embedded-defa
 hidden 256 x 4 layers, ~3M parameters, with a zh+en BPE tokenizer trained on a few shop
 sentences — or the test-fixture shape with --size conftest), starts the real server
 in its own process (uvicorn on 127.0.0.1, real SQLite file, the engine's batching) and drives
-it with asyncio + httpx streaming requests, `model="end"` (the cloud is not part of this
+it with asyncio + aiohttp streaming requests, `model="end"` (the cloud is not part of this
 measurement).
 
     .venv/bin/python bench/bench_serve.py                        # 16 customers x 4 turns
@@ -19,11 +19,13 @@ Each repeat runs the same workload twice, back to back: one customer at a time, 
 customers at once (each customer's turns in order, its history in the prompt as the server
 keeps it). Prints throughput (turns/s) of both and their ratio per repeat and for the best
 of each, time to first token p50/p95 (client side: request sent -> first content chunk),
-latency, the engine's batching figures (continuous: rows per decode step, prefill and
-prefix-cache tokens, prompts that continued their conversation's ids; static: batch sizes
-and generate time), the CPU of the server and of its engine process, the error count, and the
-machine's load average. Also the ratio against the first turns alone served one at a time
-(short prompts: the baseline this bench used before the same-workload baseline).
+latency, the engine's batching figures (continuous: rows per decode step, steps that
+prefilled and decoded in one forward, prefill and prefix-cache tokens, prompts that
+continued their conversation's ids; static: batch sizes and generate time), the CPU of the
+server, of its engine process and of this client (all three share the box's cores), the
+error count, and the machine's load average. Also the ratio against the first turns alone
+served one at a time (short prompts: the baseline this bench used before the same-workload
+baseline).
 Random weights rarely emit end-of-turn, so every reply is `--max-new-tokens` long: a worst case.
 """
 
@@ -76,32 +78,28 @@ def free_port() -> int:
 
 
 ERRORS: list[str] = []  # why turns failed (printed at the end)
+CLIENT_CPU: dict[str, float] = {}  # CPU seconds this client spent per load tag (it shares the box's cores)
 STREAM = True  # --no-stream: ask for whole replies (no per-token events)
 
 
-async def one_turn(client, url: str, user: str, question: str, max_tokens: int) -> tuple[float, float, bool]:
+async def one_turn(session, url: str, user: str, question: str, max_tokens: int) -> tuple[float, float, bool]:
     """(ttft, latency, ok) of one streamed turn."""
     body = {"model": "end", "stream": STREAM, "user": user, "max_tokens": max_tokens,
             "messages": [{"role": "user", "content": question}]}
     t0 = time.perf_counter()
     ttft = None
     ok = False
-    if not STREAM:  # the whole reply in one response: time to first token is its latency
-        try:
-            r = await client.post(url, json=body)
-            ok = r.status_code == 200 and bool(r.json()["choices"])
-            if not ok:
-                ERRORS.append(f"HTTP {r.status_code}: {r.text[:200]}")
-        except Exception as e:
-            ERRORS.append(f"{type(e).__name__}: {e}"[:300])
-        lat = time.perf_counter() - t0
-        return lat, lat, ok
     try:
-        async with client.stream("POST", url, json=body) as r:
-            if r.status_code != 200:
-                ERRORS.append(f"HTTP {r.status_code}")
+        async with session.post(url, json=body) as r:
+            if r.status != 200:
+                ERRORS.append(f"HTTP {r.status}: {(await r.text())[:200]}")
                 return float("nan"), time.perf_counter() - t0, False
-            async for line in r.aiter_lines():
+            if not STREAM:  # the whole reply in one response: time to first token is its latency
+                ok = bool((await r.json())["choices"])
+                lat = time.perf_counter() - t0
+                return lat, lat, ok
+            async for raw in r.content:  # one SSE line at a time
+                line = raw.decode().rstrip("\r\n")
                 if not line.startswith("data: "):
                     continue
                 if line == "data: [DONE]":
@@ -124,26 +122,29 @@ async def run_load(base: str, customers: int, turns: int, max_tokens: int, *, co
     """All customers' turns, at once or one customer after another: (results per turn, seconds).
 
     Results are (customer, turn, ttft, latency, ok). A customer's turns always run in order
-    (each sees the history its earlier turns left), so both modes serve the same workload."""
-    import httpx
+    (each sees the history its earlier turns left), so both modes serve the same workload.
+    The client is aiohttp (C-accelerated HTTP parsing): it shares the box's cores with the
+    server, and httpx spent as much CPU as the whole server process here."""
+    import aiohttp
 
     url = base + "/v1/chat/completions"
-    limits = httpx.Limits(max_connections=customers + 4, max_keepalive_connections=customers + 4)
-    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+    connector = aiohttp.TCPConnector(limit=customers + 4)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as session:
         async def customer(i: int):
             out = []
             for t in range(turns):
-                r = await one_turn(client, url, f"bench-{tag}-{i}", QUESTIONS[(i + t) % len(QUESTIONS)], max_tokens)
+                r = await one_turn(session, url, f"bench-{tag}-{i}", QUESTIONS[(i + t) % len(QUESTIONS)], max_tokens)
                 out.append((i, t) + r)
             return out
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         if concurrent:
             results = [r for rs in await asyncio.gather(*[customer(i) for i in range(customers)]) for r in rs]
         else:
             results = []
             for i in range(customers):
                 results += await customer(i)
+        CLIENT_CPU[tag] = time.process_time() - c0
         return results, time.perf_counter() - t0
 
 
@@ -293,11 +294,13 @@ def _engine_part(a: dict, b: dict) -> str:
         busy = b["step_seconds"] - a.get("step_seconds", 0)
         dec = b["decode_seconds"] - a.get("decode_seconds", 0)
         pre_s = b["prefill_seconds"] - a.get("prefill_seconds", 0)
+        mix_s = b.get("mixed_seconds", 0) - a.get("mixed_seconds", 0)
+        mixed = b.get("mixed", 0) - a.get("mixed", 0)
         cpu = b["step_cpu_seconds"] - a.get("step_cpu_seconds", 0)
         cont = b.get("prompts_continued", 0) - a.get("prompts_continued", 0)
         return (f"continuous: {steps} decode steps, occupancy {rows / max(steps, 1):.1f} rows/step, "
-                f"{1000 * dec / max(steps, 1):.1f} ms/step; busy {busy:.2f} s = decode {dec:.2f} s + prefill {pre_s:.2f} s "
-                f"+ {busy - dec - pre_s:.2f} s other, worker CPU {cpu:.2f} s; prompt tokens {pre + hit}: {pre} computed, "
+                f"{1000 * (dec + mix_s) / max(steps, 1):.1f} ms/step; busy {busy:.2f} s = decode {dec:.2f} s + prefill {pre_s:.2f} s "
+                f"+ both in one forward {mix_s:.2f} s ({mixed} steps) + {busy - dec - pre_s - mix_s:.2f} s other, worker CPU {cpu:.2f} s; prompt tokens {pre + hit}: {pre} computed, "
                 f"{hit} from the prefix cache ({100 * hit / max(pre + hit, 1):.0f}%), {cont} prompts continued "
                 f"their conversation's ids; "
                 f"{chunks} prefill chunks, {padded} positions with padding; "
@@ -337,8 +340,8 @@ def report(args, info: dict, reps: list, loads: list[float]) -> int:
               f"concurrent: {len(conc)} turns in {conc_s:.2f} s = {conc_tp:.2f} turns/s -> {conc_tp / seq_tp:.2f}x "
               f"({conc_tp / first_tp:.2f}x first turns); TTFT p50 {pct(ttft, 50):.3f} s, p95 {pct(ttft, 95):.3f} s; "
               f"load {loads[k]:.2f}")
-        print(f"    one at a time -> {_engine_line(i0, i1)}")
-        print(f"    concurrent    -> {_engine_line(i1, i2)}")
+        print(f"    one at a time -> {_engine_line(i0, i1)}; client CPU {CLIENT_CPU.get(f'seq{k}', 0):.2f} s")
+        print(f"    concurrent    -> {_engine_line(i1, i2)}; client CPU {CLIENT_CPU.get(f'conc{k}', 0):.2f} s")
     print(f"best of {len(reps)}: one at a time {best_seq:.2f} turns/s, concurrent {best_conc:.2f} turns/s -> "
           f"{best_conc / best_seq:.2f}x (vs first turns alone {best_first:.2f} turns/s: {best_conc / best_first:.2f}x)")
     print(f"TTFT (concurrent, all repeats): p50 {pct(ttft_all, 50):.3f} s, p95 {pct(ttft_all, 95):.3f} s; "

@@ -12,14 +12,15 @@ a running batch and advances it one iteration at a time:
                             └─ prefix cache: KV of                    step(), rows    │
                                earlier prompts' blocks                leave at once ◄─┘
 
-One `step()`: admit waiting requests into free rows (copying cached prefix blocks), run
-one prefill chunk for every row still reading its prompt (at most `prefill_chunk` prompt
-tokens in all, so a long prompt does not stall everyone's decode for long), then one
-decode step for every row that has a token to feed; finished rows leave at once and the
-next `step()` can admit a waiting request into their place. Each row samples with its own
-settings (temperature, top_p, max_new_tokens) and its own seedable `torch.Generator`, so
-a seeded reply does not depend on what else is in the batch (`decode` shares one
-generator per call); greedy rows give exactly `decode`'s tokens.
+One `step()`: admit waiting requests into free rows (copying cached prefix blocks), then
+one forward that carries a prefill chunk for the rows still reading their prompts (at most
+`prefill_chunk` prompt tokens in all, so a long prompt does not stall everyone's decode for
+long) together with one decode token for every row already generating. A row whose prompt
+completes samples its first token in that step and decodes from the next; finished rows
+leave at once and the next `step()` can admit a waiting request into their place. Each
+row samples with its own settings (temperature, top_p, max_new_tokens) and its own
+seedable `torch.Generator`, so a seeded reply does not depend on what else is in the
+batch (`decode` shares one generator per call); greedy rows give exactly `decode`'s tokens.
 
 Like `fastdecode`, the stepper knows nothing about tokenization: token ids in, token ids
 and their log-probs (under the raw distribution, as `EndModel` uses for confidence) out.
@@ -37,8 +38,11 @@ Prompts are prefilled in a separate staging pool and copied over once complete. 
 token's key and value are written at its row's own column with one `index_put_` per
 layer; attention masks every column beyond the row's length, so stale values from an
 earlier occupant are never read (pools start zeroed: a masked value must be finite).
-Prefill runs packed: the real tokens of all joining rows as one (tokens, hidden) batch
-through the linears and MLP, padded to (rows, chunk) only inside attention.
+Tokens run packed: the decode rows' tokens and the real prompt tokens of the joining rows
+as one (tokens, hidden) batch through the linears and MLP; only attention works per pool,
+with the prompt tokens padded to (rows, chunk) there. Sharing the forward matters on a
+CPU: a prefill chunk alone cost ~1.5 ms of fixed overhead (its ~100 torch calls) on top of
+its tokens, and the decode step read the same weights again.
 
 Prefix tuning / P-tuning v2: the learned prefix key/values sit in columns [0, P) of every
 row and tokens start at position P, as in `FastRunner` (peft's own forward), so prefix
@@ -120,6 +124,27 @@ class StepEvent(NamedTuple):
     finished: bool
 
 
+class _Part(NamedTuple):
+    """One pool's rows in a forward: ids (b, q) at columns (b, q), keys [0, span); row j's
+    first `lens[j]` queries are real (None: all of them, as in a decode step)."""
+
+    pool: Any
+    ids: torch.Tensor
+    cols: torch.Tensor
+    span: int
+    lens: list[int] | None = None
+
+
+class _Chunk(NamedTuple):
+    """A prefill chunk: its part, tokens per row, the rows whose prompt it completes, and the
+    packed index (within the chunk) of each such row's last prompt token."""
+
+    part: _Part
+    lens: list[int]
+    done: list[int]
+    out: torch.Tensor
+
+
 @dataclass
 class StepStats:
     """Counters since the stepper was built (read them for metrics and benchmarks)."""
@@ -132,8 +157,10 @@ class StepStats:
     cached_tokens: int = 0  # prompt tokens taken from the prefix cache
     admitted: int = 0
     finished: int = 0
-    prefill_seconds: float = 0.0  # wall time in prefill chunks (forward + first-token sampling + copies)
-    decode_seconds: float = 0.0  # wall time in decode steps (forward + sampling + leaving rows)
+    mixed: int = 0  # steps whose prefill chunk rode the decode step's forward
+    prefill_seconds: float = 0.0  # wall time in prefill-only steps (forward + first-token sampling + copies)
+    decode_seconds: float = 0.0  # wall time in decode-only steps (forward + sampling + leaving rows)
+    mixed_seconds: float = 0.0  # wall time in steps that prefilled and decoded in one forward
 
     @property
     def occupancy(self) -> float:
@@ -327,12 +354,13 @@ def sample_rows(logits: torch.Tensor, rows: list[_Row]) -> tuple[list[int], list
     for (temperature, top_p), idx in groups.items():
         scaled = (logits if whole else logits[idx]) / temperature
         gens = [rows[i].gen for i in idx]
+        exact = any(rows[i].req.seed is not None for i in idx)  # seeded rows draw exactly as `sample`
         if top_p >= 1.0:
             got = _draw(torch.softmax(scaled, -1), gens)
         elif scaled.shape[-1] <= SORT_VOCAB:
             got = _nucleus_small_vocab(scaled, torch.logsumexp(scaled, dim=-1, keepdim=True), top_p, gens)
         else:
-            got = _nucleus_topk(scaled, top_p, gens)
+            got = _nucleus_topk(scaled, top_p, gens, exact=exact)
         if whole:
             toks = got
         else:
@@ -341,16 +369,18 @@ def sample_rows(logits: torch.Tensor, rows: list[_Row]) -> tuple[list[int], list
     return toks.tolist(), lps.tolist()
 
 
-def _nucleus_topk(scaled: torch.Tensor, top_p: float, gens: list[torch.Generator]) -> torch.Tensor:
+def _nucleus_topk(scaled: torch.Tensor, top_p: float, gens: list[torch.Generator], *, exact: bool = True) -> torch.Tensor:
     """Top-p draws for a large vocabulary, as `sample`: the TOP_P_CANDIDATES most likely
-    first, widened (x16) for the rows whose candidates hold less than top_p."""
+    first, widened (x16) for the rows whose candidates hold less than top_p. `exact=False`
+    (no row is seeded, so no draw is promised) lets the first candidates draw over their own
+    width: an eighth of the exponential draws."""
     lse = torch.logsumexp(scaled, dim=-1, keepdim=True)
     vocab = scaled.shape[-1]
     toks = torch.empty(len(gens), dtype=torch.long)
     k = min(TOP_P_CANDIDATES, vocab)
     todo = list(range(len(gens)))  # rows still to sample
     if FIRST_CANDIDATES < k:
-        todo = _nucleus_head(scaled, lse, top_p, gens, k, toks)
+        todo = _nucleus_head(scaled, lse, top_p, gens, k if exact else FIRST_CANDIDATES, toks)
     while todo:
         whole = len(todo) == len(gens)
         sub = scaled if whole else scaled[todo]
@@ -393,9 +423,11 @@ def _nucleus_head(scaled: torch.Tensor, lse: torch.Tensor, top_p: float, gens: l
     probs = probs * ((cum - probs) < top_p)
     if len(ok) < len(gens):
         probs, cand = probs[ok], cand[ok]
-    padded = probs.new_zeros((len(ok), k))
-    padded[:, :FIRST_CANDIDATES] = probs
-    choice = _draw(padded, [gens[i] for i in ok])
+    if k > FIRST_CANDIDATES:
+        padded = probs.new_zeros((len(ok), k))
+        padded[:, :FIRST_CANDIDATES] = probs
+        probs = padded
+    choice = _draw(probs, [gens[i] for i in ok])
     toks[ok] = cand.gather(-1, choice[:, None])[:, 0]
     return [i for i, y in enumerate(inside) if not y]
 
@@ -471,17 +503,34 @@ class Stepper:
     # -- one iteration ---------------------------------------------------------------
     @torch.inference_mode()
     def step(self) -> list[StepEvent]:
-        """Admit, prefill one chunk, decode one token per decoding row; return what happened."""
+        """Admit, prefill one chunk, decode one token per decoding row; return what happened.
+
+        When some rows decode while others prefill, both ride one forward: the linears read
+        their weights once for all the step's tokens, and the fixed cost of a forward (~100
+        torch calls) and of a sampling pass is paid once, not twice. A row whose prompt
+        completes samples its first token there and decodes from the next step on."""
         events: list[StepEvent] = []
         self._drop_cancelled(events)
         admitted = self._admit()
-        if self.prefilling:
-            t0 = time.perf_counter()
-            self._prefill(events)
+        t0 = time.perf_counter()
+        chunk = self._plan_prefill() if self.prefilling else None
+        dec = self._plan_decode() if self.decoding else None
+        if chunk is not None and dec is not None:
+            n = len(self.decoding)
+            logits = self._forward([dec, chunk.part], torch.cat([self._arange[:n], chunk.out + n]))
+            toks, lps = sample_rows(logits, self.decoding + [self.prefilling[j] for j in chunk.done])
+            self._after_decode(toks[:n], lps[:n], events)  # first: leaving rows compact the decode pool
+            self._after_prefill(chunk, toks[n:], lps[n:], events)  # then finished prompts join it
+            self.stats.mixed += 1
+            self.stats.mixed_seconds += time.perf_counter() - t0
+        elif chunk is not None:
+            logits = self._forward([chunk.part], chunk.out)
+            toks, lps = sample_rows(logits, [self.prefilling[j] for j in chunk.done]) if chunk.done else ([], [])
+            self._after_prefill(chunk, toks, lps, events)
             self.stats.prefill_seconds += time.perf_counter() - t0
-        if self.decoding:
-            t0 = time.perf_counter()
-            self._decode(events)
+        elif dec is not None:
+            toks, lps = sample_rows(self._forward([dec], None), self.decoding)
+            self._after_decode(toks, lps, events)
             self.stats.decode_seconds += time.perf_counter() - t0
         self.stats.admitted += admitted
         return events
@@ -545,7 +594,9 @@ class Stepper:
         self._drop(self.dec, self.decoding, i)
 
     # -- prefill ---------------------------------------------------------------------
-    def _prefill(self, events: list[StepEvent]) -> None:
+    def _plan_prefill(self) -> "_Chunk":
+        """The next prefill chunk: up to `prefill_chunk` prompt tokens shared by the rows still
+        reading their prompts (each at least `_MIN_CHUNK`)."""
         rows = self.prefilling
         share = max(_MIN_CHUNK, self.prefill_chunk // len(rows))
         lens = [min(len(r.req.prompt) - r.todo, share) for r in rows]
@@ -561,45 +612,49 @@ class Stepper:
         span = max(starts) + q
         self.stage.ensure(span)
         done = [j for j, r in enumerate(rows) if r.todo + lens[j] == len(r.req.prompt)]
-        last = torch.tensor([lens[j] - 1 for j in done], dtype=torch.long)
-        logits = self._forward(self.stage, ids, cols, span, out=(torch.tensor(done, dtype=torch.long), last), lens=lens)
+        ends = list(itertools.accumulate(lens))  # tokens travel packed: row j's last is at ends[j] - 1
         self.stats.prefills += 1
         self.stats.prefill_tokens += sum(lens)
         self.stats.prefill_padded += b * q
-        for r, n in zip(rows, lens):
+        return _Chunk(_Part(self.stage, ids, cols, span, lens), lens, done,
+                      torch.tensor([ends[j] - 1 for j in done], dtype=torch.long))
+
+    def _after_prefill(self, chunk: "_Chunk", toks: list[int], lps: list[float], events: list[StepEvent]) -> None:
+        """Advance the prefilling rows past `chunk`; rows whose prompt is done take their first
+        token (`toks`, in `chunk.done` order) and move to the decode pool."""
+        rows = self.prefilling
+        for r, n in zip(rows, chunk.lens):
             r.todo += n
             r.filled += n
-        if not done:
-            return
-        toks, lps = sample_rows(logits, [rows[j] for j in done])
         moved = []
-        for j, tok, lp in zip(done, toks, lps):
+        for j, tok, lp in zip(chunk.done, toks, lps):
             r = rows[j]
             self._remember(self.stage, j, r.req.prompt, r.req.cached_tokens)
+            moved.append(j)
             if self._emit(r, tok, lp, events):
-                moved.append(j)  # finished on its first token: leaves without decoding
-                continue
+                continue  # finished on its first token: leaves without decoding
             self.dec.ensure(r.filled + 1)
             self.dec.copy_row(self.stage, j, len(self.decoding), r.filled)
             self.decoding.append(r)
-            moved.append(j)
         for j in sorted(moved, reverse=True):
             self._unstage(j)
 
     # -- decode ----------------------------------------------------------------------
-    def _decode(self, events: list[StepEvent]) -> None:
+    def _plan_decode(self) -> "_Part":
+        """One token for every decoding row: the token each sampled last, at its next column."""
         rows = self.decoding
-        b = len(rows)
         ids = torch.tensor([[r.last] for r in rows], dtype=torch.long)
         cols = torch.tensor([[r.filled] for r in rows], dtype=torch.long)
         span = max(r.filled for r in rows) + 1
         self.dec.ensure(span)
-        logits = self._forward(self.dec, ids, cols, span)
+        return _Part(self.dec, ids, cols, span)
+
+    def _after_decode(self, toks: list[int], lps: list[float], events: list[StepEvent]) -> None:
+        rows = self.decoding
         self.stats.steps += 1
-        self.stats.rows += b
+        self.stats.rows += len(rows)
         for r in rows:
             r.filled += 1
-        toks, lps = sample_rows(logits, rows)
         gone = [i for i, (r, tok, lp) in enumerate(zip(rows, toks, lps)) if self._emit(r, tok, lp, events)]
         for i in reversed(gone):
             r = rows[i]
@@ -643,40 +698,47 @@ class Stepper:
             self.cache.put(keys[i], span[:, :, a:a + BLOCK].clone())
 
     # -- the forward -----------------------------------------------------------------
-    def _forward(self, pool: _Pool, ids: torch.Tensor, cols: torch.Tensor, span: int, out=None,
-                 lens: list[int] | None = None) -> torch.Tensor:
-        """Rows [0, b) of `pool` read ids (b, q) at columns `cols` (b, q) (column = position);
-        keys [0, span). Decode (q == 1): float32 logits (b, V). Prefill: row j's first
-        `lens[j]` queries are real (the rest right padding); logits (len(out[0]), V) at
-        (row, query) = `out` only.
+    def _forward(self, parts: list["_Part"], out: torch.Tensor | None) -> torch.Tensor:
+        """One forward over the tokens of `parts` (a decode part, a prefill chunk, or both);
+        float32 logits (len(out), V) at the packed token indices `out` (None: every token).
 
-        Tokens travel packed, (n real tokens, width): the linears, norms and MLP never see
-        padding, and only prefill attention lays queries out as (rows, heads, q, head_dim).
-        Per layer the step is lean (as FastRunner's decode step): the residual adds ride in
-        addmm, rotary is three ops over the fused q|k|v rows, k and v are stored in one
-        write, and a decode query stays a view of the matmul's output."""
+        In a part, rows [0, b) of its pool read ids (b, q) at columns (b, q) (column =
+        position) over keys [0, span); row j's first `lens[j]` queries are real (the rest
+        right padding), all of them when q == 1. Tokens travel packed, (n real tokens,
+        width), parts one after the other: the linears, norms and MLP never see padding,
+        and only attention works per part (its own pool, mask and layout). Per layer the
+        step is lean (as FastRunner's decode step): the residual adds ride in addmm, rotary
+        is three ops over the fused q|k|v rows, k and v are stored in one write, and a
+        decode query stays a view of the matmul's output."""
         w = self.w
-        b, q = ids.shape
         nh, nkv, hd = w.n_heads, w.n_kv, w.head_dim
         nq_, width, inter = self._nq, self._width, w.inter
-        if q == 1:
-            sel = None
-            tok_ids, tok_cols = ids.view(b), cols.view(b)
-            rh = self._row_heads(b)
-        else:
-            real = self._arange[:q][None, :] < torch.tensor(lens)[:, None]  # (b, q)
-            sel = real.view(-1).nonzero().view(-1)  # flat (row, query) positions of real tokens
-            tok_ids, tok_cols = ids.view(-1)[sel], cols.view(-1)[sel]
-            rh = self._row_heads(b)[sel // q]
-        n = tok_ids.shape[0]
-        h = F.embedding(tok_ids, w.embed)  # (n, hidden)
-        cs = self._rot.index_select(0, tok_cols)
+        segs, tok_ids, tok_cols = [], [], []
+        lo = 0
+        for part in parts:
+            b, q = part.ids.shape
+            if q == 1:
+                sel = None
+                ids, cols = part.ids.view(b), part.cols.view(b)
+                rh = self._row_heads(b)
+            else:
+                real = self._arange[:q][None, :] < torch.tensor(part.lens)[:, None]  # (b, q)
+                sel = real.view(-1).nonzero().view(-1)  # flat (row, query) positions of real tokens
+                ids, cols = part.ids.view(-1)[sel], part.cols.view(-1)[sel]
+                rh = self._row_heads(b)[sel // q]
+            n = ids.shape[0]
+            # A query sees every column up to its own: the prefix, cached blocks, earlier
+            # chunks, itself. Later columns (padding, stale rows) are masked.
+            mask = torch.where(self._arange[:part.span][None, None, :] <= part.cols[:, :, None], self._zero, self._ninf)
+            at = (rh, cols[:, None].expand(n, 2 * nkv))  # where each token's k|v heads go in the pool
+            segs.append((part.pool, b, q, part.span, sel, mask.view(b, 1, q, part.span), at, lo, lo + n))
+            tok_ids.append(ids)
+            tok_cols.append(cols)
+            lo += n
+        n = lo
+        h = F.embedding(tok_ids[0] if len(parts) == 1 else torch.cat(tok_ids), w.embed)  # (n, hidden)
+        cs = self._rot.index_select(0, tok_cols[0] if len(parts) == 1 else torch.cat(tok_cols))
         c, sn = cs.narrow(1, 0, width), cs.narrow(1, width, width)
-        # A query sees every column up to its own: the prefix, cached blocks, earlier chunks,
-        # itself. Later columns (padding, stale rows) are masked.
-        mask = torch.where(self._arange[:span][None, None, :] <= cols[:, :, None], self._zero, self._ninf)
-        mask = mask.view(b, 1, q, span)
-        at = (rh, tok_cols[:, None].expand(n, 2 * nkv))  # where each token's k|v heads go in the pool
         eps = self._eps
         inv_n = self._inv_n
         for i, (ly, (ln1, wqkv, bqkv, wo, bo, ln2, wgu, wd)) in enumerate(zip(w.layers, self._plan)):
@@ -687,27 +749,29 @@ class Stepper:
                 qkv[:, nq_:nq_ + nkv * hd] = F.rms_norm(kk.reshape(n, nkv, hd), (hd,), ly.knorm, w.eps).view(n, -1)
             turned = qkv.index_select(1, self._perm)
             qkv.mul_(c).addcmul_(turned, sn)  # rotary on q and k; v passes (cos 1, sin 0)
-            kv = pool.kv[i]
-            kv.view(-1, pool.cols, hd).index_put_(at, qkv[:, nq_:].view(n, 2 * nkv, hd))
-            keys, values = kv[:b, :nkv, :span], kv[:b, nkv:, :span]
-            if sel is None:
-                # grouped-query decode without repeating k/v (as FastRunner): the g query heads
-                # of a kv head become g query rows over that head's keys
-                a = F.scaled_dot_product_attention(qkv[:, :nq_].view(b, nkv, nh // nkv, hd), keys, values,
-                                                   attn_mask=mask).view(b, nq_)
-            else:
-                qp = qkv.new_zeros((b * q, nq_))
-                qp[sel] = qkv[:, :nq_]
-                a = F.scaled_dot_product_attention(qp.view(b, q, nh, hd).transpose(1, 2), keys, values,
-                                                   attn_mask=mask, enable_gqa=nh != nkv)
-                a = a.transpose(1, 2).reshape(b * q, nq_)[sel]
-            h = _mm_add(h, a, wo, bo)
+            att = []
+            for pool, b, q, span, sel, mask, at, t0, t1 in segs:
+                x = qkv if len(segs) == 1 else qkv[t0:t1]
+                kv = pool.kv[i]
+                kv.view(-1, pool.cols, hd).index_put_(at, x[:, nq_:].view(t1 - t0, 2 * nkv, hd))
+                keys, values = kv[:b, :nkv, :span], kv[:b, nkv:, :span]
+                if sel is None:
+                    # grouped-query decode without repeating k/v (as FastRunner): the g query
+                    # heads of a kv head become g query rows over that head's keys
+                    a = F.scaled_dot_product_attention(x[:, :nq_].view(b, nkv, nh // nkv, hd), keys, values,
+                                                       attn_mask=mask).view(b, nq_)
+                else:
+                    qp = qkv.new_zeros((b * q, nq_))
+                    qp[sel] = x[:, :nq_]
+                    a = F.scaled_dot_product_attention(qp.view(b, q, nh, hd).transpose(1, 2), keys, values,
+                                                       attn_mask=mask, enable_gqa=nh != nkv)
+                    a = a.transpose(1, 2).reshape(b * q, nq_)[sel]
+                att.append(a)
+            h = _mm_add(h, att[0] if len(att) == 1 else torch.cat(att), wo, bo)
             gu = _mm(_rms(h, ln2, eps, inv_n), wgu)
             h = _mm_add(h, F.silu(gu[:, :inter]).mul_(gu[:, inter:]), wd)
         if out is not None:
-            # packed index of (row, query): real tokens before it in earlier rows, plus the query
-            starts = torch.tensor([0] + list(itertools.accumulate(lens))[:-1])
-            h = h[starts[out[0]] + out[1]]
+            h = h[out]
         return _mm(_rms(h, w.norm, eps, inv_n), self._head).float()
 
     def _row_heads(self, b: int) -> torch.Tensor:

@@ -203,8 +203,8 @@ class Ticket:
         self._event.set()
 
 
-_STAT_KEYS = ("steps", "rows", "prefills", "prefill_tokens", "prefill_padded", "cached_tokens", "admitted", "finished", "prefill_seconds",
-              "decode_seconds")
+_STAT_KEYS = ("steps", "rows", "prefills", "prefill_tokens", "prefill_padded", "cached_tokens", "admitted", "finished", "mixed", "prefill_seconds",
+              "decode_seconds", "mixed_seconds")
 
 
 class ContinuousBatcher:

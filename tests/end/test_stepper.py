@@ -58,8 +58,12 @@ def test_a_request_joins_a_running_batch_and_a_short_one_leaves_early(model, pro
     assert len(st.decoding) == 1
     late = StepRequest(prompts[2], 3)
     st.add(late)
+    mixed = st.stats.mixed
     st.step()
-    assert len(st.decoding) == 2 and len(late.tokens) == 2  # joined: first token from prefill, then a step
+    # joined: its prompt rode the running row's decode step (one forward), its first token sampled there
+    assert st.stats.mixed == mixed + 1 and len(late.tokens) == 1 and len(st.decoding) == 2
+    st.step()
+    assert len(late.tokens) == 2
     while st.busy:
         st.step()
     for req, p in ((long_, prompts[0]), (short, prompts[1]), (late, prompts[2])):
@@ -116,6 +120,25 @@ def test_sample_rows_is_sample_per_row(vocab, peaked):
         for i, (t, p) in enumerate(settings):
             tok, lp = fd.sample(logits[i:i + 1], t, p, refs[i])
             assert toks[i] == int(tok[0]) and lps[i] == pytest.approx(float(lp[0]), abs=1e-6)
+
+
+def test_unseeded_rows_draw_from_the_nucleus():
+    """Unseeded rows share one generator and draw over the first candidates only (no draw is
+    promised to them): still exactly the top-p distribution, renormalised over the nucleus."""
+    from endcloud.end.stepper import _Row, sample_rows
+
+    vocab, top_p = 5000, 0.8
+    logits = torch.full((16, vocab), -10.0)
+    logits[:, 7], logits[:, 3], logits[:, 11] = 2.0, 1.0, 0.0  # p ~ .665 .245 .090: nucleus {7, 3}
+    shared = torch.Generator().manual_seed(0)
+    rows = [_Row(StepRequest([1], 1, 1.0, top_p), shared, 0, 0) for _ in range(16)]
+    counts = torch.zeros(vocab)
+    for _ in range(200):
+        toks, _ = sample_rows(logits, rows)
+        counts += torch.bincount(torch.tensor(toks), minlength=vocab)
+    assert set(counts.nonzero().view(-1).tolist()) == {3, 7}  # never outside the nucleus
+    p7 = torch.softmax(logits[0], -1)[7] / torch.softmax(logits[0], -1)[[7, 3]].sum()
+    assert float(counts[7] / counts.sum()) == pytest.approx(float(p7), abs=0.03)  # 3,200 draws: sd ~0.008
 
 
 def test_stop_token_ends_its_row_only(model, prompts):
