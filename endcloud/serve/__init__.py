@@ -5,10 +5,11 @@
     app.state.engine.swap_adapter("endcloud-work/adapters/shop/v3")   # hot swap, in-process
 
 Modules: `settings` (limits and thresholds), `signals` (frustration lexicon, lexical
-matcher), `router` (the pure end/cloud decision), `batching` (continuous batching on the
-fast path: rows join and leave between decode steps, tokens stream out; a whole-batch
-batcher for vLLM and other engines), `worker` (the running batch in its own process, so
-the model never waits for the event loop's interpreter lock), `engine` (the end model
+matcher), `router` (the pure end/cloud decision), `core` (the engine core's loop: the
+running batch, rows join and leave between decode steps), `batching` (that loop in a
+thread of the server, tokens streamed to the event loop; a whole-batch batcher for vLLM
+and other engines), `worker` (the same loop in its own process, so the model never waits
+for the event loop's interpreter lock), `engine` (the end model
 behind them, prompts that continue each conversation's ids, hot swap), `metrics`
 (Prometheus), `app` (the FastAPI app), `workspace` (building it from a workspace).
 Run it with `endcloud serve`.

@@ -419,7 +419,6 @@ class ChatService:
 
     async def turn(self, req: ChatRequest, customer: str, messages: list[dict[str, str]], *, message_id: str,
                    session_id: str) -> TurnResult:
-        store = self.store
         # Inline, not in a worker thread: these are sub-millisecond SQLite reads and WAL
         # appends without fsync (synchronous=NORMAL), and a thread hop per request spreads
         # the arrivals of customers who write at the same time over more than one batch window.

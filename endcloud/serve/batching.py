@@ -1,9 +1,10 @@
 """Batching concurrent requests into the end model: two batchers, one per kind of engine.
 
 `ContinuousBatcher` (the in-process end model, see `endcloud.end.stepper`): one worker
-thread advances a running batch one decode step at a time; a request joins at the next
-step and leaves the moment its reply ends, and its tokens reach the event loop as they
-are sampled (one loop wake-up per step for all rows). See the class for adapter swaps.
+thread runs the engine core's loop (`endcloud.serve.core`), which advances a running batch
+one step at a time; a request joins at the next step and leaves the moment its reply
+ends, and its tokens reach the event loop as they are sampled (one loop wake-up per step
+for all rows). `worker.ProcessBatcher` runs the same loop in its own process.
 
 `DynamicBatcher` (whole batches, for engines that only return finished replies: a vLLM
 client, test doubles): concurrent requests share one `generate` call. Generation is
@@ -34,12 +35,12 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Sequence
 
-from endcloud.errors import DataError, ModelError
+from endcloud.errors import ModelError
+from endcloud.serve.core import EngineCore, StepReport
 
 log = logging.getLogger(__name__)
 
@@ -203,29 +204,19 @@ class Ticket:
         self._event.set()
 
 
-_STAT_KEYS = ("steps", "rows", "prefills", "prefill_tokens", "prefill_padded", "cached_tokens", "admitted", "finished", "mixed", "prefill_seconds",
-              "decode_seconds", "mixed_seconds")
-
-
 class ContinuousBatcher:
-    """Iteration-level batching: one worker thread runs a `Stepper` step after step; a
-    request joins the running batch at the next step and leaves the moment it ends.
+    """Iteration-level batching in a worker thread of the server: the engine core's loop
+    (`endcloud.serve.core`) steps a `Stepper`; a request joins the running batch at the
+    next step and leaves the moment it ends.
 
-        submit(request, key) ──► pending ──► worker thread: stepper.add ─► stepper.step() ─┐
-                                                 ▲            (one decode step per loop)  │
-        Ticket (future, tokens) ◄── loop.call_soon_threadsafe(one batch of events) ◄──────┘
+        submit(request, key) ──► inbox ──► worker thread: EngineCore (admit, step, ...) ─┐
+        Ticket (future, tokens) ◄── loop.call_soon_threadsafe(one batch of events) ◄─────┘
 
     `build(key) -> Stepper` makes a stepper for a key (the model variant: weights and
-    learned prefix); requests carry the key that was current when they were submitted.
-    A request whose key differs from the running stepper's waits until the running batch
-    has drained, then a stepper is built for the new key: every reply runs wholly on the
-    adapter it started with, and an adapter swap never stops the batch in flight.
-    `finish(requests) -> results` runs in the worker for the requests that ended in one
-    step (decode the text, score it) and its results resolve the tickets.
-
-    When the batch is idle, the first arrival waits up to `window_ms` after each arrival
-    (at most `max_wait_ms`) so customers who write at the same moment share one prefill.
-    While a batch runs nobody waits: a new request is admitted at the very next step.
+    learned prefix); `finish(requests) -> results` runs in the worker for the requests that
+    ended in one step (decode the text, score it) and its results resolve the tickets. The
+    core's rules (gathering window, draining before a variant switch, failures) are the
+    engine process's too (`worker.ProcessBatcher`).
     """
 
     def __init__(self, build: Callable[[Any], Any], finish: Callable[[list[Any]], Sequence[Any]], *,
@@ -239,26 +230,24 @@ class ContinuousBatcher:
         self.max_wait_s = max(self.window_s, (10 * window_ms if max_wait_ms is None else max_wait_ms) / 1000.0)
         self.threads = threads
         self._cond = threading.Condition()
-        self._pending: deque[Ticket] = deque()
+        self._inbox: deque[Ticket] = deque()
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._core: _ThreadCore | None = None
+        self._done_stats: dict[str, float] = {}  # cores of earlier starts
         self.batch_sizes: list[int] = []  # requests admitted into the running batch together
         self.batch_seconds: list[float] = []  # wall time of the step that admitted them
         self.on_batch: Callable[[int, float], None] | None = None  # (admitted, seconds), e.g. a metrics hook
         self.on_step: Callable[[int], None] | None = None  # rows in each decode step (occupancy)
-        self._done_stats: dict[str, float] = {}
-        self._stepper: Any = None
-        self._key: Any = None  # the key the stepper was built for
-        self.step_seconds = 0.0  # wall time the worker spent in steps (busy time)
-        self.step_cpu_seconds = 0.0  # CPU time of the worker thread in those steps: wall - CPU = waiting (GIL, scheduler)
 
     # -- life cycle --------------------------------------------------------------------
     def start(self) -> None:
         if self._thread is None:
             self._loop = asyncio.get_running_loop()
             self._stopping = False
-            self._thread = threading.Thread(target=self._run, name="endcloud-stepper", daemon=True)
+            self._core = _ThreadCore(self)
+            self._thread = threading.Thread(target=self._run, args=(self._core,), name="endcloud-stepper", daemon=True)
             self._thread.start()
 
     async def stop(self) -> None:
@@ -269,9 +258,13 @@ class ContinuousBatcher:
             self._cond.notify_all()
         await asyncio.to_thread(self._thread.join, 30)
         self._thread = None
+        if self._core is not None:  # its figures stay in the totals
+            for k, v in self._core.stats().items():
+                self._done_stats[k] = self._done_stats.get(k, 0) + v
+            self._core = None
         err = ModelError("the server is shutting down")
         with self._cond:
-            left, self._pending = list(self._pending), deque()
+            left, self._inbox = list(self._inbox), deque()
         for t in left:
             t._end(None, err)
 
@@ -283,7 +276,7 @@ class ContinuousBatcher:
         ticket = Ticket(request, key, stream, self._loop)
         request.tag = ticket
         with self._cond:
-            self._pending.append(ticket)
+            self._inbox.append(ticket)
             self._cond.notify()
         return ticket
 
@@ -291,142 +284,57 @@ class ContinuousBatcher:
     def stats(self) -> dict[str, float]:
         """Totals since start: steps, rows (sum of rows per step), occupancy, prefill and cached tokens."""
         out = dict(self._done_stats)
-        st = getattr(self._stepper, "stats", None)
-        if st is not None:
-            for k in _STAT_KEYS:
-                out[k] = out.get(k, 0) + getattr(st, k)
+        if self._core is not None:
+            for k, v in self._core.stats().items():
+                out[k] = out.get(k, 0) + v
+        out.setdefault("step_seconds", 0.0)
+        out.setdefault("step_cpu_seconds", 0.0)
         out["occupancy"] = out.get("rows", 0) / out["steps"] if out.get("steps") else 0.0
-        out["step_seconds"] = self.step_seconds
-        out["step_cpu_seconds"] = self.step_cpu_seconds
         return out
 
     # -- the worker --------------------------------------------------------------------
-    def _retire_stepper(self) -> None:
-        st = getattr(self._stepper, "stats", None)
-        if st is not None:
-            for k in _STAT_KEYS:
-                self._done_stats[k] = self._done_stats.get(k, 0) + getattr(st, k)
-        self._stepper = None
-
-    def _wait_for_work(self) -> bool:
-        """Block until there is something to do; False when stopping. Holds the condition."""
-        idle = self._stepper is None or not self._stepper.busy
-        while idle and not self._pending and not self._stopping:
-            self._cond.wait()
-        if self._stopping:
-            return False
-        if idle and self._pending:
-            # an idle batch gathers customers who write at the same moment into one prefill
-            first = last = time.monotonic()
-            seen = len(self._pending)
-            while len(self._pending) < self.max_batch and not self._stopping:
-                now = time.monotonic()
-                until = min(first + self.max_wait_s, last + self.window_s)
-                if now >= until:
-                    break
-                self._cond.wait(until - now)
-                if len(self._pending) != seen:
-                    seen, last = len(self._pending), time.monotonic()
-        return not self._stopping
-
-    def _run(self) -> None:
+    def _run(self, core: "_ThreadCore") -> None:
         if self.threads:
             import torch
 
             torch.set_num_threads(int(self.threads))
         try:
-            self._loop_forever()
+            core.run()
         except BaseException as e:  # a bug here must not leave customers waiting forever
             log.exception("the continuous batcher's worker died")
-            self._fail_all(ModelError(f"the end model's worker stopped: {e}"))
+            err = ModelError(f"the end model's worker stopped: {e}")
+            core.fail_all(err)
             with self._cond:
-                left, self._pending = list(self._pending), deque()
-            self._post([], [(t, None, ModelError("the end model's worker stopped")) for t in left])
+                left, self._inbox = list(self._inbox), deque()
+            core.fail([r for _, r in core.pending] + [t.request for t in left], err)
             return
-        self._fail_all(ModelError("the server is shutting down"))
+        core.fail_all(ModelError("the server is shutting down"))
+        core.fail([r for _, r in core.pending], ModelError("the server is shutting down"))
 
-    def _loop_forever(self) -> None:
-        while True:
-            with self._cond:
-                if not self._wait_for_work():
-                    return
-                st = self._stepper
-                busy = st is not None and st.busy
-                take: list[Ticket] = []
-                switch = None
-                while self._pending:
-                    head = self._pending[0]
-                    if st is None or head.key is not self._key:
-                        if busy or take:
-                            break  # drain the batch on the old adapter first
-                        switch = head.key
-                        break
-                    take.append(self._pending.popleft())
-            if switch is not None:
-                self._retire_stepper()
-                try:
-                    self._stepper, self._key = self.build(switch), switch
-                except Exception as e:  # e.g. out of memory: fail what waits for this key
-                    log.exception("could not build a stepper")
-                    with self._cond:
-                        bad = [t for t in self._pending if t.key is switch]
-                        self._pending = deque(t for t in self._pending if t.key is not switch)
-                    self._post([], [(t, None, e) for t in bad])
-                continue
-            self._step(take)
-
-    def _step(self, take: list[Ticket]) -> None:
-        st = self._stepper
-        ended: list[tuple[Ticket, Any, BaseException | None]] = []
-        for t in take:
-            if t.request.cancelled:
-                continue
-            try:
-                st.add(t.request)
-            except ValueError as e:
-                ended.append((t, None, DataError(str(e))))
-        t0, c0 = time.perf_counter(), time.thread_time()
-        admitted0, steps0, rows0 = st.stats.admitted, st.stats.steps, st.stats.rows
-        try:
-            events = st.step() if st.busy else []
-        except Exception as e:  # the requests in the batch get the error; the batcher lives on
-            log.exception("decode step failed")
-            self._post([], ended)
-            self._fail_all(e)
-            return
-        dt = time.perf_counter() - t0
-        self.step_seconds += dt
-        self.step_cpu_seconds += time.thread_time() - c0
-        admitted = st.stats.admitted - admitted0
-        if admitted:
-            self.batch_sizes.append(admitted)
-            self.batch_seconds.append(dt)
+    def _report(self, report: StepReport) -> None:
+        """In the worker: hooks, `finish` on the replies that ended, one post to the loop."""
+        if report.admitted:
+            self.batch_sizes.append(report.admitted)
+            self.batch_seconds.append(report.seconds)
             if self.on_batch is not None:
-                self.on_batch(admitted, dt)
-        if self.on_step is not None and st.stats.steps > steps0:
-            self.on_step(st.stats.rows - rows0)
+                self.on_batch(report.admitted, report.seconds)
+        if report.rows and self.on_step is not None:
+            self.on_step(report.rows)
+        events = report.events
         tokens = [(e.request.tag, e.token) for e in events if e.token is not None and e.request.tag.stream]
         done = [e.request for e in events if e.finished and not e.request.cancelled]
+        ended: list[tuple[Ticket, Any, BaseException | None]] = []
         if done:
             try:
                 results = list(self.finish(done))
                 if len(results) != len(done):
                     raise RuntimeError(f"finish returned {len(results)} results for {len(done)} requests")
-                ended += [(r.tag, res, None) for r, res in zip(done, results)]
+                ended = [(r.tag, res, None) for r, res in zip(done, results)]
             except Exception as e:
                 log.exception("finishing replies failed")
-                ended += [(r.tag, None, e) for r in done]
+                ended = [(r.tag, None, e) for r in done]
         if tokens or ended:
             self._post(tokens, ended)
-
-    def _fail_all(self, error: BaseException) -> None:
-        """Fail every request of the running stepper and drop it (the next request builds a new one)."""
-        st = self._stepper
-        if st is None:
-            return
-        reqs = list(st.waiting) + [r.req for r in st.decoding] + [r.req for r in st.prefilling]
-        self._retire_stepper()
-        self._post([], [(r.tag, None, error) for r in reqs if r.tag is not None])
 
     def _post(self, tokens: list[tuple[Ticket, int]], ended: list[tuple[Ticket, Any, BaseException | None]]) -> None:
         loop = self._loop
@@ -437,6 +345,35 @@ class ContinuousBatcher:
             loop.call_soon_threadsafe(_deliver, tokens, ended)
         except RuntimeError:  # the loop closed meanwhile
             pass
+
+
+class _ThreadCore(EngineCore):
+    """The engine core in the server's worker thread: tickets arrive in the batcher's inbox
+    (cancels are the requests' own flags), results go to the event loop."""
+
+    def __init__(self, batcher: ContinuousBatcher):
+        super().__init__(batcher.build, max_batch=batcher.max_batch, window_s=batcher.window_s,
+                         max_wait_s=batcher.max_wait_s)
+        self.batcher = batcher
+
+    def receive(self, timeout: float | None) -> None:
+        b = self.batcher
+        with b._cond:
+            if timeout is None:
+                while not b._inbox and not b._stopping:
+                    b._cond.wait()
+            elif timeout > 0 and not b._inbox and not b._stopping:
+                b._cond.wait(timeout)
+            arrived, b._inbox = b._inbox, deque()
+            self.stopping = b._stopping
+        for t in arrived:
+            self.put(t.key, t.request)
+
+    def report(self, report: StepReport) -> None:
+        self.batcher._report(report)
+
+    def fail(self, requests: list, error: BaseException) -> None:
+        self.batcher._post([], [(r.tag, None, error) for r in requests if r.tag is not None])
 
 
 def _deliver(tokens: list[tuple[Ticket, int]], ended: list[tuple[Ticket, Any, BaseException | None]]) -> None:

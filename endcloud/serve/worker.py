@@ -14,9 +14,10 @@ ended), with the `Stepper` in a child process:
         └── call_soon_threadsafe ◄── reader thread (finish: decode + score) ◄┘  rows, finished replies
 
 Weights cross once per model variant (an adapter swap sends the new one): torch shares
-the tensors through shared memory, no copy. Requests carry the variant that was current
-when they were submitted; the child drains the running batch before it switches, as the
-in-thread batcher does. The child owns the prefix cache.
+the tensors through shared memory, no copy. The child runs the same engine-core loop as
+the in-thread batcher (`endcloud.serve.core`: the gathering window, draining the running
+batch before a variant switch, refusals and failures); only the transport differs. The
+child owns the prefix cache.
 
 A child that dies (killed, out of memory) fails the requests it held with a clear error,
 and the next request starts a new one. `stop()` ends it.
@@ -30,12 +31,12 @@ import logging
 import os
 import sys
 import threading
-import time
 from collections import deque
 from typing import Any, Callable, Sequence
 
 from endcloud.errors import DataError, ModelError
 from endcloud.serve.batching import Ticket
+from endcloud.serve.core import EngineCore, StepReport
 
 log = logging.getLogger(__name__)
 
@@ -234,14 +235,9 @@ class ProcessBatcher:
             pushed = [(tickets[rid], tok) for rid, tok in tokens if rid in tickets]
             ended = self._finished(finished, tickets)
             self._post(pushed, ended)
-        elif kind == "refused":  # a request that can never run here (its own fault)
-            _, rid, message = msg
-            t = tickets.pop(rid, None)
-            if t is not None:
-                self._post([], [(t, None, DataError(message))])
-        elif kind == "failed":  # a step raised: its requests fail, the child goes on with a new batch
-            _, rids, message = msg
-            err = ModelError(f"the end model failed: {message}")
+        elif kind == "failed":  # refused (the request's own fault), or its variant or its step failed
+            _, rids, why, message = msg
+            err = DataError(message) if why == "data" else ModelError(f"the end model failed: {message}")
             self._post([], [(t, None, err) for rid in rids if (t := tickets.pop(rid, None)) is not None])
 
     def _finished(self, finished: list[tuple], tickets: dict[int, Ticket]) -> list[tuple[Ticket, Any, BaseException | None]]:
@@ -328,63 +324,45 @@ def _child_main(conn: Any, cfg: dict) -> None:
         conn.close()
 
 
-class _Core:
+class _Core(EngineCore):
+    """The engine core in the engine process: commands arrive on the pipe, one message per
+    step goes back. Requests are known by the parent's ids (`StepRequest.tag`)."""
+
     def __init__(self, conn: Any, cfg: dict):
+        super().__init__(self._build, max_batch=int(cfg["max_batch"]), window_s=float(cfg["window_s"]),
+                         max_wait_s=float(cfg["max_wait_s"]))
         self.conn = conn
-        self.max_batch = int(cfg["max_batch"])
-        self.window_s, self.max_wait_s = float(cfg["window_s"]), float(cfg["max_wait_s"])
-        self.variants: dict[int, tuple] = {}
-        self.pending: deque[tuple] = deque()  # ("add", kid, rid, ...) not yet given to a stepper
-        self.stepper: Any = None
-        self.kid: int | None = None
-        self.reqs: dict[int, Any] = {}  # rid -> StepRequest in the stepper
+        self.variants: dict[int, tuple] = {}  # id -> (weights, prefix, config): the key of its requests
+        self.live: dict[int, Any] = {}  # rid -> StepRequest, pending or in the stepper
         self.stream: set[int] = set()
-        self.totals: dict[str, float] = {}
-        self.step_seconds = self.step_cpu_seconds = 0.0
-        self.stopping = False
 
-    def run(self) -> None:
-        while not self.stopping:
-            busy = self.stepper is not None and self.stepper.busy
-            if not busy and not self.pending:
-                self._take(self.conn.recv())  # idle: block for the next command
-            self._drain()
-            if not busy and self.pending and self.window_s > 0:
-                self._gather()
-            if self.stopping:
-                return
-            self._admit()
-            if self.stepper is not None and self.stepper.busy:
-                self._step()
-
-    def _drain(self) -> None:
-        while self.conn.poll():
+    def receive(self, timeout: float | None) -> None:
+        if timeout is None:
+            self._take(self.conn.recv())  # idle: block for the next command
+        elif timeout > 0 and not self.conn.poll(timeout):
+            return
+        while not self.stopping and self.conn.poll():
             self._take(self.conn.recv())
 
-    def _gather(self) -> None:
-        """An idle batch waits a moment for customers who write at the same time (one prefill)."""
-        first = last = time.monotonic()
-        seen = len(self.pending)
-        while len(self.pending) < self.max_batch and not self.stopping:
-            until = min(first + self.max_wait_s, last + self.window_s)
-            now = time.monotonic()
-            if now >= until or not self.conn.poll(until - now):
-                break
-            self._drain()
-            if len(self.pending) != seen:
-                seen, last = len(self.pending), time.monotonic()
-
     def _take(self, msg: tuple) -> None:
+        from endcloud.end.stepper import StepRequest
+
         kind = msg[0]
         if kind == "add":
-            self.pending.append(msg)
+            _, kid, rid, prompt, max_new, temperature, top_p, seed, stream = msg
+            variant = self.variants.get(kid)
+            if variant is None:  # cannot happen: the parent sends a variant before its first request
+                self.conn.send(("failed", [rid], "model", "unknown model variant"))
+                return
+            req = StepRequest(prompt, max_new, temperature, top_p, seed, tag=rid)
+            self.live[rid] = req
+            if stream:
+                self.stream.add(rid)
+            self.put(variant, req)
         elif kind == "cancel":
-            rid = msg[1]
-            r = self.reqs.get(rid)
+            r = self.live.get(msg[1])
             if r is not None:
-                r.cancel()
-            else:
-                self.pending = deque(m for m in self.pending if m[2] != rid)
+                r.cancel()  # the stepper frees its row at the next step; a pending one leaves at admission
         elif kind == "variant":
             _, kid, weights, prefix, config = msg
             self.variants[kid] = (weights, prefix, config)
@@ -393,103 +371,34 @@ class _Core:
         elif kind == "stop":
             self.stopping = True
 
-    def _admit(self) -> None:
-        from endcloud.end.stepper import StepRequest
-
-        st = self.stepper
-        while self.pending:
-            _, kid, rid, prompt, max_new, temperature, top_p, seed, stream = self.pending[0]
-            if st is None or kid != self.kid:
-                if st is not None and st.busy:
-                    return  # drain the batch on the old variant first
-                st = self._switch(kid)
-                if st is None:
-                    continue
-            self.pending.popleft()
-            req = StepRequest(prompt, max_new, temperature, top_p, seed, tag=rid)
-            try:
-                st.add(req)
-            except ValueError as e:
-                self.conn.send(("refused", rid, str(e)))
-                continue
-            self.reqs[rid] = req
-            if stream:
-                self.stream.add(rid)
-
-    def _switch(self, kid: int):
+    def _build(self, variant: tuple):
         from endcloud.end.stepper import PrefixCache, Stepper
 
-        self._retire()
-        variant = self.variants.get(kid)
-        if variant is None:  # cannot happen: the parent sends a variant before its first request
-            bad = [m[2] for m in self.pending if m[1] == kid]
-            self.pending = deque(m for m in self.pending if m[1] != kid)
-            self.conn.send(("failed", bad, "unknown model variant"))
-            return None
         weights, prefix, config = variant
         cache_bytes = int(config.get("prefix_cache_bytes", 0))
-        try:
-            self.stepper = Stepper(weights, prefix=prefix, stop_ids=config["stop_ids"], max_batch=self.max_batch,
-                                   prefill_chunk=int(config["prefill_chunk"]),
-                                   prefix_cache=PrefixCache(cache_bytes) if cache_bytes > 0 else None)
-        except Exception as e:  # e.g. out of memory: fail what waits for this variant
-            bad = [m[2] for m in self.pending if m[1] == kid]
-            self.pending = deque(m for m in self.pending if m[1] != kid)
-            self.conn.send(("failed", bad, f"{type(e).__name__}: {e}"))
-            self.stepper = None
-            return None
-        self.kid = kid
-        return self.stepper
+        return Stepper(weights, prefix=prefix, stop_ids=config["stop_ids"], max_batch=self.max_batch,
+                       prefill_chunk=int(config["prefill_chunk"]),
+                       prefix_cache=PrefixCache(cache_bytes) if cache_bytes > 0 else None)
 
-    def _retire(self) -> None:
-        from endcloud.serve.batching import _STAT_KEYS
+    def fail(self, requests: list, error: BaseException) -> None:
+        rids = [r.tag for r in requests]
+        for rid in rids:
+            self.live.pop(rid, None)
+            self.stream.discard(rid)
+        kind = "data" if isinstance(error, DataError) else "model"
+        self.conn.send(("failed", rids, kind, str(error) if kind == "data" else f"{type(error).__name__}: {error}"))
 
-        st = self.stepper
-        if st is not None:
-            for k in _STAT_KEYS:
-                self.totals[k] = self.totals.get(k, 0) + getattr(st.stats, k)
-        self.stepper = None
-
-    def _stats(self) -> dict[str, float]:
-        from endcloud.serve.batching import _STAT_KEYS
-
-        out = dict(self.totals)
-        st = self.stepper
-        if st is not None:
-            for k in _STAT_KEYS:
-                out[k] = out.get(k, 0) + getattr(st.stats, k)
-        out["step_seconds"] = self.step_seconds
-        out["step_cpu_seconds"] = self.step_cpu_seconds
-        out["pid"] = os.getpid()
-        return out
-
-    def _step(self) -> None:
-        st = self.stepper
-        t0, c0 = time.perf_counter(), time.thread_time()
-        admitted0, steps0, rows0 = st.stats.admitted, st.stats.steps, st.stats.rows
-        try:
-            events = st.step()
-        except Exception as e:  # the batch's requests fail; the next request gets a fresh batch
-            log.exception("decode step failed")
-            rids = list(self.reqs)
-            self.reqs.clear()
-            self.stream.clear()
-            self._retire()
-            self.conn.send(("failed", rids, f"{type(e).__name__}: {e}"))
-            return
-        dt = time.perf_counter() - t0
-        self.step_seconds += dt
-        self.step_cpu_seconds += time.thread_time() - c0
+    def report(self, report: StepReport) -> None:
         tokens, finished = [], []
-        for ev in events:
+        for ev in report.events:
             rid = ev.request.tag
             if ev.token is not None and rid in self.stream:
                 tokens.append((rid, ev.token))
             if ev.finished:
-                r = self.reqs.pop(rid, ev.request)
+                r = self.live.pop(rid, ev.request)
                 self.stream.discard(rid)
                 finished.append((rid, r.tokens, r.logprobs, r.ended, r.cached_tokens, r.cancelled))
-        rows = st.stats.rows - rows0 if st.stats.steps > steps0 else 0
-        admitted = st.stats.admitted - admitted0
-        if tokens or finished or admitted:  # else nothing to tell: the parent's reader stays asleep
-            self.conn.send(("step", tokens, finished, admitted, rows, dt, self._stats()))
+        if tokens or finished or report.admitted:  # else nothing to tell: the parent's reader stays asleep
+            stats = self.stats()
+            stats["pid"] = os.getpid()
+            self.conn.send(("step", tokens, finished, report.admitted, report.rows, report.seconds, stats))

@@ -132,3 +132,35 @@ def test_a_broken_pipe_on_submit_restarts_the_engine_process_once(end_model):
 
     g, stats, calls = asyncio.run(run())
     assert len(calls) == 1 and g.tokens >= 1 and stats["restarts"] == 1
+
+
+def test_a_request_cancelled_while_waiting_in_the_engine_process_is_forgotten(end_model):
+    """A reply for another variant waits in the engine process until the running batch
+    drains; cancelled there, it leaves as a cancelled event and the parent drops its ticket
+    (it used to stay in the parent's table for good)."""
+    from endcloud.end.stepper import StepRequest
+    from endcloud.serve.worker import ProcessBatcher
+
+    w = end_model._variant.fast
+    cfg = {"stop_ids": [], "prefill_chunk": 512, "prefix_cache_bytes": 0}
+    ids = end_model.prompt_ids(conv("hello"))
+    a, b = object(), object()  # two model variants (the same weights)
+
+    async def run():
+        batcher = ProcessBatcher(lambda key: (w, None, cfg), lambda reqs: [len(r.tokens) for r in reqs], window_ms=0)
+        batcher.start()
+        try:
+            running = batcher.submit(StepRequest(ids, 200), key=a)
+            waiting = batcher.submit(StepRequest(ids, 3), key=b)
+            waiting.cancel()
+            assert await asyncio.wait_for(running.future, 60) == 200
+            for _ in range(200):
+                if not batcher._tickets:
+                    break
+                await asyncio.sleep(0.02)
+            return dict(batcher._tickets), batcher.stats()
+        finally:
+            await batcher.stop()
+
+    left, stats = asyncio.run(run())
+    assert left == {} and stats["finished"] == 1  # the cancelled one never reached a stepper

@@ -1,0 +1,209 @@
+"""The engine core's loop: the end model's running batch, fed from a queue of requests.
+
+Both continuous batchers run this one loop; they differ only in how requests arrive and
+how results leave, their transport:
+
+    ContinuousBatcher (a thread of the server): deque + condition ──► EngineCore ──► loop.call_soon_threadsafe
+    ProcessBatcher (its own process, worker.py): pipe ───────────────► EngineCore ──► pipe
+
+What the loop decides, once for both:
+- An idle batch waits up to `window_s` after each arrival (at most `max_wait_s` after the
+  first) so customers who write at the same moment share one prefill. A running batch
+  waits for nobody: a new request is admitted at the very next step.
+- Requests carry the model variant (`key`, compared by identity) that was current when they
+  were submitted. A request for another variant waits until the running batch has drained,
+  then a stepper is built for it: every reply runs wholly on the adapter it started with,
+  and an adapter swap never stops the batch in flight.
+- A request the stepper can never run is refused (`DataError`); a stepper that cannot be
+  built fails the requests waiting for its variant; a step that raises fails its batch and
+  the next request gets a fresh stepper. The loop itself lives on.
+- A request cancelled before it was admitted leaves as a finished, cancelled event, so the
+  transport forgets it as it forgets one cancelled mid-reply.
+- Figures: the steppers' counters summed, the steps' wall and CPU time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from endcloud.errors import DataError
+
+log = logging.getLogger(__name__)
+
+# the stepper's counters (`StepStats`) a core sums over the steppers it has run
+STAT_KEYS = ("steps", "rows", "prefills", "prefill_tokens", "prefill_padded", "cached_tokens", "admitted", "finished",
+             "mixed", "prefill_seconds", "decode_seconds", "mixed_seconds")
+
+
+@dataclass(slots=True)
+class StepReport:
+    """What one iteration did: the stepper's events (tokens, finished requests), how many
+    requests joined, the rows of its decode step (0: none ran), and its wall time."""
+
+    events: list
+    admitted: int
+    rows: int
+    seconds: float
+
+
+class EngineCore:
+    """The loop; a transport subclasses it and supplies `receive`, `report` and `fail`.
+
+    `build(key) -> Stepper` makes the stepper for a model variant. `run()` returns once
+    `stopping` is set; the transport then calls `fail_all` for what is left.
+    """
+
+    def __init__(self, build: Callable[[Any], Any], *, max_batch: int, window_s: float, max_wait_s: float):
+        self.build = build
+        self.max_batch = max_batch
+        self.window_s, self.max_wait_s = window_s, max_wait_s
+        self.pending: deque[tuple[Any, Any]] = deque()  # (key, StepRequest) not yet in a stepper
+        self.stepper: Any = None
+        self.key: Any = None  # the variant the stepper was built for
+        self.totals: dict[str, float] = {}  # counters of retired steppers
+        self.step_seconds = 0.0  # wall time in steps (busy time)
+        self.step_cpu_seconds = 0.0  # CPU time of this thread in those steps: wall - CPU = waiting (lock, scheduler)
+        self.stopping = False
+        self._dropped: list = []  # events of requests cancelled before admission, for the next report
+
+    # -- what a transport supplies -----------------------------------------------------
+    def receive(self, timeout: float | None) -> None:
+        """Wait up to `timeout` seconds (None: until anything arrives; 0: not at all) and take
+        in what arrived: `put` new requests, apply cancels, set `stopping`."""
+        raise NotImplementedError
+
+    def report(self, report: StepReport) -> None:
+        """Deliver one iteration's results."""
+        raise NotImplementedError
+
+    def fail(self, requests: list, error: BaseException) -> None:
+        """These requests end with `error` (DataError: the request's own fault)."""
+        raise NotImplementedError
+
+    # -- the loop ----------------------------------------------------------------------
+    def put(self, key: Any, request: Any) -> None:
+        self.pending.append((key, request))
+
+    @property
+    def busy(self) -> bool:
+        return self.stepper is not None and self.stepper.busy
+
+    def run(self) -> None:
+        while not self.stopping:
+            busy = self.busy
+            self.receive(0.0 if busy or self.pending else None)  # idle: block for the next request
+            if self.stopping:
+                return
+            if not busy and self.pending and self.window_s > 0:
+                self._gather()
+                if self.stopping:
+                    return
+            self._admit()
+            if self.busy:
+                self._step()
+            elif self._dropped:
+                self.report(StepReport(self._take_dropped(), 0, 0, 0.0))
+
+    def _gather(self) -> None:
+        """An idle batch waits a moment for customers who write at the same time (one prefill)."""
+        first = last = time.monotonic()
+        seen = len(self.pending)
+        while len(self.pending) < self.max_batch and not self.stopping:
+            now = time.monotonic()
+            until = min(first + self.max_wait_s, last + self.window_s)
+            if now >= until:
+                break
+            self.receive(until - now)
+            if len(self.pending) != seen:
+                seen, last = len(self.pending), time.monotonic()
+
+    def _admit(self) -> None:
+        st = self.stepper
+        while self.pending:
+            key, req = self.pending[0]
+            if req.cancelled:
+                self.pending.popleft()
+                req.done = True
+                self._dropped.append(_cancelled_event(req))
+                continue
+            if st is None or key is not self.key:
+                if st is not None and st.busy:
+                    return  # drain the batch on the old variant first
+                st = self._switch(key)
+                if st is None:
+                    continue
+            self.pending.popleft()
+            try:
+                st.add(req)
+            except ValueError as e:
+                self.fail([req], DataError(str(e)))
+
+    def _switch(self, key: Any):
+        self._retire()
+        try:
+            self.stepper, self.key = self.build(key), key
+        except Exception as e:  # e.g. out of memory: fail what waits for this variant
+            log.exception("could not build a stepper")
+            bad = [r for k, r in self.pending if k is key]
+            self.pending = deque((k, r) for k, r in self.pending if k is not key)
+            self.fail(bad, e)
+            return None
+        return self.stepper
+
+    def _retire(self) -> None:
+        st = getattr(self.stepper, "stats", None)
+        if st is not None:
+            for k in STAT_KEYS:
+                self.totals[k] = self.totals.get(k, 0) + getattr(st, k)
+        self.stepper = None
+
+    def _step(self) -> None:
+        st = self.stepper
+        t0, c0 = time.perf_counter(), time.thread_time()
+        admitted0, steps0, rows0 = st.stats.admitted, st.stats.steps, st.stats.rows
+        try:
+            events = st.step()
+        except Exception as e:  # the batch's requests fail; the next request gets a fresh stepper
+            log.exception("decode step failed")
+            self.fail_all(e)
+            return
+        dt = time.perf_counter() - t0
+        self.step_seconds += dt
+        self.step_cpu_seconds += time.thread_time() - c0
+        rows = st.stats.rows - rows0 if st.stats.steps > steps0 else 0
+        self.report(StepReport(self._take_dropped() + events, st.stats.admitted - admitted0, rows, dt))
+
+    def _take_dropped(self) -> list:
+        out, self._dropped = self._dropped, []
+        return out
+
+    def fail_all(self, error: BaseException) -> None:
+        """Fail every request in the stepper and drop it (the next request builds a new one)."""
+        st = self.stepper
+        if st is None:
+            return
+        reqs = list(st.waiting) + [r.req for r in st.decoding] + [r.req for r in st.prefilling]
+        self._retire()
+        if reqs:
+            self.fail(reqs, error)
+
+    def stats(self) -> dict[str, float]:
+        """Totals since start: the steppers' counters, busy and CPU seconds of the steps."""
+        out = dict(self.totals)
+        st = getattr(self.stepper, "stats", None)
+        if st is not None:
+            for k in STAT_KEYS:
+                out[k] = out.get(k, 0) + getattr(st, k)
+        out["step_seconds"] = self.step_seconds
+        out["step_cpu_seconds"] = self.step_cpu_seconds
+        return out
+
+
+def _cancelled_event(req: Any):
+    from endcloud.end.stepper import StepEvent
+
+    return StepEvent(req, None, True)
