@@ -23,7 +23,9 @@ latency, the engine's batching figures (continuous: rows per decode step, steps 
 prefilled and decoded in one forward, prefill and prefix-cache tokens, prompts that
 continued their conversation's ids; static: batch sizes and generate time), the CPU of the
 server, of its engine process and of this client (all three share the box's cores), the
-error count, and the machine's load average. Also the ratio against the first turns alone
+error count, the machine's load average and the share of its CPU time the hypervisor gave
+to other guests (steal: a phase that is slow without any more CPU used here). Also the
+ratio against the first turns alone
 served one at a time (short prompts: the baseline this bench used before the same-workload
 baseline).
 Random weights rarely emit end-of-turn, so every reply is `--max-new-tokens` long: a worst case.
@@ -180,6 +182,25 @@ def serve(args) -> int:
     return 0
 
 
+def _box_ticks() -> tuple[int, int] | None:
+    """(steal, total) CPU ticks of the whole machine so far (/proc/stat), None off Linux.
+
+    Steal is time the hypervisor gave this VM's virtual CPUs to someone else: on a shared
+    host it is what makes a phase slow without any process here using more CPU."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
+def _steal(a: dict, b: dict) -> str:
+    if not a.get("box") or not b.get("box"):
+        return ""
+    steal, total = b["box"][0] - a["box"][0], b["box"][1] - a["box"][1]
+    return f"; steal {100 * steal / max(total, 1):.0f}% of the box's CPU time"
+
+
 def _cpu_of(pid: int | None) -> float:
     """CPU seconds (user + system) of process `pid` so far (the engine process), 0 when none."""
     if not pid:
@@ -261,12 +282,15 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(run_load(url, 4, 1, args.max_new_tokens, concurrent=True, tag="warm"))  # warm up
         for rep in range(args.repeats):
             i0 = httpx.get(url + "/bench/info", timeout=10).json()
+            i0["box"] = _box_ticks()
             seq, seq_s = asyncio.run(run_load(url, args.customers, args.turns, args.max_new_tokens, concurrent=False,
                                               tag=f"seq{rep}"))
             i1 = httpx.get(url + "/bench/info", timeout=10).json()
+            i1["box"] = _box_ticks()
             conc, conc_s = asyncio.run(run_load(url, args.customers, args.turns, args.max_new_tokens, concurrent=True,
                                                 tag=f"conc{rep}"))
             i2 = httpx.get(url + "/bench/info", timeout=10).json()
+            i2["box"] = _box_ticks()
             loads.append(os.getloadavg()[0])
             reps.append((seq, seq_s, conc, conc_s, i0, i1, i2))
     finally:
@@ -340,8 +364,10 @@ def report(args, info: dict, reps: list, loads: list[float]) -> int:
               f"concurrent: {len(conc)} turns in {conc_s:.2f} s = {conc_tp:.2f} turns/s -> {conc_tp / seq_tp:.2f}x "
               f"({conc_tp / first_tp:.2f}x first turns); TTFT p50 {pct(ttft, 50):.3f} s, p95 {pct(ttft, 95):.3f} s; "
               f"load {loads[k]:.2f}")
-        print(f"    one at a time -> {_engine_line(i0, i1)}; client CPU {CLIENT_CPU.get(f'seq{k}', 0):.2f} s")
-        print(f"    concurrent    -> {_engine_line(i1, i2)}; client CPU {CLIENT_CPU.get(f'conc{k}', 0):.2f} s")
+        print(f"    one at a time -> {_engine_line(i0, i1)}; client CPU {CLIENT_CPU.get(f'seq{k}', 0):.2f} s"
+              + _steal(i0, i1))
+        print(f"    concurrent    -> {_engine_line(i1, i2)}; client CPU {CLIENT_CPU.get(f'conc{k}', 0):.2f} s"
+              + _steal(i1, i2))
     print(f"best of {len(reps)}: one at a time {best_seq:.2f} turns/s, concurrent {best_conc:.2f} turns/s -> "
           f"{best_conc / best_seq:.2f}x (vs first turns alone {best_first:.2f} turns/s: {best_conc / best_first:.2f}x)")
     print(f"TTFT (concurrent, all repeats): p50 {pct(ttft_all, 50):.3f} s, p95 {pct(ttft_all, 95):.3f} s; "
