@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Sequence
 
 from endcloud.errors import ModelError
-from endcloud.serve.core import EngineCore, StepReport
+from endcloud.serve.core import EngineCore, StepReport, batch_window
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +61,9 @@ class DynamicBatcher:
 
     def __init__(self, fn: Callable[[list[Any], Hashable], Sequence[Any]], *, max_batch: int = 16, window_ms: float = 10.0,
                  max_wait_ms: float | None = None):
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {max_batch!r}")
+        self.window_s, self.max_wait_s = batch_window(max_batch, window_ms, max_wait_ms)
         self.fn = fn
         self.max_batch = max_batch
-        self.window_s = max(0.0, window_ms) / 1000.0
-        self.max_wait_s = max(self.window_s, (10 * window_ms if max_wait_ms is None else max_wait_ms) / 1000.0)
         self._expected = 1  # size of the previous batch: how many are likely to come back
         self._queue: asyncio.Queue[_Item] | None = None
         self._task: asyncio.Task | None = None
@@ -222,12 +219,9 @@ class ContinuousBatcher:
     def __init__(self, build: Callable[[Any], Any], finish: Callable[[list[Any]], Sequence[Any]], *,
                  max_batch: int = 16, window_ms: float = 10.0, max_wait_ms: float | None = None,
                  threads: int | None = None):
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {max_batch!r}")
+        self.window_s, self.max_wait_s = batch_window(max_batch, window_ms, max_wait_ms)
         self.build, self.finish = build, finish
         self.max_batch = max_batch
-        self.window_s = max(0.0, window_ms) / 1000.0
-        self.max_wait_s = max(self.window_s, (10 * window_ms if max_wait_ms is None else max_wait_ms) / 1000.0)
         self.threads = threads
         self._cond = threading.Condition()
         self._inbox: deque[Ticket] = deque()

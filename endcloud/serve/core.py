@@ -39,6 +39,15 @@ STAT_KEYS = ("steps", "rows", "prefills", "prefill_tokens", "prefill_padded", "c
              "mixed", "prefill_seconds", "decode_seconds", "mixed_seconds")
 
 
+def batch_window(max_batch: int, window_ms: float, max_wait_ms: float | None) -> tuple[float, float]:
+    """Check a batcher's settings; (window_s, max_wait_s): how long an idle batch waits after
+    each arrival, and at most after the first (default: ten windows)."""
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be >= 1, got {max_batch!r}")
+    window_s = max(0.0, window_ms) / 1000.0
+    return window_s, max(window_s, (10 * window_ms if max_wait_ms is None else max_wait_ms) / 1000.0)
+
+
 @dataclass(slots=True)
 class StepReport:
     """What one iteration did: the stepper's events (tokens, finished requests), how many

@@ -36,7 +36,7 @@ from typing import Any, Callable, Sequence
 
 from endcloud.errors import DataError, ModelError
 from endcloud.serve.batching import Ticket
-from endcloud.serve.core import EngineCore, StepReport
+from endcloud.serve.core import EngineCore, StepReport, batch_window
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +54,9 @@ class ProcessBatcher:
     def __init__(self, export: Callable[[Any], tuple], finish: Callable[[list[Any]], Sequence[Any]], *,
                  max_batch: int = 16, window_ms: float = 10.0, max_wait_ms: float | None = None,
                  threads: int | None = None, start_timeout_s: float = 120.0):
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {max_batch!r}")
+        self.window_s, self.max_wait_s = batch_window(max_batch, window_ms, max_wait_ms)
         self.export, self.finish = export, finish
         self.max_batch = max_batch
-        self.window_s = max(0.0, window_ms) / 1000.0
-        self.max_wait_s = max(self.window_s, (10 * window_ms if max_wait_ms is None else max_wait_ms) / 1000.0)
         self.threads = threads
         self.start_timeout_s = start_timeout_s
         self.batch_sizes: list[int] = []
