@@ -4,7 +4,7 @@ For each model shape and dtype a child process builds a random-weight Qwen2 mode
 greedy decoding of a fixed number of new tokens (no early stop) at batch 1 and 8:
 
     generate   transformers `model.generate(do_sample=False, min_new_tokens=N)`
-    fast       endcloud.end.fastdecode (what EndModel.generate runs), greedy
+    fast       endcloud.runtime.fastdecode (what EndModel.generate runs), greedy
     fast+top-p the same with the default sampling (t=0.6, top_p=0.8)
     fast int8  weight-only int8 linears (EndModel.load(..., quant="int8")), greedy
     fast out-major / in-major (--layouts) `fast` with the linears in the other memory order
@@ -117,7 +117,7 @@ def child(shape: str, dtype_name: str, batches: list[int], new_tokens: int, repe
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from endcloud.end import fastdecode
+    from endcloud.runtime import fastdecode
 
     torch.set_num_threads(threads)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
@@ -211,7 +211,7 @@ def load_model_rss(path: Path, dtype_name: str, threads: int) -> dict:
     """Peak RSS of EndModel.load + one batch-8 generate, in this (fresh) process."""
     import psutil
 
-    from endcloud.end.engine import EndModel
+    from endcloud.runtime.model import EndModel
 
     m = EndModel.load(path, dtype=dtype_name, threads=threads)
     loaded = psutil.Process().memory_info().rss / 2**20

@@ -147,12 +147,12 @@ def child(files: dict[str, str], batches: list[int], new_tokens: int, repeats: i
     import resource
 
     from endcloud.end.gguf import decode_bytes
-    from endcloud.end.llamacpp import LlamaCppEndModel
+    from endcloud.runtime.llamacpp import LlamaCppEndModel
 
     models = {t: LlamaCppEndModel.load(p, threads=threads[0], max_batch=max(batches), max_input_len=PROMPT_LEN + 8,
                                        max_new_tokens_limit=new_tokens + 8) for t, p in files.items()}
     for m in models.values():  # warm-up: page the weights in
-        raw_decode_tok_s(m._live.rt, 1, 2)
+        raw_decode_tok_s(m.variant.handle.rt, 1, 2)
     res: dict = {"bandwidth": {str(n): [] for n in threads}, "rows": {},
                  "decode_bytes": {t: decode_bytes(p) for t, p in files.items()},
                  "file_bytes": {t: os.path.getsize(p) for t, p in files.items()}, "load": [os.getloadavg()[0]],
@@ -170,7 +170,7 @@ def child(files: dict[str, str], batches: list[int], new_tokens: int, repeats: i
             print(f"  round {r + 1}, {n} threads: bandwidth GB/s {each} (CPU basis: x.sum() {bw['cpu']['x.sum()']:.1f}, "
                   f"mat-vec {bw['cpu']['mat-vec']:.1f}); load {os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
             for t, m in models.items():
-                rt = m._live.rt
+                rt = m.variant.handle.rt
                 rt.set_threads(n)
                 for b in batches:
                     wall, cpu = raw_decode_tok_s(rt, b, new_tokens)

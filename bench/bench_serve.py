@@ -155,7 +155,7 @@ def serve(args) -> int:
     import uvicorn
     from fastapi import APIRouter
 
-    from endcloud.end.engine import EndModel
+    from endcloud.runtime.model import EndModel
     from endcloud.serve.app import create_app
     from endcloud.serve.settings import ServeSettings
 

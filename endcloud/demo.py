@@ -241,7 +241,7 @@ def _tuners(ws: Workspace, cfg: DemoConfig) -> dict[str, Any]:
 
 def _evaluate(ws: Workspace, cfg: DemoConfig, teacher: Any) -> dict[str, Any]:
     from endcloud.end.adapters import AdapterRegistry
-    from endcloud.end.engine import EndModel
+    from endcloud.runtime.model import EndModel
     from endcloud.scoring import load_inputs, paper_probes, run_eval
 
     reg = AdapterRegistry(ws.adapters)

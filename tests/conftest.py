@@ -48,3 +48,27 @@ def tiny_base_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     model.save_pretrained(out)
     tiny_tokenizer.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="module")
+def few_threads():
+    """Keep torch to one thread for a whole test module (the machine is shared).
+
+    Use with `pytestmark = pytest.mark.usefixtures("few_threads")`."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="session")
+def end_model(tiny_base_dir):
+    """The real EndModel on the tiny fixture base (shared: loading costs seconds)."""
+    import torch
+
+    from endcloud.runtime.model import EndModel
+
+    torch.set_num_threads(1)
+    return EndModel.load(tiny_base_dir)

@@ -91,7 +91,7 @@ def chat(
 ) -> None:
     """Chat with the end model in the terminal (history kept; /reset clears it, /quit or EOF ends)."""
     from endcloud.config import Workspace
-    from endcloud.end.engine import EndModel
+    from endcloud.runtime.model import EndModel
 
     base_dir = base if base is not None else Workspace.resolve(workspace).base
     if adapter is not None and (adapter / "active").is_file():  # adapters/<name>: its active version

@@ -4,7 +4,7 @@
     endcloud export gguf --base /models/Qwen2.5-0.5B-Instruct --type q4_0 -o qwen-q4_0.gguf
 
 Needs the optional extra: pip install 'endcloud[llamacpp]'. The file runs in any llama.cpp
-(llama-cli, llama-server) and in `endcloud.end.llamacpp.LlamaCppEndModel`.
+(llama-cli, llama-server) and in `endcloud.runtime.llamacpp.LlamaCppEndModel`.
 """
 
 from __future__ import annotations

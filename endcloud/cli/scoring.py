@@ -100,7 +100,7 @@ def eval_cmd(
     items = items[:limit] if limit else items
 
     from endcloud.cloud import make_teacher
-    from endcloud.end.engine import EndModel
+    from endcloud.runtime.model import EndModel
 
     specs = model or _default_models(ws)
     models = {}

@@ -1,5 +1,5 @@
 """Export an end model (a local HF Qwen2/Llama directory + an optional LoRA adapter, merged) to
-one GGUF file that llama.cpp runs: the fast CPU path for serving (`end/llamacpp.py`).
+one GGUF file that llama.cpp runs: the fast CPU path for serving (`runtime/llamacpp.py`).
 
     from endcloud.end.gguf import export_gguf
     r = export_gguf("endcloud-work/base", "shop-q8_0.gguf", adapter_dir="adapters/shop/v3", gguf_type="q8_0")

@@ -203,7 +203,7 @@ class RoundOutcome:
 def run_round(spec: RoundSpec, *, evaluator: Any = None) -> RoundOutcome:
     """Train a candidate from the champion and measure both (see the module docstring)."""
     from endcloud.end.data import Example
-    from endcloud.end.engine import EndModel
+    from endcloud.runtime.model import EndModel
     from endcloud.end.train import train
 
     t0 = time.time()

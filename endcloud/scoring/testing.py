@@ -9,7 +9,7 @@ from typing import Mapping
 
 @dataclass
 class FakeGeneration:
-    """Shaped like `endcloud.end.engine.Generation`."""
+    """Shaped like `endcloud.runtime.protocol.Generation`."""
 
     text: str
     confidence: float = 0.5

@@ -15,7 +15,7 @@ behind them, prompts that continue each conversation's ids, hot swap), `metrics`
 Run it with `endcloud serve`.
 """
 
-from endcloud.serve.engine import Engine
+from endcloud.runtime.async_engine import AsyncEngine
 from endcloud.serve.router import MODELS, Decision, Router, Signals
 from endcloud.serve.settings import MAX_BODY_BYTES, MAX_MESSAGES, MAX_TOKENS_PER_MESSAGE, RATE_LIMIT_PER_MINUTE, ServeSettings
 
@@ -35,6 +35,6 @@ def build_app_from_workspace(*args, **kwargs):
 
 
 __all__ = [
-    "MAX_BODY_BYTES", "MAX_MESSAGES", "MAX_TOKENS_PER_MESSAGE", "MODELS", "RATE_LIMIT_PER_MINUTE", "Decision", "Engine",
+    "MAX_BODY_BYTES", "MAX_MESSAGES", "MAX_TOKENS_PER_MESSAGE", "MODELS", "RATE_LIMIT_PER_MINUTE", "Decision", "AsyncEngine",
     "Router", "ServeSettings", "Signals", "build_app_from_workspace", "create_app",
 ]

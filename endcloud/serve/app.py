@@ -1,6 +1,6 @@
 """The shop's chat server: OpenAI-compatible chat where the end model answers first.
 
-    app = create_app(ServeSettings(...), engine=Engine(EndModel.load(base)), teacher=make_teacher("openai"))
+    app = create_app(ServeSettings(...), engine=AsyncEngine(EndModel.load(base)), teacher=make_teacher("openai"))
     uvicorn.run(app, host="127.0.0.1", port=8000)
 
 One customer turn:
@@ -46,7 +46,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from endcloud.errors import ConfigError, DataError, EndcloudError, ModelError, TeacherError
 from endcloud.scoring.final import final_score
-from endcloud.serve.engine import Engine
+from endcloud.runtime.async_engine import AsyncEngine
 from endcloud.serve.metrics import CONTENT_TYPE_LATEST, Metrics
 from endcloud.serve.router import MODELS, Router, Signals
 from endcloud.serve.settings import ServeSettings
@@ -316,7 +316,7 @@ def gate_teacher(teacher: Any, settings: ServeSettings) -> Any:
 class ChatService:
     """Everything one turn needs, held by the app (`app.state.service`)."""
 
-    def __init__(self, settings: ServeSettings, *, engine: Engine, teacher: Any, scorer: Any, kb: Any, store: Any,
+    def __init__(self, settings: ServeSettings, *, engine: AsyncEngine, teacher: Any, scorer: Any, kb: Any, store: Any,
                  metrics: Metrics):
         self.settings, self.engine, self.teacher, self.scorer, self.kb, self.store = settings, engine, teacher, scorer, kb, store
         self.metrics = metrics
@@ -616,7 +616,7 @@ def create_app(settings: ServeSettings | None = None, *, engine: Any = None, tea
         if st.engine is None:
             if settings.base_dir is None and settings.engine == "transformers":
                 raise ConfigError("no end model: pass engine= or set base_dir (--base)")
-            st.engine = await asyncio.to_thread(Engine.load, settings.base_dir, settings.adapter_dir, kind=settings.engine,
+            st.engine = await asyncio.to_thread(AsyncEngine.load, settings.base_dir, settings.adapter_dir, kind=settings.engine,
                                                 settings=settings)
             if settings.adapter_name:
                 st.engine.adapter = settings.adapter_name
@@ -652,7 +652,7 @@ def create_app(settings: ServeSettings | None = None, *, engine: Any = None, tea
 
     app = FastAPI(title="endcloud", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
-    app.state.engine = engine if engine is None or isinstance(engine, Engine) else Engine.from_settings(engine, settings)
+    app.state.engine = engine if engine is None or isinstance(engine, AsyncEngine) else AsyncEngine.from_settings(engine, settings)
     app.state.teacher = gate_teacher(teacher, settings)
     app.state.scorer = scorer
     app.state.kb = kb

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from endcloud.config import PAPER
 from endcloud.errors import ConfigError
+from endcloud.runtime.async_engine import BATCHING, WORKERS
+from endcloud.runtime.engines import ENGINES
 
 ENV_PREFIX = "ENDCLOUD_SERVE_"
 
@@ -21,9 +23,7 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_MESSAGES = 64
 MAX_TOKENS_PER_MESSAGE = 1024
 RATE_LIMIT_PER_MINUTE = 60
-BATCHING = ("auto", "continuous", "static")  # see endcloud.serve.engine
 KNOWLEDGE_POSITIONS = ("after_question", "system")  # where a question's shop knowledge goes (see ChatService._context)
-WORKERS = ("process", "thread")  # where the continuous batch runs (see endcloud.serve.worker)
 
 
 @dataclass(frozen=True)
@@ -89,8 +89,9 @@ class ServeSettings:
         if self.worker not in WORKERS:
             raise ConfigError(f"serve setting worker must be one of {', '.join(WORKERS)}, got {self.worker!r} "
                               f"(env {ENV_PREFIX}WORKER)")
-        if self.engine not in ("transformers", "vllm", "llamacpp"):
-            raise ConfigError(f"serve setting engine must be transformers, vllm or llamacpp, got {self.engine!r} (--engine)")
+        if self.engine not in ENGINES:
+            raise ConfigError(f"serve setting engine must be one of {', '.join(ENGINES.names())}, got {self.engine!r} "
+                              f"(--engine or env {ENV_PREFIX}ENGINE)")
         if not 0 < self.port < 65536:
             raise ConfigError(f"--port must be 1-65535, got {self.port!r}")
         if not 0.0 <= self.top_p <= 1.0:

@@ -14,7 +14,7 @@ NETWORK_CLIENTS = {"httpx", "requests", "urllib3", "aiohttp", "openai", "websock
 ALLOWED = {
     ("demo.py", "socket"): "finds a free 127.0.0.1 port for the demo's own server",
     ("demo.py", "httpx"): "simulated customers talk to the demo's own server on 127.0.0.1",
-    ("end/vllm.py", "httpx"): "the END model on a shop-local vLLM server; refuses non-private hosts (is_private_host)",
+    ("runtime/vllm.py", "httpx"): "the END model on a shop-local vLLM server; refuses non-private hosts (is_private_host)",
 }
 
 

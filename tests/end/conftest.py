@@ -1,21 +1,8 @@
-"""Fixtures of the end-model tests (generation: unprefixed; training: `train_` prefix)."""
+"""Fixtures of the tests that make end models (training fixtures carry a `train_` prefix)."""
 
 from __future__ import annotations
 
 import pytest
-
-
-@pytest.fixture(scope="module")
-def few_threads():
-    """Keep torch to one thread for a whole test module (the machine is shared).
-
-    Use with `pytestmark = pytest.mark.usefixtures("few_threads")`."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 # ---- training-side fixtures (prefixed `train_`; owned by the training engineer) ----------

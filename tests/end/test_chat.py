@@ -25,7 +25,7 @@ def test_chat_keeps_history_and_resets(tiny_base_dir, monkeypatch, capsys):
 
 def test_chat_session_history_holds_both_sides(tiny_base_dir):
     from endcloud.cli.chat import ChatSession, run_chat
-    from endcloud.end.engine import EndModel
+    from endcloud.runtime.model import EndModel
 
     session = ChatSession(EndModel.load(tiny_base_dir), max_new_tokens=3, seed=1)
     lines: list[str] = []

@@ -1,4 +1,4 @@
-"""GGUF export (end/gguf.py) and the llama.cpp engine (end/llamacpp.py) on tiny models.
+"""GGUF export (end/gguf.py) and the llama.cpp engine (runtime/llamacpp.py) on tiny models.
 
 The export tests need gguf-py, the engine tests llama-cpp-python: both come with the
 optional extra `endcloud[llamacpp]`, which CI's default install lacks, so each group
@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from endcloud.errors import ConfigError, DataError, ModelError, RegistryError
-from tests.end.test_engine import CONVS  # llama.cpp is checked on the engine's own conversations
+from tests.runtime.test_model import CONVS  # llama.cpp is checked on the engine's own conversations
 
 HAVE_GGUF = importlib.util.find_spec("gguf") is not None
 HAVE_LLAMA = importlib.util.find_spec("llama_cpp") is not None
@@ -217,7 +217,7 @@ def test_pre_tokenizer_names():
 
 
 def test_sampling_rule():
-    from endcloud.end.llamacpp import sample
+    from endcloud.runtime.llamacpp import sample
 
     logits = np.array([[0.0, 5.0, 4.0, -1.0], [3.0, 0.0, 0.0, 0.0]], dtype=np.float32)
     tok, lp = sample(logits, 0.0, 0.8, np.random.default_rng(0))
@@ -239,7 +239,7 @@ def test_sampling_rule():
 
 # ---- llama.cpp on the exported file ----------------------------------------------------------------
 def _runner(path, threads=1):
-    from endcloud.end.llamacpp import LlamaCppEndModel
+    from endcloud.runtime.llamacpp import LlamaCppEndModel
 
     return LlamaCppEndModel.load(path, threads=threads, max_batch=4, max_input_len=64, max_new_tokens_limit=32)
 
@@ -309,7 +309,7 @@ def test_llamacpp_tokenizer_agrees_with_hf(tmp_path, tiny_base_dir, tiny_tokeniz
     r = export_gguf(tiny_base_dir, tmp_path / "m.gguf", gguf_type="f16", pre=None if which == "served" else "gpt-2")
     texts = TOKENIZE_TEXTS + [render_chat(hf, c) for c in CONVS]
     with _runner(r.path) as m:
-        vocab = m._live.rt.vocab
+        vocab = m.variant.handle.rt.vocab
         for text in texts:
             raw = text.encode("utf-8")
             buf = (llama_cpp.llama_token * (len(raw) + 8))()
@@ -326,7 +326,7 @@ def test_engine_batched_decode_matches_teacher_forcing(tmp_path, tiny_base_dir):
         gens = m.generate(CONVS, max_new_tokens=12, temperature=0.0, seed=0)
         assert len(gens) == 3 and m.method == "base" and m.adapter_dir is None
         prompts = [m.prompt_ids(c) for c in CONVS]
-        rt = m._live.rt
+        rt = m.variant.handle.rt
         seqs, lps, ended = [], [], []
         for i in range(0, 3, m.max_batch):  # generate ran rows 0-1 together, then row 2
             s, lp, e = m.decode(rt, prompts[i:i + m.max_batch], max_new_tokens=12, temperature=0.0, top_p=1.0,
@@ -353,7 +353,7 @@ def test_engine_batched_decode_matches_teacher_forcing(tmp_path, tiny_base_dir):
 
 
 def _runner_from_base(base, tmp_path, gguf_type, adapter=None):
-    from endcloud.end.llamacpp import LlamaCppEndModel
+    from endcloud.runtime.llamacpp import LlamaCppEndModel
 
     return LlamaCppEndModel.load(base, adapter, gguf_type=gguf_type, cache_dir=tmp_path / "cache", threads=1,
                                  max_batch=2, max_input_len=64, max_new_tokens_limit=16)
@@ -406,9 +406,9 @@ def test_engine_swaps_adapters_through_the_export_cache(tmp_path, tiny_base_dir,
 
 @needs_llama
 def test_engine_loads_a_bare_gguf_file_with_its_own_tokenizer(tmp_path, tiny_base_dir):
-    from endcloud.end.engine import EndModel
+    from endcloud.runtime.model import EndModel
     from endcloud.end.gguf import export_gguf
-    from endcloud.end.llamacpp import LlamaCppEndModel, source_of
+    from endcloud.runtime.llamacpp import LlamaCppEndModel, source_of
 
     r = export_gguf(tiny_base_dir, tmp_path / "shop.gguf", gguf_type="q4_0")
     assert source_of(r.path)["type"] == "q4_0"

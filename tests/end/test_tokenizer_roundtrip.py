@@ -80,7 +80,7 @@ def test_special_tokens_template_padding_and_decode_are_unchanged(tiny_tokenizer
 
 
 def test_endmodel_serves_with_the_trained_rules(tiny_tokenizer, tiny_base_dir):
-    from endcloud.end.engine import EndModel
+    from endcloud.runtime.model import EndModel
 
     m = EndModel.load(tiny_base_dir)
     assert m.tokenizer.padding_side == "left"

@@ -54,7 +54,7 @@ def adapters(tiny_base_dir, tmp_path_factory) -> tuple[Path, Path]:
 
 
 def _live_app(tiny_base_dir, adapter_dir, db):
-    from endcloud.end.engine import EndModel
+    from endcloud.runtime.model import EndModel
     from endcloud.store.conversations import ConversationStore
 
     store = ConversationStore(db)

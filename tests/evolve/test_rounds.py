@@ -36,7 +36,7 @@ def test_low_scored_query_is_learned_then_answered_without_cloud(stores, tiny_ba
     import torch
 
     from endcloud.end.adapters import AdapterRegistry
-    from endcloud.end.engine import EndModel
+    from endcloud.runtime.model import EndModel
     from endcloud.scoring import should_escalate
 
     torch.manual_seed(0)
@@ -84,7 +84,7 @@ def test_gate_rejects_a_candidate_that_learned_to_leak(tiny_base_dir, tmp_path, 
     import torch
 
     from endcloud.end.data import Example
-    from endcloud.end.engine import EndModel
+    from endcloud.runtime.model import EndModel
     from endcloud.end.train import train
 
     torch.manual_seed(0)

@@ -100,14 +100,3 @@ class LiveServer:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
-
-
-@pytest.fixture(scope="session")
-def end_model(tiny_base_dir):
-    """The real EndModel on the tiny fixture base (shared: loading costs seconds)."""
-    import torch
-
-    from endcloud.end.engine import EndModel
-
-    torch.set_num_threads(1)
-    return EndModel.load(tiny_base_dir)

@@ -40,15 +40,15 @@ def test_engine_setting_names_the_valid_engines():
     from endcloud.serve.settings import ServeSettings
 
     assert ServeSettings(engine="vllm").engine == "vllm"
-    with pytest.raises(ConfigError, match="transformers, vllm or llamacpp"):
+    with pytest.raises(ConfigError, match="one of llamacpp, transformers, vllm"):
         ServeSettings(engine="tgi")
 
 
 def test_engine_load_picks_vllm_from_the_environment(monkeypatch):
-    from endcloud.end.vllm import VLLMEndModel
-    from endcloud.serve.engine import Engine
+    from endcloud.runtime.vllm import VLLMEndModel
+    from endcloud.runtime.async_engine import AsyncEngine
 
     monkeypatch.setenv("ENDCLOUD_VLLM_BASE_URL", "http://127.0.0.1:9/v1")
     monkeypatch.setenv("ENDCLOUD_VLLM_MODEL", "Qwen2.5-0.5B-Instruct")
-    eng = Engine.load(None, kind="vllm")
+    eng = AsyncEngine.load(None, kind="vllm")
     assert isinstance(eng.model, VLLMEndModel)

@@ -20,16 +20,16 @@ from fastapi.testclient import TestClient
 
 from endcloud.errors import ConfigError
 from endcloud.serve.app import create_app
-from endcloud.serve.batching import Ticket
-from endcloud.serve.engine import Engine, IncrementalDetokenizer, ReplyStream
+from endcloud.runtime.batching import Ticket
+from endcloud.runtime.async_engine import AsyncEngine, IncrementalDetokenizer, ReplyStream
 from endcloud.serve.settings import ServeSettings
 from tests.serve.conftest import LiveServer, ScriptedModel
 
 RARE = "龘鑫"  # not in the fixture tokenizer's training text: each character is three byte tokens
 
 
-class GatedEngine(Engine):
-    """An Engine whose worker waits for a grant before each step (`grant(n)`, `open()`)."""
+class GatedEngine(AsyncEngine):
+    """An AsyncEngine whose worker waits for a grant before each step (`grant(n)`, `open()`)."""
 
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
@@ -50,8 +50,8 @@ class GatedEngine(Engine):
         with self._cond:
             return self._cond.wait_for(lambda: self.waiting, timeout)
 
-    def _build_stepper(self, variant):
-        st = super()._build_stepper(variant)
+    def _build_scheduler(self, variant):
+        st = super()._build_scheduler(variant)
         step = st.step
 
         def gated():
@@ -116,7 +116,7 @@ def test_the_fast_text_decoder_is_the_tokenizers_decode(tiny_tokenizer, end_mode
     special ids and byte pieces included; any other tokenizer keeps its own decode."""
     import random
 
-    from endcloud.serve.engine import text_decoder
+    from endcloud.runtime.async_engine import text_decoder
 
     rng = random.Random(0)
     for tok in (tiny_tokenizer, end_model.tokenizer):
@@ -132,20 +132,20 @@ def test_the_fast_text_decoder_is_the_tokenizers_decode(tiny_tokenizer, end_mode
 
 # ---- the engine -----------------------------------------------------------------------
 def test_engine_picks_continuous_batching_for_the_in_process_model(end_model, scripted_model):
-    assert Engine(end_model).mode == "continuous" and Engine(end_model).streams_tokens
-    assert Engine(end_model, batching="static").mode == "static"
-    assert Engine(scripted_model).mode == "static"
+    assert AsyncEngine(end_model).mode == "continuous" and AsyncEngine(end_model).streams_tokens
+    assert AsyncEngine(end_model, batching="static").mode == "static"
+    assert AsyncEngine(scripted_model).mode == "static"
     with pytest.raises(ConfigError, match="batching"):
-        Engine(scripted_model, batching="continuous")
+        AsyncEngine(scripted_model, batching="continuous")
     with pytest.raises(ConfigError, match="batching"):
-        Engine(end_model, batching="iteration")
+        AsyncEngine(end_model, batching="iteration")
 
 
 def test_continuous_replies_equal_generate(end_model):
     qs = ["几天发货？", "Do you ship today?", "在吗", "可以用优惠券吗？", "hello"]
     # a seeded request gets what generate gives that conversation alone with the same seed
     ref = [end_model.generate([conv(q)], max_new_tokens=10, seed=i, **SAMPLED)[0] for i, q in enumerate(qs)]
-    engine = Engine(end_model, max_batch=2, window_ms=0)
+    engine = AsyncEngine(end_model, max_batch=2, window_ms=0)
 
     async def main():
         engine.start()
@@ -165,11 +165,11 @@ def test_continuous_replies_equal_generate(end_model):
 
 
 def test_a_failing_step_fails_its_requests_and_the_engine_recovers(end_model):
-    class Flaky(Engine):
+    class Flaky(AsyncEngine):
         builds = 0
 
-        def _build_stepper(self, variant):
-            st = super()._build_stepper(variant)
+        def _build_scheduler(self, variant):
+            st = super()._build_scheduler(variant)
             Flaky.builds += 1
             if Flaky.builds == 1:
                 def boom():
@@ -308,7 +308,7 @@ def test_sse_streams_the_end_reply_as_it_is_generated(end_model, long_question, 
         engine.open()
 
 
-class TokenScriptEngine(Engine):
+class TokenScriptEngine(AsyncEngine):
     """Streams a fixed token sequence through the real Ticket/ReplyStream path (no model)."""
 
     def __init__(self, tokenizer, ids: list[int], **kw):
@@ -319,7 +319,7 @@ class TokenScriptEngine(Engine):
         self.streams_tokens = True
 
     def _gen(self):
-        from endcloud.end.engine import Generation
+        from endcloud.runtime.protocol import Generation
 
         text = self.model.tokenizer.decode(self.ids, skip_special_tokens=True).strip()
         return Generation(text=text, confidence=0.5, tokens=len(self.ids), logprob=-0.7)
@@ -392,7 +392,7 @@ def test_routed_streaming_waits_for_the_whole_end_reply(scripted_model, tmp_path
 
 
 def _fixed_reply(text: str):
-    from endcloud.end.engine import Generation
+    from endcloud.runtime.protocol import Generation
 
     async def generate_scored(messages, *, query, **kw):
         return Generation(text=text, confidence=0.9, tokens=3, logprob=-0.1), 0.5
@@ -412,7 +412,7 @@ def test_batching_settings_are_validated():
         ServeSettings(prefill_chunk_tokens=0)
     s = ServeSettings.from_env({"ENDCLOUD_SERVE_BATCHING": "static", "ENDCLOUD_SERVE_TORCH_THREADS": "2"})
     assert s.batching == "static" and s.torch_threads == 2
-    engine = Engine.from_settings(ScriptedModel(), s)
+    engine = AsyncEngine.from_settings(ScriptedModel(), s)
     assert engine.mode == "static" and engine.threads is None  # no torch threads for a model without torch
 
 
@@ -420,9 +420,9 @@ def test_batching_settings_are_validated():
 def test_a_conversation_continues_its_own_ids_into_the_prefix_cache(end_model, tmp_path):
     """Turn 2's prompt starts with turn 1's prompt + the ids the model sampled, so the prefix
     cache supplies all of them (a re-tokenized reply would miss from the reply on)."""
-    from endcloud.end.stepper import BLOCK
+    from endcloud.runtime.scheduler import BLOCK
 
-    engine = Engine(end_model, window_ms=0)
+    engine = AsyncEngine(end_model, window_ms=0)
     app = create_app(ServeSettings(db_path=tmp_path / "endcloud.db", min_match=0.0), engine=engine)
 
     def say(c, user, text, seed):

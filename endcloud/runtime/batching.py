@@ -1,7 +1,7 @@
 """Batching concurrent requests into the end model: two batchers, one per kind of engine.
 
-`ContinuousBatcher` (the in-process end model, see `endcloud.end.stepper`): one worker
-thread runs the engine core's loop (`endcloud.serve.core`), which advances a running batch
+`ContinuousBatcher` (the in-process end model, see `endcloud.runtime.scheduler`): one worker
+thread runs the engine core's loop (`endcloud.runtime.core`), which advances a running batch
 one step at a time; a request joins at the next step and leaves the moment its reply
 ends, and its tokens reach the event loop as they are sampled (one loop wake-up per step
 for all rows). `worker.ProcessBatcher` runs the same loop in its own process.
@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Sequence
 
 from endcloud.errors import ModelError
-from endcloud.serve.core import EngineCore, StepReport, batch_window
+from endcloud.runtime.core import EngineCore, StepReport, batch_window
 
 log = logging.getLogger(__name__)
 
@@ -203,13 +203,13 @@ class Ticket:
 
 class ContinuousBatcher:
     """Iteration-level batching in a worker thread of the server: the engine core's loop
-    (`endcloud.serve.core`) steps a `Stepper`; a request joins the running batch at the
+    (`endcloud.runtime.core`) steps a `Scheduler`; a request joins the running batch at the
     next step and leaves the moment it ends.
 
         submit(request, key) ──► inbox ──► worker thread: EngineCore (admit, step, ...) ─┐
         Ticket (future, tokens) ◄── loop.call_soon_threadsafe(one batch of events) ◄─────┘
 
-    `build(key) -> Stepper` makes a stepper for a key (the model variant: weights and
+    `build(key) -> Scheduler` makes a scheduler for a key (the model variant: weights and
     learned prefix); `finish(requests) -> results` runs in the worker for the requests that
     ended in one step (decode the text, score it) and its results resolve the tickets. The
     core's rules (gathering window, draining before a variant switch, failures) are the
@@ -241,7 +241,7 @@ class ContinuousBatcher:
             self._loop = asyncio.get_running_loop()
             self._stopping = False
             self._core = _ThreadCore(self)
-            self._thread = threading.Thread(target=self._run, args=(self._core,), name="endcloud-stepper", daemon=True)
+            self._thread = threading.Thread(target=self._run, args=(self._core,), name="endcloud-scheduler", daemon=True)
             self._thread.start()
 
     async def stop(self) -> None:

@@ -23,7 +23,8 @@ from fastapi import Request  # module level: the handlers' string annotations re
 from fastapi.responses import JSONResponse
 
 from endcloud.errors import ConfigError, DataError, ModelError, RegistryError
-from endcloud.end.vllm import ENGINES, VLLMEndModel, VLLMError, is_private_host, load_end_model, lora_name_for
+from endcloud.runtime.engines import ENGINES, load_end_model
+from endcloud.runtime.vllm import VLLMEndModel, VLLMError, is_private_host, lora_name_for
 
 
 class VLLMDouble:
@@ -416,7 +417,7 @@ def test_connection_refused_is_a_clear_error():
                 m.generate([conv("hi")])
 
 
-# ---- choosing an engine, and the server's Engine wrapping it -------------------------------------
+# ---- choosing an engine, and the server's AsyncEngine wrapping it -------------------------------------
 def test_registry_and_factory(double, tmp_path, monkeypatch):
     assert ENGINES.names() == ["llamacpp", "transformers", "vllm"]
     with pytest.raises(RegistryError, match="transformers, vllm"):
@@ -435,11 +436,11 @@ def test_registry_and_factory(double, tmp_path, monkeypatch):
 
 
 def test_server_engine_wraps_a_vllm_end_model(double, tmp_path):
-    from endcloud.serve.engine import Engine
+    from endcloud.runtime.async_engine import AsyncEngine
 
     v1 = make_lora(tmp_path, "shop", "v1")
     model = VLLMEndModel(base_url=double.base_url, model="tiny-base")
-    engine = Engine(model, max_batch=8, window_ms=20.0)
+    engine = AsyncEngine(model, max_batch=8, window_ms=20.0)
 
     async def run():
         engine.start()

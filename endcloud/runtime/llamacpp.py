@@ -56,11 +56,12 @@ from typing import Any
 
 import numpy as np
 
-from endcloud.end.engine import EndModel, Generation, check_generate_args
 from endcloud.end.gguf import EXTRA_HINT, GGUF_TYPES, HF_JSON_KEY, SOURCE_KEY
 from endcloud.errors import ConfigError, DataError, ModelError
+from endcloud.runtime.model import EndModel
+from endcloud.runtime.protocol import Generation, Variant, check_generate_args
 
-log = logging.getLogger("endcloud.end.llamacpp")
+log = logging.getLogger("endcloud.runtime.llamacpp")
 
 ENV_CACHE = "ENDCLOUD_GGUF_CACHE"
 ENV_EXTRA_BUFFERS = "ENDCLOUD_LLAMACPP_EXTRA_BUFFERS"  # "1": let llama.cpp use AMX / repacked weights
@@ -299,17 +300,15 @@ def sample(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.
 
 
 @dataclass(frozen=True)
-class _Variant:
-    """What one generate call runs on: a runtime and where its weights came from."""
+class _Loaded:
+    """A variant's `handle` here: the llama.cpp runtime and the GGUF file it was loaded from."""
 
-    name: str
-    adapter_dir: Path | None
     gguf_path: Path
     rt: _Runtime
 
 
 class LlamaCppEndModel:
-    """An end model served by llama.cpp from a GGUF file; the `EndModel` surface."""
+    """An end model served by llama.cpp from a GGUF file (`runtime.protocol.ServedModel`)."""
 
     _specials: Any = None  # EndModel.prompt fills it on first use
     _late_system: bool | None = None
@@ -335,8 +334,6 @@ class LlamaCppEndModel:
 
         self._stop_ids = set(end_of_turn_ids(tokenizer))
         self._swap_lock = threading.Lock()
-        # Not `_variant`: serve's Engine takes a model with `_variant` for the in-process torch
-        # EndModel (continuous batching over its torch weights, torch thread settings).
         self._live = self._make_variant(gguf_path, adapter_dir)
 
     # ---- loading ---------------------------------------------------------------------------
@@ -368,7 +365,7 @@ class LlamaCppEndModel:
         return cls(gguf_path=None, tokenizer=tok, base_dir=base_dir,
                    adapter_dir=Path(adapter_dir) if adapter_dir is not None else None, **common)
 
-    def _make_variant(self, gguf_path: Path | None, adapter_dir: Path | None) -> _Variant:
+    def _make_variant(self, gguf_path: Path | None, adapter_dir: Path | None) -> Variant:
         if gguf_path is None:
             if self.base_dir is None:
                 raise ConfigError("this model was loaded from a GGUF file; adapters need the HF base: "
@@ -378,7 +375,12 @@ class LlamaCppEndModel:
                       threads=self.threads)
         base_name = self.base_dir.name if self.base_dir is not None else Path(gguf_path).stem
         name = base_name + (f"+{adapter_dir.parent.name}/{adapter_dir.name}" if adapter_dir else "")
-        return _Variant(name, adapter_dir, Path(gguf_path), rt)
+        # no fast weights: the scheduler cannot step it, the engine batches it whole
+        return Variant(name, adapter_dir, "base" if adapter_dir is None else "lora", handle=_Loaded(Path(gguf_path), rt))
+
+    @property
+    def variant(self) -> Variant:
+        return self._live
 
     @property
     def adapter_dir(self) -> Path | None:
@@ -390,11 +392,11 @@ class LlamaCppEndModel:
 
     @property
     def method(self) -> str:
-        return "base" if self._live.adapter_dir is None else "lora"
+        return self._live.method
 
     @property
     def gguf_path(self) -> Path:
-        return self._live.gguf_path
+        return self._live.handle.gguf_path
 
     def swap_adapter(self, adapter_dir) -> None:
         """Serve base + `adapter_dir` (a LoRA; None: the bare base) from now on; calls in flight finish first.
@@ -406,7 +408,7 @@ class LlamaCppEndModel:
             self._live = self._make_variant(None, ad)  # one reference assignment; the old one is freed by GC
 
     def close(self) -> None:
-        self._live.rt.close()
+        self._live.handle.rt.close()
 
     def __enter__(self) -> "LlamaCppEndModel":
         return self
@@ -436,9 +438,10 @@ class LlamaCppEndModel:
         prompts = [self.prompt_ids(c, system=system) for c in conversations]
         rng = np.random.default_rng(seed if seed is not None else random.SystemRandom().randrange(2**63))
         out: list[Generation] = []
-        with variant.rt.lock:
+        rt = variant.handle.rt
+        with rt.lock:
             for i in range(0, len(prompts), self.max_batch):
-                seqs, lps, ended = self.decode(variant.rt, prompts[i:i + self.max_batch], max_new_tokens=max_new_tokens,
+                seqs, lps, ended = self.decode(rt, prompts[i:i + self.max_batch], max_new_tokens=max_new_tokens,
                                                temperature=temperature, top_p=top_p, rng=rng)
                 for toks, lp, end in zip(seqs, lps, ended):
                     text = self.tokenizer.decode(toks, skip_special_tokens=True).strip()
@@ -510,7 +513,7 @@ class LlamaCppEndModel:
 
     def prompt_logits(self, ids: list[int]) -> np.ndarray:
         """Logits (float32, len(ids) × vocab) at every position of one sequence: for tests against HF."""
-        rt = self._live.rt
+        rt = self._live.handle.rt
         with rt.lock:
             rt.clear()
             rows = []
@@ -518,11 +521,6 @@ class LlamaCppEndModel:
                 part = ids[i:i + PREFILL_CHUNK]
                 rows.append(rt.decode(part, list(range(i, i + len(part))), [0] * len(part), [True] * len(part)))
             return np.concatenate(rows)
-
-
-def load_llamacpp(*, base_dir, adapter_dir=None, **kw: Any) -> LlamaCppEndModel:
-    """Engine-registry entry: `LlamaCppEndModel.load(base_dir, adapter_dir, **kw)` (base_dir may be a .gguf)."""
-    return LlamaCppEndModel.load(base_dir, adapter_dir, **kw)
 
 
 def source_of(path: str | os.PathLike[str]) -> dict:

@@ -1,5 +1,6 @@
-"""The end model's generation engine: `EndModel` loads a base (+ an optional peft adapter) and
-answers many conversations at once, with a confidence for every reply.
+"""The in-process end model: `EndModel` loads a transformers base (+ an optional peft adapter)
+and answers many conversations at once, with a confidence for every reply. It is the
+`"transformers"` entry of `runtime.ENGINES` and serves `runtime.protocol.SchedulableModel`.
 
     m = EndModel.load("models/base", "adapters/shop/v3")
     [g] = m.generate([[{"role": "user", "content": "几天发货？"}]], seed=0)
@@ -15,8 +16,8 @@ activations (residuals inside addmm, rotary over the whole fused q|k|v row, k an
 in one copy), a pre-allocated KV cache per call, left-padded batched prefill with per-row
 position ids, top-p on a small top-k slice, early exit when every row has ended.
 
-Adapters become a `_Variant` (immutable once built) and a swap is one reference
-assignment, so a request in flight finishes on the variant it started with:
+Adapters become a `Variant` (`runtime.protocol`, immutable once built) and a swap is one
+reference assignment, so a request in flight finishes on the variant it started with:
 - LoRA is merged into private copies of only the weights it touches (the base tensors
   are shared and never written), so a LoRA reply costs the same as a base reply.
 - Prefix tuning / P-tuning v2 (peft PrefixTuning with or without projection): the learned
@@ -43,26 +44,17 @@ import copy
 import math
 import random
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from endcloud.end.base import check_model_dir, end_of_turn_ids, load_base
-from endcloud.errors import DataError, ModelError
-from endcloud.records import ROLES
+from endcloud.errors import ModelError
+from endcloud.runtime.protocol import Generation, Variant, check_generate_args, check_messages
 
 # Above this much weight on disk a base defaults to bf16: measured faster on this CPU (STACK-NOTES).
 BF16_DEFAULT_BYTES = 400 * 2**20
 
 
-@dataclass
-class Generation:
-    """One reply: its text, confidence = exp(logprob), reply token count, mean token log-prob."""
-
-    text: str
-    confidence: float
-    tokens: int
-    logprob: float
 
 
 def _parse_dtype(dtype: Any, base_dir: Path):
@@ -82,20 +74,6 @@ def _parse_dtype(dtype: Any, base_dir: Path):
     return names[str(dtype).lower()]
 
 
-@dataclass(frozen=True)
-class _Variant:
-    """What one generate call runs on: a model (+ fused weights) and an optional learned prefix."""
-
-    name: str
-    adapter_dir: Path | None
-    method: str  # "base" | "lora" | "prefix"
-    model: Any  # the HF model whose weights this variant uses (shared with the base where untouched)
-    fast: Any  # fastdecode.FastWeights or None (then the transformers forward is used)
-    prefix: Any  # tuple of (k, v) per layer, each (1, kv_heads, P, head_dim), or None
-
-    @property
-    def prefix_len(self) -> int:
-        return 0 if self.prefix is None else int(self.prefix[0][0].shape[2])
 
 
 def _shared_copy(model):
@@ -140,6 +118,8 @@ def _prefix_kv(peft_model, dtype) -> tuple:
 class EndModel:
     """A loaded end model (base + optional adapter) that generates batched replies."""
 
+    uses_torch_threads = True  # generation runs torch here: the serving engine sets its thread count
+
     def __init__(self, *, model, tokenizer, base_dir: Path, dtype, max_input_len: int = 256, fast: bool = True,
                  quant: str | None = None):
         self.tokenizer = tokenizer
@@ -149,9 +129,9 @@ class EndModel:
         self._specials: Any = None  # the tokenizer's special tokens (prompts.Specials), on first use
         self._late_system: bool | None = None  # whether the template renders a system message mid-conversation
         self._base_model = model
-        self._stop_ids = end_of_turn_ids(tokenizer)
+        self._stop_ids = tuple(end_of_turn_ids(tokenizer))
         self._swap_lock = threading.Lock()
-        from endcloud.end import fastdecode
+        from endcloud.runtime import fastdecode
 
         if quant not in (None, "int8"):
             raise ModelError(f"unknown quant {quant!r}; use None (the model's dtype) or 'int8' (weight-only)")
@@ -159,7 +139,7 @@ class EndModel:
         self._qcache: dict = {}  # quantized copies shared by the base and its LoRA variants
         self._full_fast = fastdecode.FastWeights.from_model(model) if fast else None
         self._base_fast = self._quantize(self._full_fast)
-        self._variant = _Variant(self.base_dir.name, None, "base", model, self._base_fast, None)
+        self._variant = Variant(self.base_dir.name, None, "base", weights=self._base_fast, handle=model)
 
     def _quantize(self, fw, *, variant: bool = False):
         if fw is None or not self.quant:
@@ -195,6 +175,16 @@ class EndModel:
         return self
 
     @property
+    def variant(self) -> Variant:
+        """What is served now (replaced as a whole by `swap_adapter`)."""
+        return self._variant
+
+    @property
+    def stop_ids(self) -> tuple[int, ...]:
+        """Token ids that end a reply (the tokenizer's end-of-turn and end-of-text tokens)."""
+        return self._stop_ids
+
+    @property
     def adapter_dir(self) -> Path | None:
         return self._variant.adapter_dir
 
@@ -206,12 +196,12 @@ class EndModel:
     def method(self) -> str:
         return self._variant.method
 
-    def _build_variant(self, adapter_dir) -> _Variant:
+    def _build_variant(self, adapter_dir) -> Variant:
         import torch
         from peft import PeftModel
 
         if adapter_dir is None:
-            return _Variant(self.base_dir.name, None, "base", self._base_model, self._base_fast, None)
+            return Variant(self.base_dir.name, None, "base", weights=self._base_fast, handle=self._base_model)
         ad = Path(adapter_dir)
         if not ad.is_dir():
             raise ModelError(f"adapter directory {str(ad)!r} does not exist")
@@ -223,7 +213,7 @@ class EndModel:
         except Exception as e:  # peft raises many types for a mismatched adapter
             raise ModelError(f"cannot load the adapter {str(ad)!r} onto base {str(self.base_dir)!r}: {e}") from e
         peft_model.eval()
-        from endcloud.end import fastdecode
+        from endcloud.runtime import fastdecode
 
         if ptype == "LORA":
             from peft.tuners.lora import LoraLayer
@@ -238,10 +228,10 @@ class EndModel:
             merged.eval()
             fw = fastdecode.FastWeights.from_model(merged, like=self._full_fast) if self._full_fast else None
             fw = self._quantize(fw, variant=True)
-            return _Variant(name, ad, "lora", merged, fw, None)
+            return Variant(name, ad, "lora", weights=fw, handle=merged)
         if ptype == "PREFIX_TUNING":
             prefix = _prefix_kv(peft_model, self.dtype)
-            return _Variant(name, ad, "prefix", self._base_model, self._base_fast, prefix)
+            return Variant(name, ad, "prefix", weights=self._base_fast, prefix=prefix, handle=self._base_model)
         raise ModelError(
             f"adapter {str(ad)!r} is of type {ptype!r}; the engine serves LORA and PREFIX_TUNING "
             "(prefix / ptuning-v2) adapters"
@@ -267,12 +257,12 @@ class EndModel:
 
     def prompt(self, messages: list[dict], *, system: str | None = None, after: Any = None,
                trim_to: int | None = None) -> Any:
-        """The prompt (`endcloud.end.prompts.Prompt`) for one conversation. `after`: a
+        """The prompt (`endcloud.runtime.prompts.Prompt`) for one conversation. `after`: a
         `Transcript` of this conversation's previous turn, whose ids it continues when it
         can (the server's prefix cache then holds every earlier id's key/values); `trim_to`:
         when turns must be dropped, drop them down to this many ids."""
         from endcloud.end.base import render_chat
-        from endcloud.end.prompts import Specials, build_prompt
+        from endcloud.runtime.prompts import Specials, build_prompt
 
         msgs = check_messages(messages)
         if system is not None:
@@ -318,17 +308,17 @@ class EndModel:
             out.append(Generation(text=text, confidence=math.exp(mean), tokens=len(toks), logprob=mean))
         return out
 
-    def _run(self, variant: _Variant, prompts: list[list[int]], max_new_tokens: int, temperature: float,
+    def _run(self, variant: Variant, prompts: list[list[int]], max_new_tokens: int, temperature: float,
              top_p: float, seed: int | None):
         import torch
 
-        from endcloud.end import fastdecode
+        from endcloud.runtime import fastdecode
 
         gen = torch.Generator().manual_seed(seed if seed is not None else random.SystemRandom().randrange(2**63))
-        runner = (fastdecode.FastRunner(variant.fast, variant.prefix) if variant.fast is not None
-                  else fastdecode.HFRunner(variant.model, variant.prefix))
+        runner = (fastdecode.FastRunner(variant.weights, variant.prefix) if variant.weights is not None
+                  else fastdecode.HFRunner(variant.handle, variant.prefix))
         return fastdecode.decode(runner, prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                                 stop_ids=self._stop_ids, generator=gen, pad_id=self.tokenizer.pad_token_id or 0)
+                                 stop_ids=self.stop_ids, generator=gen, pad_id=self.tokenizer.pad_token_id or 0)
 
     def step_logits(self, prompts: list[list[int]], forced: list[list[int]], *, fast: bool | None = None):
         """Logits (float32) the cached decode path gives at every step when fed `forced` tokens.
@@ -336,32 +326,9 @@ class EndModel:
         Returns a list (one per prompt) of (len(forced)+1, vocab) tensors: step 0 is the
         logits after the prompt. For tests that compare against a full forward without cache.
         """
-        from endcloud.end import fastdecode
+        from endcloud.runtime import fastdecode
 
         v = self._variant
-        use_fast = v.fast is not None if fast is None else fast
-        runner = fastdecode.FastRunner(v.fast, v.prefix) if use_fast else fastdecode.HFRunner(v.model, v.prefix)
+        use_fast = v.weights is not None if fast is None else fast
+        runner = fastdecode.FastRunner(v.weights, v.prefix) if use_fast else fastdecode.HFRunner(v.handle, v.prefix)
         return fastdecode.forced_logits(runner, prompts, forced, pad_id=self.tokenizer.pad_token_id or 0)
-
-
-def check_generate_args(max_new_tokens: int, temperature: float, top_p: float) -> None:
-    """The sampling settings every engine accepts (in-process or vLLM)."""
-    if max_new_tokens < 1:
-        raise DataError(f"max_new_tokens must be at least 1, got {max_new_tokens!r}")
-    if temperature < 0 or not (0 < top_p <= 1):
-        raise DataError(f"need temperature >= 0 and 0 < top_p <= 1, got temperature={temperature!r} top_p={top_p!r}")
-
-
-def check_messages(messages) -> list[dict]:
-    """A conversation as plain {role, content} dicts, or a DataError saying what is wrong."""
-    if not isinstance(messages, (list, tuple)) or not messages:
-        raise DataError(f"a conversation must be a non-empty list of messages, got {messages!r:.80}")
-    out = []
-    for m in messages:
-        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
-            raise DataError(
-                f"each message needs role in {ROLES} and a string content, got {m!r:.120}"
-            )
-        out.append({"role": m["role"], "content": m["content"]})
-    return out
-

@@ -7,15 +7,15 @@ session store); measured on 2 cores, the worker then spends about a third of its
 time waiting for the lock. vLLM runs its engine core in a separate process for the same
 reason. `ProcessBatcher` does that for the continuous batcher: the same interface as
 `ContinuousBatcher` (submit -> Ticket, tokens streamed, `finish` on the replies that
-ended), with the `Stepper` in a child process:
+ended), with the `Scheduler` in a child process:
 
-    event loop ── submit ──► pipe ──► child: Stepper.add / step() / step() ...
+    event loop ── submit ──► pipe ──► child: Scheduler.add / step() / step() ...
         ▲                                   │  one message per step: tokens of streamed
         └── call_soon_threadsafe ◄── reader thread (finish: decode + score) ◄┘  rows, finished replies
 
 Weights cross once per model variant (an adapter swap sends the new one): torch shares
 the tensors through shared memory, no copy. The child runs the same engine-core loop as
-the in-thread batcher (`endcloud.serve.core`: the gathering window, draining the running
+the in-thread batcher (`endcloud.runtime.core`: the gathering window, draining the running
 batch before a variant switch, refusals and failures); only the transport differs. The
 child owns the prefix cache.
 
@@ -35,8 +35,8 @@ from collections import deque
 from typing import Any, Callable, Sequence
 
 from endcloud.errors import DataError, ModelError
-from endcloud.serve.batching import Ticket
-from endcloud.serve.core import EngineCore, StepReport, batch_window
+from endcloud.runtime.batching import Ticket
+from endcloud.runtime.core import EngineCore, StepReport, batch_window
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class ProcessBatcher:
     """`ContinuousBatcher`'s interface, the batch stepped in a child process.
 
     `export(key) -> (weights, prefix, config)` gives what the child needs to build a
-    `Stepper` for a model variant (config: stop_ids, prefill_chunk, prefix_cache_bytes);
+    `Scheduler` for a model variant (config: stop_ids, prefill_chunk, prefix_cache_bytes);
     `finish(requests) -> results` runs in the parent's reader thread on finished replies.
     """
 
@@ -259,7 +259,7 @@ class ProcessBatcher:
             return [(r.tag, None, e) for r in done]
 
     def _post(self, tokens: list[tuple[Ticket, int]], ended: list[tuple[Ticket, Any, BaseException | None]]) -> None:
-        from endcloud.serve.batching import _deliver
+        from endcloud.runtime.batching import _deliver
 
         loop = self._loop
         if not (tokens or ended) or loop is None or loop.is_closed():
@@ -330,7 +330,7 @@ class _Core(EngineCore):
                          max_wait_s=float(cfg["max_wait_s"]))
         self.conn = conn
         self.variants: dict[int, tuple] = {}  # id -> (weights, prefix, config): the key of its requests
-        self.live: dict[int, Any] = {}  # rid -> StepRequest, pending or in the stepper
+        self.live: dict[int, Any] = {}  # rid -> StepRequest, pending or in the scheduler
         self.stream: set[int] = set()
 
     def receive(self, timeout: float | None) -> None:
@@ -342,7 +342,7 @@ class _Core(EngineCore):
             self._take(self.conn.recv())
 
     def _take(self, msg: tuple) -> None:
-        from endcloud.end.stepper import StepRequest
+        from endcloud.runtime.scheduler import StepRequest
 
         kind = msg[0]
         if kind == "add":
@@ -359,7 +359,7 @@ class _Core(EngineCore):
         elif kind == "cancel":
             r = self.live.get(msg[1])
             if r is not None:
-                r.cancel()  # the stepper frees its row at the next step; a pending one leaves at admission
+                r.cancel()  # the scheduler frees its row at the next step; a pending one leaves at admission
         elif kind == "variant":
             _, kid, weights, prefix, config = msg
             self.variants[kid] = (weights, prefix, config)
@@ -369,11 +369,11 @@ class _Core(EngineCore):
             self.stopping = True
 
     def _build(self, variant: tuple):
-        from endcloud.end.stepper import PrefixCache, Stepper
+        from endcloud.runtime.scheduler import PrefixCache, Scheduler
 
         weights, prefix, config = variant
         cache_bytes = int(config.get("prefix_cache_bytes", 0))
-        return Stepper(weights, prefix=prefix, stop_ids=config["stop_ids"], max_batch=self.max_batch,
+        return Scheduler(weights, prefix=prefix, stop_ids=config["stop_ids"], max_batch=self.max_batch,
                        prefill_chunk=int(config["prefill_chunk"]),
                        prefix_cache=PrefixCache(cache_bytes) if cache_bytes > 0 else None)
 

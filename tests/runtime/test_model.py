@@ -55,7 +55,7 @@ def gen_adapters(tmp_path_factory, tiny_base_dir):
 
 @pytest.fixture(scope="module")
 def gen_model(tiny_base_dir):
-    from endcloud.end.engine import EndModel
+    from endcloud.runtime.model import EndModel
 
     return EndModel.load(tiny_base_dir, max_input_len=256)
 
@@ -107,7 +107,7 @@ def test_adapters_change_logits_and_leave_base_untouched(gen_model, gen_adapters
 
 @pytest.mark.parametrize("method", ["lora", "prefix"])
 def test_load_with_adapter_equals_swap(method, gen_model, gen_adapters, tiny_base_dir):
-    from endcloud.end.engine import EndModel
+    from endcloud.runtime.model import EndModel
 
     loaded = EndModel.load(tiny_base_dir, gen_adapters[method])
     gen_model.swap_adapter(gen_adapters[method])
@@ -131,7 +131,7 @@ def test_batch_equals_one_by_one_greedy(method, gen_model, gen_adapters):
 
 
 def test_fast_path_equals_transformers_forward_path(gen_model, tiny_base_dir):
-    from endcloud.end.engine import EndModel
+    from endcloud.runtime.model import EndModel
 
     slow = EndModel.load(tiny_base_dir, fast=False)
     a = gen_model.generate(CONVS, temperature=0, max_new_tokens=10)
@@ -149,10 +149,10 @@ def test_seeds_reproducible_and_different(gen_model):
 
 def test_confidence_is_mean_raw_logprob_of_sampled_tokens(gen_model):
     """Recompute each sampled token's log-prob from a full forward at temperature 1."""
-    from endcloud.end import fastdecode
+    from endcloud.runtime import fastdecode
 
     prompts = [gen_model.prompt_ids(c) for c in CONVS]
-    runner = fastdecode.FastRunner(gen_model._variant.fast)
+    runner = fastdecode.FastRunner(gen_model.variant.weights)
     toks, lps, ended = fastdecode.decode(runner, prompts, max_new_tokens=6, temperature=0.6, top_p=0.8,
                                          stop_ids=[], generator=torch.Generator().manual_seed(0))
     model = gen_model._base_model
@@ -187,7 +187,7 @@ class _ScriptedRunner:
 
 
 def test_stops_at_end_of_turn_per_row_and_exits_early():
-    from endcloud.end import fastdecode
+    from endcloud.runtime import fastdecode
 
     runner = _ScriptedRunner([[5, 6, 2], [7, 0], [8, 9, 10, 11, 12]])  # 2 and 0 end a turn
     toks, lps, ended = fastdecode.decode(runner, [[1], [1, 3], [1]], max_new_tokens=50, temperature=0, top_p=1,
@@ -205,7 +205,7 @@ def test_stops_at_end_of_turn_per_row_and_exits_early():
 
 
 def test_top_p_keeps_only_the_nucleus():
-    from endcloud.end.fastdecode import sample
+    from endcloud.runtime.fastdecode import sample
 
     gen = torch.Generator().manual_seed(0)
     peaked = torch.log(torch.tensor([[0.05, 0.85, 0.05, 0.05]])).repeat(64, 1)
@@ -249,7 +249,7 @@ def test_swap_adapter_under_concurrent_generate(gen_model, gen_adapters):
 
 
 def test_truncation_keeps_last_user_message(tiny_base_dir):
-    from endcloud.end.engine import EndModel
+    from endcloud.runtime.model import EndModel
 
     m = EndModel.load(tiny_base_dir, max_input_len=60)
     convo = [{"role": "system", "content": "You are a shop assistant."}]
@@ -291,7 +291,7 @@ def test_bad_input_raises_clear_errors(gen_model, tmp_path):
 
 
 def test_int8_fast_path_is_close_and_shares_base_layers(tiny_base_dir, gen_adapters):
-    from endcloud.end.engine import EndModel
+    from endcloud.runtime.model import EndModel
 
     full = EndModel.load(tiny_base_dir)
     q = EndModel.load(tiny_base_dir, quant="int8")
@@ -303,7 +303,7 @@ def test_int8_fast_path_is_close_and_shares_base_layers(tiny_base_dir, gen_adapt
         assert (a - b).abs().max() > 0  # really quantized
     q.swap_adapter(gen_adapters["lora"])
     # LoRA touched q/v/gate in every layer; the o/down projections stay the base's int8 tensors.
-    assert q._variant.fast.layers[0].wo is q._base_fast.layers[0].wo
-    assert q._variant.fast.layers[0].wqkv is not q._base_fast.layers[0].wqkv
+    assert q.variant.weights.layers[0].wo is q._base_fast.layers[0].wo
+    assert q.variant.weights.layers[0].wqkv is not q._base_fast.layers[0].wqkv
     with pytest.raises(ModelError, match="quant"):
         EndModel.load(tiny_base_dir, quant="int3")

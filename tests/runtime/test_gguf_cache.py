@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from endcloud.end.llamacpp import ENV_CACHE_KEEP, _cache_keep, prune_cache
+from endcloud.runtime.llamacpp import ENV_CACHE_KEEP, _cache_keep, prune_cache
 from endcloud.errors import ConfigError
 
 

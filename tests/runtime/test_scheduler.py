@@ -1,4 +1,4 @@
-"""The continuous-batching stepper against the static reference, `fastdecode.decode`.
+"""The continuous-batching scheduler against the static reference, `fastdecode.decode`.
 
 Greedy rows must give decode's very tokens whatever joins or leaves the batch around them;
 seeded sampled rows must give what decode gives that request alone; a learned prefix,
@@ -10,13 +10,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from endcloud.end import fastdecode as fd
-from endcloud.end.stepper import BLOCK, PrefixCache, StepRequest, Stepper, generate
+from endcloud.runtime import fastdecode as fd
+from endcloud.runtime.scheduler import BLOCK, PrefixCache, StepRequest, Scheduler, generate
 
 
 @pytest.fixture(scope="module")
 def model(tiny_base_dir):
-    from endcloud.end.engine import EndModel
+    from endcloud.runtime.model import EndModel
 
     torch.set_num_threads(1)
     return EndModel.load(tiny_base_dir)
@@ -35,10 +35,10 @@ def reference(w, prompts, *, prefix=None, stop_ids=(), **kw):
 
 
 def test_greedy_equals_decode_with_rows_joining_and_leaving(model, prompts):
-    w = model._variant.fast
+    w = model.variant.weights
     ref = reference(w, prompts)
     # 6 prompts on 2 rows, prefilled 5 tokens at a time: rows join mid-batch and prefill in chunks
-    st = Stepper(w, stop_ids=[], max_batch=2, prefill_chunk=5)
+    st = Scheduler(w, stop_ids=[], max_batch=2, prefill_chunk=5)
     toks, lps, ended = generate(st, prompts, max_new_tokens=12)
     assert toks == ref[0]
     assert ended == ref[2] == [False] * len(prompts)
@@ -49,8 +49,8 @@ def test_greedy_equals_decode_with_rows_joining_and_leaving(model, prompts):
 
 
 def test_a_request_joins_a_running_batch_and_a_short_one_leaves_early(model, prompts):
-    w = model._variant.fast
-    st = Stepper(w, stop_ids=[], max_batch=4)
+    w = model.variant.weights
+    st = Scheduler(w, stop_ids=[], max_batch=4)
     long_, short = StepRequest(prompts[0], 10), StepRequest(prompts[1], 2)
     st.add(long_), st.add(short)
     st.step(), st.step()
@@ -71,10 +71,10 @@ def test_a_request_joins_a_running_batch_and_a_short_one_leaves_early(model, pro
 
 
 def test_per_row_settings(model, prompts):
-    w = model._variant.fast
+    w = model.variant.weights
     reqs = [StepRequest(prompts[0], 5), StepRequest(prompts[1], 9, 0.8, 0.9, seed=7),
             StepRequest(prompts[2], 7, 1.3, 1.0, seed=3), StepRequest(prompts[3], 4, 0.5, 0.3, seed=11)]
-    st = Stepper(w, stop_ids=[], max_batch=4)
+    st = Scheduler(w, stop_ids=[], max_batch=4)
     for r in reqs:
         st.add(r)
     while st.busy:
@@ -87,9 +87,9 @@ def test_per_row_settings(model, prompts):
 
 
 def test_seeded_reply_does_not_depend_on_the_batch(model, prompts):
-    w = model._variant.fast
-    alone = generate(Stepper(w, stop_ids=[]), prompts[:1], max_new_tokens=10, temperature=0.9, top_p=0.8, seed=5)[0]
-    st = Stepper(w, stop_ids=[], max_batch=3)
+    w = model.variant.weights
+    alone = generate(Scheduler(w, stop_ids=[]), prompts[:1], max_new_tokens=10, temperature=0.9, top_p=0.8, seed=5)[0]
+    st = Scheduler(w, stop_ids=[], max_batch=3)
     for p in prompts[1:4]:
         st.add(StepRequest(p, 10, 0.7, 0.95))  # unseeded neighbours
     st.step()
@@ -106,7 +106,7 @@ def test_sample_rows_is_sample_per_row(vocab, peaked):
     """Each row: fastdecode.sample on that row alone with its generator (top-k + widening
     for large vocabularies, one sort for small ones; flat logits force the widening, peaked
     ones keep the nucleus in the first 32 candidates), and the generators advance alike."""
-    from endcloud.end.stepper import _Row, sample_rows
+    from endcloud.runtime.scheduler import _Row, sample_rows
 
     g = torch.Generator().manual_seed(vocab)
     scale = {"flat": [0.5] * 6, "peaked": [8.0] * 6, "mixed": [8.0, 0.5, 8.0, 0.5, 3.0, 8.0]}[peaked]
@@ -125,7 +125,7 @@ def test_sample_rows_is_sample_per_row(vocab, peaked):
 def test_unseeded_rows_draw_from_the_nucleus():
     """Unseeded rows share one generator and draw over the first candidates only (no draw is
     promised to them): still exactly the top-p distribution, renormalised over the nucleus."""
-    from endcloud.end.stepper import _Row, sample_rows
+    from endcloud.runtime.scheduler import _Row, sample_rows
 
     vocab, top_p = 5000, 0.8
     logits = torch.full((16, vocab), -10.0)
@@ -142,25 +142,25 @@ def test_unseeded_rows_draw_from_the_nucleus():
 
 
 def test_stop_token_ends_its_row_only(model, prompts):
-    w = model._variant.fast
+    w = model.variant.weights
     free = reference(w, prompts[:2])[0]
     stop = free[0][3]  # what the first row generates at its 4th step
     ref = reference(w, prompts[:2], stop_ids=[stop])
-    toks, lps, ended = generate(Stepper(w, stop_ids=[stop]), prompts[:2], max_new_tokens=12)
+    toks, lps, ended = generate(Scheduler(w, stop_ids=[stop]), prompts[:2], max_new_tokens=12)
     assert toks == ref[0] and ended == ref[2]
     assert ended[0] and toks[0] == free[0][: free[0].index(stop)]
     assert len(lps[0]) == len(toks[0]) + 1  # the stop token's log-prob counts (confidence)
 
 
 def test_prefix_cache_hits_give_the_same_tokens(model):
-    w = model._variant.fast
+    w = model.variant.weights
     system = "Shop knowledge: towels are pure cotton, 20x20 cm; we ship with ZTO before 4 pm; returns within 7 days."
     ps = [model.prompt_ids([{"role": "system", "content": system}, {"role": "user", "content": q}])
           for q in ("几天发货？", "Can I return it?", "有优惠吗")]
     assert min(len(p) for p in ps) > 3 * BLOCK
     ref = reference(w, ps)
     cache = PrefixCache(1 << 24)
-    st = Stepper(w, stop_ids=[], max_batch=1, prefix_cache=cache)  # one row: each prompt after the previous
+    st = Scheduler(w, stop_ids=[], max_batch=1, prefix_cache=cache)  # one row: each prompt after the previous
     toks, _, _ = generate(st, ps, max_new_tokens=12)
     assert toks == ref[0]
     assert st.stats.cached_tokens >= 2 * 2 * BLOCK  # the 2nd and 3rd prompts reused the system part
@@ -178,24 +178,24 @@ def test_prefix_cache_stays_within_its_budget():
 
 
 def test_learned_prefix_kv_equals_decode(model, prompts):
-    w = model._variant.fast
+    w = model.variant.weights
     g = torch.Generator().manual_seed(0)
     prefix = tuple((torch.randn(1, w.n_kv, 5, w.head_dim, generator=g), torch.randn(1, w.n_kv, 5, w.head_dim, generator=g))
                    for _ in w.layers)
     ref = reference(w, prompts[:3], prefix=prefix)
-    toks, _, _ = generate(Stepper(w, stop_ids=[], prefix=prefix, max_batch=2, prefill_chunk=7), prompts[:3],
+    toks, _, _ = generate(Scheduler(w, stop_ids=[], prefix=prefix, max_batch=2, prefill_chunk=7), prompts[:3],
                           max_new_tokens=12)
     assert toks == ref[0]
 
 
 def test_int8_weights(model, prompts):
-    wq = model._variant.fast.quantized("int8")
+    wq = model.variant.weights.quantized("int8")
     ref = reference(wq, prompts[:3])
-    assert generate(Stepper(wq, stop_ids=[]), prompts[:3], max_new_tokens=12)[0] == ref[0]
+    assert generate(Scheduler(wq, stop_ids=[]), prompts[:3], max_new_tokens=12)[0] == ref[0]
 
 
 def test_cancel_frees_the_row(model, prompts):
-    st = Stepper(model._variant.fast, stop_ids=[], max_batch=1)
+    st = Scheduler(model.variant.weights, stop_ids=[], max_batch=1)
     a, b = StepRequest(prompts[0], 50), StepRequest(prompts[1], 3)
     st.add(a), st.add(b)
     st.step()
@@ -209,7 +209,7 @@ def test_cancel_frees_the_row(model, prompts):
 
 
 def test_requests_that_cannot_run_are_refused(model, prompts):
-    st = Stepper(model._variant.fast, stop_ids=[], max_len=64)
+    st = Scheduler(model.variant.weights, stop_ids=[], max_len=64)
     with pytest.raises(ValueError, match="no tokens"):
         st.add(StepRequest([], 4))
     with pytest.raises(ValueError, match="positions"):

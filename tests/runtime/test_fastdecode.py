@@ -9,7 +9,7 @@ import copy
 import pytest
 import torch
 
-from endcloud.end import fastdecode as fd
+from endcloud.runtime import fastdecode as fd
 
 PROMPTS = [[5, 9, 13, 21, 34, 55, 89], [7, 11], [3, 1, 4, 1, 5]]  # unequal: left padding is exercised
 FORCED = [[10, 20, 30, 40], [50, 60, 70, 80], [90, 100, 110, 120]]

@@ -1,4 +1,4 @@
-"""The running batch in its own process (`endcloud.serve.worker`): same replies, cancels,
+"""The running batch in its own process (`endcloud.runtime.worker`): same replies, cancels,
 a killed process, settings. A real spawned child on the tiny fixture model."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from endcloud.errors import ConfigError, ModelError
-from endcloud.serve.engine import Engine
+from endcloud.runtime.async_engine import AsyncEngine
 from endcloud.serve.settings import ServeSettings
 
 SAMPLED = {"temperature": 1.0, "top_p": 1.0}  # random weights: greedy replies repeat one special token
@@ -21,7 +21,7 @@ def conv(q: str) -> list[dict]:
     return [{"role": "user", "content": q}]
 
 
-async def _started(engine: Engine) -> Engine:
+async def _started(engine: AsyncEngine) -> AsyncEngine:
     engine.start()
     return engine
 
@@ -32,7 +32,7 @@ def test_the_engine_process_writes_what_the_thread_writes(end_model):
     questions = ["Do you ship today?", "几天发货？", "hello", "可以用优惠券吗？"]
 
     async def run(worker: str):
-        e = await _started(Engine(end_model, worker=worker, window_ms=0))
+        e = await _started(AsyncEngine(end_model, worker=worker, window_ms=0))
         try:
             whole = await asyncio.gather(*[e.generate_scored(conv(q), query=q, max_new_tokens=10, seed=i, **SAMPLED)
                                            for i, q in enumerate(questions)])
@@ -52,7 +52,7 @@ def test_the_engine_process_writes_what_the_thread_writes(end_model):
 
 def test_a_cancelled_reply_frees_its_row_in_the_engine_process(end_model):
     async def run():
-        e = await _started(Engine(end_model, worker="process", window_ms=0, max_batch=1))
+        e = await _started(AsyncEngine(end_model, worker="process", window_ms=0, max_batch=1))
         try:
             stream = e.stream_scored(conv("hello"), query="hello", max_new_tokens=400, seed=1, **SAMPLED)
             async for _ in stream:
@@ -70,7 +70,7 @@ def test_a_cancelled_reply_frees_its_row_in_the_engine_process(end_model):
 
 def test_a_killed_engine_process_fails_its_replies_and_the_next_request_restarts_it(end_model):
     async def run():
-        e = await _started(Engine(end_model, worker="process", window_ms=0))
+        e = await _started(AsyncEngine(end_model, worker="process", window_ms=0))
         try:
             first, _ = await e.generate_scored(conv("hello"), query="hello", max_new_tokens=2, seed=1, **SAMPLED)
             pid = e.stats()["pid"]
@@ -92,7 +92,7 @@ def test_a_killed_engine_process_fails_its_replies_and_the_next_request_restarts
 
 
 def test_the_spawned_child_never_reruns_the_callers_main_script():
-    from endcloud.serve.worker import _main_module_hidden
+    from endcloud.runtime.worker import _main_module_hidden
 
     main = sys.modules["__main__"]
     before = (getattr(main, "__file__", None), getattr(main, "__spec__", None))
@@ -111,7 +111,7 @@ def test_worker_setting():
 def test_a_broken_pipe_on_submit_restarts_the_engine_process_once(end_model):
     """The process died between the liveness check and the send: a new one serves the request."""
     async def run():
-        e = await _started(Engine(end_model, worker="process", window_ms=0))
+        e = await _started(AsyncEngine(end_model, worker="process", window_ms=0))
         try:
             await e.generate_scored(conv("hello"), query="hello", max_new_tokens=2, seed=1, **SAMPLED)
             batcher, real = e.batcher, e.batcher._send_locked
@@ -138,10 +138,10 @@ def test_a_request_cancelled_while_waiting_in_the_engine_process_is_forgotten(en
     """A reply for another variant waits in the engine process until the running batch
     drains; cancelled there, it leaves as a cancelled event and the parent drops its ticket
     (it used to stay in the parent's table for good)."""
-    from endcloud.end.stepper import StepRequest
-    from endcloud.serve.worker import ProcessBatcher
+    from endcloud.runtime.scheduler import StepRequest
+    from endcloud.runtime.worker import ProcessBatcher
 
-    w = end_model._variant.fast
+    w = end_model.variant.weights
     cfg = {"stop_ids": [], "prefill_chunk": 512, "prefix_cache_bytes": 0}
     ids = end_model.prompt_ids(conv("hello"))
     a, b = object(), object()  # two model variants (the same weights)
@@ -163,4 +163,4 @@ def test_a_request_cancelled_while_waiting_in_the_engine_process_is_forgotten(en
             await batcher.stop()
 
     left, stats = asyncio.run(run())
-    assert left == {} and stats["finished"] == 1  # the cancelled one never reached a stepper
+    assert left == {} and stats["finished"] == 1  # the cancelled one never reached a scheduler

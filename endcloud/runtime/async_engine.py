@@ -1,29 +1,31 @@
 """The server's handle on the end model: batched async generation, token streaming, hot swap.
 
-`Engine` wraps anything with the `EndModel` interface (`generate(conversations, *,
-max_new_tokens, temperature, top_p, seed) -> [Generation]`, `swap_adapter(dir|None)`).
-The evolution loop promotes a new adapter in-process with `app.state.engine.swap_adapter(path)`.
+`AsyncEngine` wraps any `runtime.protocol.ServedModel` (`generate(conversations, *,
+max_new_tokens, temperature, top_p, seed) -> [Generation]`, `swap_adapter(dir|None)`,
+`variant`). The evolution loop promotes a new adapter in-process with
+`app.state.engine.swap_adapter(path)`.
 
 How requests are batched (`batching`, a name in `BATCHING`):
 
-    continuous  the in-process `EndModel` on the fast path (Llama/Qwen2 family): a running
-                batch (`endcloud.end.stepper`) that a request joins at the next decode step
-                and leaves the moment it ends; tokens stream out as they are sampled.
-                A swap lets the replies in flight finish on the old adapter while new
-                ones queue, then the batch continues on the new one.
-    static      anything else (a vLLM client, a test double, a model without fast
+    continuous  a `SchedulableModel` (the in-process `EndModel` on the fast path, Llama/Qwen2
+                family): a running batch (`runtime.scheduler`) that a request joins at the
+                next decode step and leaves the moment it ends; tokens stream out as they
+                are sampled. A swap lets the replies in flight finish on the old variant
+                while new ones queue, then the batch continues on the new one.
+    static      anything else (a vLLM client, llama.cpp, a test double, a model without fast
                 weights): `DynamicBatcher` collects a batch and calls `generate` on it;
                 a swap waits for the batch in flight. The reply arrives whole.
     auto        continuous where the model allows it, else static.
 
 Either way no reply mixes two adapters, and each reply records the adapter that wrote it.
 
-Where the continuous batch runs (`worker`): "thread" steps it in a thread of this process;
-"process" (what `endcloud serve` uses) in a child process (`endcloud.serve.worker`), so the
-model's ~100 torch calls per step never wait for the interpreter lock the event loop holds.
+Where the continuous batch runs (`worker`, a name in `WORKERS`): "thread" steps it in a
+thread of this process; "process" (what `endcloud serve` uses) in a child process
+(`runtime.worker`), so the model's ~100 torch calls per step never wait for the
+interpreter lock the event loop holds.
 
 Prompts (continuous path): a conversation's next prompt continues the ids of its previous
-prompt and of the reply the model sampled (`endcloud.end.prompts`), so the prefix cache
+prompt and of the reply the model sampled (`runtime.prompts`), so the prefix cache
 holds every earlier token; when it outgrows the model's input, it is trimmed to `TRIM_TO`
 of it and then grows from that unchanged start again.
 
@@ -44,8 +46,8 @@ from pathlib import Path
 from typing import Any
 
 from endcloud.errors import ConfigError
-from endcloud.serve.batching import ContinuousBatcher, DynamicBatcher, Ticket
-from endcloud.serve.settings import BATCHING, WORKERS
+from endcloud.runtime.batching import ContinuousBatcher, DynamicBatcher, Ticket
+from endcloud.runtime.protocol import Generation, check_generate_args, schedulable, uses_torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +57,8 @@ PREFIX_CACHE_MB = 256.0  # default budget of the prefix cache (key/values of ear
 # instead of each dropping one more turn and changing every prompt's beginning.
 TRIM_TO = 0.75
 TRANSCRIPTS = 4096  # conversations whose last prompt + reply ids are kept (LRU), for the next turn's prompt
-
-
-def continuous_capable(model: Any) -> bool:
-    """Whether `model` is an in-process EndModel the stepper can run (fast weights present)."""
-    if getattr(model, "_variant", None) is None or getattr(model, "tokenizer", None) is None:
-        return False  # cheap test first: no torch import for doubles and HTTP clients
-    from endcloud.end.stepper import end_model_parts
-
-    return end_model_parts(model) is not None
+BATCHING = ("auto", "continuous", "static")  # how requests are batched (see the module docstring)
+WORKERS = ("process", "thread")  # where the continuous batch runs (see endcloud.runtime.worker)
 
 
 def text_decoder(tokenizer: Any):
@@ -129,7 +124,7 @@ class ReplyStream:
     available in one write. Leaving the loop early (`aclose`) frees the reply's row.
     """
 
-    def __init__(self, engine: "Engine", ticket: Ticket | None = None, whole: Any = None):
+    def __init__(self, engine: "AsyncEngine", ticket: Ticket | None = None, whole: Any = None):
         self._ticket = ticket
         self._whole = whole  # static path: an awaitable of (Generation, match)
         self._detok = IncrementalDetokenizer(engine.model.tokenizer, engine.decode) if ticket is not None else None
@@ -190,7 +185,7 @@ class ReplyStream:
         self._ended = True
 
 
-class Engine:
+class AsyncEngine:
     """Batched, thread-safe access to one end model."""
 
     def __init__(self, model: Any, *, max_batch: int = 16, window_ms: float = 10.0, max_wait_ms: float | None = None,
@@ -206,8 +201,8 @@ class Engine:
         self._adapter = adapter  # what is served, for /healthz and the reply records
         self.generations = 0
         # torch threads only for an in-process torch model (a vLLM client needs no torch)
-        self.threads = threads if getattr(model, "_variant", None) is not None else None
-        can = batching != "static" and continuous_capable(model)
+        self.threads = threads if uses_torch_threads(model) else None
+        can = batching != "static" and schedulable(model)
         if batching == "continuous" and not can:
             raise ConfigError(f"continuous batching needs the in-process end model on its fast path, got "
                               f"{type(model).__name__} (set batching to auto or static)")
@@ -217,10 +212,8 @@ class Engine:
         tok = getattr(model, "tokenizer", None)
         self.decode = text_decoder(tok) if tok is not None else None  # ids -> reply text (continuous path)
         if can:
-            from endcloud.end.base import end_of_turn_ids
-
-            self._stop_ids = end_of_turn_ids(model.tokenizer)
-            self._served = (model._variant, adapter)  # (variant, label): replaced together on a swap
+            self._stop_ids = tuple(model.stop_ids)
+            self._served = (model.variant, adapter)  # (variant, label): replaced together on a swap
             self.prefill_chunk = int(prefill_chunk)
             self.prefix_cache_bytes = int(prefix_cache_mb * 2**20)
             # session -> Transcript of its last end-model turn (prompt + sampled ids): the next
@@ -229,19 +222,19 @@ class Engine:
             self._transcripts_lock = threading.Lock()  # written by the worker, read by the event loop
             self.prompts_continued = 0  # prompts that continued a transcript (figures for /bench)
             if worker == "process":
-                from endcloud.serve.worker import ProcessBatcher
+                from endcloud.runtime.worker import ProcessBatcher
 
                 self.batcher: Any = ProcessBatcher(self._export, self._finish, max_batch=max_batch, window_ms=window_ms,
                                                    max_wait_ms=max_wait_ms, threads=self.threads)
             else:
-                self.batcher = ContinuousBatcher(self._build_stepper, self._finish, max_batch=max_batch,
+                self.batcher = ContinuousBatcher(self._build_scheduler, self._finish, max_batch=max_batch,
                                                  window_ms=window_ms, max_wait_ms=max_wait_ms, threads=self.threads)
         else:
             self.batcher = DynamicBatcher(self._generate_batch, max_batch=max_batch, window_ms=window_ms,
                                           max_wait_ms=max_wait_ms)
 
     @classmethod
-    def from_settings(cls, model: Any, settings: Any, **kw) -> "Engine":
+    def from_settings(cls, model: Any, settings: Any, **kw) -> "AsyncEngine":
         """An engine with the batching knobs of `ServeSettings`."""
         return cls(model, max_batch=settings.max_batch, window_ms=settings.batch_window_ms,
                    max_wait_ms=settings.batch_max_wait_ms, batching=settings.batching,
@@ -250,10 +243,10 @@ class Engine:
 
     @classmethod
     def load(cls, base_dir: str | os.PathLike[str] | None, adapter_dir: str | os.PathLike[str] | None = None, *,
-             kind: str = "transformers", **kw) -> "Engine":
-        """`kind` picks the end-model engine (endcloud.end.vllm.ENGINES): the in-process
-        transformers engine, or a shop-local vLLM server named by ENDCLOUD_VLLM_*."""
-        from endcloud.end.vllm import load_end_model  # lazy: torch/transformers only for "transformers"
+             kind: str = "transformers", **kw) -> "AsyncEngine":
+        """`kind` picks the end-model engine (`runtime.ENGINES`): the in-process transformers
+        model, a shop-local vLLM server named by ENDCLOUD_VLLM_*, or llama.cpp."""
+        from endcloud.runtime.engines import load_end_model
 
         model = load_end_model(kind, base_dir=base_dir, adapter_dir=adapter_dir)
         settings = kw.pop("settings", None)
@@ -277,11 +270,11 @@ class Engine:
     def adapter(self, label: str | None) -> None:
         self._adapter = label
         if self.mode == "continuous":
-            self._served = (self.model._variant, label)
+            self._served = (self.model.variant, label)
 
     def _current(self) -> tuple[Any, str | None]:
         variant, label = self._served
-        live = self.model._variant
+        live = self.model.variant
         if live is not variant and not self._lock.locked():
             # the model was swapped directly (not through swap_adapter): serve what it serves now
             self._served = (live, self._adapter)
@@ -312,22 +305,20 @@ class Engine:
         return matches
 
     # -- continuous batching -----------------------------------------------------------
-    def _build_stepper(self, variant: Any):
-        from endcloud.end.stepper import PrefixCache, Stepper
+    def _build_scheduler(self, variant: Any):
+        from endcloud.runtime.scheduler import PrefixCache, Scheduler
 
         cache = PrefixCache(self.prefix_cache_bytes) if self.prefix_cache_bytes > 0 else None
-        return Stepper(variant.fast, prefix=variant.prefix, stop_ids=self._stop_ids, max_batch=self.batcher.max_batch,
+        return Scheduler(variant.weights, prefix=variant.prefix, stop_ids=self._stop_ids, max_batch=self.batcher.max_batch,
                        prefill_chunk=self.prefill_chunk, prefix_cache=cache)
 
     def _export(self, variant: Any) -> tuple:
-        """What the engine process needs to build a stepper for `variant` (worker="process")."""
-        return variant.fast, variant.prefix, {"stop_ids": list(self._stop_ids), "prefill_chunk": self.prefill_chunk,
+        """What the engine process needs to build a scheduler for `variant` (worker="process")."""
+        return variant.weights, variant.prefix, {"stop_ids": list(self._stop_ids), "prefill_chunk": self.prefill_chunk,
                                               "prefix_cache_bytes": self.prefix_cache_bytes}
 
     def _finish(self, requests: list[Any]) -> list[tuple[Any, float | None]]:
         """In the worker: finished StepRequests -> (Generation, match), scored in one call."""
-        from endcloud.end.engine import Generation
-
         gens = []
         for r in requests:
             text = self.decode(r.tokens).strip()
@@ -365,8 +356,7 @@ class Engine:
 
     def _submit(self, messages: list[dict], *, query: str | None, max_new_tokens: int, temperature: float,
                 top_p: float, seed: int | None, stream: bool, session: str | None = None) -> Ticket:
-        from endcloud.end.engine import check_generate_args
-        from endcloud.end.stepper import StepRequest
+        from endcloud.runtime.scheduler import StepRequest
 
         check_generate_args(max_new_tokens, temperature, top_p)
         variant, label = self._current()

@@ -12,14 +12,14 @@ What the loop decides, once for both:
   waits for nobody: a new request is admitted at the very next step.
 - Requests carry the model variant (`key`, compared by identity) that was current when they
   were submitted. A request for another variant waits until the running batch has drained,
-  then a stepper is built for it: every reply runs wholly on the adapter it started with,
+  then a scheduler is built for it: every reply runs wholly on the adapter it started with,
   and an adapter swap never stops the batch in flight.
-- A request the stepper can never run is refused (`DataError`); a stepper that cannot be
+- A request the scheduler can never run is refused (`DataError`); a scheduler that cannot be
   built fails the requests waiting for its variant; a step that raises fails its batch and
-  the next request gets a fresh stepper. The loop itself lives on.
+  the next request gets a fresh scheduler. The loop itself lives on.
 - A request cancelled before it was admitted leaves as a finished, cancelled event, so the
   transport forgets it as it forgets one cancelled mid-reply.
-- Figures: the steppers' counters summed, the steps' wall and CPU time.
+- Figures: the schedulers' counters summed, the steps' wall and CPU time.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from endcloud.errors import DataError
 
 log = logging.getLogger(__name__)
 
-# the stepper's counters (`StepStats`) a core sums over the steppers it has run
+# the scheduler's counters (`StepStats`) a core sums over the schedulers it has run
 STAT_KEYS = ("steps", "rows", "prefills", "prefill_tokens", "prefill_padded", "cached_tokens", "admitted", "finished",
              "mixed", "prefill_seconds", "decode_seconds", "mixed_seconds")
 
@@ -50,7 +50,7 @@ def batch_window(max_batch: int, window_ms: float, max_wait_ms: float | None) ->
 
 @dataclass(slots=True)
 class StepReport:
-    """What one iteration did: the stepper's events (tokens, finished requests), how many
+    """What one iteration did: the scheduler's events (tokens, finished requests), how many
     requests joined, the rows of its decode step (0: none ran), and its wall time."""
 
     events: list
@@ -62,7 +62,7 @@ class StepReport:
 class EngineCore:
     """The loop; a transport subclasses it and supplies `receive`, `report` and `fail`.
 
-    `build(key) -> Stepper` makes the stepper for a model variant. `run()` returns once
+    `build(key) -> Scheduler` makes the scheduler for a model variant. `run()` returns once
     `stopping` is set; the transport then calls `fail_all` for what is left.
     """
 
@@ -70,10 +70,10 @@ class EngineCore:
         self.build = build
         self.max_batch = max_batch
         self.window_s, self.max_wait_s = window_s, max_wait_s
-        self.pending: deque[tuple[Any, Any]] = deque()  # (key, StepRequest) not yet in a stepper
-        self.stepper: Any = None
-        self.key: Any = None  # the variant the stepper was built for
-        self.totals: dict[str, float] = {}  # counters of retired steppers
+        self.pending: deque[tuple[Any, Any]] = deque()  # (key, StepRequest) not yet in a scheduler
+        self.scheduler: Any = None
+        self.key: Any = None  # the variant the scheduler was built for
+        self.totals: dict[str, float] = {}  # counters of retired schedulers
         self.step_seconds = 0.0  # wall time in steps (busy time)
         self.step_cpu_seconds = 0.0  # CPU time of this thread in those steps: wall - CPU = waiting (lock, scheduler)
         self.stopping = False
@@ -99,7 +99,7 @@ class EngineCore:
 
     @property
     def busy(self) -> bool:
-        return self.stepper is not None and self.stepper.busy
+        return self.scheduler is not None and self.scheduler.busy
 
     def run(self) -> None:
         while not self.stopping:
@@ -131,7 +131,7 @@ class EngineCore:
                 seen, last = len(self.pending), time.monotonic()
 
     def _admit(self) -> None:
-        st = self.stepper
+        st = self.scheduler
         while self.pending:
             key, req = self.pending[0]
             if req.cancelled:
@@ -154,29 +154,29 @@ class EngineCore:
     def _switch(self, key: Any):
         self._retire()
         try:
-            self.stepper, self.key = self.build(key), key
+            self.scheduler, self.key = self.build(key), key
         except Exception as e:  # e.g. out of memory: fail what waits for this variant
-            log.exception("could not build a stepper")
+            log.exception("could not build a scheduler")
             bad = [r for k, r in self.pending if k is key]
             self.pending = deque((k, r) for k, r in self.pending if k is not key)
             self.fail(bad, e)
             return None
-        return self.stepper
+        return self.scheduler
 
     def _retire(self) -> None:
-        st = getattr(self.stepper, "stats", None)
+        st = getattr(self.scheduler, "stats", None)
         if st is not None:
             for k in STAT_KEYS:
                 self.totals[k] = self.totals.get(k, 0) + getattr(st, k)
-        self.stepper = None
+        self.scheduler = None
 
     def _step(self) -> None:
-        st = self.stepper
+        st = self.scheduler
         t0, c0 = time.perf_counter(), time.thread_time()
         admitted0, steps0, rows0 = st.stats.admitted, st.stats.steps, st.stats.rows
         try:
             events = st.step()
-        except Exception as e:  # the batch's requests fail; the next request gets a fresh stepper
+        except Exception as e:  # the batch's requests fail; the next request gets a fresh scheduler
             log.exception("decode step failed")
             self.fail_all(e)
             return
@@ -191,8 +191,8 @@ class EngineCore:
         return out
 
     def fail_all(self, error: BaseException) -> None:
-        """Fail every request in the stepper and drop it (the next request builds a new one)."""
-        st = self.stepper
+        """Fail every request in the scheduler and drop it (the next request builds a new one)."""
+        st = self.scheduler
         if st is None:
             return
         reqs = list(st.waiting) + [r.req for r in st.decoding] + [r.req for r in st.prefilling]
@@ -201,9 +201,9 @@ class EngineCore:
             self.fail(reqs, error)
 
     def stats(self) -> dict[str, float]:
-        """Totals since start: the steppers' counters, busy and CPU seconds of the steps."""
+        """Totals since start: the schedulers' counters, busy and CPU seconds of the steps."""
         out = dict(self.totals)
-        st = getattr(self.stepper, "stats", None)
+        st = getattr(self.scheduler, "stats", None)
         if st is not None:
             for k in STAT_KEYS:
                 out[k] = out.get(k, 0) + getattr(st, k)
@@ -213,6 +213,6 @@ class EngineCore:
 
 
 def _cancelled_event(req: Any):
-    from endcloud.end.stepper import StepEvent
+    from endcloud.runtime.scheduler import StepEvent
 
     return StepEvent(req, None, True)

@@ -5,12 +5,12 @@
     [g] = m.generate([[{"role": "user", "content": "几天发货？"}]], seed=0)
     g.text, g.confidence                               # confidence from the server's logprobs
 
-    m = load_end_model("vllm", base_url=..., model=..., adapter_dir=...)     # or "transformers"
+    m = load_end_model("vllm", base_url=..., model=..., adapter_dir=...)     # runtime.ENGINES
 
-Where a shop outgrows one CPU box, the in-process `EndModel` (end/engine.py) gives way to
-vLLM on the shop's GPU machine; this class keeps the same surface (`generate`,
-`swap_adapter`, `.adapter_dir`, `.name`, `.method`), so the server's `Engine`, the router
-and the evolution loop do not change. Start the server with runtime LoRA loading on:
+Where a shop outgrows one CPU box, the in-process `EndModel` (runtime/model.py) gives way to
+vLLM on the shop's GPU machine; this class serves the same `runtime.protocol.ServedModel`
+(`generate`, `swap_adapter`, `variant`), so the server's `AsyncEngine`, the router and the
+evolution loop do not change. Start the server with runtime LoRA loading on:
 
     VLLM_ALLOW_RUNTIME_LORA_UPDATING=True vllm serve <base dir> --served-model-name <model> \\
         --enable-lora --max-lora-rank 8 --max-loras 4 --host 127.0.0.1 --port 8001
@@ -70,11 +70,10 @@ from urllib.parse import urlsplit
 import httpx
 
 from endcloud.errors import ConfigError, ModelError
-from endcloud.registry import Registry
 from endcloud.retry import retry_after
-from endcloud.end.engine import Generation, check_generate_args, check_messages  # torch-free at import
+from endcloud.runtime.protocol import Generation, Variant, check_generate_args, check_messages
 
-log = logging.getLogger("endcloud.end.vllm")
+log = logging.getLogger("endcloud.runtime.vllm")
 
 ENV_BASE_URL = "ENDCLOUD_VLLM_BASE_URL"
 ENV_MODEL = "ENDCLOUD_VLLM_MODEL"
@@ -215,7 +214,7 @@ class VLLMEndModel:
         self._idle = threading.Condition(self._lock)  # signalled when a served name has no call in flight
         self._inflight: Counter = Counter()
         self._rng = random.Random()
-        self._route: tuple[str, Path | None] = (model, None)  # (served name, adapter dir): swapped atomically
+        self._variant = Variant(model, None, "base")  # name: the served model requests go to; swapped atomically
 
     def __repr__(self) -> str:  # never print the key
         return f"VLLMEndModel(base_url={self.base_url!r}, model={self.model!r}, serving={self.name!r})"
@@ -243,19 +242,23 @@ class VLLMEndModel:
         kw.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**kw)
 
-    # ---- what is served (the EndModel surface) ---------------------------------------------
+    # ---- what is served (runtime.protocol.ServedModel) -------------------------------------
+    @property
+    def variant(self) -> Variant:
+        return self._variant
+
     @property
     def adapter_dir(self) -> Path | None:
-        return self._route[1]
+        return self._variant.adapter_dir
 
     @property
     def name(self) -> str:
         """The served model name requests go to: the base's, or the loaded LoRA's."""
-        return self._route[0]
+        return self._variant.name
 
     @property
     def method(self) -> str:
-        return "base" if self._route[1] is None else "lora"
+        return self._variant.method
 
     def models(self) -> list[str]:
         """Model ids the server lists (the base and every loaded LoRA)."""
@@ -377,7 +380,7 @@ class VLLMEndModel:
         if seed is not None:
             params["seed"] = int(seed)
         with self._lock:
-            name = self._route[0]  # snapshot: a concurrent swap does not affect this call
+            name = self._variant.name  # snapshot: a concurrent swap does not affect this call
             self._inflight[name] += 1
         try:
             if len(convs) == 1:
@@ -399,20 +402,20 @@ class VLLMEndModel:
         keeps serving. Then routes new calls to it and unloads the old adapter once the calls
         still using it have finished."""
         with self._swap_lock:
-            old_name, old_dir = self._route
+            old = self._variant
             if adapter_dir is None:
-                new: tuple[str, Path | None] = (self.model, None)
+                new = Variant(self.model, None, "base")
             else:
                 ad = Path(adapter_dir).expanduser()
                 _check_lora_dir(ad)
                 path = ad.resolve() if ad.exists() else ad
-                new = (lora_name_for(ad), path)
-                if new[0] != old_name:
-                    self._load(new[0], path)
+                new = Variant(lora_name_for(ad), path, "lora")
+                if new.name != old.name:
+                    self._load(new.name, path)
             with self._lock:
-                self._route = new
-            if old_dir is not None and old_name != new[0]:
-                self._unload_when_idle(old_name)
+                self._variant = new
+            if old.adapter_dir is not None and old.name != new.name:
+                self._unload_when_idle(old.name)
 
     def _load(self, lora_name: str, path: Path) -> None:
         hints = {404: LORA_HINT, 405: LORA_HINT, 400: "check that the adapter folder exists on the vLLM server and its r "
@@ -450,44 +453,3 @@ class VLLMEndModel:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-# ---- choosing an engine by name --------------------------------------------------------------------
-ENGINES: Registry[Callable[..., Any]] = Registry("end-model engine")
-
-
-@ENGINES.register("transformers")
-def _load_transformers(*, base_dir, adapter_dir=None, **kw: Any) -> Any:
-    """The in-process engine (torch on this machine): `EndModel.load(base_dir, adapter_dir, **kw)`."""
-    from endcloud.end.engine import EndModel  # lazy: torch/transformers
-
-    return EndModel.load(base_dir, adapter_dir, **kw)
-
-
-@ENGINES.register("vllm")
-def _load_vllm(*, adapter_dir=None, base_dir=None, **kw: Any) -> VLLMEndModel:
-    """A shop-local vLLM server (`VLLMEndModel` keywords; missing ones from ENDCLOUD_VLLM_*).
-
-    `base_dir` is accepted and ignored: the server loaded its base when it started."""
-    m = VLLMEndModel.from_env(**kw)
-    if adapter_dir is not None:
-        try:
-            m.swap_adapter(adapter_dir)
-        except BaseException:
-            m.close()
-            raise
-    return m
-
-
-@ENGINES.register("llamacpp")
-def _load_llamacpp(*, base_dir, adapter_dir=None, **kw: Any) -> Any:
-    """llama.cpp on this machine (the optional `endcloud[llamacpp]` extra): `base_dir` is an HF
-    directory (exported to GGUF on first use, LoRA merged) or a `.gguf` file."""
-    from endcloud.end.llamacpp import load_llamacpp  # lazy: llama_cpp only when chosen
-
-    return load_llamacpp(base_dir=base_dir, adapter_dir=adapter_dir, **kw)
-
-
-def load_end_model(kind: str = "transformers", **kw: Any) -> Any:
-    """An end model by engine name ("transformers" | "vllm" | "llamacpp"); unknown names list the valid ones."""
-    return ENGINES.get(kind)(**kw)

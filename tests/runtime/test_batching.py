@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from endcloud.serve.batching import DynamicBatcher
+from endcloud.runtime.batching import DynamicBatcher
 
 
 def test_requests_waiting_behind_a_batch_form_the_next_one():

@@ -3,7 +3,7 @@ requests join and leave between decode steps.
 
 `fastdecode.decode` runs a static batch: every row is prefilled together and the batch
 decodes until its longest reply ends, so a request that arrives a moment later waits for
-the whole batch, and a short reply keeps its row busy to the end. `Stepper` instead keeps
+the whole batch, and a short reply keeps its row busy to the end. `Scheduler` instead keeps
 a running batch and advances it one iteration at a time:
 
     add(req) ──► waiting ──admit──► prefill rows ──chunk by chunk──► decode rows ──► done
@@ -22,7 +22,7 @@ row samples with its own settings (temperature, top_p, max_new_tokens) and its o
 seedable `torch.Generator`, so a seeded reply does not depend on what else is in the
 batch (`decode` shares one generator per call); greedy rows give exactly `decode`'s tokens.
 
-Like `fastdecode`, the stepper knows nothing about tokenization: token ids in, token ids
+Like `fastdecode`, the scheduler knows nothing about tokenization: token ids in, token ids
 and their log-probs (under the raw distribution, as `EndModel` uses for confidence) out.
 
 KV layout. Two pools of rows, each `(rows, 2 * kv_heads, cols, head_dim)` per layer (k
@@ -54,7 +54,7 @@ time, in blocks of `BLOCK` tokens keyed by a hash chain over the token ids (vLLM
 automatic prefix caching, on CPU tensors, LRU within a byte budget). A hit is always at
 least one token short of the prompt: the last prompt token is computed to get its logits.
 
-    st = Stepper(FastWeights.from_model(model), stop_ids=[eos], max_batch=16)
+    st = Scheduler(FastWeights.from_model(model), stop_ids=[eos], max_batch=16)
     st.add(StepRequest(prompt_ids, max_new_tokens=64, temperature=0.6, top_p=0.8, seed=1))
     while st.busy:
         for ev in st.step():   # (request, token or None at a stop, finished?)
@@ -76,7 +76,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from endcloud.end.fastdecode import TOP_P_CANDIDATES, FastWeights, _mm, _mm_add, _rms
+from endcloud.runtime.fastdecode import TOP_P_CANDIDATES, FastWeights, _mm, _mm_add, _rms
 
 BLOCK = 16  # prefix-cache granularity in tokens (vLLM's default block size)
 # top-p sorts whole rows (numpy) up to this vocabulary, above it top-k first as `sample`:
@@ -94,15 +94,15 @@ _GROW = 128  # pools grow their columns in steps of this many (a multiple of BLO
 # requests
 @dataclass(eq=False)
 class StepRequest:
-    """One reply to generate. The stepper fills the result fields as it goes."""
+    """One reply to generate. The scheduler fills the result fields as it goes."""
 
     prompt: list[int]
     max_new_tokens: int
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
-    tag: Any = None  # the caller's handle (the stepper never reads it)
-    meta: Any = None  # the caller's data about the request (the stepper never reads it)
+    tag: Any = None  # the caller's handle (the scheduler never reads it)
+    meta: Any = None  # the caller's data about the request (the scheduler never reads it)
     # -- results --
     tokens: list[int] = field(default_factory=list)  # generated ids, without the stop token
     logprobs: list[float] = field(default_factory=list)  # per sampled token, the stop token's included
@@ -147,7 +147,7 @@ class _Chunk(NamedTuple):
 
 @dataclass
 class StepStats:
-    """Counters since the stepper was built (read them for metrics and benchmarks)."""
+    """Counters since the scheduler was built (read them for metrics and benchmarks)."""
 
     steps: int = 0  # decode steps
     rows: int = 0  # sum over decode steps of the rows in the step (occupancy = rows / steps)
@@ -217,9 +217,6 @@ class _Pool:
             return
         for dst, sk in zip(self.kv, src.kv):
             dst[d, :, :n] = sk[s, :, :n]
-
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.kv)
 
 
 # ---------------------------------------------------------------------------------------
@@ -433,11 +430,11 @@ def _nucleus_head(scaled: torch.Tensor, lse: torch.Tensor, top_p: float, gens: l
 
 
 # ---------------------------------------------------------------------------------------
-# the stepper
-class Stepper:
+# the scheduler
+class Scheduler:
     """A running batch over `FastWeights`: `add` requests, call `step()` while `busy`.
 
-    Not thread-safe: one thread owns a stepper (the serving engine's worker). `cancel`
+    Not thread-safe: one thread owns a scheduler (the serving engine's worker). `cancel`
     on a request is the one call another thread may make.
     """
 
@@ -486,7 +483,7 @@ class Stepper:
         need = self.plen + len(req.prompt) + req.max_new_tokens
         if need > self.max_len:
             raise ValueError(f"prompt of {len(req.prompt)} tokens + max_new_tokens {req.max_new_tokens} "
-                             f"(+ {self.plen} prefix) is over the stepper's {self.max_len} positions")
+                             f"(+ {self.plen} prefix) is over the scheduler's {self.max_len} positions")
 
     def add(self, req: StepRequest) -> None:
         self.check(req)
@@ -560,7 +557,7 @@ class Stepper:
         while self.waiting and self.active < self.max_batch:
             req = self.waiting.pop(0)
             # A seeded request owns its generator: its reply does not depend on the batch.
-            # Unseeded ones share the stepper's, so their draws take one call per step.
+            # Unseeded ones share the scheduler's, so their draws take one call per step.
             gen = torch.Generator().manual_seed(int(req.seed)) if req.seed is not None else self._shared_gen
             slot = len(self.prefilling)
             cached = 0
@@ -782,33 +779,17 @@ class Stepper:
             t = self._rh[b] = torch.arange(b)[:, None] * n2 + torch.arange(n2)[None, :]
         return t
 
-    def kv_bytes(self) -> int:
-        """Bytes held by the two KV pools (the prefix cache not included)."""
-        return self.dec.nbytes() + self.stage.nbytes()
 
-
-def generate(stepper: Stepper, prompts: list[list[int]], *, max_new_tokens: int, temperature: float = 0.0,
+def generate(scheduler: Scheduler, prompts: list[list[int]], *, max_new_tokens: int, temperature: float = 0.0,
              top_p: float = 1.0, seed: int | None = None):
-    """Run `prompts` to the end on `stepper` (same settings for all; row r seeded `seed + r`).
+    """Run `prompts` to the end on `scheduler` (same settings for all; row r seeded `seed + r`).
 
     Returns what `fastdecode.decode` returns: (token lists without the stop token, their
     log-prob lists including the stop token's, ended-with-stop flags)."""
     reqs = [StepRequest(list(p), max_new_tokens, temperature, top_p, None if seed is None else seed + r)
             for r, p in enumerate(prompts)]
     for r in reqs:
-        stepper.add(r)
-    while stepper.busy:
-        stepper.step()
+        scheduler.add(r)
+    while scheduler.busy:
+        scheduler.step()
     return [r.tokens for r in reqs], [r.logprobs for r in reqs], [r.ended for r in reqs]
-
-
-def end_model_parts(model) -> tuple[Any, Any, Any] | None:
-    """(variant, FastWeights, learned prefix) of an `EndModel`'s current adapter, or None
-    when the stepper cannot serve it (no fast weights: an architecture outside the Llama/Qwen2
-    family, or not an EndModel at all). The variant is the immutable object a swap replaces,
-    so `variant is not previous` says an adapter swap happened."""
-    variant = getattr(model, "_variant", None)
-    fast = getattr(variant, "fast", None)
-    if not isinstance(fast, FastWeights):
-        return None
-    return variant, fast, getattr(variant, "prefix", None)

@@ -1,11 +1,11 @@
-"""Prompts that continue a conversation's ids (`endcloud.end.prompts`), on the fixture tokenizer."""
+"""Prompts that continue a conversation's ids (`endcloud.runtime.prompts`), on the fixture tokenizer."""
 
 from __future__ import annotations
 
 import pytest
 
 from endcloud.end.base import render_chat
-from endcloud.end.prompts import Specials, Transcript, build_prompt
+from endcloud.runtime.prompts import Specials, Transcript, build_prompt
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +156,7 @@ def test_knowledge_after_the_question_keeps_the_whole_history(tok):
     assert p2.reused == before_k1 and p2.ids == _encode(tok, render_chat(tok, msgs2))
 
 def test_end_model_knows_whether_its_template_takes_a_late_system_message(tiny_base_dir):
-    from endcloud.end.engine import EndModel
+    from endcloud.runtime.model import EndModel
 
     m = EndModel.load(tiny_base_dir)
     assert m.late_system()  # ChatML renders any role anywhere

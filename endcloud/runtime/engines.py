@@ -1,0 +1,57 @@
+"""Choosing the end model's engine by name: the `ENGINES` registry and `load_end_model`.
+
+    m = load_end_model("transformers", base_dir="endcloud-work/base", adapter_dir=None)
+    m = load_end_model("vllm", adapter_dir="endcloud-work/adapters/shop/v3")    # ENDCLOUD_VLLM_* name the server
+    m = load_end_model("llamacpp", base_dir="endcloud-work/base")               # GGUF, optional extra
+
+Each entry returns a `runtime.protocol.ServedModel`. The factories import their backend
+only when called, so naming the engines (settings, `--help`) loads neither torch nor
+llama.cpp nor an HTTP client.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from endcloud.registry import Registry
+
+ENGINES: Registry[Callable[..., Any]] = Registry("end-model engine")
+
+
+@ENGINES.register("transformers")
+def _load_transformers(*, base_dir, adapter_dir=None, **kw: Any) -> Any:
+    """The in-process engine (torch on this machine): `EndModel.load(base_dir, adapter_dir, **kw)`."""
+    from endcloud.runtime.model import EndModel
+
+    return EndModel.load(base_dir, adapter_dir, **kw)
+
+
+@ENGINES.register("vllm")
+def _load_vllm(*, adapter_dir=None, base_dir=None, **kw: Any) -> Any:
+    """A shop-local vLLM server (`VLLMEndModel` keywords; missing ones from ENDCLOUD_VLLM_*).
+
+    `base_dir` is accepted and ignored: the server loaded its base when it started."""
+    from endcloud.runtime.vllm import VLLMEndModel
+
+    m = VLLMEndModel.from_env(**kw)
+    if adapter_dir is not None:
+        try:
+            m.swap_adapter(adapter_dir)
+        except BaseException:
+            m.close()
+            raise
+    return m
+
+
+@ENGINES.register("llamacpp")
+def _load_llamacpp(*, base_dir, adapter_dir=None, **kw: Any) -> Any:
+    """llama.cpp on this machine (the optional `endcloud[llamacpp]` extra): `base_dir` is an HF
+    directory (exported to GGUF on first use, LoRA merged) or a `.gguf` file."""
+    from endcloud.runtime.llamacpp import LlamaCppEndModel
+
+    return LlamaCppEndModel.load(base_dir, adapter_dir, **kw)
+
+
+def load_end_model(kind: str = "transformers", **kw: Any) -> Any:
+    """An end model by engine name ("transformers" | "vllm" | "llamacpp"); unknown names list the valid ones."""
+    return ENGINES.get(kind)(**kw)

@@ -1,0 +1,128 @@
+"""What an end model offers the rest of endcloud, and what the scheduler needs besides.
+
+Every engine in `ENGINES` (the in-process transformers model, a shop-local vLLM server,
+llama.cpp over a GGUF file) and every test double serves the same small surface:
+
+    class ServedModel(Protocol):             what the server, the online loop and `eval` call
+        variant: Variant                     what is served now: immutable, a swap replaces it
+        generate(conversations, *, max_new_tokens, temperature, top_p, seed, system) -> [Generation]
+        swap_adapter(adapter_dir | None)     hot swap; calls in flight finish on the old variant
+
+    class SchedulableModel(ServedModel):     the in-process model on its fast path, which the
+        tokenizer, max_input_len, stop_ids   continuous-batching scheduler steps itself:
+        prompt(messages, *, after, trim_to)  token ids in, token ids out (`runtime.scheduler`)
+        late_system()
+        variant.weights is not None          (fast weights exist for this architecture)
+
+A `Variant` is the public identity of what is being served. It is replaced as a whole on a
+swap, so `model.variant is not previous` says a swap happened, and a reply that started on
+one variant finishes on it: the scheduler is built for one variant, the static batch reads
+it once. Nothing outside a backend reads the backend's private attributes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+from endcloud.errors import DataError
+from endcloud.records import ROLES
+
+
+@dataclass
+class Generation:
+    """One reply: its text, confidence = exp(logprob), reply token count, mean token log-prob."""
+
+    text: str
+    confidence: float
+    tokens: int
+    logprob: float
+
+
+@dataclass(frozen=True, eq=False)  # compared by identity: a swap makes a new one
+class Variant:
+    """What a reply runs on: a base, an optional adapter, and what the backend needs to run it.
+
+    `weights` and `prefix` are what the scheduler steps (`runtime.fastdecode.FastWeights`
+    and the learned prefix key/values per layer, each (1, kv_heads, P, head_dim)); a
+    backend without a fast path leaves `weights` None and is batched whole. `handle` is the
+    backend's own object (the transformers module, a llama.cpp context), opaque to others."""
+
+    name: str  # "base" or "base+shop/v3": what logs and records show
+    adapter_dir: Path | None
+    method: str  # "base" | "lora" | "prefix"
+    weights: Any = None
+    prefix: Any = None
+    handle: Any = None
+
+    @property
+    def prefix_len(self) -> int:
+        return 0 if self.prefix is None else int(self.prefix[0][0].shape[2])
+
+
+@runtime_checkable
+class ServedModel(Protocol):
+    """An end model as the runtime serves it (see the module docstring)."""
+
+    @property
+    def variant(self) -> Variant: ...
+
+    def generate(self, conversations: list[list[dict]], *, max_new_tokens: int = 128, temperature: float = 0.6,
+                 top_p: float = 0.8, seed: int | None = None, system: str | None = None) -> list[Generation]: ...
+
+    def swap_adapter(self, adapter_dir: Any) -> None: ...
+
+
+@runtime_checkable
+class SchedulableModel(ServedModel, Protocol):
+    """A served model whose replies the continuous-batching scheduler can step itself."""
+
+    tokenizer: Any
+    max_input_len: int
+    # True where generation runs torch in this process: the engine then sets torch's thread count
+    uses_torch_threads: bool
+
+    @property
+    def stop_ids(self) -> Sequence[int]: ...
+
+    def prompt(self, messages: list[dict], *, system: str | None = None, after: Any = None,
+               trim_to: int | None = None) -> Any: ...
+
+    def late_system(self) -> bool: ...
+
+
+def schedulable(model: Any) -> bool:
+    """Whether the scheduler can step `model`: the protocol, and fast weights for its current variant."""
+    if not isinstance(model, SchedulableModel):  # cheap attribute checks: no torch import for doubles and clients
+        return False
+    from endcloud.runtime.fastdecode import FastWeights
+
+    return isinstance(model.variant.weights, FastWeights)
+
+
+def uses_torch_threads(model: Any) -> bool:
+    """Whether `model` runs torch in this process (then its thread count is the engine's to set)."""
+    return bool(getattr(model, "uses_torch_threads", False))
+
+
+def check_generate_args(max_new_tokens: int, temperature: float, top_p: float) -> None:
+    """The sampling settings every engine accepts (in-process, vLLM or llama.cpp)."""
+    if max_new_tokens < 1:
+        raise DataError(f"max_new_tokens must be at least 1, got {max_new_tokens!r}")
+    if temperature < 0 or not (0 < top_p <= 1):
+        raise DataError(f"need temperature >= 0 and 0 < top_p <= 1, got temperature={temperature!r} top_p={top_p!r}")
+
+
+def check_messages(messages) -> list[dict]:
+    """A conversation as plain {role, content} dicts, or a DataError saying what is wrong."""
+    if not isinstance(messages, (list, tuple)) or not messages:
+        raise DataError(f"a conversation must be a non-empty list of messages, got {messages!r:.80}")
+    out = []
+    for m in messages:
+        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+            raise DataError(
+                f"each message needs role in {ROLES} and a string content, got {m!r:.120}"
+            )
+        out.append({"role": m["role"], "content": m["content"]})
+    return out
