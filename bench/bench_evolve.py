@@ -45,6 +45,7 @@ def build(ws, cfg, echo=print) -> tuple[dict, object]:
     returns the stage times and the reference teacher of the shop."""
     from endcloud import demo
     from endcloud.cloud import make_teacher
+    from endcloud.config import DEFAULT_ADAPTER
     from endcloud.end.adapters import AdapterRegistry
     from endcloud.end.train import train
 
@@ -76,9 +77,9 @@ def build(ws, cfg, echo=print) -> tuple[dict, object]:
         examples = distilled + rng.sample(natural, min(len(natural), len(distilled)))
         res = train(ws.base, examples, ws.root / "runs" / "lora", method="lora", steps=cfg.tuner_steps["lora"],
                     lr=cfg.tuner_lr["lora"], batch_size=cfg.train_batch, progress=False, resume=False, seed=cfg.seed)
-        reg.activate(demo.SERVED, reg.publish(demo.SERVED, res.adapter_dir, manifest={"method": "lora"}))
+        reg.activate(DEFAULT_ADAPTER, reg.publish(DEFAULT_ADAPTER, res.adapter_dir, manifest={"method": "lora"}))
 
-    stage("initial lora", lora, reg.active(demo.SERVED) is not None)
+    stage("initial lora", lora, reg.active(DEFAULT_ADAPTER) is not None)
     return times, teacher
 
 
@@ -114,12 +115,13 @@ def run(args) -> dict:
     import torch
 
     from endcloud import demo
+    from endcloud.compose import build_app_from_workspace
     from endcloud.config import Workspace
     from endcloud.evolve import EvolveSettings, GateSettings
     from endcloud.evolve.service import evolver_for_workspace
     from endcloud.fileio import read_jsonl
+    from endcloud.loopback import LoopbackServer
     from endcloud.scoring import default_evaluator
-    from endcloud.serve.workspace import build_app_from_workspace
 
     torch.set_num_threads(args.threads)
     cfg = demo.DemoConfig.quick(customers=args.customers or 16) if args.quick else \
@@ -153,8 +155,8 @@ def run(args) -> dict:
     ev = evolver_for_workspace(ws, teacher=teacher, settings=settings, on_promote=promote, background=False,
                                evaluator=evaluator)
     waves, rounds = [], []
-    with demo._Server(app) as srv:
-        url = f"http://127.0.0.1:{srv.port}"
+    with LoopbackServer(app, name="bench-evolve", start_timeout_s=120, stop_timeout_s=15) as srv:
+        url = srv.url
         for k in range(args.rounds + 1):
             tag = f"w{k}-{int(time.time())}"
             t0 = time.perf_counter()

@@ -52,7 +52,7 @@ def _latency_ms(fn, n: int = 30) -> float:
 def _paraphrase_accuracy(scorer, rows, rng, n: int = 600) -> float:
     """P(sim(r, paraphrase of r) > sim(r, reply to another intent)); paraphrase = another
     reply with the same intent and the same facts but different words."""
-    from endcloud.scoring._text import normalise
+    from endcloud.text import normalise
 
     by_key: dict = {}
     for r in rows:

@@ -140,7 +140,7 @@ def main() -> int:
         ap.error(f"--transports must name some of {', '.join(TRANSPORTS)}, got {a.transports!r}")
 
     server = subprocess.Popen(
-        [sys.executable, "-m", "endcloud.cloud.testing", "--latency", str(a.latency), "--p429", str(a.p429),
+        [sys.executable, "-m", "endcloud.testing", "--latency", str(a.latency), "--p429", str(a.p429),
          "--p500", str(a.p500), "--pmalformed", str(a.pmalformed), "--retry-after", str(a.retry_after), "--seed", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     runs: list[dict] = []

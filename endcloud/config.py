@@ -1,7 +1,7 @@
-"""Settings shared by every stage: the workspace layout and the paper's numbers.
+"""The workspace: one folder that holds everything a shop's endcloud produces, and where
+each stage finds what the others built.
 
-The *workspace* is one folder that holds everything a shop's endcloud produces, so any
-stage can be re-run alone and `endcloud serve` can find what `endcloud demo` built.
+Any stage can be re-run alone, and `endcloud serve` finds what `endcloud demo` built.
 Its root is `--workspace`, else `$ENDCLOUD_HOME`, else `./endcloud-work`.
 
     <root>/
@@ -15,6 +15,13 @@ Its root is `--workspace`, else `$ENDCLOUD_HOME`, else `./endcloud-work`.
       endcloud.db           SQLite: sessions, replies, scores, feedback, labels, reviews
       audit/outbound.jsonl  what left the shop (redacted text + hash per request)
       reports/              eval tables, plots, demo report
+
+    ws = Workspace.resolve("endcloud-work")
+    ws.find_base()                      # base/, or a ConfigError naming the command that builds it
+    ws.find_adapter("shop/v2")          # (folder, "shop/v2"); None: the active version of the default name
+
+The paper's numbers live in `endcloud.paper`; this module sits above `endcloud.end`,
+whose adapter registry it reads.
 """
 
 from __future__ import annotations
@@ -22,31 +29,19 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from endcloud.errors import ConfigError
 
 ENV_HOME = "ENDCLOUD_HOME"
 DEFAULT_HOME = "endcloud-work"
-
-
-@dataclass(frozen=True)
-class Paper:
-    """The numbers the paper fixes (Tables II, IV; eq. 1). All overridable by flags."""
-
-    shots: int = 500  # Table II: N question-answer examples in the prompt
-    max_input_len: int = 256  # Table IV
-    max_output_len: int = 512
-    learning_rate: float = 5e-5
-    batch_size: int = 1
-    lora_r: int = 8
-    lora_alpha: int = 32
-    lora_dropout: float = 0.1
-    num_virtual_tokens: int = 128
-    top_p: float = 0.8
-    temperature: float = 0.6
-    alpha: float = 0.8  # eq. 1: Final = α·Sim + (1−α)·Match
-    theta: float = 0.2  # Θ: when Match(query, cloud) < Θ, Final = Sim
-
-
-PAPER = Paper()
+# The adapter name the demo publishes, the server serves and the online loop evolves when
+# nothing else is named (a workspace with several adapters serves this one).
+DEFAULT_ADAPTER = "shop"
+NOTHING_BUILT = (
+    "nothing to serve in {root}: no end model found (looked for {base}). Build the embedded default first with "
+    "`scripts/demo` (or `endcloud demo --workspace {root}`), or pass --base PATH to a local Hugging Face model folder"
+)
 
 
 @dataclass(frozen=True)
@@ -112,3 +107,52 @@ class Workspace:
     def ensure(self) -> "Workspace":
         self.root.mkdir(parents=True, exist_ok=True)
         return self
+
+    # ---- what the workspace holds --------------------------------------------------------
+    def has_shop(self) -> bool:
+        """Whether shop/ holds a shop pack (its shop.yaml)."""
+        return (self.shop / "shop.yaml").exists()
+
+    def find_base(self, base: str | os.PathLike[str] | None = None) -> Path:
+        """The end model's base: `base` (--base) when given, else base/; a ConfigError that
+        names what to run or pass when there is none."""
+        if base is not None:
+            p = Path(base).expanduser()
+            if not (p / "config.json").exists():
+                raise ConfigError(f"--base {str(p)!r} is not a Hugging Face model folder (no config.json there)")
+            return p
+        if (self.base / "config.json").exists():
+            return self.base
+        raise ConfigError(NOTHING_BUILT.format(root=self.root, base=self.base))
+
+    def adapter_registry(self) -> Any:
+        """The versioned adapter registry of adapters/ (`endcloud.end.adapters.AdapterRegistry`)."""
+        from endcloud.end.adapters import AdapterRegistry
+
+        return AdapterRegistry(self.adapters)
+
+    def find_adapter(self, adapter: str | os.PathLike[str] | None = None) -> tuple[Path | None, str | None]:
+        """(adapter folder, label) for --adapter NAME | NAME/vN | a folder; with None, the
+        active version of the workspace's adapter (the only name, or DEFAULT_ADAPTER when
+        there are several), or (None, None) when nothing is published."""
+        if adapter is not None:
+            p = Path(adapter).expanduser()
+            if (p / "adapter_config.json").exists():
+                return p, str(p)
+        reg = self.adapter_registry()
+        names = reg.names()
+        if adapter is None:
+            if not names:
+                return None, None
+            name = names[0] if len(names) == 1 else (DEFAULT_ADAPTER if DEFAULT_ADAPTER in names else names[0])
+            path = reg.active(name)
+            return (path, f"{name}/{path.name}") if path else (None, None)
+        name, _, version = str(adapter).partition("/")
+        if name not in names:
+            raise ConfigError(f"--adapter {str(adapter)!r}: no adapter named {name!r} in {self.adapters} "
+                              f"(found: {', '.join(names) or 'none'}); pass NAME, NAME/vN or an adapter folder")
+        path = reg.path(name, version) if version else reg.active(name)
+        if path is None or not (path / "adapter_config.json").exists():
+            raise ConfigError(f"--adapter {str(adapter)!r}: {'version ' + version if version else 'no active version'} "
+                              f"is not usable; see `endcloud adapters list`")
+        return path, f"{name}/{path.name}"

@@ -16,18 +16,16 @@ from __future__ import annotations
 import json
 import os
 import random
-import socket
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from endcloud.config import Workspace
+from endcloud.config import DEFAULT_ADAPTER, Workspace
 from endcloud.fileio import read_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
+from endcloud.loopback import LoopbackServer
 
 TUNERS_SHOWN = ("prefix", "ptuning-v2", "lora")
-SERVED = "shop"  # the adapter name the server and the online loop use
 
 
 @dataclass
@@ -106,17 +104,16 @@ def run_demo(workspace: str | os.PathLike[str] | None = None, *, config: DemoCon
     stage = Stage(echo)
     t_start = time.perf_counter()
     report: dict[str, Any] = {"workspace": str(ws.root), "config": asdict(cfg)}
-    cloud_name = "openai" if os.environ.get("ENDCLOUD_CLOUD_BASE_URL") else "reference"
-    report["teacher"] = cloud_name
 
     with stage("shop: generate the synthetic shop"):
         report["shop"] = _shop(ws, cfg)
     with stage("corpus: read, clean, redact, pairs"):
         report["corpus"] = _corpus(ws)
-    from endcloud.cloud import make_teacher
+    from endcloud.cloud import default_teacher
 
-    teacher = make_teacher(cloud_name, shop=ws.shop, workspace=ws)
-    with stage(f"distil: label queries with the {cloud_name} teacher"):
+    teacher = default_teacher(shop=ws.shop, workspace=ws)  # the real cloud when ENDCLOUD_CLOUD_* is set
+    report["teacher"] = teacher.name
+    with stage(f"distil: label queries with the {teacher.name} teacher"):
         report["distill"] = _distill(ws, cfg, teacher)
     with stage("pretrain: tokenizer + small Qwen2 base from scratch"):
         report["pretrain"] = _pretrain(ws, cfg)
@@ -228,7 +225,7 @@ def _tuners(ws: Workspace, cfg: DemoConfig) -> dict[str, Any]:
         res = train(ws.base, examples, ws.root / "runs" / method, method=method, steps=cfg.tuner_steps[method],
                     lr=cfg.tuner_lr[method], batch_size=cfg.train_batch, eval_examples=held, progress=False,
                     resume=False, seed=cfg.seed, **cfg.tuner_extra.get(method, {}))
-        name = SERVED if method == "lora" else f"{SERVED}-{method}"
+        name = DEFAULT_ADAPTER if method == "lora" else f"{DEFAULT_ADAPTER}-{method}"
         version = reg.publish(name, res.adapter_dir, manifest={"method": method, "metrics": {
             "eval_loss": res.eval_loss, "eval_loss_before": res.eval_loss_before}})
         reg.activate(name, version)
@@ -247,7 +244,7 @@ def _evaluate(ws: Workspace, cfg: DemoConfig, teacher: Any) -> dict[str, Any]:
     reg = AdapterRegistry(ws.adapters)
     models = {"original": EndModel.load(ws.base)}
     for method in TUNERS_SHOWN:
-        name = SERVED if method == "lora" else f"{SERVED}-{method}"
+        name = DEFAULT_ADAPTER if method == "lora" else f"{DEFAULT_ADAPTER}-{method}"
         models[method] = EndModel.load(ws.base, reg.active(name))
     inputs = list(paper_probes(cfg.lang))
     eval_file = ws.shop / "chats" / "eval.jsonl"
@@ -258,34 +255,6 @@ def _evaluate(ws: Workspace, cfg: DemoConfig, teacher: Any) -> dict[str, Any]:
     rep = run_eval(inputs, models, teacher, out_dir=ws.reports / "eval", workspace=ws, max_new_tokens=cfg.max_new_tokens,
                    title=f"End model vs tuners on the synthetic shop ({cfg.lang})")
     return _jsonable(getattr(rep, "summary", None) or rep)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _Server:
-    def __init__(self, app):
-        import uvicorn
-
-        self.port = _free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.time() + 120
-        while not self.server.started:
-            if time.time() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the demo server did not start")
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(timeout=15)
 
 
 def _customers(url: str, questions: list[dict[str, Any]], cfg: DemoConfig, tag: str, *, store: Any = None) -> dict[str, Any]:
@@ -336,34 +305,28 @@ def _customers(url: str, questions: list[dict[str, Any]], cfg: DemoConfig, tag: 
 
 
 def _online(ws: Workspace, cfg: DemoConfig, teacher: Any, echo: Callable[[str], None]) -> dict[str, Any]:
+    from endcloud.compose import build_app_from_workspace, evolver_for_app
     from endcloud.evolve import EvolveSettings, GateSettings
-    from endcloud.evolve.service import evolver_for_workspace
-    from endcloud.serve.review import review_router
-    from endcloud.serve.workspace import build_app_from_workspace
 
     questions = [d for d in read_jsonl(ws.shop / "chats" / "eval.jsonl") if d.get("facts")]
     random.Random(cfg.seed).shuffle(questions)
     questions = questions[: cfg.customers]
     # The from-scratch base was fine-tuned without knowledge snippets in its context, so it is
     # served the same way (a real base model would read them: knowledge_snippets > 0).
-    app = build_app_from_workspace(ws, teacher=teacher, knowledge_snippets=0, max_new_tokens=cfg.max_new_tokens,
-                                   extra_routers=[review_router(db_path=ws.db, adapters_root=ws.adapters)])
+    app = build_app_from_workspace(ws, teacher=teacher, knowledge_snippets=0, max_new_tokens=cfg.max_new_tokens)
     out: dict[str, Any] = {"rounds": []}
-    with _Server(app) as srv:
-        url = f"http://127.0.0.1:{srv.port}"
+    with LoopbackServer(app, name="demo-server", start_timeout_s=120, stop_timeout_s=15) as srv:
+        url = srv.url
         out["url"] = url
         store = app.state.store
         out["before"] = _customers(url, questions, cfg, "before", store=store)
         echo(f"  customers before evolution: takeover {out['before']['takeover_rate']:.0%}, facts right "
              f"{_pct(out['before']['fact_accuracy_served'])} served / {_pct(out['before']['fact_accuracy_end_draft'])} end drafts")
 
-        def promote(path: Path) -> None:
-            app.state.engine.swap_adapter(path)  # hot swap in the running server
-
         settings = EvolveSettings(min_labels=cfg.evolve_min_labels, min_steps=cfg.evolve_steps,
                                   max_steps=cfg.evolve_steps, label_repeat=3, replay_ratio=0.5,
                                   gate=GateSettings(max_new_tokens=cfg.max_new_tokens, heldout_size=24))
-        ev = evolver_for_workspace(ws, teacher=teacher, settings=settings, on_promote=promote, background=False)
+        ev = evolver_for_app(app, ws, settings=settings, background=False)  # promotions hot-swap the running server
         for i in range(cfg.evolve_rounds):
             if i:  # a round consumes the pending labels: new customers bring the next lessons
                 _customers(url, questions, cfg, f"round{i}", store=store)

@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Optional
 
 import typer
 
-from endcloud.config import PAPER
+from endcloud.paper import PAPER
 
 QUIT = ("/quit", "/exit", "/q")
 HELP = "commands: /reset clears the history, /quit (or Ctrl-D) ends"

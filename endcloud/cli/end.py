@@ -16,7 +16,8 @@ from typing import List, Optional
 
 import typer
 
-from endcloud.config import PAPER, Workspace
+from endcloud.config import Workspace
+from endcloud.paper import PAPER
 
 adapters_app = typer.Typer(
     name="adapters", help="Versioned adapters: list, activate, roll back.", no_args_is_help=True

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import typer
 
+from endcloud.config import DEFAULT_ADAPTER
+from endcloud.paper import PAPER
+
 
 def register(app: typer.Typer) -> None:
     """Add this room's commands to the root `endcloud` app."""
@@ -20,10 +23,12 @@ def register(app: typer.Typer) -> None:
         interval: float = typer.Option(30.0, "--interval", help="Seconds between steps when running on."),
         min_labels: int = typer.Option(8, "--min-labels", help="Trusted labels that start a training round."),
         low_score: float = typer.Option(0.45, "--low-score", help="Final score (eq. 1) under which a served turn is a lesson."),
+        alpha: float = typer.Option(PAPER.alpha, "--alpha", help="Eq. 1: Final = alpha*Sim + (1-alpha)*Match."),
+        theta: float = typer.Option(PAPER.theta, "--theta", help="Eq. 1: where Match(query, cloud) < theta, Final = Sim."),
         customer_cap: int = typer.Option(5, "--customer-cap", help="Automatic labels per customer per day (poisoning defence)."),
         lr: float = typer.Option(2e-3, "--lr", help="Learning rate of an online round."),
         max_steps: int = typer.Option(300, "--max-steps", help="Most optimizer steps in one round."),
-        adapter: str = typer.Option("shop", "--adapter", help="Adapter name in the workspace registry to evolve."),
+        adapter: str = typer.Option(DEFAULT_ADAPTER, "--adapter", help="Adapter name in the workspace registry to evolve."),
     ) -> None:
         """Turn feedback and low scores into pseudo-labels, fine-tune, gate, promote (paper §III).
 
@@ -41,7 +46,8 @@ def register(app: typer.Typer) -> None:
         if (ws.shop / "shop.yaml").exists():
             competitors = list(getattr(ShopPack.load(ws.shop), "competitors", []) or [])
         settings = EvolveSettings(triggers=TriggerSettings(low_score=low_score), checks=CheckSettings(competitors=competitors),
-                                  min_labels=min_labels, customer_cap=customer_cap, lr=lr, max_steps=max_steps)
+                                  min_labels=min_labels, customer_cap=customer_cap, lr=lr, max_steps=max_steps,
+                                  alpha=alpha, theta=theta)
         ev = evolver_for_workspace(ws, settings=settings, adapter_name=adapter, background=False)
         done = 0
         while True:

@@ -14,6 +14,7 @@ from typing import Optional
 import typer
 
 from endcloud.errors import ConfigError
+from endcloud.paper import PAPER
 
 matcher_app = typer.Typer(help="The shop's own query-reply matcher (the RocketQA role).", no_args_is_help=True)
 review_app = typer.Typer(help="Human review: move ratings, verdicts and corrections in and out (CSV or JSONL).", no_args_is_help=True)
@@ -76,6 +77,8 @@ def eval_cmd(
     limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N inputs."),
     max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="Reply length cap for the end models."),
     seed: int = typer.Option(0, "--seed", help="Sampling seed (same seed, same replies)."),
+    alpha: float = typer.Option(PAPER.alpha, "--alpha", help="Eq. 1: Final = alpha*Sim + (1-alpha)*Match."),
+    theta: float = typer.Option(PAPER.theta, "--theta", help="Eq. 1: where Match(query, cloud) < theta, Final = Sim."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder for table.md, table.csv, scores.png, summary.json."),
 ) -> None:
     """Score end models against the cloud teacher (Table VI / Fig. 3 report)."""
@@ -124,7 +127,7 @@ def eval_cmd(
     elif human is not None:
         ratings = human
     report = run_eval(items, models, t, out_dir=out, similarity=similarity, matching=matching, workspace=ws, corpus=corpus,
-                      human=ratings, max_new_tokens=max_new_tokens, seed=seed)
+                      human=ratings, max_new_tokens=max_new_tokens, seed=seed, alpha=alpha, theta=theta)
     s = report.summary
     typer.echo(f"similarity: {', '.join(s['similarity_used'])}; matching: {s['matching']}; teacher: {s['teacher']}")
     for m in report.models:

@@ -24,27 +24,17 @@ def serve(
     port: int = typer.Option(8000, "--port", help="TCP port to listen on."),
     min_match: Optional[float] = typer.Option(None, "--min-match", help="Matching score below which the cloud takes over."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
-    engine: str = typer.Option("transformers", "--engine", envvar="ENDCLOUD_SERVE_ENGINE", help="End-model engine: transformers (in-process), vllm (a vLLM server in the shop, named by ENDCLOUD_VLLM_BASE_URL / ENDCLOUD_VLLM_MODEL; see docs/scale.md) or llamacpp (GGUF via llama.cpp; pip install endcloud[llamacpp])."),
+    engine: Optional[str] = typer.Option(None, "--engine", help="End-model engine: transformers (in-process; the default), vllm (a vLLM server in the shop, named by ENDCLOUD_VLLM_BASE_URL / ENDCLOUD_VLLM_MODEL; see docs/scale.md) or llamacpp (GGUF via llama.cpp; pip install endcloud[llamacpp]). Default: $ENDCLOUD_SERVE_ENGINE, else transformers."),
     evolve: bool = typer.Option(False, "--evolve/--no-evolve", help="Run the online evolution loop beside the server (rounds train in a background process; promotions hot-swap)."),
     evolve_interval: float = typer.Option(60.0, "--evolve-interval", help="Seconds between evolution steps with --evolve."),
     admin_token: Optional[str] = typer.Option(None, "--admin-token", envvar="ENDCLOUD_ADMIN_TOKEN", help="Token the review page, dashboard and profile endpoints require (Bearer or ?token=)."),
 ) -> None:
     """Serve the shop's OpenAI-compatible chat API: the end model answers, the cloud takes over."""
-    from endcloud.serve.workspace import build_app_from_workspace
+    from endcloud.compose import build_app_from_workspace
 
-    overrides = {"host": host, "port": port, "engine": engine}
-    if min_match is not None:
-        overrides["min_match"] = min_match
-    from endcloud.config import Workspace
-    from endcloud.serve.review import review_router
-
-    ws = Workspace.resolve(workspace)
-    if admin_token:
-        overrides["admin_token"] = admin_token
-    routers = [review_router(db_path=ws.db, adapters_root=ws.adapters, admin_token=admin_token)]
-    app = build_app_from_workspace(ws, base=base, adapter=adapter, shop=shop, cloud=cloud, extra_routers=routers, **overrides)
-    if evolve:
-        app.state.startup_hooks.append(lambda app: _start_evolution(app, ws, evolve_interval))
+    overrides = {"host": host, "port": port, "engine": engine, "min_match": min_match, "admin_token": admin_token}
+    app = build_app_from_workspace(workspace, base=base, adapter=adapter, shop=shop, cloud=cloud,
+                                   evolve_interval_s=evolve_interval if evolve else None, **overrides)
     s = app.state.settings
     typer.echo(f"endcloud serve: base {s.base_dir}, adapter {s.adapter_name or 'none'}, shop {s.shop_dir or 'none'}, "
                f"cloud {getattr(app.state.teacher, 'name', 'none')}, db {s.db_path}")
@@ -52,15 +42,6 @@ def serve(
     import uvicorn
 
     uvicorn.run(app, host=host, port=port, log_level=log_level)
-
-
-def _start_evolution(app, ws, interval: float):
-    """The online loop beside the server; returns its stop function (called at shutdown)."""
-    from endcloud.evolve.service import EvolutionService, evolver_for_workspace
-
-    ev = evolver_for_workspace(ws, teacher=app.state.teacher, on_promote=lambda p: app.state.engine.swap_adapter(p),
-                               background=True)
-    return EvolutionService(ev, interval_s=interval).start().stop
 
 
 def register(app: typer.Typer) -> None:

@@ -7,8 +7,9 @@
 
 Modules: `teacher` (interface, registry), `openai_backend` (the only network client),
 `gate` (privacy gate in front of every remote teacher), `prompt` (Table II), `reference`
-(offline teacher), `cache` (SQLite, resumable), `ledger` (cost and budget), `ratelimit`, `tokens` (estimates),
-`distill` (`endcloud distill`), `testing` (the fault-injecting server double).
+(offline teacher), `cache` (SQLite, resumable), `ledger` (cost and budget), `ratelimit`,
+`distill` (`endcloud distill`). The fault-injecting server double is `endcloud.testing.FaultyCloud`.
+Token estimates for budgets and usage are `endcloud.text`'s.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def _openai(
     if examples is not None:
         from pathlib import Path
 
-        from endcloud.config import PAPER
+        from endcloud.paper import PAPER
         from endcloud.cloud.prompt import DEFAULT_BUDGET_TOKENS
 
         if isinstance(examples, (str, Path)):

@@ -20,7 +20,7 @@ This client sends messages as given: it knows nothing of prompts (see `prompt.py
 privacy (see `gate.py`, which `make_teacher` always puts in front of it) — except that it
 refuses to send anything that did not come through that gate (`require_gate=True`; tests
 and benchmarks that send synthetic text pass False explicitly). Tests inject an
-`httpx.MockTransport` via `transport=` or use the real server double in `cloud.testing`.
+`httpx.MockTransport` via `transport=` or use the real server double `endcloud.testing.FaultyCloud`.
 """
 
 from __future__ import annotations
@@ -44,11 +44,11 @@ from endcloud.cloud.gate import THROUGH_GATE
 from endcloud.cloud.ledger import ENV_PRICE, CostLedger, PriceTable, parse_price
 from endcloud.cloud.ratelimit import RateLimiter
 from endcloud.cloud.teacher import Messages, Teacher, check_messages
-from endcloud.cloud.tokens import estimate_message_tokens, estimate_tokens
 from endcloud.errors import (BudgetExceeded, ConfigError, PrivacyError, TeacherError, TeacherParseError, TeacherStatusError,
                              TeacherTimeout)
 from endcloud.records import Reply, Usage
 from endcloud.retry import retry_after
+from endcloud.text import estimate_message_tokens, estimate_tokens
 
 ENV_BASE_URL = "ENDCLOUD_CLOUD_BASE_URL"
 ENV_MODEL = "ENDCLOUD_CLOUD_MODEL"

@@ -32,10 +32,10 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from endcloud.cloud.teacher import Messages, Teacher, WrapperTeacher, check_messages
-from endcloud.cloud.tokens import detect_lang, estimate_message_tokens, estimate_tokens
-from endcloud.config import PAPER
+from endcloud.paper import PAPER
 from endcloud.errors import ConfigError, DataError
 from endcloud.records import Reply
+from endcloud.text import CJK_IDEOGRAPHS, detect_lang, estimate_message_tokens, estimate_tokens
 
 ROLE_TEXT = {
     # Table II as the paper states it (its zh original, and the paper's English rendering).
@@ -54,7 +54,7 @@ SPEAKERS = {"zh": ("顾客", "客服"), "en": ("Customer", "Customer service")}
 DEFAULT_BUDGET_TOKENS = 30_000  # room for N=500 short shop exchanges; the reply has its own max_tokens
 MMR_LAMBDA = 0.7  # relevance vs. diversity (1.0 = relevance only)
 NEAR_DUPLICATE = 0.95  # cosine of example queries above which one is a copy of the other
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_IDEOGRAPH_RUN = re.compile(f"[{CJK_IDEOGRAPHS}]+")
 _WORD = re.compile(r"[a-z0-9]+")
 
 
@@ -66,7 +66,7 @@ def analyze(text: str) -> list[str]:
     """Terms for retrieval: Latin words + Chinese character unigrams and bigrams."""
     t = _norm(text)
     terms = _WORD.findall(t)
-    for run in re.findall(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+", t):
+    for run in _IDEOGRAPH_RUN.findall(t):
         terms.extend(run)
         terms.extend(run[i : i + 2] for i in range(len(run) - 1))
     return terms

@@ -22,8 +22,8 @@ import re
 from typing import Any
 
 from endcloud.cloud.teacher import Messages, Teacher, check_messages
-from endcloud.cloud.tokens import detect_lang, estimate_message_tokens, estimate_tokens
 from endcloud.records import Reply, Usage
+from endcloud.text import CJK_IDEOGRAPHS, detect_lang, estimate_message_tokens, estimate_tokens
 
 # What a customer may be asking, in the order we test for it. Keywords are matched on the
 # NFKC, lower-cased text; a message can carry two topics ("发什么快递，几天到？").
@@ -67,6 +67,7 @@ ANGRY_EN = ("frustrat", "been waiting", "waited", "disappoint", "so late", "stil
 PHONE_NOTE = ("电话", "手机", "phone", "number is", "call me")
 # An order number or SKU: 6+ id characters with at least one digit ("thanksalot" is no id).
 _ID = re.compile(r"(?=[A-Za-z\-_]*[0-9])[A-Za-z0-9][A-Za-z0-9\-_]{5,}")
+_NOT_BARE = re.compile(f"[^0-9a-z{CJK_IDEOGRAPHS}]")
 NUMERIC_TOPICS = frozenset({"coupons", "delivery", "returns", "refunds", "after-sales", "ship_today", "restock"})
 # Words in a policy paragraph that show it answers this topic (to pick the right paragraph).
 CUES = {
@@ -104,7 +105,7 @@ def _pattern(word: str) -> re.Pattern[str]:
 
 def _bare(text: str) -> str:
     """Letters, digits and CJK only: how greetings and ids are compared."""
-    return re.sub(r"[^0-9a-z\u4e00-\u9fff]", "", _norm(text))
+    return _NOT_BARE.sub("", _norm(text))
 
 
 _GREETINGS = frozenset(_bare(g) for g in GREETINGS)
@@ -144,7 +145,9 @@ class ReferenceTeacher(Teacher):
         msgs = [m for m in check_messages(messages) if m["role"] != "system"]
         users = [m["content"] for m in msgs if m["role"] == "user"]
         last = users[-1] if users else ""
-        lang = detect_lang(last) if re.search(r"[A-Za-z\u4e00-\u9fff]", _ID.sub("", last)) else self.pack.language
+        # Order numbers and SKUs say nothing about the language; a message of nothing else
+        # ("A-1001?") is answered in the shop's.
+        lang = detect_lang(_ID.sub("", last), default=self.pack.language)
         text = self._compose(last, users[:-1], lang).strip()
         usage = Usage(estimate_message_tokens(msgs), estimate_tokens(text))
         return Reply(text=text, source="cloud", model=f"reference:{self.pack.name}", usage=usage)

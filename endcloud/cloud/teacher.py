@@ -146,16 +146,32 @@ def make_teacher(name: str, *, shop: Any = None, workspace: Any = None, **kw: An
     return factory(shop=shop, workspace=workspace, **kw)
 
 
-def default_teacher(*, shop: Any = None, workspace: Any = None, **kw: Any) -> Teacher:
-    """What `endcloud demo` and `serve` use: the openai teacher when ENDCLOUD_CLOUD_BASE_URL
-    is set (the other ENDCLOUD_CLOUD_* variables must then be set too), else the offline
-    reference teacher from the shop pack. Keywords meant for one backend only (examples=,
+def default_teacher(*, shop: Any = None, workspace: Any = None, name: str | None = None, **kw: Any) -> Teacher | None:
+    """The one place the cloud is chosen (for `serve`, the online loop and the demo).
+
+    `name` when given: "openai", "reference", or "none" (no cloud: None). Otherwise the
+    openai teacher when ENDCLOUD_CLOUD_BASE_URL is set (the other ENDCLOUD_CLOUD_* variables
+    must then be set too); else the offline reference teacher answering from the shop pack
+    (`shop`, or the workspace's shop/); with neither, None: the end model answers every turn
+    (a warning says how to add a cloud). Keywords meant for one backend only (examples=,
     shots=, ...) are dropped for the reference teacher."""
+    import logging
     import os
 
-    if os.environ.get("ENDCLOUD_CLOUD_BASE_URL", "").strip():
-        return make_teacher("openai", shop=shop, workspace=workspace, **kw)
-    return make_teacher("reference", shop=shop, workspace=workspace, **({"cache": kw["cache"]} if "cache" in kw else {}))
+    if name is None:
+        if os.environ.get("ENDCLOUD_CLOUD_BASE_URL", "").strip():
+            name = "openai"
+        elif shop is not None or resolve_workspace(workspace).has_shop():
+            name = "reference"
+        else:
+            logging.getLogger("endcloud.cloud").warning(
+                "no cloud configured: the end model answers every turn (set ENDCLOUD_CLOUD_BASE_URL or give a shop pack)")
+            return None
+    if name == "none":
+        return None
+    if name == "reference":
+        kw = {"cache": kw["cache"]} if "cache" in kw else {}
+    return make_teacher(name, shop=shop, workspace=workspace, **kw)
 
 
 def resolve_workspace(workspace: Any):

@@ -10,11 +10,13 @@ The command line is `endcloud corpus prepare INPUT... -o OUTDIR`. The synthetic 
 makes the default data lives in `endcloud.corpus.shopworld`.
 """
 
-from endcloud.corpus.clean import CleanConfig, clean_text, clean_turns, detect_lang, near_key
+from endcloud.corpus.clean import CleanConfig, clean_text, clean_turns, near_key
 from endcloud.corpus.dedupe import BloomFilter
 from endcloud.corpus.pairs import build_pairs, pair_lines
 from endcloud.corpus.pipeline import PrepareConfig, Report, prepare
 from endcloud.corpus.readers import READERS, Reader, detect_format, join_segmented, read
+# A session's language (the report's sessions_zh / sessions_en): the one rule every room uses.
+from endcloud.text import detect_lang
 
 __all__ = [
     "READERS",

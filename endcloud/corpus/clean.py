@@ -21,9 +21,9 @@ ASCII brackets, letters, digits or `*`.
 once) and gives exactly what cleaning each text alone gives; `assemble` is rule 6 for one
 dialogue; `clean_lists` / `clean_turns` / `clean_text` are both for one dialogue or text.
 
-Also here: `detect_lang` (zh when CJK characters are at least 30% of the letters, else en;
-the report's `sessions_zh` / `sessions_en`) and `near_key`, what the near-duplicate check
-compares (no punctuation, whitespace, digits or case; `near_keys_bytes` for a batch).
+Also here: `near_key`, what the near-duplicate check compares (no punctuation, whitespace,
+digits or case; `near_keys_bytes` for a batch). A session's language (the report's
+`sessions_zh` / `sessions_en`) is `endcloud.text.detect_lang`, the rule every room shares.
 """
 
 from __future__ import annotations
@@ -274,24 +274,6 @@ def clean_turns(turns: list[Turn], cfg: CleanConfig, stats: Counter) -> list[Tur
         [t.role for t in turns], [t.text for t in turns], [t.meta for t in turns], cfg, stats
     )
     return [Turn(r, t, dict(m or {})) for r, t, m in zip(roles, texts, metas or [])]
-
-
-# Lead bytes of UTF-8 sequences for U+3000..U+9FFF (CJK punctuation, kana, ideographs), and
-# ASCII letters: counting them on the encoded sample is one C call each, not a loop.
-_NOT_CJK_LEAD = bytes(b for b in range(256) if not 0xE3 <= b <= 0xE9)
-_NOT_LATIN = bytes(b for b in range(256) if not (65 <= b <= 90 or 97 <= b <= 122))
-
-
-def detect_lang(texts: list[str], sample_chars: int = 400) -> str:
-    """'zh' when CJK characters make up at least 30% of the letters (CJK + latin) of the
-    first `sample_chars` characters, else 'en'."""
-    sample = "".join(texts)[:sample_chars]
-    if sample.isascii():
-        return "en"
-    raw = sample.encode("utf-8")
-    cjk = len(raw.translate(None, _NOT_CJK_LEAD))
-    latin = len(raw.translate(None, _NOT_LATIN))
-    return "zh" if cjk and cjk >= 0.3 * (cjk + latin) else "en"
 
 
 # Near-duplicate key: a small fixed character class for CJK punctuation that NFKC leaves

@@ -164,11 +164,6 @@ class BloomFilter:
         for i in range(0, self.nblocks, step):
             yield words[i:i + step]
 
-    def fill_ratio(self) -> float:
-        """Share of bits set."""
-        ones = sum(int(np.bitwise_count(s).sum(dtype=np.int64)) for s in self._slices())
-        return ones / self.nbits
-
     def estimated_fp_rate(self) -> float:
         """Chance that a new key is taken for a duplicate right now: the mean over blocks
         of the product of each word's fill (exact for this layout, given the bits)."""

@@ -54,14 +54,16 @@ import numpy as np
 
 from endcloud.errors import ConfigError, EndcloudError
 from endcloud.fileio import atomic_write, write_json_atomic, write_text_atomic
+from endcloud.text import detect_lang
 
-from endcloud.corpus.clean import CleanConfig, assemble, clean_many, detect_lang, near_keys_bytes
+from endcloud.corpus.clean import CleanConfig, assemble, clean_many, near_keys_bytes
 from endcloud.corpus.dedupe import BloomFilter, key64
 from endcloud.corpus.pairs import DEFAULT_MAX_CONTEXT_TURNS, escape_utf8, pair_lines_utf8
 from endcloud.corpus.readers import READERS, Chunk, check_file, detect_format
 
 DEFAULT_REDACTOR = "endcloud.privacy"
 CHUNK_TIMEOUT_S = 600.0  # one chunk (1 MiB) takes well under a second; this only catches a dead worker
+LANG_SAMPLE_CHARS = 400  # a session's language is decided on its opening: a few turns settle it
 PAIRS_FILE, EVAL_FILE, REPORT_JSON, REPORT_TXT = "pairs.jsonl", "eval.jsonl", "report.json", "report.txt"
 
 Progress = Callable[[int, int, Counter], None]  # (bytes done, bytes total, counts so far)
@@ -256,7 +258,7 @@ class _Work:
             if not roles:
                 stats["sessions_empty_after_clean"] += 1
                 continue
-            lang = cfg.lang if cfg.lang != "auto" else (raw.lang or detect_lang(texts))
+            lang = cfg.lang if cfg.lang != "auto" else (raw.lang or detect_lang(*texts, sample_chars=LANG_SAMPLE_CHARS))
             sessions.append([raw, lang, roles, texts, metas])
         if self.privacy is not None:
             if self.needs_redaction is not None:

@@ -34,6 +34,7 @@ import numpy as np
 from endcloud.errors import DataError
 from endcloud.records import Dialogue, Turn
 from endcloud.registry import Registry
+from endcloud.text import CJK_CHARACTERS
 
 Stats = Counter  # rule name -> count; readers and cleaners add to one
 
@@ -49,8 +50,7 @@ CSV_COLUMNS = ("conversation_id", "role", "text")
 
 # Chinese characters and CJK punctuation: where word segmentation inserted spaces that
 # Chinese does not have (ECD). Spaces between two latin words/numbers are kept.
-CJK_CLASS = "\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef"
-_SEGMENT_SPACE = re.compile(f"(?<=[{CJK_CLASS}]) +| +(?=[{CJK_CLASS}])")
+_SEGMENT_SPACE = re.compile(f"(?<=[{CJK_CHARACTERS}]) +| +(?=[{CJK_CHARACTERS}])")
 
 # JDDC drops: system notices and the routing line a session may open with
 # ("人工客服 京东快递(移动端) 你好"); a customer mentioning 人工客服 mid-sentence is kept.

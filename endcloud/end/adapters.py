@@ -14,22 +14,29 @@ folder without a readable manifest is listed as "incomplete" and cannot be activ
 
 Statuses: "active" (what `active` points to), else the manifest's: "candidate" (published,
 not yet judged), "rejected" (the gate said no), "rolled_back", or anything `mark` sets.
+
+`ActiveWatcher` follows the `active` pointer from another process (a server following the
+promotions of a separate `endcloud evolve`): it polls and calls `swap(folder)` on a change.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from endcloud.errors import ConfigError, ModelError
 from endcloud.fileio import fsync_path, write_json_atomic, write_text_atomic
+
+log = logging.getLogger("endcloud.adapters")
 
 MANIFEST = "manifest.json"
 ACTIVE = "active"
@@ -276,3 +283,35 @@ class AdapterRegistry:
                     "data_hash": m.get("data_hash"), "path": str(self.path(n, v)),
                 })
         return rows
+
+
+class ActiveWatcher:
+    """Follow the registry's active version from another process: swap when it changes."""
+
+    def __init__(self, registry: Any, name: str, swap: Callable[[Path | None], None], *, interval_s: float = 5.0):
+        self.registry, self.name, self.swap, self.interval_s = registry, name, swap, interval_s
+        self.current = registry.active_version(name)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="endcloud-adapter-watch", daemon=True)
+
+    def poll(self) -> bool:
+        v = self.registry.active_version(self.name)
+        if v != self.current:
+            self.swap(self.registry.active(self.name))
+            self.current = v
+            return True
+        return False
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.poll()
+            except Exception:
+                log.exception("adapter watch failed")
+
+    def start(self) -> "ActiveWatcher":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()

@@ -27,7 +27,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-from endcloud.config import PAPER
+from endcloud.paper import PAPER
 from endcloud.errors import ConfigError, DataError
 from endcloud.fileio import read_jsonl
 from endcloud.records import Label, Pair

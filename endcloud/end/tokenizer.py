@@ -34,6 +34,9 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+# Not endcloud.text's classes, on purpose: this exact string is saved in every trained
+# tokenizer.json and matched by value (on loading, and in end/gguf.py), so widening it
+# (extension A, compatibility ideographs) would make every existing tokenizer unrecognised.
 CJK = "[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]"
 # tokenizer_config.json key -> version: "tokenizer.json in this folder is the whole tokenizer".
 FORMAT_KEY = "endcloud_tokenizer"

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from endcloud.config import PAPER
+from endcloud.paper import PAPER
 from endcloud.end.base import load_base
 from endcloud.end.data import (
     Encoder,

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from endcloud.config import PAPER
+from endcloud.paper import PAPER
 from endcloud.errors import ConfigError
 from endcloud.registry import Registry
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -127,10 +126,6 @@ def measure(model: Any, heldout: Sequence[dict[str, Any]], evaluator: Any, *, pr
         target_sim = None if sims is None else float(np.mean(sims))
     return Metrics(final=final, fact_accuracy=float(facts.mean()) if facts.size else None,
                    leak_rate=leak_rate(probe_out, checks), n=n, target_sim=target_sim)
-
-
-def metrics_from_json(d: dict[str, Any]) -> Metrics:
-    return Metrics(**{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()})
 
 
 def dump(result: GateResult) -> str:

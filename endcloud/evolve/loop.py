@@ -37,6 +37,7 @@ from typing import Any, Callable
 from endcloud.evolve.checks import CheckSettings, check_label
 from endcloud.evolve.gate import GateSettings, decide, frozen_heldout, measure
 from endcloud.evolve.triggers import TriggerSettings, from_reply, from_review
+from endcloud.paper import PAPER
 from endcloud.store.labels import TRUST_ORDER, LabelStore, PseudoLabel
 
 
@@ -62,6 +63,8 @@ class EvolveSettings:
     max_steps: int = 300
     lr: float = 2e-3  # online rounds are short: far above the paper's 5e-5 for 30k steps
     method: str = "lora"  # used when there is no active adapter yet
+    alpha: float = PAPER.alpha  # eq. 1 of the default evaluator (shadow scores, the gate's Final)
+    theta: float = PAPER.theta
 
 
 @dataclass
@@ -188,6 +191,8 @@ class RoundSpec:
     checks: dict[str, Any]
     workspace: str | None = None
     seed: int = 0
+    alpha: float = PAPER.alpha  # eq. 1 of the default evaluator
+    theta: float = PAPER.theta
 
 
 @dataclass
@@ -215,7 +220,7 @@ def run_round(spec: RoundSpec, *, evaluator: Any = None) -> RoundOutcome:
     if evaluator is None:
         from endcloud.scoring import default_evaluator
 
-        evaluator = default_evaluator(spec.workspace)
+        evaluator = default_evaluator(spec.workspace, spec.alpha, spec.theta)
     gate_settings = GateSettings(**spec.gate)
     checks = CheckSettings(**spec.checks)
     targets = [(x["messages"], x["response"]) for x in _unique(spec.labels)]
@@ -296,7 +301,8 @@ class Evolver:
         spec = RoundSpec(round_id=rid, base_dir=self.base_dir, champion_dir=str(champion_dir) if champion_dir else None,
                          method=method, out_dir=str(self.work_dir / rid), labels=lab_examples, replay=replay,
                          heldout=self.heldout, steps=steps, lr=self.settings.lr, gate=asdict(self.settings.gate),
-                         checks=asdict(self.settings.checks), workspace=self.workspace)
+                         checks=asdict(self.settings.checks), workspace=self.workspace, alpha=self.settings.alpha,
+                         theta=self.settings.theta)
         outcome = self.runner(spec)
         version = self.registry.publish(self.name, outcome.adapter_dir, parent=champion_v, manifest={
             "round": rid, "labels": len(labs), "gate": outcome.gate, "metrics": outcome.gate["candidate"],

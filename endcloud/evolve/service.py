@@ -2,9 +2,10 @@
 
 `evolver_for_workspace()` wires the loop to a workspace's stores, teacher, adapter registry,
 frozen held-out set and replay pool. `EvolutionService` ticks it on a background thread
-(rounds run in a separate process, so serving never stalls) and hot-swaps the server's
-engine on promotion. `ActiveWatcher` lets a server follow promotions made by a separate
-`endcloud evolve` process (it polls the registry's `active` pointer).
+(rounds run in a separate process, so serving never stalls); what a promotion does (the
+server hot-swaps its engine) is the caller's `on_promote`. Nothing here knows of HTTP:
+`endcloud.compose` wires the loop beside a server, and a server follows promotions made by
+a separate `endcloud evolve` process with `endcloud.end.adapters.ActiveWatcher`.
 """
 
 from __future__ import annotations
@@ -16,12 +17,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from endcloud.config import Workspace
+from endcloud.config import DEFAULT_ADAPTER, Workspace
 from endcloud.evolve.gate import frozen_heldout
 from endcloud.evolve.loop import EvolveSettings, Evolver, ProcessRunner, run_round
 
 log = logging.getLogger("endcloud.evolve")
-DEFAULT_ADAPTER = "shop"
 
 
 def replay_pool(ws: Workspace, *, limit: int = 2000, seed: int = 0) -> list[dict[str, Any]]:
@@ -45,16 +45,14 @@ def replay_pool(ws: Workspace, *, limit: int = 2000, seed: int = 0) -> list[dict
 def evolver_for_workspace(workspace: Any = None, *, teacher: Any = None, settings: EvolveSettings | None = None,
                           adapter_name: str = DEFAULT_ADAPTER, on_promote: Callable[[Path], None] | None = None,
                           background: bool = True, evaluator: Any = None, clock: Callable[[], float] = time.time) -> Evolver:
-    from endcloud.end.adapters import AdapterRegistry
-    from endcloud.serve.workspace import find_base, make_cloud
+    from endcloud.cloud import default_teacher
     from endcloud.store.conversations import ConversationStore
     from endcloud.store.labels import LabelStore
     from endcloud.store.review import ReviewStore
 
     ws = workspace if isinstance(workspace, Workspace) else Workspace.resolve(workspace)
-    base = find_base(ws)
-    shop_dir = ws.shop if (ws.shop / "shop.yaml").exists() else None
-    teacher = teacher or make_cloud(ws, shop_dir)
+    base = ws.find_base()
+    teacher = teacher or default_teacher(workspace=ws)
     conversations = ConversationStore(ws.db)
     labels = LabelStore(ws.db)
     reviews = ReviewStore(ws.db)
@@ -65,9 +63,9 @@ def evolver_for_workspace(workspace: Any = None, *, teacher: Any = None, setting
     if evaluator is None and not background:
         from endcloud.scoring import default_evaluator
 
-        evaluator = default_evaluator(str(ws.root))
+        evaluator = default_evaluator(str(ws.root), settings.alpha, settings.theta)
     runner = ProcessRunner() if background else (lambda spec: run_round(spec, evaluator=evaluator))
-    return Evolver(conversations=conversations, labels=labels, teacher=teacher, registry=AdapterRegistry(ws.adapters),
+    return Evolver(conversations=conversations, labels=labels, teacher=teacher, registry=ws.adapter_registry(),
                    base_dir=base, adapter_name=adapter_name, heldout=heldout, settings=settings,
                    replay_pool=replay_pool(ws), reviews=reviews, evaluator=evaluator, runner=runner,
                    on_promote=on_promote, clock=clock, workspace=str(ws.root), work_dir=ws.root / "evolve" / "rounds")
@@ -111,35 +109,3 @@ class EvolutionService:
         runner = getattr(self.evolver, "runner", None)
         if hasattr(runner, "close"):
             runner.close()
-
-
-class ActiveWatcher:
-    """Follow the registry's active version from another process: swap when it changes."""
-
-    def __init__(self, registry: Any, name: str, swap: Callable[[Path | None], None], *, interval_s: float = 5.0):
-        self.registry, self.name, self.swap, self.interval_s = registry, name, swap, interval_s
-        self.current = registry.active_version(name)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="endcloud-adapter-watch", daemon=True)
-
-    def poll(self) -> bool:
-        v = self.registry.active_version(self.name)
-        if v != self.current:
-            self.swap(self.registry.active(self.name))
-            self.current = v
-            return True
-        return False
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                self.poll()
-            except Exception:
-                log.exception("adapter watch failed")
-
-    def start(self) -> "ActiveWatcher":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from endcloud.scoring.final import should_escalate
 from endcloud.store.labels import PseudoLabel
 
 
@@ -48,7 +49,7 @@ def from_reply(row: dict[str, Any], *, customer: str | None, settings: TriggerSe
 
     unhappy = worst is not None and worst <= settings.downvote_max
     final = scores.get("final")
-    low = final is not None and float(final) < settings.low_score
+    low = final is not None and should_escalate(float(final), settings.low_score)
     took_over = row.get("answered_by") == "cloud" and bool(cloud_text)
 
     if unhappy:

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from endcloud.kb.pack import Product, ShopPack
+from endcloud.text import CJK_IDEOGRAPH, CJK_IDEOGRAPHS
 
 SOURCES = ("catalog", "faq", "policy", "order")
 
-_TOKEN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]+|[a-z0-9]+(?:[.:x][a-z0-9]+)*")
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
+_TOKEN = re.compile(f"[{CJK_IDEOGRAPHS}]+|" + r"[a-z0-9]+(?:[.:x][a-z0-9]+)*")
 _IDLIKE = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-_]{3,}")
 _SPACE = re.compile(r"\s+")
 _NON_WORD = re.compile(r"[^\w']+")
@@ -100,7 +100,7 @@ def tokenize(text: str) -> list[str]:
     out: list[str] = []
     for m in _TOKEN.finditer(normalise(text)):
         run = m.group()
-        if _CJK.match(run):
+        if CJK_IDEOGRAPH.match(run):
             out.extend(c for c in run if c not in _ZH_STOP)
             out.extend(run[i : i + 2] for i in range(len(run) - 1))
         elif run not in _EN_STOP and (len(run) > 1 or run.isdigit()):
@@ -121,8 +121,8 @@ def _synonym_table() -> tuple[dict[str, list[tuple[list[str], float]]], list[tup
         # English phrases expand only to the group's single words: "send it back" must not
         # make every "send" and "back" in the shop relevant.
         for phrase in group:
-            others = [t for other in group if other != phrase and (" " not in other or _CJK.search(other)) for t in tokenize(other)]
-            if _CJK.search(phrase):
+            others = [t for other in group if other != phrase and (" " not in other or CJK_IDEOGRAPH.search(other)) for t in tokenize(other)]
+            if CJK_IDEOGRAPH.search(phrase):
                 phrases.append((True, normalise(phrase), others, 0.5))  # a substring of the question
             elif " " in phrase:
                 phrases.append((False, _words(phrase), others, 1.0))  # the words as written, in order: a strong hint

@@ -2,7 +2,8 @@
 
     similarity  Sim(end reply, cloud reply)   SIMILARITY: auto | minilm | char-ngram | char-ngram-en | <st dir>
     matching    Match(query, reply)           MATCHING:   trained | tfidf | <matcher or cross-encoder dir>
-    final       eq. 1 with the Θ rule         final_score(sim, match, cloud_match, alpha=0.8, theta=0.2)
+    final       eq. 1 with the Θ rule         PaperRule(alpha=0.8, theta=0.2).final(sim, match, cloud_match)
+                                              (final_score: the same, vectorised, α and Θ as arguments)
     decision    apart from the number         should_escalate(final, threshold)
     truth       the synthetic shop's facts    fact_accuracy(replies, facts)
     online      the server's fast path        Evaluator(...).score_turns(...), score_turns(...)
@@ -14,7 +15,7 @@ Importing this package loads neither torch nor any model; models load on first u
 from endcloud.scoring.base import Scorer
 from endcloud.scoring.evaluator import Evaluator, default_evaluator, score_turns
 from endcloud.scoring.facts import fact_accuracy, fact_correct
-from endcloud.scoring.final import final_score, should_escalate
+from endcloud.scoring.final import PaperRule, final_score, should_escalate
 from endcloud.scoring.inputs import EvalInput, load_inputs
 from endcloud.scoring.matcher_train import MatcherReport, ecd_recall_at_1, recall_at_1, train_matcher
 from endcloud.scoring.matching import MATCHING, CrossEncoderMatcher, TfidfMatcher, TrainedMatcher, load_matching
@@ -26,7 +27,7 @@ from endcloud.scoring.similarity import (SIMILARITY, AutoSimilarity, CharNgramSi
 __all__ = [
     "Scorer", "SIMILARITY", "MATCHING", "AutoSimilarity", "CharNgramSimilarity", "SentenceTransformerSimilarity",
     "TfidfMatcher", "TrainedMatcher", "CrossEncoderMatcher", "load_similarity", "load_matching", "minilm_dir",
-    "final_score", "should_escalate", "fact_accuracy", "fact_correct", "train_matcher", "MatcherReport",
+    "PaperRule", "final_score", "should_escalate", "fact_accuracy", "fact_correct", "train_matcher", "MatcherReport",
     "recall_at_1", "ecd_recall_at_1", "Evaluator", "default_evaluator", "score_turns", "EvalInput", "load_inputs",
     "PAPER_PROBES_EN", "PAPER_PROBES_ZH", "paper_probes", "EvalReport", "read_human_ratings", "run_eval",
 ]

@@ -17,10 +17,10 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from endcloud.config import PAPER
+from endcloud.paper import PAPER
 from endcloud.records import Score
 from endcloud.scoring.base import Scorer
-from endcloud.scoring.final import final_score
+from endcloud.scoring.final import PaperRule
 from endcloud.scoring.matching import load_matching
 from endcloud.scoring.similarity import AutoSimilarity, load_similarity
 
@@ -33,7 +33,7 @@ class Evaluator:
         corpus = list(corpus) if corpus is not None else None
         self.similarity = load_similarity(similarity, corpus=corpus)
         self.matching = load_matching(matching, corpus=corpus, workspace=workspace)
-        self.alpha, self.theta = alpha, theta
+        self.rule = PaperRule(alpha=alpha, theta=theta)
 
     def components(self, queries: Sequence[str], end_replies: Sequence[str], cloud_replies: Sequence[str],
                    lang=None) -> dict[str, np.ndarray]:
@@ -49,7 +49,7 @@ class Evaluator:
         both = self.matching.score(list(queries) * 2, list(end_replies) + list(cloud_replies))
         match, cloud_match = both[:n], both[n:]
         return {"sim": sim, "match": match, "cloud_match": cloud_match,
-                "final": final_score(sim, match, cloud_match, self.alpha, self.theta)}
+                "final": self.rule.final(sim, match, cloud_match)}
 
     def similarity_names(self, end_replies: Sequence[str], cloud_replies: Sequence[str], lang=None) -> list[str]:
         if isinstance(self.similarity, AutoSimilarity):
@@ -83,12 +83,12 @@ def workspace_corpus(workspace, limit: int = 20_000) -> list[str] | None:
 
 
 @functools.lru_cache(maxsize=4)
-def default_evaluator(workspace: str | None = None) -> Evaluator:
-    """The offline-default Evaluator for a workspace, built once per process: auto
-    similarity (idf from the workspace's pairs when present) and the workspace's trained
-    matcher (TF-IDF when none has been trained)."""
+def default_evaluator(workspace: str | None = None, alpha: float = PAPER.alpha, theta: float = PAPER.theta) -> Evaluator:
+    """The offline-default Evaluator for a workspace, built once per process (per α, Θ):
+    auto similarity (idf from the workspace's pairs when present) and the workspace's
+    trained matcher (TF-IDF when none has been trained)."""
     corpus = workspace_corpus(workspace) if workspace is not None else None
-    return Evaluator(workspace=workspace, corpus=corpus)
+    return Evaluator(workspace=workspace, corpus=corpus, alpha=alpha, theta=theta)
 
 
 def score_turns(queries: Sequence[str], end_replies: Sequence[str], cloud_replies: Sequence[str], lang: str | None = None,

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from endcloud.errors import DataError
-from endcloud.scoring._text import normalise
+from endcloud.text import normalise
 
 
 def fact_correct(reply: str, facts: Sequence[str] | None) -> float:

@@ -1,20 +1,28 @@
-"""The paper's final score (eq. 1 with the Θ rule) and the escalation decision.
+"""The paper's rule: the final score (eq. 1 with the Θ rule) and the escalation decision.
 
     Final = α·Sim(end, cloud) + (1 − α)·Match(query, end)
     Final = Sim(end, cloud)                 where Match(query, cloud) < Θ
 
 The Θ rule says: when even the cloud's reply does not match the query (a bare order
 number, a greeting), matching carries no signal, so judge by similarity alone.
-The decision is kept apart from the number (the RouteLLM shape): the server and the
-online loop both call `should_escalate(final, threshold)`.
+
+`PaperRule(alpha, theta)` is its one home, with α and Θ as settings: the server scores
+every takeover with it (`ServeSettings.alpha/theta`), the online loop's evaluator scores
+served turns and the gate's held-out set with it (`EvolveSettings.alpha/theta`), and
+`endcloud eval` scores its report with it (`--alpha/--theta`). The decision is kept apart
+from the number (the RouteLLM shape): `should_escalate(value, threshold)` is what the
+online loop calls to make a low Final a lesson (`evolve.triggers`), and what the server's
+router calls on the signals it has before the cloud has answered (Match, confidence).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from endcloud.config import PAPER
 from endcloud.errors import ConfigError
+from endcloud.paper import PAPER
 
 
 def _check_unit(name: str, value: float) -> None:
@@ -37,3 +45,19 @@ def should_escalate(final, threshold: float):
     Scalar in -> bool out; array in -> bool array out."""
     out = np.asarray(final, dtype=np.float64) < float(threshold)
     return bool(out) if out.ndim == 0 else out
+
+
+@dataclass(frozen=True)
+class PaperRule:
+    """Eq. 1 with the Θ rule at one α and Θ (checked here: each in [0, 1])."""
+
+    alpha: float = PAPER.alpha
+    theta: float = PAPER.theta
+
+    def __post_init__(self) -> None:
+        _check_unit("alpha", self.alpha)
+        _check_unit("theta", self.theta)
+
+    def final(self, sim, match, cloud_match) -> np.ndarray:
+        """`final_score` at this rule's α and Θ."""
+        return final_score(sim, match, cloud_match, self.alpha, self.theta)

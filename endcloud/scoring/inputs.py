@@ -15,7 +15,7 @@ from typing import Any
 
 from endcloud.errors import DataError
 from endcloud.fileio import read_jsonl
-from endcloud.scoring._text import guess_lang
+from endcloud.text import detect_lang
 
 
 @dataclass
@@ -31,7 +31,7 @@ class EvalInput:
 
     def __post_init__(self) -> None:
         if not self.lang:
-            self.lang = guess_lang(self.query)
+            self.lang = detect_lang(self.query)
 
     def messages(self) -> list[dict[str, str]]:
         """Context + query as OpenAI-style messages."""

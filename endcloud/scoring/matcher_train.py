@@ -27,9 +27,9 @@ import numpy as np
 
 from endcloud.errors import DataError
 from endcloud.fileio import read_jsonl, write_json_atomic
-from endcloud.scoring._text import guess_lang, normalise
 from endcloud.scoring.base import Scorer
 from endcloud.scoring.matching import HashedFeatures, TfidfMatcher, TrainedMatcher
+from endcloud.text import detect_lang, normalise
 
 
 @dataclass
@@ -318,7 +318,7 @@ def train_matcher(
         "scale": float(log_scale.detach().exp()),
         "w_lex": float(w_lex.detach()),
         "platt": {"a": 1.0, "b": 0.0},
-        "languages": sorted({guess_lang(r["query"], r["response"]) for r in rows[:500]}),
+        "languages": sorted({detect_lang(r["query"], r["response"]) for r in rows[:500]}),
     }
     matcher = TrainedMatcher(w_query=emb_q.weight.detach().numpy(), w_reply=emb_r.weight.detach().numpy(), config=config)
 

@@ -5,6 +5,8 @@
     "trained"           the shop's own matcher (`endcloud matcher train`),   yes: Platt scaling
                         loaded from <workspace>/scoring/matcher              on held-out groups
     "tfidf"             character n-gram TF-IDF cosine of query and reply    no (a baseline)
+    "lexical"           Dice overlap of character 1-2-grams (the server's    no
+                        fallback: no model, no corpus)
     <a directory>       a `matcher train` output, or any sentence-transformers
                         CrossEncoder directory (sigmoid of its logit)
 
@@ -19,6 +21,8 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
+import unicodedata
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -26,9 +30,9 @@ import numpy as np
 
 from endcloud.errors import ModelError, RegistryError
 from endcloud.registry import Registry
-from endcloud.scoring._text import clean, guess_lang
 from endcloud.scoring.base import Scorer, check_pairs, cosine_rows
 from endcloud.scoring.similarity import CharNgramSimilarity
+from endcloud.text import clean, detect_lang
 
 MATCHING: Registry[Callable[..., Scorer]] = Registry("matching scorer")
 
@@ -50,7 +54,7 @@ class TfidfMatcher(Scorer):
 
     def score(self, a: Sequence[str], b: Sequence[str]) -> np.ndarray:
         a, b = check_pairs(a, b)
-        langs = [guess_lang(x, y) for x, y in zip(a, b)]
+        langs = [detect_lang(x, y) for x, y in zip(a, b)]
         out = np.zeros(len(a))
         for code in set(langs):
             idx = [i for i, l in enumerate(langs) if l == code]
@@ -77,6 +81,32 @@ class HashedFeatures:
         x = self._vec.transform(list(texts)).astype(np.float32)
         x.data = 1.0 + np.log(x.data)
         return normalize(x, norm="l2", copy=False).tocsr()
+
+
+def _grams(text: str) -> set[str]:
+    t = re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text or "").lower()).strip()
+    chars = [c for c in t if not unicodedata.category(c).startswith("P")]
+    s = "".join(chars)
+    return set(s) | {s[i : i + 2] for i in range(len(s) - 1)}
+
+
+class LexicalMatcher(Scorer):
+    """`score(queries, replies) -> [0, 1]`: Dice overlap of character 1–2-grams.
+
+    The server's stand-in when the shop has no trained matcher: no model, no corpus, a few
+    microseconds a pair, and (per STACK-NOTES) it separates Chinese paraphrases from
+    unrelated text better than MiniLM. Not calibrated: a probability only in name."""
+
+    name = "lexical"
+
+    def score(self, a: Sequence[str], b: Sequence[str]) -> np.ndarray:
+        a, b = check_pairs(a, b)
+        out = np.zeros(len(a), dtype=np.float64)
+        for i, (x, y) in enumerate(zip(a, b)):
+            gx, gy = _grams(x), _grams(y)
+            if gx and gy:
+                out[i] = 2 * len(gx & gy) / (len(gx) + len(gy))
+        return out
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -119,12 +149,6 @@ class TrainedMatcher(Scorer):
             f.write(save({"w_query": self.w_query, "w_reply": self.w_reply}))
         write_json_atomic(out / MATCHER_CONFIG, self.config)
         return out
-
-    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        return _unit(self.features(texts) @ self.w_query)
-
-    def encode_replies(self, texts: Sequence[str]) -> np.ndarray:
-        return _unit(self.features(texts) @ self.w_reply)
 
     def logits(self, queries: Sequence[str], replies: Sequence[str]) -> np.ndarray:
         xq, xr = self.features(queries), self.features(replies)
@@ -205,6 +229,7 @@ class CrossEncoderMatcher(Scorer):
 
 
 MATCHING.add("tfidf", lambda corpus=None, workspace=None, **kw: TfidfMatcher(corpus=corpus))
+MATCHING.add("lexical", lambda corpus=None, workspace=None, **kw: LexicalMatcher())
 
 
 def _workspace(workspace):

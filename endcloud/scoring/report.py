@@ -26,7 +26,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from endcloud.config import PAPER
+from endcloud.paper import PAPER
 from endcloud.errors import DataError
 from endcloud.fileio import write_json_atomic, write_text_atomic
 from endcloud.scoring.base import Scorer

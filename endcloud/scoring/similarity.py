@@ -27,8 +27,8 @@ import numpy as np
 
 from endcloud.errors import ModelError, RegistryError
 from endcloud.registry import Registry
-from endcloud.scoring._text import clean, guess_lang, normalise
 from endcloud.scoring.base import Scorer, check_pairs, cosine_rows
+from endcloud.text import clean, detect_lang, normalise
 
 SIMILARITY: Registry[Callable[..., Scorer]] = Registry("similarity scorer")
 
@@ -170,14 +170,14 @@ class AutoSimilarity(Scorer):
         return self.zh if lang == "zh" else self.en
 
     def langs(self, a: Sequence[str], b: Sequence[str]) -> list[str]:
-        return [guess_lang(x, y) for x, y in zip(a, b)]
+        return [detect_lang(x, y) for x, y in zip(a, b)]
 
     def _langs(self, a, b, lang) -> list[str]:
         if lang is None:
             return self.langs(a, b)
         if isinstance(lang, str):
             return [lang] * len(a)
-        return [l or guess_lang(x, y) for l, x, y in zip(lang, a, b)]
+        return [l or detect_lang(x, y) for l, x, y in zip(lang, a, b)]
 
     def score(self, a: Sequence[str], b: Sequence[str], lang: str | Sequence[str | None] | None = None) -> np.ndarray:
         """`lang`: one code for all pairs, one per pair (None entries guessed), or None (guess all)."""

@@ -2,7 +2,9 @@
 
 Shaped like RouteLLM's router: the signals are measured elsewhere (the matcher, the end
 model's confidence, the frustration lexicon); `Router.decide` only compares them with the
-thresholds in `ServeSettings` and says why. Every decision is logged with its reasons.
+thresholds in `ServeSettings` (`endcloud.scoring.should_escalate`, the decision the online
+loop makes on a low Final) and says why. Every decision is logged with its reasons. The
+paper's Final needs the cloud's reply, so the server computes it only for takeovers.
 
     model="end"      -> end, always            (reason "forced")
     model="cloud"    -> cloud, always          (reason "forced")
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
+
+from endcloud.scoring.final import should_escalate
 
 Route = Literal["end", "cloud"]
 MODELS = ("endcloud", "end", "cloud")
@@ -64,9 +68,9 @@ class Router:
         reasons: list[str] = []
         if signals.empty:
             reasons.append("empty_reply")
-        if signals.match is not None and signals.match < self.min_match:
+        if signals.match is not None and should_escalate(signals.match, self.min_match):
             reasons.append(f"match {signals.match:.3f} < {self.min_match}")
-        if signals.confidence is not None and signals.confidence < self.min_confidence:
+        if signals.confidence is not None and should_escalate(signals.confidence, self.min_confidence):
             reasons.append(f"confidence {signals.confidence:.3f} < {self.min_confidence}")
         if signals.frustration >= self.max_frustration:
             reasons.append(f"frustration {signals.frustration:.2f} >= {self.max_frustration}")

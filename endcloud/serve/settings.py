@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from endcloud.config import PAPER
+from endcloud.paper import PAPER
 from endcloud.errors import ConfigError
 from endcloud.runtime.async_engine import BATCHING, WORKERS
 from endcloud.runtime.engines import ENGINES
@@ -23,7 +23,7 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_MESSAGES = 64
 MAX_TOKENS_PER_MESSAGE = 1024
 RATE_LIMIT_PER_MINUTE = 60
-KNOWLEDGE_POSITIONS = ("after_question", "system")  # where a question's shop knowledge goes (see ChatService._context)
+KNOWLEDGE_POSITIONS = ("after_question", "system")  # where a question's shop knowledge goes (see TurnService._context)
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,9 @@ class ServeSettings:
     min_confidence: float = 0.0  # end model confidence (exp mean logprob) below this -> cloud
     max_frustration: float = 0.5  # frustration signal at or above this -> cloud
     cloud_timeout_s: float = 20.0  # the whole cloud takeover (retries included); then the end reply is served
+    # -- the paper's score of every takeover (eq. 1), which the dashboard and the online loop read --
+    alpha: float = PAPER.alpha  # Final = alpha * Sim(end, cloud) + (1 - alpha) * Match(query, end)
+    theta: float = PAPER.theta  # where Match(query, cloud) < theta, Final = Sim alone
     # -- admin --
     admin_token: str | None = None  # when set, profile endpoints need `Authorization: Bearer <token>`
 
@@ -94,6 +97,10 @@ class ServeSettings:
                               f"(--engine or env {ENV_PREFIX}ENGINE)")
         if not 0 < self.port < 65536:
             raise ConfigError(f"--port must be 1-65535, got {self.port!r}")
+        for name in ("alpha", "theta"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+                raise ConfigError(f"serve setting {name} must be in [0, 1], got {v!r} (env {ENV_PREFIX}{name.upper()})")
         if not 0.0 <= self.top_p <= 1.0:
             raise ConfigError(f"serve setting top_p must be in [0, 1], got {self.top_p!r}")
         if self.batch_window_ms < 0 or self.batch_max_wait_ms < 0:

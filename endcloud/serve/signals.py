@@ -1,18 +1,15 @@
-"""The fast per-turn signals the router reads: frustration, and a lexical match fallback.
+"""The fast per-turn signal the router reads besides the end model's own: frustration.
 
 Frustration is a small zh+en lexicon plus punctuation cues (repeated "!"/"?", shouting in
 capitals). It is deliberately cheap: it runs on every customer turn before the reply is
-sent. `LexicalMatcher` is the stand-in matching scorer used when `endcloud.scoring`'s
-trained matcher is not available: character 1–2-gram overlap of query and reply, which
-(per STACK-NOTES) separates Chinese paraphrases from unrelated text better than MiniLM.
+sent. (The match signal is a `endcloud.scoring` MATCHING scorer: the shop's trained
+matcher, or "lexical" where none is trained.)
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-
-import numpy as np
 
 # Each entry weighs 0.5: one strong cue alone does not reach the default threshold
 # (0.5 is the default max_frustration, so one strong cue plus anything else does).
@@ -42,34 +39,3 @@ def frustration(text: str) -> float:
     if len(letters) >= 8 and sum(c.isupper() for c in letters) / len(letters) > 0.7:
         score += 0.25  # shouting
     return float(min(1.0, score))
-
-
-def _grams(text: str) -> set[str]:
-    t = re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text or "").lower()).strip()
-    chars = [c for c in t if not unicodedata.category(c).startswith("P")]
-    s = "".join(chars)
-    return set(s) | {s[i : i + 2] for i in range(len(s) - 1)}
-
-
-class LexicalMatcher:
-    """`score(queries, replies) -> [0, 1]`: Dice overlap of character 1–2-grams."""
-
-    name = "lexical"
-
-    def score(self, a: list[str], b: list[str]) -> np.ndarray:
-        out = np.zeros(len(a), dtype=np.float64)
-        for i, (x, y) in enumerate(zip(a, b)):
-            gx, gy = _grams(x), _grams(y)
-            if gx and gy:
-                out[i] = 2 * len(gx & gy) / (len(gx) + len(gy))
-        return out
-
-
-_CJK = re.compile(r"[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]")
-
-
-def approx_tokens(text: str) -> int:
-    """A tokenizer-free token estimate: each CJK character is one token, else ~4 characters."""
-    cjk = len(_CJK.findall(text))
-    rest = len(text) - cjk
-    return cjk + (rest + 3) // 4

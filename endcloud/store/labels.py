@@ -14,7 +14,7 @@ import os
 import sqlite3
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from endcloud.store.db import connect, ensure_schema
@@ -175,7 +175,3 @@ def _label(row: sqlite3.Row) -> PseudoLabel:
     d["context"] = json.loads(d["context"])
     d["scores"] = json.loads(d["scores"])
     return PseudoLabel(**d)
-
-
-def label_to_json(label: PseudoLabel) -> dict[str, Any]:
-    return asdict(label)

@@ -120,7 +120,7 @@ def en_pack_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def cloud():
     """A fault-free server double (real HTTP on 127.0.0.1)."""
-    from endcloud.cloud.testing import FaultyCloud
+    from endcloud.testing import FaultyCloud
 
     with FaultyCloud() as c:
         yield c

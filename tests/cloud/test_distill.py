@@ -16,9 +16,9 @@ from endcloud.cli import main
 from endcloud.cloud import CostLedger, OpenAITeacher, PriceTable, ResponseCache
 from endcloud.cloud.cache import CachedTeacher
 from endcloud.cloud.distill import distill, read_pairs
-from endcloud.cloud.testing import FaultyCloud
 from endcloud.errors import DataError
 from endcloud.records import Label
+from endcloud.testing import FaultyCloud
 
 QUESTIONS = ["发什么快递？", "能发顺丰吗", "今天下单今天能发货吗？", "可以退货吗？", "退款多久到账？", "有优惠券吗？",
              "能开发票吗", "纯棉方巾多少钱？", "珊瑚绒浴巾有货吗", "发到新疆几天能到？"]

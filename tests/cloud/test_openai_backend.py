@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from endcloud.cloud import CostLedger, OpenAITeacher, PriceTable, RateLimiter
-from endcloud.cloud.testing import FaultyCloud
 from endcloud.errors import BudgetExceeded, ConfigError, TeacherError, TeacherParseError, TeacherStatusError, TeacherTimeout
+from endcloud.testing import FaultyCloud
 
 HI = [{"role": "user", "content": "hi"}]
 

@@ -7,9 +7,9 @@ import pytest
 from endcloud.cloud import ROLE_TEXT, ExampleBank, build_prompt
 from endcloud.cloud.prompt import PromptedTeacher
 from endcloud.cloud.teacher import Teacher
-from endcloud.cloud.tokens import estimate_message_tokens
 from endcloud.errors import ConfigError, DataError
 from endcloud.records import Reply
+from endcloud.text import estimate_message_tokens
 
 TOPICS_ZH = [
     ("发什么快递？", "亲，默认发中通快递哦"), ("可以发顺丰吗", "可以的，补8元"), ("今天能发货吗", "16点前下单当天发"),

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from endcloud.cloud.openai_backend import OpenAITeacher
-from endcloud.cloud.testing import FaultyCloud
+from endcloud.testing import FaultyCloud
 
 BODY = json.dumps({"model": "m", "messages": [{"role": "user", "content": "你好"}]}, ensure_ascii=False).encode()
 

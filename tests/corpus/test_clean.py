@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import endcloud.text
 from endcloud.corpus import CleanConfig, clean_text, clean_turns, detect_lang, join_segmented, near_key
 from endcloud.corpus.clean import clean_lists, clean_many, near_key_bytes, near_keys_bytes
 from endcloud.records import Turn
@@ -78,18 +79,9 @@ def test_join_segmented_keeps_latin_spaces():
     assert join_segmented("买 iPhone 12 pro 送 壳") == "买iPhone 12 pro送壳"
 
 
-@pytest.mark.parametrize(
-    "texts, lang",
-    [
-        (["你好，请问这个有货吗", "有的亲"], "zh"),
-        (["Hello, do you have this in red?", "Yes, we do."], "en"),
-        (["[订单x]还没到 OK"], "zh"),
-        (["Is the 毛巾 cotton? I need it for my kitchen, thanks a lot"], "en"),
-        ([""], "en"),
-    ],
-)
-def test_detect_lang(texts, lang):
-    assert detect_lang(texts) == lang
+def test_the_corpus_language_is_the_shared_rule():
+    # the rule itself is tested in tests/test_text.py
+    assert detect_lang is endcloud.text.detect_lang
 
 
 def test_near_key_ignores_punctuation_digits_case_space():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from endcloud.config import PAPER
+from endcloud.paper import PAPER
 from endcloud.end.tuners import TUNERS, make_peft_config
 from endcloud.errors import ConfigError, RegistryError
 

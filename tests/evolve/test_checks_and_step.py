@@ -100,3 +100,28 @@ def test_shadow_scoring_asks_the_cloud_once_per_turn_and_triggers_on_low_final(s
     calls = teacher.calls
     rep2 = step(conversations=conv, labels=labels, teacher=teacher, settings=settings, evaluator=ev)
     assert rep2.shadow_scored == 0 and teacher.calls == calls  # the stored score is reused
+
+
+def test_the_loops_alpha_and_theta_reach_the_rounds_evaluator(stores, tmp_path):
+    from endcloud.end.adapters import AdapterRegistry
+    from endcloud.evolve import Evolver, RoundOutcome
+    from endcloud.scoring import PaperRule, default_evaluator
+
+    conv, labels = stores
+    serve_turn(conv, customer="c1", query="能选快递吗", end_text="在的", rating="down")
+    serve_turn(conv, customer="c2", query="有发票吗", end_text="嗯", rating="down")
+    specs = []
+
+    def runner(spec):  # a round that trains nothing: the spec is what this test reads
+        specs.append(spec)
+        out = tmp_path / "candidate"
+        out.mkdir(exist_ok=True)
+        (out / "adapter_config.json").write_text("{}")
+        return RoundOutcome(spec.round_id, str(out), False, {"candidate": {}, "reasons": ["test"]}, {}, 0.0)
+
+    ev = Evolver(conversations=conv, labels=labels, teacher=DictTeacher({}), registry=AdapterRegistry(tmp_path / "adapters"),
+                 base_dir=tmp_path, adapter_name="shop", heldout=[], runner=runner,
+                 settings=EvolveSettings(min_labels=2, alpha=0.6, theta=0.3))
+    assert ev.tick()["round"] is not None
+    assert (specs[0].alpha, specs[0].theta) == (0.6, 0.3)
+    assert default_evaluator(None, specs[0].alpha, specs[0].theta).rule == PaperRule(0.6, 0.3)

@@ -18,10 +18,11 @@ import pytest
 
 from endcloud.evolve import EvolveSettings, Evolver
 from endcloud.evolve.gate import GateSettings
+from endcloud.loopback import LoopbackServer
 from endcloud.serve.app import create_app
 from endcloud.serve.settings import ServeSettings
 
-from .conftest import DictTeacher, LiveServer
+from .conftest import DictTeacher
 
 pytestmark = pytest.mark.slow
 
@@ -111,7 +112,7 @@ def test_requests_during_repeated_swaps_all_succeed(tiny_base_dir, adapters, tmp
     done = threading.Event()
     swaps, seen_health, wrong_variant = [], set(), []
 
-    with LiveServer(app) as srv:
+    with LoopbackServer(app) as srv:
         def swapper():
             with httpx.Client(base_url=srv.url, timeout=30) as c:
                 i = 0
@@ -177,7 +178,7 @@ def test_evolver_promotion_swaps_the_live_server_while_customers_chat(tiny_base_
                  evaluator=Evaluator(similarity="char-ngram", matching="tfidf"), on_promote=on_promote,
                  work_dir=tmp_path / "rounds")
 
-    with LiveServer(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+    with LoopbackServer(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
         # the trigger: a served turn the customer downvotes, through the real endpoints
         first = _chat(c, 0)
         assert first["status"] == 200

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from .conftest import LiveServer
+from endcloud.loopback import LoopbackServer
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
@@ -42,7 +42,7 @@ def test_approve_and_edit_persist_across_reload(review_app):
     from playwright.sync_api import sync_playwright
 
     app, store, ids = review_app
-    with LiveServer(app) as srv, sync_playwright() as p:
+    with LoopbackServer(app) as srv, sync_playwright() as p:
         browser = _browser(p)
         page = browser.new_page()
         page.goto(srv.url + "/review")
@@ -80,7 +80,7 @@ def test_dashboard_renders_plots(review_app):
     from playwright.sync_api import sync_playwright
 
     app, _, _ = review_app
-    with LiveServer(app) as srv, sync_playwright() as p:
+    with LoopbackServer(app) as srv, sync_playwright() as p:
         browser = _browser(p)
         page = browser.new_page()
         page.goto(srv.url + "/dashboard")

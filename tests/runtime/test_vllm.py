@@ -23,6 +23,7 @@ from fastapi import Request  # module level: the handlers' string annotations re
 from fastapi.responses import JSONResponse
 
 from endcloud.errors import ConfigError, DataError, ModelError, RegistryError
+from endcloud.loopback import LoopbackServer
 from endcloud.runtime.engines import ENGINES, load_end_model
 from endcloud.runtime.vllm import VLLMEndModel, VLLMError, is_private_host, lora_name_for
 
@@ -123,27 +124,13 @@ class VLLMDouble:
         return app
 
     def __enter__(self) -> "VLLMDouble":
-        import uvicorn
-
-        # IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets that say they are TCP (Nagle adds ~40 ms)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        self._server = uvicorn.Server(uvicorn.Config(self._app(), log_level="warning", access_log=False,
-                                                     lifespan="off", timeout_graceful_shutdown=1))
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 20
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("VLLMDouble did not start within 20 s")
-            time.sleep(0.01)
+        self._server = LoopbackServer(self._app(), name="vllm-double", start_timeout_s=20, access_log=False,
+                                      lifespan="off", timeout_graceful_shutdown=1).start()
+        self.port = self._server.port
         return self
 
     def __exit__(self, *exc) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
+        self._server.stop()
 
 
 def make_lora(root: Path, name: str, version: str, peft_type: str = "LORA") -> Path:

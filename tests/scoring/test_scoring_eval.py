@@ -13,7 +13,7 @@ from endcloud.scoring import (PAPER_PROBES_EN, PAPER_PROBES_ZH, EvalInput, Evalu
                               score_turns)
 from endcloud.scoring.similarity import CharNgramSimilarity
 
-from endcloud.scoring.testing import LookupEndModel, LookupTeacher
+from endcloud.testing import LookupEndModel, LookupTeacher
 
 INPUTS = [
     EvalInput(id="i1", query="Can I choose the delivery service?", facts=["ZTO"]),
@@ -80,7 +80,7 @@ def test_run_eval_final_scores_follow_eq1(tmp_path, evaluator):
 def test_run_eval_batches_and_rejects_bad_calls(tmp_path, evaluator):
     model = LookupEndModel(GOOD)
     run_eval([i.query for i in INPUTS] * 3, {"m": model}, LookupTeacher(CLOUD), out_dir=tmp_path, evaluator=evaluator, batch_size=5)
-    assert model.calls == 3  # 12 inputs in batches of 5
+    assert len(model.batches) == 3  # 12 inputs in batches of 5
     with pytest.raises(DataError, match="no end models"):
         run_eval(INPUTS, {}, LookupTeacher(CLOUD), out_dir=tmp_path, evaluator=evaluator)
     with pytest.raises(DataError, match="reserved"):

@@ -53,3 +53,15 @@ def test_fact_accuracy_normalises_and_needs_every_fact():
 def test_fact_accuracy_length_mismatch_is_a_data_error():
     with pytest.raises(DataError, match="one facts list per reply"):
         fact_accuracy(["a", "b"], [["a"]])
+
+
+def test_the_paper_rule_holds_alpha_and_theta_and_checks_them():
+    from endcloud.scoring import PaperRule
+
+    rule = PaperRule(alpha=0.5, theta=0.7)
+    np.testing.assert_allclose(rule.final([0.5, 0.5], [0.0, 0.0], [0.6, 0.8]),
+                               final_score([0.5, 0.5], [0.0, 0.0], [0.6, 0.8], alpha=0.5, theta=0.7))
+    assert float(rule.final(0.5, 0.0, 0.8)) == pytest.approx(0.25)
+    assert PaperRule().alpha == 0.8 and PaperRule().theta == 0.2  # the paper's numbers by default
+    with pytest.raises(ConfigError, match="theta"):
+        PaperRule(theta=1.2)

@@ -56,11 +56,11 @@ def test_trained_matcher_save_load_round_trip(trained_matcher_dir, tmp_path):
 
 
 def test_registry_and_auto_fallback(tmp_path):
-    assert MATCHING.names() == ["tfidf", "trained"]
+    assert MATCHING.names() == ["lexical", "tfidf", "trained"]
     assert load_matching("auto", workspace=tmp_path).name == "tfidf"  # no trained matcher in this workspace
     with pytest.raises(ModelError, match="matcher train"):
         load_matching("trained", workspace=tmp_path)
-    with pytest.raises(RegistryError, match="valid: auto, tfidf, trained"):
+    with pytest.raises(RegistryError, match="valid: auto, lexical, tfidf, trained"):
         load_matching("rocketqa")
 
 

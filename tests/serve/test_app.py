@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from endcloud.serve.app import create_app
 from endcloud.serve.settings import ServeSettings
 from endcloud.store.conversations import ConversationStore
-from tests.serve.conftest import ScriptedModel, ScriptedTeacher
+from endcloud.testing import ScriptedModel, ScriptedTeacher
 
 
 def make(tmp_path, *, model=None, teacher=None, **settings):
@@ -292,7 +292,7 @@ def test_shop_knowledge_and_orders_reach_the_model(tmp_path):
 
 
 def test_rate_limiter_window_slides_and_forgets():
-    from endcloud.serve.app import RateLimiter
+    from endcloud.serve.http import RateLimiter
 
     now = [0.0]
     rl = RateLimiter(2, clock=lambda: now[0])
@@ -307,7 +307,7 @@ def test_rate_limiter_window_slides_and_forgets():
 def test_the_history_window_keeps_its_start_for_several_turns(tmp_path):
     """The context window jumps half its size at a time instead of sliding one message per
     turn, so consecutive prompts of a long chat begin alike (the end model's prefix cache)."""
-    from endcloud.serve.app import window_start
+    from endcloud.serve.turn import window_start
 
     model = ScriptedModel()
     app, _ = make(tmp_path, model=model, history_messages=8)
@@ -349,3 +349,14 @@ def test_knowledge_goes_after_the_question_when_the_model_takes_it_there(tmp_pat
     assert [m["role"] for m in convo] == ["system", "user"] and "Shop knowledge" in convo[0]["content"]
     with pytest.raises(Exception, match="knowledge_position"):
         ServeSettings(knowledge_position="middle")
+
+
+@pytest.mark.parametrize("alpha,theta", [(0.8, 0.2), (0.3, 0.0), (0.5, 1.0)])
+def test_a_takeover_is_scored_with_the_servers_alpha_and_theta(tmp_path, alpha, theta):
+    app, _ = make(tmp_path, model=ScriptedModel(lambda c: "亲，默认发中通快递哦"), teacher=ScriptedTeacher("亲，48小时内发中通快递"),
+                  min_match=1.0, alpha=alpha, theta=theta)
+    with TestClient(app) as c:
+        s = chat(c, "几天发货？").json()["endcloud"]["scores"]
+    assert s["sim"] != pytest.approx(s["match"], abs=1e-3)  # else any α would give the same Final
+    expected = s["sim"] if s["cloud_match"] < theta else alpha * s["sim"] + (1 - alpha) * s["match"]
+    assert s["final"] == pytest.approx(expected, abs=1e-5)

@@ -11,11 +11,11 @@ import pytest
 from openai import AsyncOpenAI, OpenAI
 
 from endcloud.cloud import OpenAITeacher
-from endcloud.cloud.testing import FaultyCloud
+from endcloud.loopback import LoopbackServer
 from endcloud.privacy import contains_pii
 from endcloud.serve.app import create_app
 from endcloud.serve.settings import ServeSettings
-from tests.serve.conftest import LiveServer
+from endcloud.testing import FaultyCloud
 
 ANGRY = "This is ridiculous, I want a real person!!"
 
@@ -41,14 +41,14 @@ def _app(root, end_model, cloud):
 @pytest.fixture(scope="module")
 def live(root, end_model, cloud):
     app = _app(root, end_model, cloud)
-    with LiveServer(app) as srv:
+    with LoopbackServer(app) as srv:
         yield srv, app
 
 
 @pytest.fixture
 def client(live):
     srv, _ = live
-    return OpenAI(base_url=srv.base_url + "/v1", api_key="unused", max_retries=0, timeout=60)
+    return OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0, timeout=60)
 
 
 def ext(obj) -> dict:
@@ -84,7 +84,7 @@ def test_multi_turn_uses_the_stored_session(client, live):
     second = client.chat.completions.create(model="end", messages=[{"role": "user", "content": "几天发货？"}], user="c3")
     sid = ext(first)["session_id"]
     assert ext(second)["session_id"] == sid
-    sess = httpx.get(f"{live[0].base_url}/v1/sessions/{sid}", timeout=10).json()
+    sess = httpx.get(f"{live[0].url}/v1/sessions/{sid}", timeout=10).json()
     assert [m["role"] for m in sess["messages"]] == ["user", "assistant", "user", "assistant"]
     assert sess["messages"][0]["content"] == "我想买毛巾"
     assert sess["messages"][3]["content"] == second.choices[0].message.content
@@ -92,9 +92,9 @@ def test_multi_turn_uses_the_stored_session(client, live):
 
 def test_feedback(client, live):
     resp = client.chat.completions.create(model="end", messages=[{"role": "user", "content": "hi"}], user="c4")
-    r = httpx.post(f"{live[0].base_url}/v1/feedback", json={"message_id": resp.id, "rating": "down", "correction": "Hello!"}, timeout=10)
+    r = httpx.post(f"{live[0].url}/v1/feedback", json={"message_id": resp.id, "rating": "down", "correction": "Hello!"}, timeout=10)
     assert r.status_code == 200 and r.json()["feedback"]["rating"] == 1
-    missing = httpx.post(f"{live[0].base_url}/v1/feedback", json={"message_id": "chatcmpl-missing", "rating": 4}, timeout=10)
+    missing = httpx.post(f"{live[0].url}/v1/feedback", json={"message_id": "chatcmpl-missing", "rating": 4}, timeout=10)
     assert missing.status_code == 404 and "chatcmpl-missing" in missing.json()["error"]["message"]
 
 
@@ -125,8 +125,8 @@ def test_cloud_unreachable_serves_the_end_reply(root, end_model):
     teacher = OpenAITeacher(base_url="http://127.0.0.1:9/v1", model="double", api_key="k", timeout=2, max_retries=0)
     app = create_app(ServeSettings(db_path=root / "down.db", audit_path=root / "audit" / "down.jsonl", max_new_tokens=4),
                      engine=end_model, teacher=teacher)
-    with LiveServer(app) as srv:
-        c = OpenAI(base_url=srv.base_url + "/v1", api_key="x", max_retries=0, timeout=60)
+    with LoopbackServer(app) as srv:
+        c = OpenAI(base_url=srv.url + "/v1", api_key="x", max_retries=0, timeout=60)
         resp = c.chat.completions.create(model="cloud", messages=[{"role": "user", "content": "hello"}], user="c7")
     assert ext(resp)["answered_by"] == "end" and ext(resp)["cloud_failed"]
 
@@ -158,7 +158,7 @@ def test_concurrent_customers_are_batched(live):
     before = len(app.state.engine.batcher.batch_sizes)
 
     async def main():
-        c = AsyncOpenAI(base_url=srv.base_url + "/v1", api_key="x", max_retries=0, timeout=120)
+        c = AsyncOpenAI(base_url=srv.url + "/v1", api_key="x", max_retries=0, timeout=120)
         return await asyncio.gather(*[
             c.chat.completions.create(model="end", messages=[{"role": "user", "content": f"问题 {i}"}], user=f"b{i}")
             for i in range(8)
@@ -171,7 +171,7 @@ def test_concurrent_customers_are_batched(live):
 
 
 def test_metrics_and_health_over_http(live):
-    base = live[0].base_url
+    base = live[0].url
     text = httpx.get(f"{base}/metrics", timeout=10).text
     assert 'endcloud_requests_total{answered_by="end",model="end",status="200"}' in text
     assert "endcloud_ttft_seconds_bucket" in text and "endcloud_takeover_rate" in text
@@ -180,20 +180,20 @@ def test_metrics_and_health_over_http(live):
 
 def test_restart_keeps_sessions_and_feedback(tmp_path, end_model, cloud):
     app = _app(tmp_path, end_model, cloud)
-    with LiveServer(app) as srv:
-        c = OpenAI(base_url=srv.base_url + "/v1", api_key="x", max_retries=0, timeout=60)
+    with LoopbackServer(app) as srv:
+        c = OpenAI(base_url=srv.url + "/v1", api_key="x", max_retries=0, timeout=60)
         ids = [c.chat.completions.create(model="end", messages=[{"role": "user", "content": q}], user="r1").id
                for q in ("first", "second")]
         for mid, rating in zip(ids, ("up", 2)):
-            assert httpx.post(f"{srv.base_url}/v1/feedback", json={"message_id": mid, "rating": rating}, timeout=10).status_code == 200
-        sid = httpx.get(f"{srv.base_url}/v1/customers/r1/sessions", timeout=10).json()["sessions"][0]
+            assert httpx.post(f"{srv.url}/v1/feedback", json={"message_id": mid, "rating": rating}, timeout=10).status_code == 200
+        sid = httpx.get(f"{srv.url}/v1/customers/r1/sessions", timeout=10).json()["sessions"][0]
     app2 = _app(tmp_path, end_model, cloud)
-    with LiveServer(app2) as srv2:
-        sess = httpx.get(f"{srv2.base_url}/v1/sessions/{sid}", timeout=10).json()
+    with LoopbackServer(app2) as srv2:
+        sess = httpx.get(f"{srv2.url}/v1/sessions/{sid}", timeout=10).json()
         assert [m["id"] for m in sess["messages"] if m["role"] == "assistant"] == ids
         assert [f["rating"] for f in app2.state.store.feedback()] == [5, 2]
         # the restarted server continues the same session
-        c = OpenAI(base_url=srv2.base_url + "/v1", api_key="x", max_retries=0, timeout=60)
+        c = OpenAI(base_url=srv2.url + "/v1", api_key="x", max_retries=0, timeout=60)
         third = c.chat.completions.create(model="end", messages=[{"role": "user", "content": "third"}], user="r1")
         assert ext(third)["session_id"] == sid
 
@@ -212,7 +212,7 @@ def test_hot_swap_to_a_real_adapter_while_serving(live, tiny_base_dir, tmp_path,
     engine = app.state.engine
     try:
         engine.swap_adapter(adapter)  # what the evolution loop calls in-process
-        assert httpx.get(f"{srv.base_url}/healthz", timeout=10).json()["adapter"] == str(adapter)
+        assert httpx.get(f"{srv.url}/healthz", timeout=10).json()["adapter"] == str(adapter)
         resp = client.chat.completions.create(model="end", messages=[{"role": "user", "content": "hi"}], user="swap")
         assert app.state.store.reply(resp.id)["adapter"] == str(adapter)
         assert engine.model.method == "lora"

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from endcloud.serve.router import Router, Signals
-from endcloud.serve.signals import LexicalMatcher, approx_tokens, frustration
+from endcloud.scoring.matching import LexicalMatcher
+from endcloud.serve.signals import frustration
+from endcloud.text import estimate_tokens
 
 
 def test_forced_models_ignore_signals():
@@ -56,6 +58,6 @@ def test_lexical_matcher_prefers_related_replies():
     assert m.score([""], ["x"])[0] == 0.0
 
 
-def test_approx_tokens_counts_cjk_per_character():
-    assert approx_tokens("几天发货") == 4
-    assert approx_tokens("abcdefgh") == 2
+def test_token_estimate_counts_cjk_per_character():
+    assert estimate_tokens("几天发货") == 4
+    assert estimate_tokens("abcdefgh") == 2

@@ -22,10 +22,20 @@ def test_env_overrides_then_explicit_overrides():
 
 
 @pytest.mark.parametrize("env, needle", [({"ENDCLOUD_SERVE_MAX_MESSAGES": "many"}, "ENDCLOUD_SERVE_MAX_MESSAGES"),
-                                         ({"ENDCLOUD_SERVE_MAX_BATCH": "0"}, "max_batch")])
+                                         ({"ENDCLOUD_SERVE_MAX_BATCH": "0"}, "max_batch"),
+                                         ({"ENDCLOUD_SERVE_ALPHA": "1.5"}, "ENDCLOUD_SERVE_ALPHA"),
+                                         ({"ENDCLOUD_SERVE_THETA": "-0.1"}, "ENDCLOUD_SERVE_THETA")])
 def test_bad_values_name_the_setting(env, needle):
     with pytest.raises(ConfigError, match=needle):
         ServeSettings.from_env(env)
+
+
+def test_the_papers_alpha_and_theta_are_settings():
+    from endcloud.paper import PAPER
+
+    assert (ServeSettings().alpha, ServeSettings().theta) == (PAPER.alpha, PAPER.theta)
+    s = ServeSettings.from_env({"ENDCLOUD_SERVE_ALPHA": "0.6", "ENDCLOUD_SERVE_THETA": "0.3"})
+    assert (s.alpha, s.theta) == (0.6, 0.3)
 
 
 def test_bad_port():

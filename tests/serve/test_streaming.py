@@ -19,11 +19,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from endcloud.errors import ConfigError
+from endcloud.loopback import LoopbackServer
 from endcloud.serve.app import create_app
 from endcloud.runtime.batching import Ticket
 from endcloud.runtime.async_engine import AsyncEngine, IncrementalDetokenizer, ReplyStream
 from endcloud.serve.settings import ServeSettings
-from tests.serve.conftest import LiveServer, ScriptedModel
+from endcloud.testing import ScriptedModel, ScriptedTeacher
 
 RARE = "龘鑫"  # not in the fixture tokenizer's training text: each character is three byte tokens
 
@@ -267,11 +268,11 @@ def test_sse_streams_the_end_reply_as_it_is_generated(end_model, long_question, 
     app = create_app(ServeSettings(db_path=tmp_path / "endcloud.db", min_match=0.0), engine=engine)
     lines: queue.Queue = queue.Queue()
     try:
-        with LiveServer(app) as srv:
+        with LoopbackServer(app) as srv:
             def read():
                 body = {"model": "end", "stream": True, "user": "s1", "max_tokens": 12, "seed": seed,
                         "messages": conv(q), **SAMPLED}
-                with httpx.stream("POST", srv.base_url + "/v1/chat/completions", json=body, timeout=60) as r:
+                with httpx.stream("POST", srv.url + "/v1/chat/completions", json=body, timeout=60) as r:
                     for line in r.iter_lines():
                         if line.startswith("data: "):
                             lines.put(line[6:])
@@ -373,8 +374,6 @@ def test_sse_events_stay_one_line_whatever_the_text(tiny_tokenizer, tmp_path):
 
 def test_routed_streaming_waits_for_the_whole_end_reply(scripted_model, tmp_path):
     """model=endcloud never streams the end draft: routing needs all of it first."""
-    from tests.serve.conftest import ScriptedTeacher
-
     app = create_app(ServeSettings(db_path=tmp_path / "endcloud.db", min_match=0.0),
                      engine=TokenScriptEngine(None, []), teacher=ScriptedTeacher("Cloud: 48小时内发货"))
     app.state.engine.streams_tokens = True

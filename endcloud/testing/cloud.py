@@ -29,10 +29,11 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import socket
 import threading
 import time
 from typing import Any, AsyncIterator, Callable, NamedTuple, Sequence
+
+from endcloud.loopback import LoopbackServer
 
 OUTCOMES = ("ok", "429", "500", "timeout", "malformed", "empty")
 
@@ -44,7 +45,7 @@ def default_responder(messages: list[dict[str, Any]]) -> str:
 
 
 def _tokens(text: str) -> int:
-    from endcloud.cloud.tokens import estimate_tokens
+    from endcloud.text import estimate_tokens
 
     return estimate_tokens(text)
 
@@ -97,54 +98,33 @@ class FaultyCloud:
         self.max_inflight = 0
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
-        self.port: int | None = None
+        self._server: LoopbackServer | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     @property
+    def port(self) -> int | None:
+        return self._server.port if self._server is not None else None
+
+    @property
     def base_url(self) -> str:
-        if self.port is None:
+        if self._server is None:
             raise RuntimeError("FaultyCloud is not started; use it as a context manager or call start()")
-        scheme = "https" if self.ssl_certfile else "http"
-        return f"{scheme}://127.0.0.1:{self.port}/v1"
+        return self._server.url + "/v1"
 
     def start(self) -> "FaultyCloud":
-        import uvicorn
-
-        # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY on an accepted socket only when
-        # the socket says it is TCP, and an accepted socket inherits the listener's proto.
-        # With Nagle left on, uvicorn's two writes per response (head, then body) wait for
-        # the client's delayed ACK: +40 ms on every reply, which no real server adds
-        # (uvicorn binding host/port itself, via getaddrinfo, gets NODELAY).
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
         # proxy_headers off: nothing proxies to a loopback double, and it is one more
         # middleware per request. http/loop stay "auto" (httptools/uvloop when installed).
-        config = uvicorn.Config(
-            self._app(), log_level="warning", access_log=False, lifespan="off", proxy_headers=False,
-            timeout_graceful_shutdown=1, timeout_keep_alive=self.keep_alive,
+        self._server = LoopbackServer(
+            self._app(), name="faulty-cloud", start_timeout_s=20, access_log=False, lifespan="off",
+            proxy_headers=False, timeout_graceful_shutdown=1, timeout_keep_alive=self.keep_alive,
             ssl_certfile=self.ssl_certfile, ssl_keyfile=self.ssl_keyfile,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True, name="faulty-cloud")
-        self._thread.start()
-        deadline = time.monotonic() + 20
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("FaultyCloud did not start within 20 s")
-            time.sleep(0.01)
+        ).start()
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._server = self._thread = None
+            self._server.stop()
+        self._server = None
 
     def __enter__(self) -> "FaultyCloud":
         return self.start()
@@ -242,7 +222,7 @@ class FaultyCloud:
         if outcome == "timeout":
             # Hang, but notice stop() so the server can shut down gracefully.
             until = time.monotonic() + self.hang
-            while time.monotonic() < until and not (self._server and self._server.should_exit):
+            while time.monotonic() < until and not (self._server and self._server.stopping):
                 await asyncio.sleep(0.05)
             return _json(504, {"error": {"message": "too late"}})
         if self.latency:

@@ -1,6 +1,6 @@
-"""Run the fault-injecting server double on its own (for benchmarks and manual tests).
+"""Run the fault-injecting server double (`FaultyCloud`) on its own, for benchmarks and manual tests.
 
-    python -m endcloud.cloud.testing --latency 0.2 --p429 0.04 --p500 0.03 --pmalformed 0.03
+    python -m endcloud.testing --latency 0.2 --p429 0.04 --p500 0.03 --pmalformed 0.03
 
 Prints its base URL on the first line of stdout, then serves until interrupted.
 """
@@ -12,11 +12,11 @@ import signal
 import sys
 import threading
 
-from endcloud.cloud.testing import FaultyCloud
+from endcloud.testing.cloud import FaultyCloud
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m endcloud.cloud.testing", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m endcloud.testing", description=__doc__.splitlines()[0])
     for name in ("latency", "p429", "p500", "ptimeout", "pmalformed", "pempty", "drip"):
         ap.add_argument(f"--{name}", type=float, default=0.0)
     ap.add_argument("--retry-after", type=float, default=1.0)

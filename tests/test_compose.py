@@ -1,4 +1,4 @@
-"""`endcloud serve` and `build_app_from_workspace`: what a newcomer meets first."""
+"""`endcloud serve` and the composition root (`endcloud.compose`): what a newcomer meets first."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from endcloud.cli import main
 from endcloud.config import Workspace
 from endcloud.errors import ConfigError
-from endcloud.serve.workspace import build_app_from_workspace, find_adapter
+from endcloud.compose import build_app_from_workspace
 
 
 def test_bare_serve_with_nothing_built_names_the_command(tmp_path, capsys):
@@ -30,8 +30,8 @@ def test_unknown_adapter_lists_what_exists(tmp_path, tiny_base_dir):
     ws = Workspace(tmp_path)
     (ws.adapters / "shop").mkdir(parents=True)
     with pytest.raises(ConfigError, match="found: shop"):
-        find_adapter(ws, "other")
-    assert find_adapter(ws, None) == (None, None)  # a name without an active version: base only
+        ws.find_adapter("other")
+    assert ws.find_adapter(None) == (None, None)  # a name without an active version: base only
 
 
 def test_workspace_app_serves_the_base_and_records_in_the_workspace_db(tmp_path, tiny_base_dir):
@@ -84,3 +84,14 @@ def test_workspace_server_follows_promotions(tmp_path, tiny_base_dir):
             time.sleep(0.05)
         assert c.get("/healthz").json()["adapter"] == "shop/" + reg.active("shop").name
     assert v1 is not None
+
+
+def test_the_loop_beside_a_server_uses_its_cloud_and_its_alpha_and_theta(tmp_path, tiny_base_dir):
+    from endcloud.compose import evolver_for_app
+
+    ws = Workspace(tmp_path)
+    shutil.copytree(tiny_base_dir, ws.base)
+    app = build_app_from_workspace(ws, cloud="none", alpha=0.6, theta=0.3)
+    ev = evolver_for_app(app, ws, background=False)
+    assert (ev.settings.alpha, ev.settings.theta) == (0.6, 0.3)
+    assert ev.teacher is app.state.teacher and ev.evaluator.rule.alpha == 0.6

@@ -1,0 +1,136 @@
+"""The composition root: a shop's server and its online loop, built from a workspace.
+
+`endcloud serve`, `endcloud demo` and tests call this; nothing below it knows the others
+exist (`serve` knows nothing of the loop, `evolve` nothing of HTTP, `runtime` of neither).
+
+    app = build_app_from_workspace("endcloud-work")             # base/, active adapter, shop/, endcloud.db
+    app = build_app_from_workspace(ws, adapter="shop/v2", cloud="reference", evolve_interval_s=60)
+    ev = evolver_for_app(app, ws, settings=EvolveSettings(...), background=False)   # promotions hot-swap
+
+What is served, and where it comes from:
+    base     --base, else <workspace>/base (Workspace.find_base)
+    adapter  --adapter NAME | NAME/vN | a folder; default: the active version of the
+             workspace's adapter (Workspace.find_adapter)
+    shop     --shop, else <workspace>/shop when it holds a pack
+    cloud    `cloud.default_teacher`: --cloud, else the OpenAI-compatible teacher when
+             ENDCLOUD_CLOUD_BASE_URL is set (always behind the privacy gate), else the offline
+             reference teacher answering from the shop pack, else none (the end model answers
+             every turn; decisions still logged)
+    matcher  the workspace's trained matcher, else the "lexical" MATCHING scorer
+    engine   ServeSettings.engine (--engine or ENDCLOUD_SERVE_ENGINE, read there only)
+Nothing built yet -> a ConfigError naming the command to run (never a traceback).
+
+Promotions: the server follows `adapters/<name>/active` (`end.adapters.ActiveWatcher`), so
+a separate `endcloud evolve` process's promotions are served without a restart; with
+`evolve_interval_s` the loop runs beside the server and hot-swaps its engine directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from endcloud.config import DEFAULT_ADAPTER, Workspace
+from endcloud.errors import ConfigError
+from endcloud.serve.settings import ServeSettings
+
+log = logging.getLogger("endcloud.serve")
+
+
+def build_app_from_workspace(workspace: str | os.PathLike[str] | Workspace | None = None, *, base=None, adapter=None,
+                             shop=None, cloud: str | None = None, teacher: Any = None, review: bool = True,
+                             extra_routers: Sequence[Any] = (), watch_s: float = 5.0,
+                             evolve_interval_s: float | None = None, **settings: Any):
+    """The FastAPI app serving a workspace (see the module docstring). Extra keywords are
+    `ServeSettings` fields (host, port, engine, min_match, ...); None values are ignored.
+    Raises ConfigError when nothing is built.
+
+    `review`: mount the review page and dashboard. Unless `--adapter` pins a version, the
+    server follows the adapter's `active` pointer (polled every `watch_s` s; 0 turns it
+    off). `evolve_interval_s`: run the online loop beside the server, a step that often."""
+    from endcloud.cloud import default_teacher
+    from endcloud.serve.app import create_app
+
+    ws = workspace if isinstance(workspace, Workspace) else Workspace.resolve(workspace)
+    engine = ServeSettings.from_env(**settings).engine
+    # a vLLM server holds its own base weights: the workspace's base/ is needed only in-process
+    base_dir = ws.find_base(base) if engine == "transformers" or base is not None else None
+    adapter_dir, adapter_label = ws.find_adapter(adapter)
+    shop_dir = Path(shop).expanduser() if shop is not None else (ws.shop if ws.has_shop() else None)
+    if shop_dir is not None and not shop_dir.is_dir():
+        raise ConfigError(f"--shop {str(shop_dir)!r} is not a folder; pass a shop pack (see `endcloud shop --help`)")
+    if shop_dir is not None:
+        from endcloud.kb import ShopPack
+        from endcloud.privacy import use_public_values
+
+        use_public_values(p.sku for p in ShopPack.load(shop_dir).products)  # SKUs are not personal data
+    if teacher is None:
+        teacher = default_teacher(shop=shop_dir, workspace=ws, name=cloud)
+    scorer = None
+    try:
+        from endcloud.scoring.matching import load_matching
+
+        scorer = load_matching("auto", workspace=ws)
+    except Exception as e:  # a broken matcher folder must not stop the shop from serving
+        log.warning("matcher unavailable (%s); using the lexical matcher", e)
+    s = ServeSettings.from_env(base_dir=base_dir, adapter_dir=adapter_dir, adapter_name=adapter_label, shop_dir=shop_dir,
+                               db_path=ws.db, audit_path=ws.audit, **settings)
+    routers = list(extra_routers)
+    if review:
+        from endcloud.serve.review import review_router
+
+        routers.insert(0, review_router(db_path=ws.db, adapters_root=ws.adapters, admin_token=s.admin_token))
+    app = create_app(s, teacher=teacher, scorer=scorer, extra_routers=routers)
+    follow = watch_name(adapter, adapter_label)
+    if follow is not None and watch_s > 0:
+        app.state.startup_hooks.append(lambda app: _watch(app, ws, follow, watch_s))
+    if evolve_interval_s is not None:
+        app.state.startup_hooks.append(lambda app: _evolve_beside(app, ws, evolve_interval_s))
+    return app
+
+
+def evolver_for_app(app: Any, workspace: Any = None, *, settings: Any = None, background: bool = True, **kw: Any):
+    """The online loop of `workspace`, wired to `app`: its cloud, its α and Θ, and promotions
+    that hot-swap the app's engine (`evolve.service.evolver_for_workspace` keywords pass on)."""
+    from endcloud.evolve import EvolveSettings
+    from endcloud.evolve.service import evolver_for_workspace
+
+    s = app.state.settings
+    if settings is None:
+        settings = EvolveSettings(alpha=s.alpha, theta=s.theta)
+    # the engine is built by the app's lifespan: look it up when a promotion happens
+    return evolver_for_workspace(workspace, teacher=app.state.teacher, settings=settings, background=background,
+                                 on_promote=lambda path: app.state.engine.swap_adapter(path), **kw)
+
+
+def watch_name(adapter: Any, label: str | None) -> str | None:
+    """The adapter name whose `active` pointer the server follows: the served one unless
+    --adapter pinned a version or a folder; the default name when nothing is published yet."""
+    if adapter is None:
+        return label.split("/")[0] if label else DEFAULT_ADAPTER
+    text = str(adapter)
+    if "/" in text or (Path(text).expanduser() / "adapter_config.json").exists():
+        return None  # pinned
+    return text
+
+
+def _watch(app, ws: Workspace, name: str, interval_s: float):
+    """Start following promotions made by a separate `endcloud evolve` process; return its stop."""
+    try:
+        from endcloud.end.adapters import ActiveWatcher
+
+        watcher = ActiveWatcher(ws.adapter_registry(), name, app.state.engine.swap_adapter, interval_s=interval_s).start()
+    except Exception as e:  # following promotions is a convenience; serving goes on without it
+        log.warning("not following adapter promotions of %r: %s", name, e)
+        return None
+    log.info("following promotions of adapter %r every %.0f s", name, interval_s)
+    return watcher.stop
+
+
+def _evolve_beside(app, ws: Workspace, interval_s: float):
+    """The online loop beside the server (rounds train in a background process); returns its stop."""
+    from endcloud.evolve.service import EvolutionService
+
+    return EvolutionService(evolver_for_app(app, ws, background=True), interval_s=interval_s).start().stop

@@ -1,0 +1,185 @@
+"""The server's endpoints, on one module-level router that `create_app` includes.
+
+    POST /v1/chat/completions            models endcloud | end | cloud; `user` is the customer;
+                                         JSON, or SSE with `stream: true`
+    POST /v1/feedback                    👍/👎 (rating) and corrections on a reply's message_id
+    GET  /v1/models
+    GET|PUT /v1/customers/{id}/profile   admin
+    GET  /v1/customers/{id}/sessions     admin
+    GET  /v1/sessions/{id}               admin
+    GET  /metrics                        Prometheus
+    GET  /healthz
+
+Each handler reads what it needs from `request.app.state` (the `TurnService`, metrics,
+settings) and leaves the turn itself to `endcloud.serve.turn`. Streaming: with
+`model="end"` the end model's text goes out as its tokens are sampled (first chunk after
+prefill and one step); with `endcloud` the router needs the whole end reply (its match and
+confidence) before any of it may be shown, and with `cloud` the cloud's reply is whole, so
+those stream once the turn is decided.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from endcloud.errors import ConfigError, DataError
+from endcloud.serve.http import ApiError, error_body, parse_body, require_admin
+from endcloud.serve.metrics import CONTENT_TYPE_LATEST
+from endcloud.serve.protocol import (SESSION_HEADER, SSE_DONE, ChatRequest, FeedbackRequest, ProfileRequest,
+                                     completion_json, sse_chunk, stream_pieces)
+from endcloud.serve.router import MODELS
+from endcloud.serve.turn import CUSTOMER_RE, TurnResult, TurnService
+
+log = logging.getLogger("endcloud.serve")
+
+router = APIRouter()
+
+
+def _service(request: Request) -> TurnService:
+    return request.app.state.service
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request):
+    t0 = time.perf_counter()
+    svc = _service(request)
+    metrics = svc.metrics
+    req = await parse_body(request, ChatRequest)
+    try:
+        customer, messages = svc.check(req, request.client.host if request.client else "?")
+    except ApiError as e:
+        metrics.requests.labels(model=req.model[:32] if req.model in MODELS else "other", answered_by="none",
+                                status=str(e.status)).inc()
+        raise
+    session_id = svc.open_session(req, customer, request.headers.get(SESSION_HEADER))
+    message_id = "chatcmpl-" + uuid.uuid4().hex[:24]
+    if not req.stream:
+        result = await svc.turn(req, customer, messages, message_id=message_id, session_id=session_id)
+        ttft = time.perf_counter() - t0
+        await svc.record(result, messages[-1]["content"], t0=t0, ttft=ttft)
+        metrics.ttft.labels(stream="false").observe(ttft)
+        metrics.latency.labels(stream="false").observe(time.perf_counter() - t0)
+        metrics.requests.labels(model=req.model, answered_by=result.answered_by, status="200").inc()
+        return JSONResponse(completion_json(result))
+    return StreamingResponse(_stream(svc, req, customer, messages, t0, message_id, session_id),
+                             media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def _stream(svc: TurnService, req: ChatRequest, customer: str, messages, t0: float, mid: str, session_id: str):
+    metrics = svc.metrics
+    created = int(time.time())
+    # The role chunk goes out at once: the customer sees the reply start while the turn runs.
+    yield sse_chunk(mid, created, req.model, {"role": "assistant", "content": ""}, endcloud={"message_id": mid})
+    ttft = None
+    result = None
+    try:
+        if req.model == "end" and svc.engine.streams_tokens:
+            # The end model's tokens go out as they are sampled: the first after prefill.
+            async for item in svc.stream_end(req, customer, messages, message_id=mid, session_id=session_id):
+                if isinstance(item, TurnResult):
+                    result = item
+                elif item:
+                    yield sse_chunk(mid, created, req.model, {"content": item})
+                    if ttft is None:
+                        ttft = time.perf_counter() - t0
+        else:
+            result = await svc.turn(req, customer, messages, message_id=mid, session_id=session_id)
+    except Exception as e:
+        log.exception("streamed turn failed")
+        status = 400 if isinstance(e, (DataError, ConfigError)) else 500
+        msg = str(e) if status == 400 else "internal error; the server logged the details"
+        metrics.requests.labels(model=req.model, answered_by="none", status=str(status)).inc()
+        yield "data: " + json.dumps(error_body(msg, type="server_error" if status == 500 else "invalid_request_error")) + "\n\n"
+        yield SSE_DONE
+        return
+    if ttft is None:
+        # The whole reply is known at once (routed, cloud, or a whole-batch engine), so
+        # its content events go out in one write: one send instead of one per word.
+        yield "".join(sse_chunk(mid, created, req.model, {"content": piece}) for piece in stream_pieces(result.text))
+        ttft = time.perf_counter() - t0
+    await svc.record(result, messages[-1]["content"], t0=t0, ttft=ttft)
+    yield sse_chunk(mid, created, req.model, {}, "stop", endcloud=result.extension(), usage=result.usage)
+    yield SSE_DONE
+    metrics.ttft.labels(stream="true").observe(ttft)
+    metrics.latency.labels(stream="true").observe(time.perf_counter() - t0)
+    metrics.requests.labels(model=req.model, answered_by=result.answered_by, status="200").inc()
+
+
+@router.post("/v1/feedback")
+async def feedback(request: Request):
+    svc = _service(request)
+    body = await parse_body(request, FeedbackRequest)
+    try:
+        row = await asyncio.to_thread(svc.store.add_feedback, body.message_id, body.rating, comment=body.comment,
+                                      correction=body.correction, customer=body.user)
+    except KeyError:
+        raise ApiError(404, f"no reply with message_id {body.message_id!r}: use the `id` (or endcloud.message_id) "
+                            "of a chat completion this server sent", code="message_not_found", param="message_id") from None
+    except DataError as e:
+        raise ApiError(400, str(e), code="invalid_rating", param="rating") from None
+    svc.metrics.feedback.labels(rating=str(row["rating"])).inc()
+    return {"ok": True, "feedback": row}
+
+
+@router.get("/v1/models")
+async def models():
+    return {"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": "endcloud"} for m in MODELS]}
+
+
+@router.get("/v1/customers/{customer}/profile")
+async def get_profile(customer: str, request: Request):
+    require_admin(request)
+    return (await asyncio.to_thread(_service(request).store.profile, customer)).to_json()
+
+
+@router.put("/v1/customers/{customer}/profile")
+async def put_profile(customer: str, request: Request):
+    require_admin(request)
+    if not CUSTOMER_RE.match(customer):
+        raise ApiError(400, f"customer id {customer[:40]!r} must be 1-128 letters, digits or . _ @ : + -")
+    body = await parse_body(request, ProfileRequest)
+    prof = await asyncio.to_thread(_service(request).store.set_profile, customer, preferences=body.preferences,
+                                   orders=body.orders, replace_orders=body.replace_orders)
+    return prof.to_json()
+
+
+@router.get("/v1/customers/{customer}/sessions")
+async def customer_sessions(customer: str, request: Request):
+    require_admin(request)
+    return {"customer": customer, "sessions": await asyncio.to_thread(_service(request).store.sessions_of, customer)}
+
+
+@router.get("/v1/sessions/{session_id}")
+async def get_session(session_id: str, request: Request):
+    require_admin(request)
+    sess = await asyncio.to_thread(_service(request).store.session, session_id)
+    if sess is None:
+        raise ApiError(404, f"no session {session_id!r}", code="session_not_found")
+    return sess
+
+
+@router.get("/metrics")
+async def metrics_endpoint(request: Request):
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/healthz")
+async def healthz(request: Request):
+    st = request.app.state
+    svc = getattr(st, "service", None)
+    settings = st.settings
+    return {
+        "status": "ok" if svc is not None else "starting",
+        "adapter": st.engine.adapter if st.engine is not None else None,
+        "cloud": getattr(st.teacher, "name", None),
+        "knowledge": st.kb is not None,
+        "db": str(settings.db_path) if settings.db_path else ":memory:",
+    }
