@@ -17,7 +17,8 @@ What is served, and where it comes from:
              reference teacher answering from the shop pack, else none (the end model answers
              every turn; decisions still logged)
     matcher  the workspace's trained matcher, else the "lexical" MATCHING scorer
-    engine   ServeSettings.engine (--engine or ENDCLOUD_SERVE_ENGINE, read there only)
+    engine   ServeSettings.engine (--engine or ENDCLOUD_SERVE_ENGINE, read there only); base/ is
+             needed for every engine but vLLM, whose server loaded its own base
 Nothing built yet -> a ConfigError naming the command to run (never a traceback).
 
 Promotions: the server follows `adapters/<name>/active` (`end.adapters.ActiveWatcher`), so
@@ -34,6 +35,7 @@ from typing import Any, Sequence
 
 from endcloud.config import DEFAULT_ADAPTER, Workspace
 from endcloud.errors import ConfigError
+from endcloud.runtime.engines import needs_local_base
 from endcloud.serve.settings import ServeSettings
 
 log = logging.getLogger("endcloud.serve")
@@ -55,8 +57,8 @@ def build_app_from_workspace(workspace: str | os.PathLike[str] | Workspace | Non
 
     ws = workspace if isinstance(workspace, Workspace) else Workspace.resolve(workspace)
     engine = ServeSettings.from_env(**settings).engine
-    # a vLLM server holds its own base weights: the workspace's base/ is needed only in-process
-    base_dir = ws.find_base(base) if engine == "transformers" or base is not None else None
+    # a vLLM server holds its own base weights: the workspace's base/ is needed only for local engines
+    base_dir = ws.find_base(base) if needs_local_base(engine) or base is not None else None
     adapter_dir, adapter_label = ws.find_adapter(adapter)
     shop_dir = Path(shop).expanduser() if shop is not None else (ws.shop if ws.has_shop() else None)
     if shop_dir is not None and not shop_dir.is_dir():

@@ -61,6 +61,12 @@ RULES = Rules(
         Forbidden("runtime-not-serve", "runtime", "serve", "running the model knows nothing of HTTP"),
         Forbidden("runtime-not-evolve", "runtime", "evolve", "running the model knows nothing of the online loop"),
         Forbidden(
+            "library-not-testing",
+            ANY,
+            "testing",
+            "test doubles ship for tests, benches and users; the library itself never serves one",
+        ),
+        Forbidden(
             "nothing-imports-cli",
             ANY,
             "cli",

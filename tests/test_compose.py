@@ -95,3 +95,17 @@ def test_the_loop_beside_a_server_uses_its_cloud_and_its_alpha_and_theta(tmp_pat
     ev = evolver_for_app(app, ws, background=False)
     assert (ev.settings.alpha, ev.settings.theta) == (0.6, 0.3)
     assert ev.teacher is app.state.teacher and ev.evaluator.rule.alpha == 0.6
+
+
+def test_the_engine_comes_from_the_serve_settings_alone(tmp_path, monkeypatch):
+    ws = Workspace(tmp_path)  # nothing built: only the in-process engine needs base/
+    with pytest.raises(ConfigError, match="nothing to serve"):
+        build_app_from_workspace(ws, cloud="none")
+    monkeypatch.setenv("ENDCLOUD_SERVE_ENGINE", "vllm")
+    app = build_app_from_workspace(ws, cloud="none", review=False)
+    assert app.state.settings.engine == "vllm" and app.state.settings.base_dir is None
+    with pytest.raises(ConfigError, match="nothing to serve"):  # a keyword beats the variable; llama.cpp needs base/
+        build_app_from_workspace(ws, cloud="none", engine="llamacpp")
+    monkeypatch.setenv("ENDCLOUD_SERVE_ENGINE", "tgi")
+    with pytest.raises(ConfigError, match="ENDCLOUD_SERVE_ENGINE"):
+        build_app_from_workspace(ws, cloud="none")

@@ -24,7 +24,7 @@ def serve(
     port: int = typer.Option(8000, "--port", help="TCP port to listen on."),
     min_match: Optional[float] = typer.Option(None, "--min-match", help="Matching score below which the cloud takes over."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
-    engine: Optional[str] = typer.Option(None, "--engine", help="End-model engine: transformers (in-process; the default), vllm (a vLLM server in the shop, named by ENDCLOUD_VLLM_BASE_URL / ENDCLOUD_VLLM_MODEL; see docs/scale.md) or llamacpp (GGUF via llama.cpp; pip install endcloud[llamacpp]). Default: $ENDCLOUD_SERVE_ENGINE, else transformers."),
+    engine: Optional[str] = typer.Option(None, "--engine", help="End-model engine: transformers (in-process; the default), vllm (a vLLM server in the shop, named by ENDCLOUD_VLLM_BASE_URL / ENDCLOUD_VLLM_MODEL; see docs/scale.md) or llamacpp (GGUF via llama.cpp; the optional extra: pip install endcloud\\[llamacpp]). Default: $ENDCLOUD_SERVE_ENGINE, else transformers."),
     evolve: bool = typer.Option(False, "--evolve/--no-evolve", help="Run the online evolution loop beside the server (rounds train in a background process; promotions hot-swap)."),
     evolve_interval: float = typer.Option(60.0, "--evolve-interval", help="Seconds between evolution steps with --evolve."),
     admin_token: Optional[str] = typer.Option(None, "--admin-token", envvar="ENDCLOUD_ADMIN_TOKEN", help="Token the review page, dashboard and profile endpoints require (Bearer or ?token=)."),

@@ -16,6 +16,14 @@ from typing import Any, Callable
 from endcloud.registry import Registry
 
 ENGINES: Registry[Callable[..., Any]] = Registry("end-model engine")
+# Engines whose server loaded its own base: the shop's workspace needs no base/ for them.
+SERVER_HELD_BASE = frozenset({"vllm"})
+
+
+def needs_local_base(kind: str) -> bool:
+    """Whether engine `kind` loads the base from a local folder (every engine but a server's)."""
+    ENGINES.get(kind)  # an unknown name fails here, listing the valid ones
+    return kind not in SERVER_HELD_BASE
 
 
 @ENGINES.register("transformers")

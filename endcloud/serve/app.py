@@ -29,6 +29,7 @@ from fastapi import APIRouter, FastAPI
 
 from endcloud.errors import ConfigError
 from endcloud.runtime.async_engine import AsyncEngine
+from endcloud.runtime.engines import needs_local_base
 from endcloud.serve.http import BodyLimit, install_error_handlers
 from endcloud.serve.metrics import Metrics
 from endcloud.serve.routes import router
@@ -51,8 +52,8 @@ def create_app(settings: ServeSettings | None = None, *, engine: Any = None, tea
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         st = app.state
         if st.engine is None:
-            if settings.base_dir is None and settings.engine == "transformers":
-                raise ConfigError("no end model: pass engine= or set base_dir (--base)")
+            if settings.base_dir is None and needs_local_base(settings.engine):
+                raise ConfigError(f"no end model: pass engine= or set base_dir (--base) for the {settings.engine} engine")
             st.engine = await asyncio.to_thread(AsyncEngine.load, settings.base_dir, settings.adapter_dir,
                                                 kind=settings.engine, settings=settings)
             if settings.adapter_name:
