@@ -370,7 +370,9 @@ def _en_names(s: str) -> Iterator[tuple[int, int]]:
     for key, after in _EN_NAME_KEYS:
         i = low.find(key)
         while i >= 0:
-            if i == 0 or not low[i - 1].isalpha():
+            # a cue starts a word: after a non-letter, or glued to the word before it as a new
+            # capitalised word ("John SmithName: John Smith", fields run together)
+            if i == 0 or not low[i - 1].isalpha() or (s[i].isupper() and s[i - 1].islower()):
                 m = after.match(s, i + len(key))
                 if m:
                     yield _trim_en_name(m)
