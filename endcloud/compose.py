@@ -56,9 +56,9 @@ def build_app_from_workspace(workspace: str | os.PathLike[str] | Workspace | Non
     from endcloud.serve.app import create_app
 
     ws = workspace if isinstance(workspace, Workspace) else Workspace.resolve(workspace)
-    engine = ServeSettings.from_env(**settings).engine
+    s = ServeSettings.from_env(**settings)
     # a vLLM server holds its own base weights: the workspace's base/ is needed only for local engines
-    base_dir = ws.find_base(base) if needs_local_base(engine) or base is not None else None
+    base_dir = ws.find_base(base) if needs_local_base(s.engine) or base is not None else None
     adapter_dir, adapter_label = ws.find_adapter(adapter)
     shop_dir = Path(shop).expanduser() if shop is not None else (ws.shop if ws.has_shop() else None)
     if shop_dir is not None and not shop_dir.is_dir():
@@ -77,8 +77,9 @@ def build_app_from_workspace(workspace: str | os.PathLike[str] | Workspace | Non
         scorer = load_matching("auto", workspace=ws)
     except Exception as e:  # a broken matcher folder must not stop the shop from serving
         log.warning("matcher unavailable (%s); using the lexical matcher", e)
-    s = ServeSettings.from_env(base_dir=base_dir, adapter_dir=adapter_dir, adapter_name=adapter_label, shop_dir=shop_dir,
-                               db_path=ws.db, audit_path=ws.audit, **settings)
+    found = dict(base_dir=base_dir, adapter_dir=adapter_dir, adapter_name=adapter_label, shop_dir=shop_dir, db_path=ws.db,
+                 audit_path=ws.audit)
+    s = s.with_(**{k: v for k, v in found.items() if v is not None})  # what was not found leaves the env's value
     routers = list(extra_routers)
     if review:
         from endcloud.serve.review import review_router

@@ -208,8 +208,8 @@ class RoundOutcome:
 def run_round(spec: RoundSpec, *, evaluator: Any = None) -> RoundOutcome:
     """Train a candidate from the champion and measure both (see the module docstring)."""
     from endcloud.end.data import Example
-    from endcloud.runtime.model import EndModel
     from endcloud.end.train import train
+    from endcloud.runtime.model import EndModel
 
     t0 = time.time()
     examples = [Example(messages=x["messages"], response=x["response"], source="pseudo") for x in spec.labels]

@@ -59,7 +59,7 @@ import numpy as np
 from endcloud.end.gguf import EXTRA_HINT, GGUF_TYPES, HF_JSON_KEY, SOURCE_KEY
 from endcloud.errors import ConfigError, DataError, ModelError
 from endcloud.runtime.model import EndModel
-from endcloud.runtime.protocol import Generation, Variant, check_generate_args
+from endcloud.runtime.protocol import Generation, Variant, VariantView, check_generate_args
 
 log = logging.getLogger("endcloud.runtime.llamacpp")
 
@@ -307,7 +307,7 @@ class _Loaded:
     rt: _Runtime
 
 
-class LlamaCppEndModel:
+class LlamaCppEndModel(VariantView):
     """An end model served by llama.cpp from a GGUF file (`runtime.protocol.ServedModel`)."""
 
     _specials: Any = None  # EndModel.prompt fills it on first use
@@ -381,18 +381,6 @@ class LlamaCppEndModel:
     @property
     def variant(self) -> Variant:
         return self._live
-
-    @property
-    def adapter_dir(self) -> Path | None:
-        return self._live.adapter_dir
-
-    @property
-    def name(self) -> str:
-        return self._live.name
-
-    @property
-    def method(self) -> str:
-        return self._live.method
 
     @property
     def gguf_path(self) -> Path:

@@ -49,7 +49,7 @@ from typing import Any
 
 from endcloud.end.base import check_model_dir, end_of_turn_ids, load_base
 from endcloud.errors import ModelError
-from endcloud.runtime.protocol import Generation, Variant, check_generate_args, check_messages
+from endcloud.runtime.protocol import Generation, Variant, VariantView, check_generate_args, check_messages
 
 # Above this much weight on disk a base defaults to bf16: measured faster on this CPU (STACK-NOTES).
 BF16_DEFAULT_BYTES = 400 * 2**20
@@ -115,7 +115,7 @@ def _prefix_kv(peft_model, dtype) -> tuple:
     return tuple(out)
 
 
-class EndModel:
+class EndModel(VariantView):
     """A loaded end model (base + optional adapter) that generates batched replies."""
 
     uses_torch_threads = True  # generation runs torch here: the serving engine sets its thread count
@@ -183,18 +183,6 @@ class EndModel:
     def stop_ids(self) -> tuple[int, ...]:
         """Token ids that end a reply (the tokenizer's end-of-turn and end-of-text tokens)."""
         return self._stop_ids
-
-    @property
-    def adapter_dir(self) -> Path | None:
-        return self._variant.adapter_dir
-
-    @property
-    def name(self) -> str:
-        return self._variant.name
-
-    @property
-    def method(self) -> str:
-        return self._variant.method
 
     def _build_variant(self, adapter_dir) -> Variant:
         import torch

@@ -61,6 +61,25 @@ class Variant:
         return 0 if self.prefix is None else int(self.prefix[0][0].shape[2])
 
 
+class VariantView:
+    """`adapter_dir`, `name` and `method` of what a backend serves, read off its `variant`:
+    a backend defines `variant` alone, and the three can never disagree with it."""
+
+    variant: Variant
+
+    @property
+    def adapter_dir(self) -> Path | None:
+        return self.variant.adapter_dir
+
+    @property
+    def name(self) -> str:
+        return self.variant.name
+
+    @property
+    def method(self) -> str:
+        return self.variant.method
+
+
 @runtime_checkable
 class ServedModel(Protocol):
     """An end model as the runtime serves it (see the module docstring)."""

@@ -71,7 +71,7 @@ import httpx
 
 from endcloud.errors import ConfigError, ModelError
 from endcloud.retry import retry_after
-from endcloud.runtime.protocol import Generation, Variant, check_generate_args, check_messages
+from endcloud.runtime.protocol import Generation, Variant, VariantView, check_generate_args, check_messages
 
 log = logging.getLogger("endcloud.runtime.vllm")
 
@@ -159,7 +159,7 @@ def _check_lora_dir(ad: Path) -> None:
                          "--method lora, or serve prefix / ptuning-v2 adapters with the transformers engine")
 
 
-class VLLMEndModel:
+class VLLMEndModel(VariantView):
     """An end model behind a shop-local vLLM (OpenAI-compatible) server; the `EndModel` surface."""
 
     def __init__(
@@ -245,20 +245,8 @@ class VLLMEndModel:
     # ---- what is served (runtime.protocol.ServedModel) -------------------------------------
     @property
     def variant(self) -> Variant:
+        """What is served; its `name` is the served model requests go to: the base's, or the loaded LoRA's."""
         return self._variant
-
-    @property
-    def adapter_dir(self) -> Path | None:
-        return self._variant.adapter_dir
-
-    @property
-    def name(self) -> str:
-        """The served model name requests go to: the base's, or the loaded LoRA's."""
-        return self._variant.name
-
-    @property
-    def method(self) -> str:
-        return self._variant.method
 
     def models(self) -> list[str]:
         """Model ids the server lists (the base and every loaded LoRA)."""
