@@ -91,7 +91,8 @@ def wave_quality(store, evaluator, teacher, questions, tag: str) -> dict:
     rows = []
     for row in store.iter_replies():
         sess = store.session(row["session_id"]) or {}
-        q = by_customer.get(sess.get("customer"))
+        # an anonymous chat's `user` is stored as a label under the anonymous owner ("~anon:<user>")
+        q = by_customer.get(str(sess.get("customer") or "").removeprefix("~anon:"))
         if q is not None:
             rows.append((q, row))
     refs = [teacher.reply([{"role": "user", "content": q["query"]}]).text for q, _ in rows]

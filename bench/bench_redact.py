@@ -13,6 +13,15 @@ already-masked corpus tokens). Scoring, per type:
 Speed is single-threaded `redact` over clean lines and PII lines separately (and over the real
 JDDC sample when ../shared/data is present), next to `str.split` on the same lines as a yardstick
 for how loaded the machine was.
+
+Hand-written cases (`bench/data/redact_cases_v2.jsonl`, written apart from the rules): names,
+whole addresses, handles, foreign phones and postcodes in zh and en, and look-alikes that must
+survive (product and brand names, policy text, SKUs, prices). Per category: typed recall (the
+gold span covered by spans of its type; a postcode may also be covered by an ADDRESS), any-type
+recall, and the share of look-alike lines left untouched; per predicted type, precision (the
+span overlaps some gold span).
+
+    .venv/bin/python bench/bench_redact.py --v2-only      # just the hand-written cases
 """
 
 from __future__ import annotations
@@ -84,6 +93,94 @@ HARD = {
 }
 
 
+V2_CASES = ROOT / "bench" / "data" / "redact_cases_v2.jsonl"
+# written after the rules were done, measured once before two general fixes (given-name characters,
+# where a name ends); see docs/bench/privacy.md for both figures
+V2_HOLDOUT = ROOT / "bench" / "data" / "redact_cases_v2_holdout.jsonl"
+V2_ACCEPT = {"NAME": {"NAME"}, "ADDRESS": {"ADDRESS"}, "HANDLE": {"HANDLE"}, "PHONE": {"PHONE"}, "POSTCODE": {"POSTCODE", "ADDRESS"}}
+V2_TARGET = 0.98
+
+
+def score_v2(path=V2_CASES):
+    """(rows per category, precision rows per predicted type, look-alike kept, misses, false hits)."""
+    import json
+
+    cases = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    gold_n, typed, anyhit = Counter(), Counter(), Counter()
+    pred_n, pred_ok = Counter(), Counter()
+    look_n = look_kept = 0
+    misses, false_hits = [], []
+    for c in cases:
+        spans = detect(c["text"])
+        if c["category"] == "LOOKALIKE":
+            look_n += 1
+            look_kept += not spans
+            if spans:
+                false_hits.append((c["text"], [(sp.type, sp.value) for sp in spans]))
+        for g in c["gold"]:
+            key = (g["type"], c["lang"])
+            gold_n[key] += 1
+            s, e = g["start"], g["end"]
+            ok_types = V2_ACCEPT[g["type"]]
+            cov = {i for sp in spans if sp.type in ok_types for i in range(sp.start, sp.end)}
+            cov_any = {i for sp in spans for i in range(sp.start, sp.end)}
+            t_ok = all(i in cov for i in range(s, e))
+            typed[key] += t_ok
+            anyhit[key] += all(i in cov_any for i in range(s, e))
+            if not t_ok:
+                misses.append((g["type"], c["lang"], g["value"], c["text"], [(sp.type, sp.value) for sp in spans]))
+        for sp in spans:
+            pred_n[sp.type] += 1
+            pred_ok[sp.type] += any(sp.start < g["end"] and g["start"] < sp.end for g in c["gold"])
+    rows = []
+    for cat in V2_ACCEPT:
+        for lang in ("zh", "en", None):
+            keys = [(cat, lang)] if lang else [(cat, "zh"), (cat, "en")]
+            n = sum(gold_n[k] for k in keys)
+            if n:
+                rows.append((cat, lang or "all", n, sum(typed[k] for k in keys) / n, sum(anyhit[k] for k in keys) / n))
+    prec = [(t, pred_n[t], pred_ok[t] / pred_n[t]) for t in sorted(pred_n)]
+    return rows, prec, (look_kept, look_n), misses, false_hits
+
+
+# What these cases measured the first time they were run, for the record: the main set before the
+# general fixes it prompted, the holdout set before its two.
+V2_FIRST = {
+    V2_CASES: "First run, on the rules as written before the cases: typed recall NAME 0.814, ADDRESS 0.778, HANDLE 0.900, "
+              "PHONE 0.920, POSTCODE 0.778, look-alikes kept 0.979. The misses were then fixed by general rules "
+              "(more street and postcode forms, field labels filled as 写的是/改成, a German mobile shaped like a "
+              "Chinese one, a brand list that did not strip newlines), not case by case; the figures below are after.",
+    V2_HOLDOUT: "Written after the rules were done and run once: NAME 0.800 (zh 0.667, en 0.933), every other category "
+                "1.000, look-alikes 1.000. Two general fixes followed (given-name characters missing from the list, "
+                "and where a name after 联系/通知 ends); the figures below are after them, so this set is no longer unseen.",
+}
+
+
+def v2_lines(path=V2_CASES):
+    rows, prec, (kept, n_look), misses, false_hits = score_v2(path)
+    lines = [
+        "",
+        f"Hand-written cases (`{path.relative_to(ROOT)}`: names, whole addresses, handles, foreign phones, postcodes; zh and en; "
+        f"written as customers write, apart from the rules, and not tuned case by case). Target: typed recall >= {V2_TARGET} per "
+        f"category, look-alikes kept >= {V2_TARGET}.",
+        "",
+        V2_FIRST.get(path, ""),
+        "",
+        "| category | lang | gold | typed recall | any-type recall |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ] + [f"| {cat} | {lang} | {n} | {tr:.3f} | {ar:.3f} |" for cat, lang, n, tr, ar in rows] + [
+        "",
+        f"- Look-alikes (product and brand names, policy text, SKUs, prices) left untouched: {kept} of {n_look} ({kept / max(n_look, 1):.3f}).",
+        "- Precision by predicted type (span overlaps a gold span): " + ", ".join(f"{t} {p:.3f} ({n})" for t, n, p in prec) + ".",
+    ]
+    if misses:
+        lines += ["", f"Misses ({len(misses)}):", ""] + [f"- {t}/{lang}: `{v}` in `{text}` -> {found}" for t, lang, v, text, found in misses]
+    if false_hits:
+        lines += ["", f"False hits on look-alikes ({len(false_hits)}):", ""] + [f"- `{text}` -> {found}" for text, found in false_hits]
+    below = [(cat, lang) for cat, lang, _n, tr, _a in rows if lang == "all" and tr < V2_TARGET]
+    return lines, below, kept / max(n_look, 1)
+
+
 def hard_recall(n=100, seed=3):
     rng = random.Random(seed)
     out = []
@@ -143,7 +240,12 @@ def main(argv=None) -> int:
     ap.add_argument("--noisy", type=int, default=600, help="structured PII glued inside random CJK/Latin filler")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-write", action="store_true", help="print only; do not write docs/bench/privacy.md")
+    ap.add_argument("--v2-only", action="store_true", help="score only the hand-written cases (bench/data/redact_cases_v2.jsonl)")
     args = ap.parse_args(argv)
+    if args.v2_only:
+        for path in (V2_CASES, V2_HOLDOUT):
+            print("\n".join(v2_lines(path)[0]))
+        return 0
 
     cases = make_cases(args.n, seed=args.seed)
     rng = random.Random(args.seed + 1)
@@ -210,14 +312,18 @@ def main(argv=None) -> int:
     ] + [f"| {name} | {n:,} | {ms:.1f} |" for name, n, ms in adversarial_ms()]
     lines += [
         "",
-        "Harder forms and known limits (100 cases each, any-type recall; not in the table above). Names need a cue word "
-        "and addresses a house number or admin level by design; the 15-digit ID is caught as a bare ORDER number:",
+        "Harder forms and known limits (100 cases each, any-type recall; not in the table above). A name without a cue word "
+        "is found when it is a listed surname with common given-name characters after a word that hands something to a "
+        "person (转告张伟一声), or a listed first name in context (Thanks John); addresses need a house number or admin "
+        "level; the 15-digit ID is caught as a bare ORDER number:",
         "",
         "| case | recall |",
         "| --- | ---: |",
     ] + [f"| {name} | {rec:.2f} |" for name, rec in hard_recall()]
     if misses:
         lines += ["", "First misses:", ""] + [f"- {t}: `{v}` in `{text}`" for t, v, text in misses]
+    v2, v2_below, v2_kept = v2_lines()
+    lines += v2 + v2_lines(V2_HOLDOUT)[0]
     report = "\n".join(lines) + "\n"
     print(report)
     if not args.no_write:
@@ -228,6 +334,8 @@ def main(argv=None) -> int:
     if bad:
         print(f"structured recall below 1.0 for: {', '.join(bad)}", file=sys.stderr)
         return 1
+    if v2_below or v2_kept < V2_TARGET:
+        print(f"hand-written cases below {V2_TARGET}: {v2_below or ''} look-alikes kept {v2_kept:.3f}", file=sys.stderr)
     return 0
 
 

@@ -10,6 +10,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The suite is the CPU's: on a GPU machine "auto" would move models there (bench/device_check.sh tests that).
+os.environ.setdefault("ENDCLOUD_DEVICE", "cpu")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -43,6 +43,8 @@ def _register_all() -> None:
 
     for module in (shop, corpus, privacy, cloud, end, export, chat, scoring, serve, evolve, demo):
         module.register(app)
+    __import__("endcloud.cli.federate", fromlist=["register"]).register(app)
+    __import__("endcloud.cli.tasks", fromlist=["register"]).register(app)  # after scoring: makes `eval` a group
 
 
 _register_all()

@@ -88,6 +88,9 @@ def chat(
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for reproducible replies."),
     max_input_len: int = typer.Option(PAPER.max_input_len, "--max-input-len", help="Prompt budget in tokens (oldest turns dropped first)."),
     quant: Optional[str] = typer.Option(None, "--quant", help="'int8': weight-only int8 decode (faster on big bases)."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto (a GPU when torch sees one), cpu, cuda or cuda:N."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="auto, fp32, bf16 or fp16."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Run the Python code the base folder ships (config.json auto_map); read it first."),
 ) -> None:
     """Chat with the end model in the terminal (history kept; /reset clears it, /quit or EOF ends)."""
     from endcloud.config import Workspace
@@ -98,7 +101,8 @@ def chat(
         from endcloud.end.adapters import AdapterRegistry
 
         adapter = AdapterRegistry(adapter.parent).active(adapter.name) or adapter
-    model = EndModel.load(base_dir, adapter, max_input_len=max_input_len, quant=quant)
+    model = EndModel.load(base_dir, adapter, max_input_len=max_input_len, quant=quant, device=device, dtype=dtype,
+                          trust_remote_code=trust_remote_code or None)
     session = ChatSession(model, system=system, max_new_tokens=max_new_tokens, temperature=temperature,
                           top_p=top_p, seed=seed)
     interactive = sys.stdin.isatty()

@@ -1,4 +1,6 @@
-"""CLI commands of the `corpus` room: `endcloud corpus prepare INPUT... -o OUTDIR`."""
+"""CLI commands of the `corpus` room: `endcloud corpus prepare INPUT... -o OUTDIR`, and
+`endcloud corpus export --pairs P --format openai|sharegpt|alpaca -o OUT.jsonl` (the training
+rows in the formats TRL, LLaMA-Factory and OpenAI fine-tuning read)."""
 
 from __future__ import annotations
 
@@ -74,6 +76,53 @@ def prepare_cmd(
         if bar is not None:
             bar.stop()
     typer.echo(report.to_text(), nl=False)
+
+
+@corpus_app.command("export")
+def export_cmd(
+    pairs: Optional[Path] = typer.Option(None, "--pairs", help="Natural pairs JSONL (corpus prepare's pairs.jsonl)."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Distilled labels JSONL (endcloud distill's output)."),
+    format: str = typer.Option(..., "--format", "-f", help="openai (OpenAI fine-tuning, TRL), sharegpt or alpaca (LLaMA-Factory)."),
+    out: Path = typer.Option(..., "--out", "-o", help="The JSONL file to write (a LLaMA-Factory dataset_info.json goes beside it)."),
+    mix: Optional[float] = typer.Option(None, "--mix", help="Share of distilled labels, 0..1 (default 0.5 with both inputs), as `endcloud train` mixes."),
+    system: Optional[str] = typer.Option(None, "--system", help="A system prompt before every conversation."),
+    shop: Optional[Path] = typer.Option(None, "--shop", help="Shop pack: put the knowledge retrieval finds for each question in its system text, as endcloud trains."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the mix."),
+) -> None:
+    """Write pairs and labels as training rows other trainers read: the examples `endcloud train` would use."""
+    import json
+
+    from endcloud.corpus.formats import FORMATS, dataset_info_entry
+    from endcloud.end.data import ground_examples, read_examples
+    from endcloud.errors import ConfigError
+    from endcloud.fileio import write_json_atomic
+
+    fmt = FORMATS.get(format)  # an unknown --format fails before anything is read
+    if pairs is None and labels is None:
+        raise ConfigError("nothing to export: pass --pairs PATH and/or --labels PATH")
+    examples = read_examples(pairs, labels, mix=mix, system=system, seed=seed)
+    if shop is not None:
+        from endcloud.kb import KnowledgeBase, ShopPack
+
+        # late=False: the knowledge joins the leading system text, the one place every format has
+        examples = ground_examples(examples, KnowledgeBase(ShopPack.load(shop)), late=False)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial")
+    n = 0
+    with open(tmp, "w", encoding="utf-8") as f:
+        for e in examples:
+            f.write(json.dumps(fmt.write(e.messages, e.response), ensure_ascii=False) + "\n")
+            n += 1
+    tmp.replace(out)
+    entry = dataset_info_entry(fmt.name, out.name)
+    note = ""
+    if entry is not None:
+        info_path = out.parent / "dataset_info.json"
+        info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.exists() else {}
+        info[out.stem] = entry
+        write_json_atomic(info_path, info)
+        note = f"; LLaMA-Factory: dataset {out.stem!r} in {info_path}"
+    typer.echo(f"wrote {n} examples to {out} ({fmt.name}){note}")
 
 
 def register(app: typer.Typer) -> None:

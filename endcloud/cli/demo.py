@@ -21,10 +21,14 @@ def register(app: typer.Typer) -> None:
         """Shop → corpus → distil → pretrain → fine-tune (3 tuners) → evaluate → serve → customers → evolve → report.
 
         Offline on the embedded defaults; with ENDCLOUD_CLOUD_* set, the real cloud is the teacher."""
-        from endcloud.demo import DemoConfig, run_demo
+        from endcloud.demo import DemoConfig, DemoQualityError, run_demo
         from endcloud.errors import ConfigError
 
         if lang not in ("zh", "en"):
             raise ConfigError(f"--lang must be zh or en, got {lang!r}")
         cfg = DemoConfig.quick(lang=lang, seed=seed) if quick else DemoConfig(lang=lang, seed=seed)
-        run_demo(workspace, config=cfg, echo=typer.echo, fresh=fresh)
+        try:
+            run_demo(workspace, config=cfg, echo=typer.echo, fresh=fresh)
+        except DemoQualityError as e:
+            typer.echo(f"demo stopped: {e}", err=True)
+            raise typer.Exit(3) from None

@@ -17,6 +17,7 @@ from typing import List, Optional
 import typer
 
 from endcloud.config import Workspace
+from endcloud.end.device import DEVICE_HELP, DTYPE_HELP, TRUST_HELP, apply_flags
 from endcloud.paper import PAPER
 
 adapters_app = typer.Typer(
@@ -32,7 +33,7 @@ def _quiet_transformers() -> None:
 
 
 def pretrain_cmd(
-    inputs: List[Path] = typer.Argument(..., help="Shop text: pairs/chats/labels/FAQ JSONL, .txt/.md/.csv files, or folders of them."),
+    inputs: Optional[List[Path]] = typer.Argument(None, help="Shop text: pairs/chats/labels/FAQ JSONL, .txt/.md/.csv files, or folders of them (not with --recipe reader)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: a Hugging Face model directory (+ pretrain.json)."),
     vocab_size: int = typer.Option(4000, help="Tokenizer vocabulary size (byte-level BPE, zh + en)."),
     hidden: int = typer.Option(192, help="Model width (hidden size)."),
@@ -45,29 +46,63 @@ def pretrain_cmd(
     steps: int = typer.Option(200, help="Optimizer steps (demo: ~2 min on 2 quiet cores; see also --max-minutes)."),
     lr: float = typer.Option(2e-3, help="Peak learning rate (warmup, then cosine decay to 10%)."),
     eval_fraction: float = typer.Option(0.05, help="Share of documents held out for loss/perplexity."),
-    max_minutes: Optional[float] = typer.Option(None, help="Time budget: stop (and finish the LR decay) by then."),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Time budget of the whole command (reading, tokenizer, "
+                                                "training, evaluation, saving): training stops early to end within it (finishing "
+                                                "the LR decay) and the summary says so."),
     seed: int = typer.Option(0, help="Random seed."),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's choice)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", help="'reader': build the shop reader (the shipped default base) "
+                                         "from generated shops; --steps, --seed and the sizes override the recipe's."),
+    shops: Optional[int] = typer.Option(None, "--shops", help="With --recipe reader: generated shops per language."),
+    device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="auto: bf16 autocast on GPUs that have it, else fp32 (weights stay fp32)."),
 ) -> None:
-    """Train the embedded default base from scratch: a tokenizer and a small Qwen2 on the shop's text."""
+    """Train the embedded default base from scratch: a tokenizer and a small Qwen2 on the shop's text,
+    or (--recipe reader) the shop reader, which answers from the knowledge in its prompt."""
+    import time
+
+    started = time.monotonic()  # --max-minutes counts from here, imports included
+    import click
     import torch
 
     from endcloud.end.pretrain import pretrain
 
     _quiet_transformers()
+    apply_flags(device, dtype)
     if threads:
         torch.set_num_threads(threads)
+    if recipe is not None:
+        if recipe != "reader":
+            raise typer.BadParameter(f"unknown recipe {recipe!r}; the one recipe is 'reader'", param_hint="--recipe")
+        from endcloud.shopreader import ReaderRecipe, build_reader
+
+        ctx = click.get_current_context()
+        given = {name: ctx.params[name] for name in ("steps", "seed", "vocab_size", "hidden", "layers", "heads", "kv_heads",
+                                                    "intermediate", "batch_size", "lr")
+                 if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
+        if shops is not None:
+            given["shops_per_lang"] = shops
+        rec = build_reader(ReaderRecipe(**given), out, log=(lambda m: None) if quiet else typer.echo)
+        typer.echo(f"shop reader saved to {out}: held-out facts right {rec['heldout']['facts_right']:.3f} "
+                   f"after {rec['recipe']['steps']} steps (reply loss {rec['final_reply_loss']}), sha256 {rec['sha256'][:12]}")
+        return
+    if not inputs:
+        raise typer.BadParameter("give the shop text to train on (or --recipe reader)", param_hint="INPUTS")
     r = pretrain(
         [str(i) for i in inputs], out, progress=not quiet, vocab_size=vocab_size, hidden=hidden, layers=layers,
         heads=heads, kv_heads=kv_heads, intermediate=intermediate, seq_len=seq_len, batch_size=batch_size,
         steps=steps, lr=lr, eval_fraction=eval_fraction, seed=seed,
-        max_seconds=max_minutes * 60 if max_minutes else None,
+        max_seconds=max_minutes * 60 if max_minutes is not None else None, started_at=started,
     )
     typer.echo(
         f"base saved to {r.out_dir}: {r.params / 1e6:.2f}M params, {r.steps} steps, {r.tokens} tokens in {r.seconds:.0f}s; "
         f"held-out loss {r.eval_loss:.3f}, perplexity {r.eval_ppl:.1f} (uniform over the vocabulary: {r.uniform_ppl:.0f})"
     )
+    for line in r.sources:
+        typer.echo(f"  read {line['path']}: {line['read_as']}, {line['documents']:,} documents, {line['utterances']:,} utterances")
+    if r.stopped_early:
+        typer.echo(f"stopped early: {r.steps} of {r.steps_planned} steps, to end within --max-minutes {max_minutes:g}")
     for s in r.samples:
         typer.echo(f"  Q: {s['query']}\n  A: {s['reply']}")
 
@@ -93,7 +128,10 @@ def train_cmd(
     mix: Optional[float] = typer.Option(None, "--mix", help="Share of distilled labels in the training set, 0..1 (default 0.5 with both inputs)."),
     method: str = typer.Option("lora", "--method", "-m", help="Tuner: lora | prefix | ptuning-v2."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: the peft adapter + training.json (checkpoints while training)."),
-    steps: int = typer.Option(200, help="Optimizer steps."),
+    steps: int = typer.Option(200, help="Optimizer steps (see also --max-minutes)."),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Time budget of the whole command (loading, training, "
+                                                "held-out loss, saving): training stops early to end within it, saves the adapter "
+                                                "and says so."),
     lr: float = typer.Option(PAPER.learning_rate, help="Learning rate (Table IV: 5e-5; a from-scratch base wants ~1e-3 to 1e-2)."),
     batch_size: int = typer.Option(PAPER.batch_size, help="Examples per step (Table IV: 1); batches are length-bucketed."),
     max_input_len: int = typer.Option(PAPER.max_input_len, help="Prompt tokens kept (the most recent context)."),
@@ -116,8 +154,17 @@ def train_cmd(
     activate: bool = typer.Option(False, "--activate", help="With --publish: also make the new version active."),
     workspace: Optional[Path] = typer.Option(None, "--workspace", "-w", help="Workspace root (default $ENDCLOUD_HOME or ./endcloud-work)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help=DTYPE_HELP + " Adapter weights always train in fp32."),
+    grad_accum: int = typer.Option(1, "--grad-accum", help="Cut each step's --batch-size examples into this many micro-batches: the same step in less memory."),
+    gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing", help="Recompute activations in the backward pass (less memory, slower; LoRA only)."),
+    qlora: bool = typer.Option(False, "--qlora", help="LoRA on a 4-bit NF4 base (needs a CUDA GPU and pip install 'endcloud[qlora]')."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
 ) -> None:
     """Fine-tune an adapter (LoRA, prefix, P-tuning v2) on natural pairs + distilled labels."""
+    import time
+
+    started = time.monotonic()  # --max-minutes counts from here
     import torch
 
     from endcloud.end.data import Example, load_pairs, read_examples, split_holdout
@@ -126,9 +173,12 @@ def train_cmd(
     from endcloud.errors import ConfigError
 
     TUNERS.get(method)  # fail on a bad name before loading anything
+    if max_minutes is not None and not max_minutes > 0:
+        raise ConfigError(f"--max-minutes must be a positive number, got {max_minutes!r}")
     if pairs is None and labels is None:
         raise ConfigError("nothing to train on: pass --pairs PATH and/or --labels PATH")
     _quiet_transformers()
+    apply_flags(device, dtype, trust_remote_code)
     if threads:
         torch.set_num_threads(threads)
     examples = read_examples(pairs, labels, mix=mix, system=system, seed=seed)
@@ -143,15 +193,18 @@ def train_cmd(
         max_output_len=max_output_len, init_adapter=init_adapter, eval_examples=held, resume=resume, seed=seed,
         progress=not quiet, save_every=save_every, r=r, alpha=alpha, dropout=dropout, target_modules=target_modules,
         num_virtual_tokens=virtual_tokens, encoder_hidden_size=prefix_hidden if method == "prefix" else None,
-        accelerator=accelerator,
+        accelerator=accelerator, grad_accum=grad_accum, gradient_checkpointing=gradient_checkpointing, qlora=qlora,
+        deadline=started + max_minutes * 60 if max_minutes is not None else None,
     )
     if accelerator is not None and not accelerator.is_main_process:
         return  # the main process reports and publishes; the others only trained their shard
     ev = f"{res.eval_loss:.3f}" if res.eval_loss is not None else "n/a"
     before = f"{res.eval_loss_before:.3f}" if res.eval_loss_before is not None else "n/a"
     resumed = f" (resumed from step {res.resumed_from})" if res.resumed_from else ""
-    typer.echo(f"{res.method} adapter saved to {res.adapter_dir}{resumed}: {res.steps} steps, "
+    typer.echo(f"{res.method} adapter saved to {res.adapter_dir}{resumed}: {res.steps} steps on {res.device} ({res.dtype}), "
                f"held-out loss {before} -> {ev}; record {res.record_path}")
+    if res.stopped_early:
+        typer.echo(f"stopped early: {res.steps} of {steps} steps, to end within --max-minutes {max_minutes:g}")
     if publish:
         from endcloud.end.adapters import AdapterRegistry
 

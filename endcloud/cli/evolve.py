@@ -29,6 +29,8 @@ def register(app: typer.Typer) -> None:
         lr: float = typer.Option(2e-3, "--lr", help="Learning rate of an online round."),
         max_steps: int = typer.Option(300, "--max-steps", help="Most optimizer steps in one round."),
         adapter: str = typer.Option(DEFAULT_ADAPTER, "--adapter", help="Adapter name in the workspace registry to evolve."),
+        device: str = typer.Option(None, "--device", help="Where rounds train and the gate's models run: auto, cpu, cuda or cuda:N."),
+        dtype: str = typer.Option(None, "--dtype", help="Precision of the base in rounds and the gate: auto, fp32, bf16 or fp16."),
     ) -> None:
         """Turn feedback and low scores into pseudo-labels, fine-tune, gate, promote (paper §III).
 
@@ -40,7 +42,9 @@ def register(app: typer.Typer) -> None:
         from endcloud.kb import ShopPack
 
         from endcloud.config import Workspace
+        from endcloud.end.device import apply_flags
 
+        apply_flags(device, dtype)  # a round's train() and its gate's EndModel.load read them
         ws = Workspace.resolve(workspace)
         competitors: list[str] = []
         if (ws.shop / "shop.yaml").exists():

@@ -2,6 +2,8 @@
 
     endcloud serve                          # the workspace `endcloud demo` built, on 127.0.0.1:8000
     endcloud serve --base models/qwen --shop shops/towels --port 9000
+    endcloud serve --host 0.0.0.0 --admin-token "$(openssl rand -hex 32)"   # reachable from elsewhere: needs one
+    ENDCLOUD_SERVE_CUSTOMER_SECRET=... endcloud serve token --customer alice --ttl 3600   # what the shop's site signs
 
 With nothing built it says which command to run and exits 2 (never a traceback).
 """
@@ -9,12 +11,18 @@ With nothing built it says which command to run and exits 2 (never a traceback).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
+serve_app = typer.Typer(
+    help="Serve the shop's OpenAI-compatible chat API (`endcloud serve --help`), or sign a customer token (`serve token`).",
+    invoke_without_command=True, no_args_is_help=False)
 
+
+@serve_app.callback(invoke_without_command=True)
 def serve(
+    ctx: typer.Context,
     workspace: Optional[Path] = typer.Option(None, "--workspace", "-w", help="Workspace folder (default $ENDCLOUD_HOME or ./endcloud-work)."),
     base: Optional[Path] = typer.Option(None, "--base", help="Local Hugging Face model folder of the end model (default: the workspace's base/)."),
     adapter: Optional[str] = typer.Option(None, "--adapter", help="Adapter to serve: NAME, NAME/vN or a folder (default: the active one)."),
@@ -27,23 +35,53 @@ def serve(
     engine: Optional[str] = typer.Option(None, "--engine", help="End-model engine: transformers (in-process; the default), vllm (a vLLM server in the shop, named by ENDCLOUD_VLLM_BASE_URL / ENDCLOUD_VLLM_MODEL; see docs/scale.md) or llamacpp (GGUF via llama.cpp; the optional extra: pip install endcloud\\[llamacpp]). Default: $ENDCLOUD_SERVE_ENGINE, else transformers."),
     evolve: bool = typer.Option(False, "--evolve/--no-evolve", help="Run the online evolution loop beside the server (rounds train in a background process; promotions hot-swap)."),
     evolve_interval: float = typer.Option(60.0, "--evolve-interval", help="Seconds between evolution steps with --evolve."),
-    admin_token: Optional[str] = typer.Option(None, "--admin-token", envvar="ENDCLOUD_ADMIN_TOKEN", help="Token the review page, dashboard and profile endpoints require (Bearer or ?token=)."),
+    admin_token: Optional[str] = typer.Option(None, "--admin-token", envvar=["ENDCLOUD_SERVE_ADMIN_TOKEN", "ENDCLOUD_ADMIN_TOKEN"], show_envvar=True, help="Token every admin route requires (sessions, profiles, /review, /dashboard; /metrics from other machines): Authorization: Bearer, X-Endcloud-Admin-Token, or /review?token= once (a cookie then). Unset: admin routes serve loopback clients only, and a non-loopback --host refuses to start."),
+    device: Optional[str] = typer.Option(None, "--device", help="Where the in-process end model runs: auto (a GPU when torch sees one), cpu, cuda or cuda:N. On a GPU the model decodes through the transformers forward; --engine transformers-cb adds continuous batching there."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="End model precision: auto (bf16 on GPUs that have it, fp16 on older ones; on the CPU fp32, bf16 for bases over ~400 MB), fp32, bf16 or fp16."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Run the Python code the base folder ships (config.json auto_map, e.g. ChatGLM3); read it first."),
+    api_key: Optional[List[str]] = typer.Option(None, "--api-key", help="A key of the shop's own front end (repeatable; env ENDCLOUD_SERVE_API_KEYS, comma-separated). Set: chat needs a key or a customer token. Unset: chat is open, and anonymous. The customer token secret is read from ENDCLOUD_SERVE_CUSTOMER_SECRET only."),
 ) -> None:
     """Serve the shop's OpenAI-compatible chat API: the end model answers, the cloud takes over."""
+    if ctx.invoked_subcommand is not None:
+        return
     from endcloud.compose import build_app_from_workspace
+    from endcloud.end.device import apply_flags
 
-    overrides = {"host": host, "port": port, "engine": engine, "min_match": min_match, "admin_token": admin_token}
+    apply_flags(device, dtype, trust_remote_code)  # the engine (and its worker process) reads them
+    overrides = {"host": host, "port": port, "engine": engine, "min_match": min_match, "admin_token": admin_token,
+                 "api_keys": tuple(api_key) if api_key else None}
     app = build_app_from_workspace(workspace, base=base, adapter=adapter, shop=shop, cloud=cloud,
                                    evolve_interval_s=evolve_interval if evolve else None, **overrides)
     s = app.state.settings
     typer.echo(f"endcloud serve: base {s.base_dir}, adapter {s.adapter_name or 'none'}, shop {s.shop_dir or 'none'}, "
                f"cloud {getattr(app.state.teacher, 'name', 'none')}, db {s.db_path}")
+    typer.echo(f"  chat: {'API key or customer token required' if s.api_keys else 'open to anyone, anonymous'}"
+               f"{', customer tokens checked' if s.customer_secret else ' (no customer_secret: every chat anonymous)'}; "
+               f"admin routes: {'admin token required' if s.admin_token else 'loopback clients only'}")
     typer.echo(f"  loading the end model... then listening on http://{host}:{port}/v1  (model: endcloud | end | cloud)")
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=s.shutdown_timeout_s)
+
+
+@serve_app.command("token")
+def token(
+    customer: str = typer.Option(..., "--customer", help="The customer id the token proves (as the shop's orders name them)."),
+    ttl: int = typer.Option(3600, "--ttl", help="Seconds until the token expires."),
+    secret: Optional[str] = typer.Option(None, "--secret", envvar="ENDCLOUD_SERVE_CUSTOMER_SECRET", show_envvar=True, show_default=False, help="The server's customer_secret (prefer the variable: a flag shows in `ps`)."),
+) -> None:
+    """Print a signed customer token (what the shop's site signs for a logged-in customer; format in docs/architecture.md)."""
+    from endcloud.errors import ConfigError
+    from endcloud.serve.auth import TokenError, sign_customer_token
+
+    if not secret:
+        raise ConfigError("no customer secret: set ENDCLOUD_SERVE_CUSTOMER_SECRET (the server's customer_secret)")
+    try:
+        typer.echo(sign_customer_token(secret, customer, ttl))
+    except TokenError as e:
+        raise ConfigError(f"--customer/--ttl: {e}") from None
 
 
 def register(app: typer.Typer) -> None:
     """Add this room's commands to the root `endcloud` app."""
-    app.command("serve")(serve)
+    app.add_typer(serve_app, name="serve")

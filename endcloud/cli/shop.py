@@ -3,15 +3,17 @@
     endcloud shop new shop/ --lang en --sessions 100000 --seed 1
     endcloud shop check shop/
     endcloud shop search shop/ "can I choose the courier?"
+    endcloud shop onboard my-shop/ -w my-work [--logs chats.jsonl] [--steps 300]   # then: endcloud serve -w my-work
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import List, Optional
 
 import typer
 
-shop_app = typer.Typer(help="The shop: a synthetic shop pack (catalog, FAQ, policies, chat logs) and its knowledge base.",
+shop_app = typer.Typer(help="The shop: a synthetic shop pack (catalog, FAQ, policies, chat logs), its knowledge base, and onboarding a shop's own pack.",
                        no_args_is_help=True)
 
 
@@ -74,6 +76,49 @@ def search(
     kb = KnowledgeBase(ShopPack.load(pack))
     for s in kb.search(query, k=k):
         typer.echo(f"[{s.source}:{s.ref} {s.score:.2f}] {s.text}")
+
+
+@shop_app.command("onboard")
+def onboard_cmd(
+    pack: Path = typer.Argument(..., help="The shop's pack folder (shop.yaml, catalog.csv, faq.jsonl, policies.md)."),
+    workspace: Path = typer.Option(..., "-w", "--workspace", help="Workspace to build into (created; rerun to resume)."),
+    logs: Optional[List[Path]] = typer.Option(None, "--logs", help="Chat logs (ECD, JDDC, JSONL, CSV); repeat for several. Their pairs are the questions; without logs the questions are written from the pack."),
+    lang: Optional[str] = typer.Option(None, "--lang", help="Write the questions in zh or en only (default: the shop's language(s))."),
+    steps: int = typer.Option(300, "--steps", help="Training budget in optimizer steps (steps, never seconds: the same run gives the same adapter on any machine)."),
+    method: str = typer.Option("lora", "--method", help="PEFT method: lora, prefix or ptuning-v2."),
+    base: Optional[Path] = typer.Option(None, "--base", help="Base model folder to fine-tune (default: the workspace's base/, else the shop reader)."),
+    questions: int = typer.Option(400, "--questions", help="Questions written from the pack (without --logs)."),
+    min_facts: float = typer.Option(0.5, "--min-facts", help="Held-out fact accuracy the adapter must reach to be activated (0-1)."),
+    teacher: Optional[str] = typer.Option(None, "--teacher", help="reference (offline) or openai (ENDCLOUD_CLOUD_*); default: openai when ENDCLOUD_CLOUD_BASE_URL is set."),
+    budget: Optional[float] = typer.Option(None, "--budget", help="Stop cleanly once a paid cloud has cost this many US dollars (answers so far are cached)."),
+    lr: float = typer.Option(1e-3, "--lr", help="Learning rate of the adapter."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Examples per training step."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the questions, their held-out share and training."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> int:
+    """Everything a shop needs to serve its own pack: questions, teacher labels, fine-tuning,
+    held-out evaluation, an active adapter, and the `endcloud serve` line (resumable)."""
+    import os
+    import warnings
+
+    from endcloud.onboard import OnboardSettings, onboard, summary_lines
+
+    # one line per stage and our own bars: the libraries' loading bars and deprecation chatter would bury them
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    s = OnboardSettings(logs=list(logs or []), lang=lang, steps=steps, method=method, base=base, questions=questions,
+                        min_facts=min_facts, teacher=teacher, budget=budget, lr=lr, batch_size=batch_size, seed=seed)
+    result = onboard(pack, workspace, settings=s, echo=lambda line: typer.echo(line, err=True), progress=progress)
+    typer.echo("\n".join(summary_lines(result.report)))
+    typer.echo(f"report: {Path(result.report['workspace']) / 'reports' / 'onboard.txt'}")
+    if not result.passed:
+        typer.secho(f"error: quality bar not met: {result.reason}", err=True, fg="red")
+        return 1
+    return 0
 
 
 def register(app: typer.Typer) -> None:

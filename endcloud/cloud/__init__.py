@@ -3,6 +3,7 @@
     from endcloud.cloud import make_teacher
     teacher = make_teacher("reference", shop="shop/")          # offline, from the shop pack
     teacher = make_teacher("openai", workspace=ws, examples=pairs)   # ENDCLOUD_CLOUD_* env vars
+    teacher = default_teacher(workspace=ws)    # the cloud when configured: Table II prompt, the shop's examples
     teacher.reply([{"role": "user", "content": "能发顺丰吗？"}])   # -> Reply(text, usage, cost, ...)
 
 Modules: `teacher` (interface, registry), `openai_backend` (the only network client),
@@ -20,7 +21,7 @@ from endcloud.cloud.cache import CachedTeacher, ResponseCache, request_key
 from endcloud.cloud.gate import PrivacyGate
 from endcloud.cloud.ledger import DEFAULT_PRICES, CostLedger, PriceTable
 from endcloud.cloud.openai_backend import OpenAITeacher, TeacherStats
-from endcloud.cloud.prompt import ROLE_TEXT, ExampleBank, PromptedTeacher, build_prompt
+from endcloud.cloud.prompt import LIVE_BUDGET_TOKENS, ROLE_TEXT, ExampleBank, PromptedTeacher, ShopExamples, build_prompt
 from endcloud.cloud.ratelimit import RateLimiter
 from endcloud.cloud.reference import ReferenceTeacher
 from endcloud.cloud.teacher import (
@@ -34,9 +35,10 @@ from endcloud.cloud.teacher import (
 )
 
 __all__ = [
-    "DEFAULT_PRICES", "ROLE_TEXT", "TEACHERS", "CachedTeacher", "CostLedger", "ExampleBank", "OpenAITeacher",
-    "PriceTable", "PrivacyGate", "PromptedTeacher", "RateLimiter", "ReferenceTeacher", "ResponseCache", "Teacher",
-    "TeacherStats", "WrapperTeacher", "build_prompt", "default_teacher", "make_teacher", "request_key",
+    "DEFAULT_PRICES", "LIVE_BUDGET_TOKENS", "ROLE_TEXT", "TEACHERS", "CachedTeacher", "CostLedger", "ExampleBank",
+    "OpenAITeacher", "PriceTable", "PrivacyGate", "PromptedTeacher", "RateLimiter", "ReferenceTeacher", "ResponseCache",
+    "ShopExamples", "Teacher", "TeacherStats", "WrapperTeacher", "build_prompt", "default_teacher", "make_teacher",
+    "request_key",
 ]
 
 
@@ -64,8 +66,9 @@ def _openai(
     **kw: Any,
 ) -> Teacher:
     """OpenAITeacher.from_env(**kw) behind the privacy gate; Table II prompt when `examples`
-    (pairs JSONL path, Pairs, dicts or an ExampleBank) are given; a reply cache when `cache`
-    (SQLite path) is given. The audit log defaults to the workspace's audit/outbound.jsonl."""
+    (pairs JSONL path, Pairs, dicts, an ExampleBank, or a live `ShopExamples`) are given; a
+    reply cache when `cache` (SQLite path) is given. The audit log defaults to the
+    workspace's audit/outbound.jsonl. (`default_teacher` always gives examples.)"""
     from endcloud.privacy import AuditLog
 
     client = OpenAITeacher.from_env(**kw)

@@ -20,13 +20,26 @@ chosen by relevance to the customer's message (TF-IDF cosine over example querie
 Latin script, character 1-2-grams for Chinese) with diversity (maximal marginal relevance),
 never at random; the choice is deterministic so the same request is the same prompt (the
 distillation cache depends on it).
+
+Every call to a real cloud gets this prompt, not only `distill` and `teacher ask`:
+`default_teacher` (takeovers, shadow scoring, the online loop, onboarding) wraps the gated
+client in a `PromptedTeacher` over `ShopExamples` — the shop's labels, chat-log pairs and FAQ,
+re-read as they grow — the `LIVE_SHOTS` most relevant within `LIVE_BUDGET_TOKENS` (a customer
+waits on these calls, and every token is redacted, sent and paid for each time). Whatever system text the caller sent (the
+shop knowledge a turn retrieved, the "Customer:" block of the customer's orders) follows the
+examples in the one system message, each block starting on its own line.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
+import threading
+import time
 import unicodedata
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -52,6 +65,11 @@ ROLE_TEXT = {
 }
 SPEAKERS = {"zh": ("顾客", "客服"), "en": ("Customer", "Customer service")}
 DEFAULT_BUDGET_TOKENS = 30_000  # room for N=500 short shop exchanges; the reply has its own max_tokens
+# Live calls (takeovers, shadow scoring, the online loop) wait on the answer while a customer
+# waits, and every token of the prompt is redacted, sent and paid per call: the most relevant
+# examples within a smaller budget (~100 short exchanges) instead of the offline 30k.
+LIVE_BUDGET_TOKENS = 8_000
+LIVE_SHOTS = 100  # choosing 100 of 20,000 examples takes ~35 ms on one core; 500 take ~110 ms
 MMR_LAMBDA = 0.7  # relevance vs. diversity (1.0 = relevance only)
 NEAR_DUPLICATE = 0.95  # cosine of example queries above which one is a copy of the other
 _IDEOGRAPH_RUN = re.compile(f"[{CJK_IDEOGRAPHS}]+")
@@ -92,7 +110,7 @@ class _Tfidf:
             df[list(c)] += 1
         self.idf = np.log((1 + len(docs)) / (1 + df)) + 1.0
         self.rows: list[tuple[np.ndarray, np.ndarray]] = []
-        self.postings: dict[int, list[tuple[int, float]]] = {}
+        postings: dict[int, tuple[list[int], list[float]]] = {}
         for i, c in enumerate(counts):
             idx = np.fromiter(c.keys(), dtype=np.int64, count=len(c))
             w = (1.0 + np.log(np.fromiter(c.values(), dtype=np.float64, count=len(c)))) * self.idf[idx]
@@ -100,7 +118,13 @@ class _Tfidf:
             w = w / norm
             self.rows.append((idx, w))
             for j, x in zip(idx.tolist(), w.tolist()):
-                self.postings.setdefault(j, []).append((i, x))
+                ids, ws = postings.setdefault(j, ([], []))
+                ids.append(i)
+                ws.append(x)
+        # As arrays, a query costs one bincount over its terms' postings: a live call scores a
+        # bank of 20,000 examples in about a millisecond instead of a Python loop's ~70 ms.
+        self.postings: dict[int, tuple[np.ndarray, np.ndarray]] = {
+            j: (np.asarray(ids, dtype=np.intp), np.asarray(ws, dtype=np.float64)) for j, (ids, ws) in postings.items()}
 
     def relevance(self, terms: list[str]) -> np.ndarray:
         """Cosine of the query's TF-IDF vector with every document."""
@@ -115,10 +139,12 @@ class _Tfidf:
         q = {j: (1.0 + np.log(n)) * self.idf[j] for j, n in c.items()}
         # Like a fitted vectorizer, terms the bank never saw are dropped before normalising.
         norm = float(np.sqrt(sum(v * v for v in q.values()))) or 1.0
-        for j, v in q.items():
-            for i, x in self.postings.get(j, ()):
-                out[i] += v / norm * x
-        return out
+        hits = [(self.postings[j], v / norm) for j, v in q.items() if j in self.postings]
+        if not hits:
+            return out
+        ids = np.concatenate([p[0] for p, _ in hits])
+        vals = np.concatenate([p[1] * v for p, v in hits])
+        return np.bincount(ids, weights=vals, minlength=len(self.rows)).astype(np.float64)
 
     def dense(self, docs: np.ndarray) -> np.ndarray:
         """Rows `docs` as a dense matrix over just the terms they use (for pairwise cosine)."""
@@ -164,6 +190,13 @@ class ExampleBank:
         self.examples = [e for e in self.examples if e.query.strip() and e.answer.strip()]
         self._tokens = np.array([estimate_tokens(e.query) + estimate_tokens(e.answer) + 6 for e in self.examples])
         self._index = _Tfidf([analyze(e.query) for e in self.examples])
+        # Looked up per request (the customer's own question and excluded ids are never shown):
+        # indexed once here rather than normalising every example on every call.
+        self._by_query: dict[str, list[int]] = {}
+        self._by_id: dict[str, list[int]] = {}
+        for i, e in enumerate(self.examples):
+            self._by_query.setdefault(_norm(e.query).strip(), []).append(i)
+            self._by_id.setdefault(e.id, []).append(i)
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -173,9 +206,10 @@ class ExampleBank:
         nearest the conversation). Relevance with diversity (MMR) when not all fit."""
         if not self.examples or k <= 0 or budget_tokens <= 0:
             return []
-        excl = set(map(str, exclude_ids))
-        qn = _norm(query).strip()
-        allowed = np.array([e.id not in excl and _norm(e.query).strip() != qn for e in self.examples])
+        allowed = np.ones(len(self.examples), dtype=bool)
+        allowed[self._by_query.get(_norm(query).strip(), [])] = False
+        for x in set(map(str, exclude_ids)):
+            allowed[self._by_id.get(x, [])] = False
         rel = self._index.relevance(analyze(query))
         idx = np.flatnonzero(allowed)
         # Stable order: relevance desc, then original position (deterministic ties).
@@ -270,22 +304,32 @@ def build_prompt(
 
 
 class PromptedTeacher(WrapperTeacher):
-    """Wraps a teacher so each conversation is sent inside the Table II prompt."""
+    """Wraps a teacher so each conversation is sent inside the Table II prompt.
+
+    `examples`: a fixed bank (an ExampleBank, pairs, dicts, (q, a) tuples) or a live source
+    (`ShopExamples`) whose bank follows the shop's files as they grow."""
 
     def __init__(
         self,
         inner: Teacher,
         *,
-        examples: ExampleBank | Iterable[Any],
+        examples: "ExampleBank | ShopExamples | Iterable[Any]",
         lang: str | None = None,
         shots: int = PAPER.shots,
         budget_tokens: int = DEFAULT_BUDGET_TOKENS,
     ):
         super().__init__(inner)
-        self.bank = examples if isinstance(examples, ExampleBank) else ExampleBank(examples)
+        self._source = examples if isinstance(examples, ShopExamples) else None
+        self._bank = None if self._source is not None else (
+            examples if isinstance(examples, ExampleBank) else ExampleBank(examples))
         self.lang = lang
         self.shots = shots
         self.budget_tokens = budget_tokens
+
+    @property
+    def bank(self) -> ExampleBank:
+        """The examples this request chooses from (a live source's current bank)."""
+        return self._source.current() if self._source is not None else self._bank  # type: ignore[return-value]
 
     def prompt(self, messages: Messages, *, exclude_ids: Sequence[str] = (), lang: str | None = None) -> list[dict[str, str]]:
         """The Table II messages for this conversation; language: `lang`, else the teacher's,
@@ -296,7 +340,120 @@ class PromptedTeacher(WrapperTeacher):
                             exclude_ids=exclude_ids)
 
     async def areply(self, messages: Messages, *, exclude_ids: Sequence[str] = (), lang: str | None = None) -> Reply:
-        return await self.inner.areply(self.prompt(messages, exclude_ids=exclude_ids, lang=lang))
+        # Choosing examples is CPU work (tens of ms for a large bank): off the event loop, which
+        # serves other customers meanwhile.
+        prompt = await asyncio.to_thread(self.prompt, messages, exclude_ids=exclude_ids, lang=lang)
+        return await self.inner.areply(prompt)
 
     def outbound_body(self, messages: Messages) -> str:
         return self.inner.outbound_body(self.prompt(messages))
+
+
+class ShopExamples:
+    """The shop's own answered questions as Table II examples, for every live cloud call.
+
+        teacher = PromptedTeacher(gated, examples=ShopExamples(workspace="endcloud-work"))
+
+    Sources, in this order: the teacher's labels (`labels/labels.jsonl`), the chat-log pairs
+    (`corpus/pairs.jsonl`), the shop pack's FAQ; at most `limit` rows from each file. Read on
+    the first call (a server starts without touching them), then again when a file changes
+    (checked at most every `recheck_s` seconds): a rebuild runs in a thread while the old
+    bank keeps answering, so a growing labels file never stalls a takeover.
+    """
+
+    def __init__(self, *, workspace: Any = None, shop: Any = None, labels: bool = True, pairs: bool = True,
+                 faq: bool = True, limit: int = 20_000, recheck_s: float = 10.0):
+        from endcloud.cloud.teacher import resolve_workspace
+
+        ws = resolve_workspace(workspace)
+        self.files = [p for p, on in ((ws.labels, labels), (ws.pairs, pairs)) if on]
+        self.shop = shop if shop is not None else (ws.shop if ws.has_shop() else None)
+        self.faq = faq
+        self.limit, self.recheck_s = limit, recheck_s
+        self._bank: ExampleBank | None = None
+        self._stamp: tuple | None = None
+        self._checked = 0.0
+        self._lock = threading.Lock()
+        self._rebuilding = False
+
+    def _signature(self) -> tuple:
+        def stat(p: Any) -> tuple:
+            try:
+                st = os.stat(p)
+                return (str(p), st.st_mtime_ns, st.st_size)
+            except (OSError, TypeError):
+                return (str(p), None, None)
+
+        shop_files = ([Path(self.shop) / "faq.jsonl"] if self.faq and isinstance(self.shop, (str, Path)) else [])
+        return tuple(stat(p) for p in [*self.files, *shop_files])
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every example as {"id", "query", "response"} (what the bank indexes)."""
+        from endcloud.fileio import read_jsonl
+
+        out: list[dict[str, Any]] = []
+        for path in self.files:
+            if not Path(path).exists():
+                continue
+            for n, d in enumerate(read_jsonl(path)):
+                if n >= self.limit:
+                    break
+                q, a = d.get("query"), d.get("label", d.get("response"))
+                if isinstance(q, str) and isinstance(a, str) and q.strip() and a.strip():
+                    out.append({"id": str(d.get("id", f"{Path(path).stem}:{n}")), "query": q, "response": a})
+        if self.faq and self.shop is not None:
+            from endcloud.cloud.teacher import resolve_shop
+
+            try:
+                pack = resolve_shop(self.shop, None)
+            except Exception:  # a broken pack must not stop a takeover; its FAQ is simply not shown
+                pack = None
+            for i, (q, a) in enumerate(getattr(pack, "faq", None) or []):
+                out.append({"id": f"faq:{i}", "query": q, "response": a})
+        return out
+
+    def current(self) -> ExampleBank:
+        """The bank for this call (built on first use; refreshed when a source file changed)."""
+        now = time.monotonic()
+        with self._lock:
+            if self._bank is None:
+                self._stamp = self._signature()
+                self._bank = ExampleBank(self.rows())
+                self._checked = now
+                return self._bank
+            if now - self._checked < self.recheck_s or self._rebuilding:
+                return self._bank
+            self._checked = now
+            stamp = self._signature()
+            if stamp == self._stamp:
+                return self._bank
+            self._rebuilding = True
+        threading.Thread(target=self._rebuild, args=(stamp,), daemon=True, name="shop-examples").start()
+        return self._bank
+
+    def _rebuild(self, stamp: tuple) -> None:
+        try:
+            bank = ExampleBank(self.rows())
+            with self._lock:
+                self._bank, self._stamp = bank, stamp
+        finally:
+            self._rebuilding = False
+
+    def __len__(self) -> int:
+        return len(self.current())
+
+
+def live_prompt(kw: dict[str, Any], *, shop: Any = None, workspace: Any = None) -> dict[str, Any]:
+    """The keywords `default_teacher` gives a real cloud so that every live call (takeover,
+    shadow score, evolve label, onboarding) is sent in the Table II prompt: the shop's own
+    examples (`ShopExamples`) unless `examples=` is given (`examples=False`: bare messages),
+    within `LIVE_BUDGET_TOKENS` and `LIVE_SHOTS` unless `budget_tokens=` / `shots=` are given."""
+    kw = dict(kw)
+    if kw.get("examples") is False:
+        kw.pop("examples")
+        return kw
+    if kw.get("examples") is None:
+        kw["examples"] = ShopExamples(shop=shop, workspace=workspace)
+        kw.setdefault("budget_tokens", LIVE_BUDGET_TOKENS)
+        kw.setdefault("shots", LIVE_SHOTS)
+    return kw

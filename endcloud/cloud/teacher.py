@@ -154,7 +154,9 @@ def default_teacher(*, shop: Any = None, workspace: Any = None, name: str | None
     must then be set too); else the offline reference teacher answering from the shop pack
     (`shop`, or the workspace's shop/); with neither, None: the end model answers every turn
     (a warning says how to add a cloud). Keywords meant for one backend only (examples=,
-    shots=, ...) are dropped for the reference teacher."""
+    shots=, ...) are dropped for the reference teacher. A real cloud always gets the Table II
+    prompt (`cloud.prompt.live_prompt`): the shop's own examples unless `examples=` names
+    others (`examples=False` sends bare conversations)."""
     import logging
     import os
 
@@ -171,6 +173,10 @@ def default_teacher(*, shop: Any = None, workspace: Any = None, name: str | None
         return None
     if name == "reference":
         kw = {"cache": kw["cache"]} if "cache" in kw else {}
+    if name == "openai":  # every live call in the Table II prompt, with the shop's own examples
+        from endcloud.cloud.prompt import live_prompt
+
+        kw = live_prompt(kw, shop=shop, workspace=workspace)
     return make_teacher(name, shop=shop, workspace=workspace, **kw)
 
 

@@ -6,12 +6,14 @@
     >>> from endcloud.corpus import prepare
     >>> report = prepare(["jddc.txt"], "work/corpus", workers=2)
 
-The command line is `endcloud corpus prepare INPUT... -o OUTDIR`. The synthetic shop that
+The command line is `endcloud corpus prepare INPUT... -o OUTDIR`. Other rooms read a raw
+chat log through the same pipeline (`log_pairs`, `log_sessions`: `logs.py`). The synthetic shop that
 makes the default data lives in `endcloud.corpus.shopworld`.
 """
 
 from endcloud.corpus.clean import CleanConfig, clean_text, clean_turns, near_key
 from endcloud.corpus.dedupe import BloomFilter
+from endcloud.corpus.logs import file_kind, log_pairs, log_sessions, prepare_logs
 from endcloud.corpus.pairs import build_pairs, pair_lines
 from endcloud.corpus.pipeline import PrepareConfig, Report, prepare
 from endcloud.corpus.readers import READERS, Reader, detect_format, join_segmented, read
@@ -30,9 +32,13 @@ __all__ = [
     "clean_turns",
     "detect_format",
     "detect_lang",
+    "file_kind",
+    "log_pairs",
+    "log_sessions",
     "join_segmented",
     "near_key",
     "pair_lines",
     "prepare",
+    "prepare_logs",
     "read",
 ]

@@ -6,9 +6,15 @@ Rules, in order (the name in brackets is the counter in the corpus report):
    [`nfkc_changed`].
 2. JDDC emoticon codes (`#E-s[数字x]`, `#E-s12`) removed [`emoticon_removed`].
 3. URLs replaced by a placeholder (`[URL]`, or removed when it is "") [`url_replaced`].
-4. Whitespace collapsed to single spaces and stripped [`whitespace_collapsed`].
-5. Too-long turns (over `max_turn_chars`) truncated or dropped [`too_long_truncated`
-   / `too_long_dropped`].
+4. Whitespace normalised [`whitespace_collapsed`]: runs of spaces and tabs become one
+   space, each line is stripped; line breaks are kept as "\n" (at most one blank line in
+   a row), and in a text of several lines the list markers are written one way ("• x",
+   "* x", "– x" -> "- x"; "1) x", "1、x" -> "1. x"), so an agent's steps and lists survive
+   as lists. A one-line text is collapsed exactly as before.
+5. Too-long turns (over `max_turn_chars`) cut, dropped or kept whole [`too_long_truncated`
+   / `too_long_dropped`]: a cut ends at the last sentence end in the second half of the
+   limit, else at a clause mark, a space, or a boundary of a CJK character
+   (`cut_long`): never inside a latin word unless one "word" is longer than the limit.
 6. Empty turns dropped [`empty_dropped`]; two turns of one speaker that meet after a
    drop are merged [`merged_after_clean`].
 
@@ -38,6 +44,7 @@ from itertools import accumulate, chain
 from typing import Any, Iterator, Literal
 
 from endcloud.records import Turn
+from endcloud.text import CJK_CHARACTERS
 
 _EMOTICON = re.compile(r"#E-[A-Za-z]{1,3}(?:\[[^\]\s]{1,8}\]|\d{1,3})")
 # URL characters without brackets and CJK, so "点击http://a.cn/x[数字x]查看" keeps its placeholder.
@@ -45,7 +52,8 @@ _URL = re.compile(r"(?:https?://|www\.)[A-Za-z0-9\-._~:/?#@!$&'*+,;=%]+", re.IGN
 # Every whitespace character but the space (str.split's whitespace: none lies above U+3000).
 _WS_NOT_SPACE = re.compile("[" + "".join(re.escape(c) for c in map(chr, range(0x3001)) if c.isspace() and c != " ") + "]")
 
-LongTurns = Literal["truncate", "drop"]
+LongTurns = Literal["truncate", "drop", "keep"]
+LONG_TURNS = ("truncate", "drop", "keep")
 
 # The full-width forms that make most Chinese chat lines fail the NFKC check, with their
 # NFKC forms (one ASCII character each), most frequent first (counted on JDDC-style text).
@@ -56,18 +64,91 @@ _COMMON_NFKC = tuple((c, unicodedata.normalize("NFKC", c)) for c in "，！？�
 class CleanConfig:
     """How turns are cleaned (all fields are `endcloud corpus prepare` flags)."""
 
-    max_turn_chars: int = 512
-    """Turns longer than this many characters (after cleaning) are truncated or dropped."""
+    max_turn_chars: int = 2000
+    """Turns longer than this many characters (after cleaning) are cut, dropped or kept.
+    (Chat turns are short; an agent's English answer with steps runs to 1,500 characters.)"""
     long_turns: LongTurns = "truncate"
-    """What to do with a too-long turn: 'truncate' (keep the first max_turn_chars) or 'drop'."""
+    """What to do with a too-long turn: 'truncate' (cut at a sentence or word boundary within
+    max_turn_chars), 'drop', or 'keep' (whole)."""
     url_placeholder: str = "[URL]"
     """What a URL becomes; '' removes URLs."""
 
     def __post_init__(self) -> None:
         if self.max_turn_chars < 1:
             raise ValueError(f"max_turn_chars must be >= 1, got {self.max_turn_chars!r}")
-        if self.long_turns not in ("truncate", "drop"):
-            raise ValueError(f"long_turns must be 'truncate' or 'drop', got {self.long_turns!r}")
+        if self.long_turns not in LONG_TURNS:
+            raise ValueError(f"long_turns must be 'truncate', 'drop' or 'keep', got {self.long_turns!r}")
+
+
+# Line breaks of every kind (str.splitlines' boundaries): each becomes "\n".
+_LINE_BREAK = re.compile("[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+# List markers at the start of a line (after NFKC and stripping): bullets, then a dash or
+# star followed by a space (so "*bold*" and "-5%" are not lists), then numbers.
+_BULLET = re.compile(r"^(?:[•●▪◦‣⁃∙·]\s*|[*\-–—]\s+)(?=\S)")
+_NUMBERED = re.compile(r"^(?:\(?(\d{1,2})\)\s*|(\d{1,2})(?:[.)]\s+|、\s*))(?=\S)")
+
+
+def normalise_whitespace(text: str) -> str:
+    """Rule 4 on one text: spaces/tabs collapsed, lines stripped, line breaks kept as "\n"
+    (no more than one blank line in a row), list markers of a multi-line text unified."""
+    if not _LINE_BREAK.search(text):
+        return " ".join(text.split())
+    out: list[str] = []
+    blank = False
+    for line in text.splitlines():
+        line = " ".join(line.split())
+        if not line:
+            blank = bool(out)
+            continue
+        if _BULLET.match(line):
+            line = _BULLET.sub("- ", line, count=1)
+        else:
+            m = _NUMBERED.match(line)
+            if m:
+                line = f"{m.group(1) or m.group(2)}. " + line[m.end():]
+        if blank:
+            out.append("")
+            blank = False
+        out.append(line)
+    return "\n".join(out)
+
+
+# Where a cut may end (the character before the cut), best first.
+_SENTENCE_END = re.compile(r"[。！？；…\n]|[.!?;](?=\s|$)|[!?](?=[" + CJK_CHARACTERS + "])")
+_CLAUSE_END = re.compile(r"[，、：,:)）」』”](?=\s|$|[^\s\w])|[，、：]")
+_CJK = re.compile(f"[{CJK_CHARACTERS}]")
+
+
+def cut_long(text: str, max_chars: int) -> str:
+    """`text` cut to at most `max_chars` characters, never inside a word: after the last
+    sentence end in the second half of the window, else after a clause mark there, else at
+    the last space there, else at the last boundary of a CJK character or of a word
+    (anywhere); a single unbroken "word" longer than the limit is cut where it must be."""
+    if len(text) <= max_chars:
+        return text
+    window = text[:max_chars]
+    half = max_chars // 2
+    # Matched on one character more, so a lookahead sees what really follows ("3." of "3.5").
+    peek = text[:max_chars + 1]
+    for pat in (_SENTENCE_END, _CLAUSE_END):
+        ends = [m.end() for m in pat.finditer(peek) if half <= m.end() <= max_chars]
+        if ends:
+            return window[:ends[-1]].rstrip()
+    nxt = text[max_chars]
+    if nxt.isspace():
+        return window.rstrip()
+    space = window.rfind(" ", half)
+    if space < 0:
+        space = window.rfind("\n", half)
+    if space > 0:
+        return window[:space].rstrip()
+    # Chinese has no spaces: a boundary next to a CJK character is a character boundary;
+    # so is any place where a letter or digit meets something else ("?a", "a,").
+    for j in range(max_chars, 0, -1):
+        a, b = text[j - 1], text[j]
+        if _CJK.match(a) or _CJK.match(b) or not (a.isalnum() and b.isalnum()):
+            return window[:j].rstrip()
+    return window  # one unbroken word longer than the limit: nowhere else to cut
 
 
 def clean_text(text: str, cfg: CleanConfig, stats: Counter) -> str:
@@ -201,13 +282,13 @@ def clean_many(texts: list[str], cfg: CleanConfig, stats: Counter, *, count_empt
         parts = list(parts) if parts is texts else parts
         for i in ws_idx:
             t = parts[i]
-            collapsed = " ".join(t.split())
+            collapsed = normalise_whitespace(t)
             if collapsed != t:
                 ws += 1
                 parts[i] = collapsed
     # 5. Length, then empties.
     max_chars = cfg.max_turn_chars
-    if max(map(len, parts)) > max_chars:
+    if cfg.long_turns != "keep" and max(map(len, parts)) > max_chars:
         parts = list(parts) if parts is texts else parts
         drop_long = cfg.long_turns == "drop"
         for i, t in enumerate(parts):
@@ -217,7 +298,7 @@ def clean_many(texts: list[str], cfg: CleanConfig, stats: Counter, *, count_empt
                     parts[i] = ""
                 else:
                     trunc += 1
-                    parts[i] = t[:max_chars].rstrip()
+                    parts[i] = cut_long(t, max_chars)
     if "" in parts:
         empty = parts.count("") - dropped
     for k, v in (("nfkc_changed", nfkc), ("emoticon_removed", emo), ("url_replaced", url),

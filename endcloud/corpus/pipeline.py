@@ -1,4 +1,4 @@
-"""`prepare`: chat logs in, `pairs.jsonl` + `eval.jsonl` + a counted report out.
+"""`prepare`: chat logs in, `pairs.jsonl` + `eval.jsonl` + `sessions.jsonl` + a counted report out.
 
     read (parent: cut files into chunks on record/session boundaries)
       -> worker pool, in order, at most `2 x workers` chunks in flight; each chunk in
@@ -8,7 +8,10 @@
               (one Vault per session) -> pairs as UTF-8 JSON lines + 64-bit dedupe keys
            -> the lines to a hand-over file, the keys and counts back through the pool
       -> parent: drop exact / near duplicates (fixed-size Bloom filters), copy the kept
-         runs of lines from the hand-over file to pairs.jsonl / eval.jsonl
+         runs of lines from the hand-over file to pairs.jsonl / eval.jsonl, and every
+         training-side session whole (every utterance, cleaned and redacted like the pairs)
+         to sessions.jsonl: what pretraining reads, since pairs keep only a window of
+         context and no turn after a session's last agent reply
 
 The parent only cuts, dedupes and writes (it is the one part that does not parallelise);
 everything per record happens in the workers. Memory stays flat: chunks are bounded in
@@ -42,6 +45,7 @@ import shutil
 import tempfile
 import time
 from array import array
+from json.encoder import encode_basestring  # type: ignore[attr-defined]  # the C escaper json.dumps uses
 from bisect import bisect_right
 from collections import Counter
 from contextlib import ExitStack
@@ -65,6 +69,7 @@ DEFAULT_REDACTOR = "endcloud.privacy"
 CHUNK_TIMEOUT_S = 600.0  # one chunk (1 MiB) takes well under a second; this only catches a dead worker
 LANG_SAMPLE_CHARS = 400  # a session's language is decided on its opening: a few turns settle it
 PAIRS_FILE, EVAL_FILE, REPORT_JSON, REPORT_TXT = "pairs.jsonl", "eval.jsonl", "report.json", "report.txt"
+SESSIONS_FILE = "sessions.jsonl"  # chats JSONL: {"id", "source", "lang", "messages": [{"role", "content"}]}
 
 Progress = Callable[[int, int, Counter], None]  # (bytes done, bytes total, counts so far)
 
@@ -130,7 +135,7 @@ class ChunkResult:
 
     train: bytes  # b"" when the blobs are in `part`
     held: bytes
-    part: str | None  # file holding train + held (the parent reads and deletes it)
+    part: str | None  # file holding train + held + sessions (the parent reads and deletes it)
     train_nbytes: int
     train_ends: bytes  # uint32 per line
     held_ends: bytes
@@ -143,15 +148,19 @@ class ChunkResult:
     maxrss_kb: int
     pid: int
     cpu_s: float  # CPU seconds this worker process has used so far
+    sessions: bytes = b""  # training-side sessions as chats JSONL lines (b"" when in `part`)
+    sessions_nbytes: int = 0
+    n_sessions: int = 0
 
-    def blobs(self) -> tuple[memoryview, memoryview]:
-        """(train, held); reads and deletes `part` when there is one."""
+    def blobs(self) -> tuple[memoryview, memoryview, memoryview]:
+        """(train, held, sessions); reads and deletes `part` when there is one."""
         if self.part is None:
-            return memoryview(self.train), memoryview(self.held)
+            return memoryview(self.train), memoryview(self.held), memoryview(self.sessions)
         with open(self.part, "rb") as f:
             data = memoryview(f.read())
         os.unlink(self.part)
-        return data[:self.train_nbytes], data[self.train_nbytes:]
+        cut = len(data) - self.sessions_nbytes
+        return data[:self.train_nbytes], data[self.train_nbytes:cut], data[cut:]
 
 
 class _Work:
@@ -272,6 +281,7 @@ class _Work:
         near_keys = near_keys_bytes(all_texts)
         train: list[bytes] = []
         held_out: list[bytes] = []
+        whole: list[bytes] = []  # training-side sessions, every utterance
         flags = bytearray()
         exact: array = array("q")
         near: array = array("q")
@@ -281,14 +291,17 @@ class _Work:
             k = len(texts)
             turns_out += k
             by_lang[lang] += 1
+            enc = escaped[pos:pos + k]
             ls, ex, ne = pair_lines_utf8(
                 raw.source, raw.id, lang, roles, texts, metas, max_context_turns=cfg.max_context_turns, stats=stats,
-                escaped=escaped[pos:pos + k], near_keys=near_keys[pos:pos + k],
+                escaped=enc, near_keys=near_keys[pos:pos + k],
             )
             pos += k
+            held = int.from_bytes(key64(f"{raw.source}\x1f{raw.id}"), "little") < self.eval_cut
+            if not held:
+                whole.append(session_line_utf8(raw.source, raw.id, lang, roles, enc))
             if not ls:
                 continue
-            held = int.from_bytes(key64(f"{raw.source}\x1f{raw.id}"), "little") < self.eval_cut
             (held_out if held else train).extend(ls)
             flags += (b"\x01" if held else b"\x00") * len(ls)
             exact.extend(ex)
@@ -301,21 +314,36 @@ class _Work:
         stats["pairs_built"] += n
         train_blob, train_ends = _blob(train)
         held_blob, held_ends = _blob(held_out)
+        sessions_blob = b"\n".join(whole) + b"\n" if whole else b""
+        sessions_nbytes = len(sessions_blob)
         part = None
-        if self.part_dir is not None and n:
+        if self.part_dir is not None and (n or whole):
             self.parts += 1
             part = os.path.join(self.part_dir, f"{os.getpid()}-{self.parts}.part")
             with open(part, "wb") as f:
                 f.write(train_blob)
                 f.write(held_blob)
+                f.write(sessions_blob)
             train_nbytes = len(train_blob)
-            train_blob = held_blob = b""
+            train_blob = held_blob = sessions_blob = b""
         else:
             train_nbytes = len(train_blob)
         ru = resource.getrusage(resource.RUSAGE_SELF)
         return ChunkResult(train_blob, held_blob, part, train_nbytes, train_ends, held_ends, n, bytes(flags),
                            exact.tobytes(), near.tobytes(), stats, chunk.nbytes, ru.ru_maxrss, os.getpid(),
-                           ru.ru_utime + ru.ru_stime)
+                           ru.ru_utime + ru.ru_stime, sessions_blob, sessions_nbytes, len(whole))
+
+
+_MESSAGE = {"user": b'{"role": "user", "content": %s}', "assistant": b'{"role": "assistant", "content": %s}'}
+
+
+def session_line_utf8(source: str, session: str, lang: str, roles: list[str], escaped: list[bytes]) -> bytes:
+    """One whole session as a chats JSONL line (UTF-8, no newline), equal to
+    `json.dumps({"id", "source", "lang", "messages": [{"role", "content"}...]}, ensure_ascii=False)`,
+    from the texts already JSON-escaped for the pairs."""
+    msgs = b", ".join(_MESSAGE[r] % e for r, e in zip(roles, escaped))
+    head = f'{{"id": {encode_basestring(session)}, "source": {encode_basestring(source)}, "lang": {encode_basestring(lang)}, "messages": ['
+    return head.encode("utf-8") + msgs + b"]}"
 
 
 def _blob(lines: list[bytes]) -> tuple[bytes, bytes]:
@@ -386,7 +414,7 @@ class Report:
         d["pairs"], d["eval_pairs"] = self.pairs, self.eval_pairs
         d.update(asdict(self))
         d["utterances_per_s"] = round(self.utterances_per_s, 1)
-        d["files"] = {"pairs": PAIRS_FILE, "eval": EVAL_FILE}
+        d["files"] = {"pairs": PAIRS_FILE, "eval": EVAL_FILE, "sessions": SESSIONS_FILE}
         return d
 
     def to_text(self) -> str:
@@ -397,6 +425,7 @@ class Report:
             f"  inputs: " + ", ".join(f"{i['path']} ({i['format']})" for i in self.inputs),
             f"  sessions {g('sessions', 0):,}   utterances in {g('utterances_in', 0):,} -> out {g('utterances_out', 0):,}",
             f"  pairs built {g('pairs_built', 0):,} -> written {g('pairs_written', 0):,} train + {g('eval_pairs_written', 0):,} eval",
+            f"  sessions written whole (training side, for pretraining) {g('sessions_written', 0):,}",
             f"  time {self.seconds:.1f} s   {self.utterances_per_s:,.0f} utterances/s   workers {self.workers}",
             f"  peak RSS: parent {self.peak_rss_mb['parent']:.0f} MB, largest worker {self.peak_rss_mb['worker_max']:.0f} MB",
             f"  CPU: parent {self.cpu_seconds.get('parent', 0):.1f} s, workers {self.cpu_seconds.get('workers', 0):.1f} s",
@@ -404,7 +433,8 @@ class Report:
             "  rule                              count",
         ]
         for k in sorted(c):
-            if k in ("sessions", "utterances_in", "utterances_out", "pairs_built", "pairs_written", "eval_pairs_written"):
+            if k in ("sessions", "utterances_in", "utterances_out", "pairs_built", "pairs_written", "eval_pairs_written",
+                     "sessions_written"):
                 continue
             lines.append(f"  {k:<32} {c[k]:>8,}")
         if self.pii:
@@ -513,7 +543,7 @@ def prepare(
     eval_fraction: float = 0.05,
     lang: str = "auto",
     max_context_turns: int = DEFAULT_MAX_CONTEXT_TURNS,
-    max_turn_chars: int = 512,
+    max_turn_chars: int = 2000,
     long_turns: str = "truncate",
     url_placeholder: str = "[URL]",
     redact: bool = True,
@@ -523,8 +553,8 @@ def prepare(
     chunk_bytes: int = 1 << 20,
     progress: Progress | None = None,
 ) -> Report:
-    """Read, clean, redact and pair `inputs`; write pairs.jsonl, eval.jsonl, report.json,
-    report.txt into `out_dir` (each atomically). Returns the report.
+    """Read, clean, redact and pair `inputs`; write pairs.jsonl, eval.jsonl, sessions.jsonl,
+    report.json, report.txt into `out_dir` (each atomically). Returns the report.
 
     Raises DataError (naming file and line) for unreadable input, ConfigError or
     RegistryError for bad options. With workers > 1 the workers come from a forkserver,
@@ -570,6 +600,7 @@ def prepare(
         stack.callback(shutil.rmtree, part_dir, ignore_errors=True)
         f_pairs = stack.enter_context(atomic_write(out / PAIRS_FILE, "wb"))
         f_eval = stack.enter_context(atomic_write(out / EVAL_FILE, "wb"))
+        f_sessions = stack.enter_context(atomic_write(out / SESSIONS_FILE, "wb"))
         for idx, res in _results(_chunks(files, cfg.chunk_bytes), cfg, stack, part_dir):
             counts.update(res.stats)
             per_file[idx].update(res.stats)
@@ -578,6 +609,11 @@ def prepare(
                 worker_cpu[res.pid] = res.cpu_s
             done_bytes += res.nbytes
             n = res.n
+            if res.n_sessions and not n:
+                f_sessions.write(res.blobs()[2])
+            if res.n_sessions:
+                counts["sessions_written"] += res.n_sessions
+                per_file[idx]["sessions_written"] += res.n_sessions
             if n:
                 keep = exact_seen.check_and_add(np.frombuffer(res.exact, dtype=np.int64).view(np.uint64))
                 n_keep = int(keep.sum())
@@ -586,7 +622,8 @@ def prepare(
                 dup_near = n_keep - int(near_new.sum())
                 keep[keep] = near_new
                 held = np.frombuffer(res.eval_mask, dtype=np.bool_)
-                train, held_out = res.blobs()
+                train, held_out, whole = res.blobs()
+                f_sessions.write(whole)
                 if held.any():
                     n_train = _write_kept(f_pairs, train, res.train_ends, keep[~held])
                     n_eval = _write_kept(f_eval, held_out, res.held_ends, keep[held])
@@ -611,7 +648,7 @@ def prepare(
     pii = {k[4:]: v for k, v in counts.items() if k.startswith("pii:")}
     plain = {k: int(v) for k, v in counts.items() if not k.startswith("pii:")}
     for k in ("sessions", "utterances_in", "utterances_out", "pairs_built", "pairs_written", "eval_pairs_written",
-              "exact_duplicate", "near_duplicate"):
+              "exact_duplicate", "near_duplicate", "sessions_written"):
         plain.setdefault(k, 0)
     self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss

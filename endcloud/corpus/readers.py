@@ -47,6 +47,10 @@ ROLE_ALIASES: dict[str, str] = {
 
 JDDC_FIELDS = ("session_id", "user_id", "waiter_send", "is_transfer", "is_repeat", "sku", "content")
 CSV_COLUMNS = ("conversation_id", "role", "text")
+# A CSV of single exchanges (one question and its answer per row, e.g. Bitext's
+# instruction,response): the first column of each list that the header has.
+CSV_QUERY_COLUMNS = ("query", "question", "instruction", "utterance", "customer", "input", "prompt")
+CSV_RESPONSE_COLUMNS = ("response", "answer", "reply", "agent", "output")
 
 # Chinese characters and CJK punctuation: where word segmentation inserted spaces that
 # Chinese does not have (ECD). Spaces between two latin words/numbers are kept.
@@ -417,6 +421,13 @@ def _parse_jddc_lines(chunk: Chunk, lines: list[str], stats: Stats) -> list[RawD
 
 
 def _raw_from_messages(obj: dict[str, Any], *, path: str, line: int, stats: Stats) -> RawDialogue:
+    if "messages" not in obj:  # a ShareGPT / Alpaca row (LLaMA-Factory's formats): the same dialogue
+        from endcloud.corpus.formats import as_messages
+
+        try:
+            obj = as_messages(obj) or obj
+        except DataError as e:
+            raise DataError(str(e), path=path, line=line) from None
     msgs = obj.get("messages")
     if not isinstance(msgs, list):
         raise DataError(
@@ -486,10 +497,14 @@ def _csv_dialogues(path: str, stats: Stats) -> Iterator[tuple[int, RawDialogue]]
                 raise DataError("empty CSV file; expected a header conversation_id,role,text", path=path, line=1) from None
             cols = [h.strip().lower() for h in header]
             missing = [c for c in CSV_COLUMNS if c not in cols]
+            if missing and _csv_header_form(header) == "pairs":
+                yield from _csv_pair_rows(path, reader, cols, stats)
+                return
             if missing:
                 raise DataError(
-                    f"CSV header must have columns {','.join(CSV_COLUMNS)}; got {','.join(header)[:80]!r} "
-                    f"(missing {', '.join(missing)})",
+                    f"CSV header must have columns {','.join(CSV_COLUMNS)} (or a question and an answer column: "
+                    f"{'/'.join(CSV_QUERY_COLUMNS[:3])}..., {'/'.join(CSV_RESPONSE_COLUMNS[:3])}...); "
+                    f"got {','.join(header)[:80]!r} (missing {', '.join(missing)})",
                     path=path, line=1,
                 )
             ci, ri, ti = (cols.index(c) for c in CSV_COLUMNS)
@@ -535,6 +550,29 @@ def _csv_dialogues(path: str, stats: Stats) -> Iterator[tuple[int, RawDialogue]]
         raise DataError(f"malformed CSV ({e})", path=path, line=line) from None
 
 
+def _csv_pair_rows(path: str, reader: Any, cols: list[str], stats: Stats) -> Iterator[tuple[int, RawDialogue]]:
+    """The rows of a question/answer CSV, each a dialogue of two turns (`<file>:<line>`);
+    an `intent` column goes on the answer's meta, as the synthetic shop's chats carry it."""
+    qi = cols.index(next(c for c in CSV_QUERY_COLUMNS if c in cols))
+    ai = cols.index(next(c for c in CSV_RESPONSE_COLUMNS if c in cols))
+    ii = cols.index("intent") if "intent" in cols else None
+    width = max(qi, ai) + 1
+    stem = Path(path).stem
+    for row in reader:
+        line = reader.line_num
+        if not row or (len(row) == 1 and not row[0].strip()):
+            stats["blank_lines"] += 1
+            continue
+        if len(row) < width:
+            raise DataError(f"CSV row has {len(row)} fields, expected {len(cols)}; truncated line?", path=path, line=line)
+        stats["lines_read"] += 1
+        stats["utterances_in"] += 2
+        metas = None
+        if ii is not None and ii < len(row) and row[ii].strip():
+            metas = [{}, {"intent": row[ii].strip()}]
+        yield line, RawDialogue(f"{stem}:{line}", "csv", "", ["user", "assistant"], [row[qi], row[ai]], metas, {})
+
+
 def _csv_chunks(path: str, fmt: str, block_bytes: int, dialogues_per_chunk: int = 2000) -> Iterator[Chunk]:
     # CSV fields may hold quoted newlines, so bytes cannot be cut blindly: the parent
     # parses (the C csv module is fast) and ships dialogues; workers do the rest.
@@ -573,7 +611,7 @@ class Reader:
     name: str
     chunker: Callable[[str, str, int], Iterator[Chunk]]
     parser: Callable[[Chunk, Stats], list[RawDialogue]]
-    extensions: tuple[str, ...] = ()
+    extensions: tuple[str, ...] = ()  # the usual ones, for documentation: detection reads the content
     doc: str = ""
 
     def chunks(self, path: str | os.PathLike[str], block_bytes: int = 1 << 20) -> Iterator[Chunk]:
@@ -597,36 +635,74 @@ READERS.add("jsonl", Reader("jsonl", _line_chunks, parse_jsonl, (".jsonl", ".jso
 READERS.add("csv", Reader("csv", _csv_chunks, parse_parsed, (".csv",), "conversation_id,role,text"))
 
 
+_SNIFF_LINES = 20
+
+
+def _sniff_line(line: str) -> set[str]:
+    """The formats one line of a file could belong to (its content only)."""
+    if line.lstrip().startswith("{"):
+        return {"jsonl"}
+    fields = line.split("\t")
+    out = set()
+    if len(fields) >= 3 and fields[0].strip() in ("0", "1"):
+        out.add("ecd")
+    if len(fields) >= 7 and fields[2] in ("0", "1") and fields[0].strip() not in ("0", "1"):
+        out.add("jddc")
+    return out
+
+
+def _csv_header_form(header: list[str]) -> str | None:
+    """'conversation' (conversation_id, role, text), 'pairs' (a question and an answer
+    column), or None: what a CSV header says the rows are."""
+    cols = [h.strip().strip('"').strip().lower() for h in header]
+    if all(c in cols for c in CSV_COLUMNS):
+        return "conversation"
+    if any(c in cols for c in CSV_QUERY_COLUMNS) and any(c in cols for c in CSV_RESPONSE_COLUMNS):
+        return "pairs"
+    return None
+
+
 def detect_format(path: str | os.PathLike[str]) -> str:
-    """Guess a file's format from its extension, else from its first non-blank line."""
+    """A file's format, from its content alone (an extension proves nothing: the official
+    ECD files have none, and a JDDC dump may be called .csv).
+
+    The first non-blank lines (up to 20) are read: a JSON object per line is JSONL; tab
+    fields opening with a 0/1 label are ECD; seven tab fields with 0/1 in the third are
+    JDDC; a comma header naming conversation_id, role, text (or a question and an answer
+    column) is CSV. The first line decides, the others must mostly agree, so one bad line
+    is reported by the reader with its number rather than making the file unknown."""
     p = check_file(path)
-    ext = p.suffix.lower()
-    for name in READERS:
-        if ext in READERS[name].extensions:
-            return name
     with open(p, "rb") as f:
         head = f.read(_SNIFF_BYTES)
     if head.startswith(b"\xef\xbb\xbf"):
         head = head[3:]
-    lineno = 0
-    for lineno, raw in enumerate(head.split(b"\n"), 1):
+    raw_lines = head.split(b"\n")
+    if len(head) == _SNIFF_BYTES and len(raw_lines) > 1:
+        raw_lines = raw_lines[:-1]  # the last line may be cut by the sniff window
+    lines: list[tuple[int, str]] = []
+    for lineno, raw in enumerate(raw_lines, 1):
         if raw.strip():
-            break
-    else:
+            lines.append((lineno, raw.decode("utf-8", errors="replace").rstrip("\r")))
+            if len(lines) >= _SNIFF_LINES:
+                break
+    if not lines:
         raise DataError("empty file: no lines to read", path=str(p))
-    line = raw.decode("utf-8", errors="replace").rstrip("\r")
-    fields = line.split("\t")
-    if line.lstrip().startswith("{"):
-        return "jsonl"
-    if len(fields) >= 7 and fields[2] in ("0", "1"):
-        return "jddc"
-    if len(fields) >= 3 and fields[0].strip() in ("0", "1"):
-        return "ecd"
-    if "conversation_id" in line.lower() and "," in line:
+    first_no, first = lines[0]
+    if "," in first and "\t" not in first and _csv_header_form(next(csv.reader([first]), [])) is not None:
         return "csv"
+    kinds = [_sniff_line(line) for _, line in lines]
+    for fmt in ("jsonl", "ecd", "jddc"):
+        if fmt in kinds[0] and sum(fmt in k for k in kinds) >= 0.8 * len(kinds):
+            return fmt
+    if "," in first and "\t" not in first and not kinds[0]:
+        raise DataError(
+            f"CSV header must have columns {','.join(CSV_COLUMNS)} (or a question and an answer column: "
+            f"{'/'.join(CSV_QUERY_COLUMNS[:3])}..., {'/'.join(CSV_RESPONSE_COLUMNS[:3])}...); got {first[:80]!r}",
+            path=str(p), line=first_no,
+        )
     raise DataError(
-        f"cannot tell the format from {line[:60]!r}; pass --format (one of {', '.join(READERS.names())})",
-        path=str(p), line=lineno,
+        f"cannot tell the format from {first[:60]!r}; pass --format (one of {', '.join(READERS.names())})",
+        path=str(p), line=first_no,
     )
 
 

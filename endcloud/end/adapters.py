@@ -5,12 +5,17 @@
                            (version, parent, method, base, data_hash, metrics, created_at, status)
       active               one line, e.g. "v3", replaced atomically
       history.jsonl        every activate / rollback, appended
-      .tmp-*               a publish in progress (never listed, never active)
+      .tmp-<pid>-*         a publish in progress (never listed, never active)
+      .active.*.tmp        an atomic write of `active` in progress (fileio.atomic_write)
 
 A version appears only by renaming a complete temp folder (files fsync'd, manifest last)
 to `vN`, so a crash mid-publish leaves a `.tmp-*` folder and no half version; `active` is
 written with an atomic rename, so a reader sees the old pointer or the new one. A version
 folder without a readable manifest is listed as "incomplete" and cannot be activated.
+A writer killed mid-way (kill -9) leaves its temp folder or file behind: `clean_leftovers`
+removes those whose writer is gone (its pid is dead), or that are older than a minute when
+the name does not say who wrote them, so a writer at work beside it is never broken. The
+online loop calls it at start, and every publish does.
 
 Statuses: "active" (what `active` points to), else the manifest's: "candidate" (published,
 not yet judged), "rejected" (the gate said no), "rolled_back", or anything `mark` sets.
@@ -45,6 +50,9 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _VERSION = re.compile(r"^v(\d+)$")
 # Training leftovers that do not belong in a published adapter.
 _SKIP = ("checkpoints", ".losses.json", ".tmp-*")
+_TMP_DIR = re.compile(r"^\.tmp-(?:(\d+)-)?")  # a publish's temp folder; new ones carry the writer's pid
+LEFTOVER_AGE_S = 60.0  # a temp file or folder whose writer is unknown is a leftover once this old
+_ALIVE_WRITER_MAX_S = 86400.0  # no publish takes a day: past that the pid has been reused
 
 
 def _fsync_tree(root: Path) -> None:
@@ -134,7 +142,8 @@ class AdapterRegistry:
         record: dict[str, Any] = {}
         with contextlib.suppress(OSError, ValueError):
             record = json.loads((src / "training.json").read_text(encoding="utf-8"))
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=d))
+        self.clean_leftovers(name)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{os.getpid()}-", dir=d))  # the pid says whose it is
         try:
             shutil.copytree(src, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*_SKIP, MANIFEST))
             m: dict[str, Any] = {
@@ -169,6 +178,42 @@ class AdapterRegistry:
             raise
         _fsync_tree(d)
         return version
+
+    # ---- leftovers of killed writers ----------------------------------------------
+    def clean_leftovers(self, name: str | None = None, *, max_age_s: float = LEFTOVER_AGE_S) -> list[Path]:
+        """Remove what killed writers left under `name` (every name when None): publish temp
+        folders (`.tmp-<pid>-*`) whose pid is dead, and temp files of atomic writes
+        (`.active.*.tmp`, `.manifest.json.*.tmp` in a version) older than `max_age_s`.
+        A live writer's temp is kept. Returns what was removed."""
+        removed: list[Path] = []
+        now = time.time()
+        for n in [self._check_name(name)] if name else self.names():
+            d = self._dir(n)
+            if not d.is_dir():
+                continue
+            places = [d] + [p for p in d.iterdir() if p.is_dir() and _VERSION.match(p.name)]
+            for place in places:
+                for p in place.iterdir():
+                    m = _TMP_DIR.match(p.name) if place is d else None
+                    is_tmp_file = p.name.startswith(".") and p.name.endswith(".tmp")
+                    if not (m or is_tmp_file):
+                        continue
+                    try:
+                        age = now - p.lstat().st_mtime
+                    except OSError:
+                        continue  # gone meanwhile
+                    pid = int(m.group(1)) if m and m.group(1) else None
+                    if not _stale(pid, age, max_age_s):
+                        continue
+                    if p.is_dir() and not p.is_symlink():
+                        shutil.rmtree(p, ignore_errors=True)
+                    else:
+                        with contextlib.suppress(OSError):
+                            p.unlink()
+                    if not p.exists():
+                        removed.append(p)
+                        log.info("removed a killed writer's leftover %s", p)
+        return removed
 
     # ---- active pointer -----------------------------------------------------------
     def _read_active(self, name: str) -> str | None:
@@ -283,6 +328,31 @@ class AdapterRegistry:
                     "data_hash": m.get("data_hash"), "path": str(self.path(n, v)),
                 })
         return rows
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (on this machine)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def _stale(pid: int | None, age_s: float, max_age_s: float) -> bool:
+    """A temp's writer is gone: its pid is dead (or is ours, so a previous life of this pid,
+    and the temp is not fresh), or, with no pid to ask, the temp is older than `max_age_s`."""
+    if pid is None:
+        return age_s > max_age_s
+    if pid == os.getpid():
+        return age_s > max_age_s
+    return not pid_alive(pid) or age_s > _ALIVE_WRITER_MAX_S
 
 
 class ActiveWatcher:

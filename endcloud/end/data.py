@@ -171,8 +171,11 @@ class Encoder:
     def encode(self, ex: Example) -> EncodedExample:
         tok = self.tokenizer
         messages = list(ex.messages)
-        if not messages or messages[-1].get("role") != "user":
-            raise DataError(f"example {ex.id!r}: the last message must be the customer's (role 'user')")
+        # the question may be followed by a late system message (its shop knowledge: endcloud.kb.prompt)
+        last = next((m for m in reversed(messages) if m.get("role") != "system"), None)
+        if last is None or last.get("role") != "user":
+            raise DataError(f"example {ex.id!r}: the last message must be the customer's (role 'user'), "
+                            "optionally followed by a system message with its knowledge")
         system = messages[:1] if messages[0].get("role") == "system" else []
         turns = messages[len(system) :]
         truncated = False
@@ -180,7 +183,8 @@ class Encoder:
             msgs = system + turns
             prompt = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
             prompt_ids = self._ids(prompt)
-            if len(prompt_ids) <= self.max_input_len or len(turns) <= 1:
+            question_at = max(i for i, m in enumerate(turns) if m.get("role") == "user")
+            if len(prompt_ids) <= self.max_input_len or question_at == 0:
                 break
             turns = turns[1:]  # drop the oldest context turn: the recent ones matter most
             truncated = True
@@ -263,6 +267,19 @@ def read_examples(
     return mix_examples(natural, distilled, mix=mix, seed=seed)
 
 
+def ground_examples(examples: Sequence[Example], kb: Any, *, late: bool = True, k: int | None = None) -> list[Example]:
+    """The examples with the shop knowledge retrieval finds for each question, placed where
+    serving places it (`endcloud.kb.prompt`: one prompt builder for training and serving).
+    An end model fine-tuned on these learns to read the knowledge, not to recite one shop's
+    facts: a price changed in the catalog is then answered right without retraining."""
+    from endcloud.kb.prompt import DEFAULT_K, ground
+
+    if kb is None:
+        return list(examples)
+    return [Example(ground(e.messages, kb, k=DEFAULT_K if k is None else k, late=late), e.response, id=e.id,
+                    source=e.source) for e in examples]
+
+
 def split_holdout(examples: Sequence[Example], fraction: float, *, seed: int = 0) -> tuple[list[Example], list[Example]]:
     """(train, held-out) split by example id so that a query never sits in both."""
     if not 0.0 <= fraction < 1.0:
@@ -289,6 +306,7 @@ __all__ = [
     "collate",
     "examples_hash",
     "file_hash",
+    "ground_examples",
     "length_buckets",
     "load_labels",
     "load_pairs",

@@ -40,6 +40,22 @@ a test string and refuses pre-tokenizers it has not seen, which includes the zh+
 The file is written next to the target as `*.<pid>.partial` and renamed when complete, so a
 half-written file never has the final name. Tensors are converted and written one at a
 time: peak memory is the loaded model plus one tensor.
+
+K-quants (`q4_k_m`, `q5_k_m`, `q6_k`: what llama.cpp users expect) are llama.cpp's own mixes
+(Q4_K_M keeps some attention/FFN tensors at Q6_K, ...), so they are made by llama.cpp's
+quantizer, not re-implemented: the model is written here at the checkpoint's precision (f32,
+f16 or bf16), then `llama_model_quantize` (llama-cpp-python, the same extra) or a
+`llama-quantize` binary rewrites it. K-quant blocks are 256 wide: a tensor whose rows are
+not falls back to a legacy type inside the quantizer, as llama.cpp decides.
+
+Architectures outside `ARCHS` (Gemma, Phi-3, ChatGLM, ...) go through llama.cpp's own
+`convert_hf_to_gguf.py` when it is available (`ENDCLOUD_LLAMACPP_CONVERT=/path/to/convert_hf_to_gguf.py`,
+or the script on PATH): a LoRA adapter is merged into a temporary HF folder first, and a
+K-quant is applied afterwards by the quantizer.
+
+`export_lora_gguf` writes a LoRA adapter itself as a GGUF adapter (`general.type = adapter`,
+`adapter.lora.alpha`, `blk.N.<tensor>.lora_a/lora_b`) for llama-server's per-request adapters
+(`runtime.openai_local`): the base is exported once, each adapter version is a few MB.
 """
 
 from __future__ import annotations
@@ -77,6 +93,7 @@ class GGUFType:
     embedding: str
     file_type: str  # LlamaFileType member name
     help: str
+    llama_ftype: str | None = None  # made by llama.cpp's quantizer (its LLAMA_FTYPE_* name), not by this writer
 
 
 GGUF_TYPES: Registry[GGUFType] = Registry("GGUF weight type")
@@ -87,6 +104,12 @@ for _t in (
     GGUFType("q8_0", "Q8_0", "Q8_0", "MOSTLY_Q8_0", "8-bit blocks of 32 with an f16 scale: 1.06 bytes/weight"),
     GGUFType("q4_0", "Q4_0", "Q8_0", "MOSTLY_Q4_0",
              "4-bit blocks of 32 (0.56 bytes/weight); the token embedding / tied output head stays q8_0"),
+    GGUFType("q4_k_m", "F32", "F32", "MOSTLY_Q4_K_M", "llama.cpp's Q4_K_M mix (~0.6 bytes/weight), its quantizer's",
+             "LLAMA_FTYPE_MOSTLY_Q4_K_M"),
+    GGUFType("q5_k_m", "F32", "F32", "MOSTLY_Q5_K_M", "llama.cpp's Q5_K_M mix (~0.7 bytes/weight), its quantizer's",
+             "LLAMA_FTYPE_MOSTLY_Q5_K_M"),
+    GGUFType("q6_k", "F32", "F32", "MOSTLY_Q6_K", "llama.cpp's Q6_K (~0.82 bytes/weight), its quantizer's",
+             "LLAMA_FTYPE_MOSTLY_Q6_K"),
 ):
     GGUF_TYPES.add(_t.name, _t)
 
@@ -374,13 +397,45 @@ def _load_dtype(base: Path, gtype: GGUFType):
     return {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(stored, torch.float32)
 
 
+def _stored_type(base: Path) -> str:
+    """The GGUF float type matching what the checkpoint stores (the quantizer's input: no precision lost)."""
+    try:
+        cfg = json.loads((base / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot read {str(base / 'config.json')!r}: {e}") from e
+    stored = str(cfg.get("dtype") or cfg.get("torch_dtype") or "float32")
+    return {"bfloat16": "bf16", "float16": "f16"}.get(stored, "f32")
+
+
+def _config_archs(base: Path) -> list[str]:
+    try:
+        return list(json.loads((base / "config.json").read_text(encoding="utf-8")).get("architectures") or [])
+    except (OSError, ValueError):
+        return []
+
+
+def _finish(out_path: Path, gtype: GGUFType, arch: str, ad: Path | None) -> GGUFExport:
+    """What a file written by llama.cpp's tools holds, read back."""
+    gguf = require_gguf()
+    r = gguf.GGUFReader(str(out_path))
+    counts: dict[str, int] = {}
+    for t in r.tensors:
+        counts[t.tensor_type.name] = counts.get(t.tensor_type.name, 0) + 1
+    return GGUFExport(path=out_path, gguf_type=gtype.name, arch=arch, n_tensors=len(r.tensors),
+                      nbytes=sum(int(t.n_bytes) for t in r.tensors), decode_bytes=decode_bytes(out_path),
+                      tensor_types=counts, adapter_dir=ad)
+
+
 def export_gguf(base_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
                 adapter_dir: str | os.PathLike[str] | None = None, gguf_type: str = "q8_0", pre: str | None = None,
-                name: str | None = None, progress: Callable[[int, int], None] | None = None) -> GGUFExport:
+                name: str | None = None, progress: Callable[[int, int], None] | None = None,
+                threads: int | None = None) -> GGUFExport:
     """Write base (+ merged LoRA adapter) as a GGUF file at `out`; return what was written.
 
-    gguf_type: one of GGUF_TYPES (f32, f16, bf16, q8_0, q4_0). pre: llama.cpp pre-tokenizer
-    name when the tokenizer's own is not recognised. progress(i, n) after each tensor.
+    gguf_type: one of GGUF_TYPES (f32, f16, bf16, q8_0, q4_0; q4_k_m, q5_k_m, q6_k through
+    llama.cpp's quantizer). pre: llama.cpp pre-tokenizer name when the tokenizer's own is not
+    recognised. progress(i, n) after each tensor. An architecture outside ARCHS goes through
+    llama.cpp's converter when it is available (see the module docstring).
     """
     gguf = require_gguf()
     from endcloud.end.base import check_model_dir, load_base
@@ -391,6 +446,19 @@ def export_gguf(base_dir: str | os.PathLike[str], out: str | os.PathLike[str], *
     if out_path.is_dir():
         raise ConfigError(f"-o {str(out_path)!r} is a directory; give a file name such as model-{gguf_type}.gguf")
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    archs = _config_archs(base)
+    if archs and not any(a in ARCHS for a in archs):
+        return _export_with_converter(base, out_path, gtype, adapter_dir, threads=threads)
+    if gtype.llama_ftype:
+        # our writer at the checkpoint's precision, then llama.cpp's quantizer for its K-quant mix
+        src = out_path.with_name(f"{out_path.name}.{os.getpid()}.src.gguf")
+        try:
+            first = export_gguf(base, src, adapter_dir=adapter_dir, gguf_type=_stored_type(base), pre=pre, name=name,
+                                progress=progress)
+            _quantize_into(src, out_path, gtype, threads=threads)
+        finally:
+            src.unlink(missing_ok=True)
+        return _finish(out_path, gtype, first.arch, first.adapter_dir)
     model, tok = load_base(base, dtype=_load_dtype(base, gtype))
     ad = Path(adapter_dir) if adapter_dir is not None else None
     if ad is not None:
@@ -455,6 +523,201 @@ def export_gguf(base_dir: str | os.PathLike[str], out: str | os.PathLike[str], *
         raise
     return GGUFExport(path=out_path, gguf_type=gtype.name, arch=arch.gguf_arch, n_tensors=len(plan), nbytes=total,
                       decode_bytes=decode, tensor_types=counts, adapter_dir=ad)
+
+
+# ---- llama.cpp's own tools ------------------------------------------------------------------------
+CONVERT_ENV = "ENDCLOUD_LLAMACPP_CONVERT"
+QUANTIZE_ENV = "ENDCLOUD_LLAMA_QUANTIZE"
+
+
+def _quantize_into(src: Path, out_path: Path, gtype: GGUFType, *, threads: int | None = None) -> None:
+    """llama.cpp's quantizer: `src` (f32/f16/bf16 GGUF) -> `out_path` as `gtype` (written to a
+    partial name, then renamed). llama-cpp-python's binding when installed, else `llama-quantize`."""
+    import shutil
+    import subprocess
+
+    partial = out_path.with_name(f"{out_path.name}.{os.getpid()}.partial")
+    try:
+        try:
+            import llama_cpp
+        except ImportError:
+            llama_cpp = None
+        if llama_cpp is not None:
+            params = llama_cpp.llama_model_quantize_default_params()
+            params.ftype = int(getattr(llama_cpp, gtype.llama_ftype))
+            params.nthread = int(threads or 0)
+            rc = llama_cpp.llama_model_quantize(str(src).encode(), str(partial).encode(), params)
+            if rc != 0:
+                raise ModelError(f"llama.cpp's quantizer failed on {str(src)!r} (return code {rc})")
+        else:
+            exe = os.environ.get(QUANTIZE_ENV) or shutil.which("llama-quantize")
+            if not exe:
+                raise ModelError(f"{gtype.name} is made by llama.cpp's quantizer: {EXTRA_HINT}, or put llama.cpp's "
+                                 f"llama-quantize on PATH (or name it in {QUANTIZE_ENV})")
+            ftype = gtype.llama_ftype.removeprefix("LLAMA_FTYPE_MOSTLY_")
+            done = subprocess.run([exe, str(src), str(partial), ftype] + ([str(threads)] if threads else []),
+                                  capture_output=True, text=True)
+            if done.returncode != 0:
+                raise ModelError(f"llama-quantize failed ({done.returncode}): {done.stderr[-400:]}")
+        os.replace(partial, out_path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def find_converter() -> Path | None:
+    """llama.cpp's convert_hf_to_gguf.py: ${CONVERT_ENV}, else on PATH; None when absent."""
+    import shutil
+
+    env = os.environ.get(CONVERT_ENV)
+    if env:
+        p = Path(env)
+        if not p.is_file():
+            raise ConfigError(f"{CONVERT_ENV}={env!r} is not a file; point it at llama.cpp's convert_hf_to_gguf.py")
+        return p
+    found = shutil.which("convert_hf_to_gguf.py") or shutil.which("convert_hf_to_gguf")
+    return Path(found) if found else None
+
+
+def _export_with_converter(base: Path, out_path: Path, gtype: GGUFType, adapter_dir, *,
+                           threads: int | None = None) -> GGUFExport:
+    """An architecture our writer does not map: llama.cpp's converter on the (merged) HF folder."""
+    import subprocess
+    import sys
+    import tempfile
+
+    conv = find_converter()
+    archs = _config_archs(base)
+    if conv is None:
+        raise ModelError(f"GGUF export writes {ARCHS.names()} itself, not {archs!r}; for other architectures "
+                         f"endcloud runs llama.cpp's convert_hf_to_gguf.py: clone llama.cpp, pip install its "
+                         f"requirements, and set {CONVERT_ENV}=/path/to/llama.cpp/convert_hf_to_gguf.py")
+    ad = Path(adapter_dir) if adapter_dir is not None else None
+    with tempfile.TemporaryDirectory(prefix="endcloud-convert-", dir=out_path.parent) as tmp:
+        src_dir = base
+        if ad is not None:  # the converter reads one HF folder: merge the LoRA into a temporary one
+            from endcloud.end.merged import export_merged
+
+            src_dir = export_merged(base, Path(tmp) / "merged", adapter_dir=ad, modelfile=False).out_dir
+        outtype = gtype.name if gtype.name in ("f32", "f16", "bf16", "q8_0") and not gtype.llama_ftype else \
+            _stored_type(base)
+        first = out_path if not gtype.llama_ftype else Path(tmp) / "src.gguf"
+        cmd = [sys.executable, str(conv), str(src_dir), "--outfile", str(first), "--outtype", outtype]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0 or not first.exists():
+            raise ModelError(f"llama.cpp's converter failed on {str(src_dir)!r} ({done.returncode}): "
+                             f"{(done.stderr or done.stdout)[-400:]}")
+        if gtype.name == "q4_0":
+            _quantize_into(first, out_path, GGUFType("q4_0", "", "", "", "", "LLAMA_FTYPE_MOSTLY_Q4_0"), threads=threads)
+        elif gtype.llama_ftype:
+            _quantize_into(first, out_path, gtype, threads=threads)
+    arch = str(read_metadata(out_path, ["general.architecture"]).get("general.architecture", "?"))
+    return _finish(out_path, gtype, arch, ad)
+
+
+# ---- a LoRA adapter as a GGUF adapter (llama-server's --lora) ---------------------------------------
+@dataclass
+class LoraGGUFExport:
+    """What `export_lora_gguf` wrote."""
+
+    path: Path
+    arch: str
+    n_tensors: int
+    rank: int
+    alpha: float
+    nbytes: int
+
+
+def export_lora_gguf(base_dir: str | os.PathLike[str], adapter_dir: str | os.PathLike[str],
+                     out: str | os.PathLike[str] | None = None) -> LoraGGUFExport:
+    """Write a peft LoRA adapter as a llama.cpp GGUF adapter (default: `<adapter_dir>/adapter.gguf`).
+
+    The base decides the architecture and the tensor names (Qwen2 / Llama, as `export_gguf`);
+    Llama's q/k LoRA B rows are permuted like the weights they add to. llama.cpp scales the
+    product by alpha / rank, as peft does; rsLoRA and DoRA adapters, whose scaling differs,
+    are refused, like every adapter type but LoRA."""
+    gguf = require_gguf()
+    from safetensors.torch import load_file
+
+    from endcloud.end.base import check_model_dir
+
+    base = check_model_dir(base_dir)
+    ad = Path(adapter_dir)
+    cfg_path = ad / "adapter_config.json"
+    try:
+        acfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{str(cfg_path)!r} is not a peft adapter config: {e}") from e
+    if str(acfg.get("peft_type", "")).upper() != "LORA":
+        raise ModelError(f"adapter {str(ad)!r} is of type {acfg.get('peft_type')!r}; only LORA adapters become GGUF "
+                         "adapters (prefix / ptuning-v2 key/values have no place in llama.cpp)")
+    if acfg.get("use_rslora") or acfg.get("use_dora"):
+        raise ModelError(f"adapter {str(ad)!r} uses rsLoRA/DoRA, whose scaling llama.cpp does not apply; merge it "
+                         "instead (endcloud export gguf --adapter ...)")
+    archs = [a for a in _config_archs(base) if a in ARCHS]
+    if not archs:
+        raise ModelError(f"GGUF adapters are written for {ARCHS.names()}; {_config_archs(base)!r} needs llama.cpp's "
+                         "convert_lora_to_gguf.py")
+    arch = ARCHS.get(archs[0])
+    mcfg = json.loads((base / "config.json").read_text(encoding="utf-8"))
+    n_head = int(mcfg["num_attention_heads"])
+    n_kv = int(mcfg.get("num_key_value_heads") or n_head)
+    wfile = ad / "adapter_model.safetensors"
+    if not wfile.exists():
+        raise ModelError(f"{str(ad)!r} has no adapter_model.safetensors (save the adapter with safe_serialization)")
+    state = load_file(str(wfile))
+    out_path = Path(out) if out is not None else ad / "adapter.gguf"
+    pairs: dict[str, dict[str, Any]] = {}
+    for key, t in state.items():
+        # base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight
+        part = next((x for x in ("lora_A", "lora_B") if f".{x}." in key), None)
+        if part is None:  # embedding LoRA, modules_to_save, ...: nothing llama.cpp's adapter can hold
+            raise ModelError(f"adapter {str(ad)!r} holds {key!r}, which has no llama.cpp tensor in this exporter; "
+                             "target attention/MLP projections (the default targets do)")
+        module = key.split(f".{part}.")[0].removeprefix("base_model.model.")
+        pairs.setdefault(module, {})[part] = t
+    named: list[tuple[str, Any]] = []
+    rank = 0
+    for module, ab in sorted(pairs.items()):
+        if set(ab) != {"lora_A", "lora_B"}:
+            raise ModelError(f"adapter {str(ad)!r}: module {module!r} lacks one of lora_A / lora_B")
+        parts = module.split(".", 3)
+        hf = parts[3] + ".weight" if len(parts) == 4 else ""
+        if parts[:2] != ["model", "layers"] or hf not in LAYER_TENSORS:
+            raise ModelError(f"adapter {str(ad)!r} adapts {module!r}, which has no llama.cpp tensor in this exporter; "
+                             "target attention/MLP projections (the default targets do)")
+        gname = f"blk.{parts[2]}.{LAYER_TENSORS[hf]}"
+        a, b = ab["lora_A"].float(), ab["lora_B"].float()
+        if arch.permute_qk and hf == "self_attn.q_proj.weight":
+            b = _permute(b, n_head)
+        elif arch.permute_qk and hf == "self_attn.k_proj.weight":
+            b = _permute(b, n_kv)
+        rank = int(a.shape[0])
+        named += [(gname + ".lora_a", a), (gname + ".lora_b", b)]
+    if not named:
+        raise ModelError(f"adapter {str(ad)!r} holds no LoRA tensors")
+    alpha = float(acfg.get("lora_alpha") or rank)
+    partial = out_path.with_name(f"{out_path.name}.{os.getpid()}.partial")
+    w = gguf.GGUFWriter(str(partial), arch.gguf_arch)
+    try:
+        w.add_string(gguf.Keys.General.TYPE, gguf.GGUFType.ADAPTER)
+        w.add_string(gguf.Keys.Adapter.TYPE, "lora")
+        w.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
+        w.add_string(SOURCE_KEY, json.dumps({"base": base.name, "adapter": str(ad), "type": "lora-adapter"}))
+        total = 0
+        for gname, t in named:
+            arr = t.contiguous().numpy()  # f32: a few MB even for a 7B base at r 8
+            w.add_tensor(gname, arr)
+            total += arr.nbytes
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        os.replace(partial, out_path)
+    except BaseException:
+        w.close()
+        partial.unlink(missing_ok=True)
+        raise
+    return LoraGGUFExport(path=out_path, arch=arch.gguf_arch, n_tensors=len(named), rank=rank, alpha=alpha, nbytes=total)
 
 
 # ---- reading back -------------------------------------------------------------------------------

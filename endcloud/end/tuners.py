@@ -33,10 +33,28 @@ from endcloud.registry import Registry
 TUNERS: Registry[Callable[..., Any]] = Registry("tuner")
 
 # Modules LoRA adapts when none are named: attention projections of Qwen2/Llama-style
-# models. `peft` resolves them by suffix, so this also fits Mistral, Qwen2.5, InternLM…
+# models. `peft` resolves them by suffix, so this also fits Mistral, Qwen2.5, Gemma, Qwen3…
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
-# ChatGLM3 fuses q,k,v into one module.
-_KNOWN_TARGETS = {"chatglm": ("query_key_value",)}
+# Families that name (or fuse) their attention projections otherwise. ChatGLM2/3, GPT-NeoX,
+# BLOOM and Falcon fuse q,k,v into `query_key_value`; Baichuan calls it `W_pack`, InternLM2
+# `wqkv`, Phi-3 `qkv_proj`, GPT-2 `c_attn` (a Conv1D, which peft adapts too); ChatGLM keeps
+# peft's choice (the fused projection alone), the paper's own end model.
+_KNOWN_TARGETS = {
+    "chatglm": ("query_key_value",),
+    "baichuan": ("W_pack", "o_proj"),
+    "internlm2": ("wqkv", "wo"),
+    "phi3": ("qkv_proj", "o_proj"),
+    "phi": ("q_proj", "k_proj", "v_proj", "dense"),
+    "gpt2": ("c_attn",),
+    "gpt_bigcode": ("c_attn",),
+    "gpt_neox": ("query_key_value",),
+    "bloom": ("query_key_value",),
+    "falcon": ("query_key_value",),
+    "mpt": ("Wqkv",),
+}
+# Where a name alone decides: the fused or split attention projections of any family above.
+_ATTENTION_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "query_key_value", "W_pack", "wqkv", "qkv_proj", "c_attn",
+                    "Wqkv", "query", "key", "value", "qkv")
 
 
 def _positive_int(name: str, flag: str, value: Any) -> int:
@@ -54,6 +72,46 @@ def _unit_float(name: str, flag: str, value: Any) -> float:
 def default_target_modules(model_type: str | None) -> list[str]:
     """LoRA target modules for a model family (attention projections)."""
     return list(_KNOWN_TARGETS.get(model_type or "", DEFAULT_LORA_TARGETS))
+
+
+def _linear_names(model) -> dict[str, str]:
+    """Leaf name -> full module name of every linear layer (torch Linear, GPT-2's Conv1D, bnb 4-bit)."""
+    out: dict[str, str] = {}
+    for full, mod in model.named_modules():
+        kind = type(mod).__name__
+        if kind in ("Linear", "Conv1D", "Linear4bit", "Linear8bitLt") and full:
+            out.setdefault(full.rsplit(".", 1)[-1], full)
+    return out
+
+
+def target_modules_for(model) -> list[str]:
+    """The attention projections LoRA adapts in `model`: its family's names (`_KNOWN_TARGETS`),
+    else peft's own table, else whatever attention-projection names the model has — so a
+    custom-code base (trust_remote_code) gets the right modules without a flag. A ConfigError
+    lists the model's linear layers when none is recognisable: pass --target-modules."""
+    names = _linear_names(model)
+    model_type = getattr(getattr(model, "config", None), "model_type", None) or ""
+    candidates: list[tuple[str, ...]] = []
+    if model_type in _KNOWN_TARGETS:
+        candidates.append(_KNOWN_TARGETS[model_type])
+    try:
+        from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_TARGETS
+    except ImportError:  # an older peft: our table and the name scan still apply
+        PEFT_TARGETS = {}
+    candidates.append(DEFAULT_LORA_TARGETS)
+    if model_type in PEFT_TARGETS:
+        candidates.append(tuple(PEFT_TARGETS[model_type]))
+    for cand in candidates:
+        present = [t for t in cand if t in names]
+        if present and any(t in _ATTENTION_NAMES for t in present):
+            return present
+    found = [n for n in _ATTENTION_NAMES if n in names]
+    if found:
+        return found
+    raise ConfigError(
+        f"cannot tell which layers of this {model_type or type(model).__name__!r} model are its attention projections; "
+        f"pass --target-modules with some of its linear layers: {sorted(names)[:20]}"
+    )
 
 
 @TUNERS.register("lora")

@@ -5,13 +5,27 @@ leak a phone number or send people to a competitor. Before a label may be traine
 passes these checks; a failing label is *quarantined* (kept for inspection, never
 trained on). Human-reviewed corrections skip the per-customer cap (a reviewer is not a
 customer) but never the content checks: no one may teach the model personal data.
+
+`vet_label` runs them all on one lesson, in order:
+
+  template   the customer's own data in the label (the order number the customer wrote, their
+             orders' numbers) becomes the conversation's placeholders, "[ORDER_1]" as the
+             privacy gate writes them (`endcloud.privacy.templates`): an order-status reply is
+             learned as a template, and the server fills in the next customer's number
+  content    personal data from anywhere else, a competitor, empty or too long (`violations`)
+  knowledge  with the shop's knowledge at hand: a label contradicts it when it states a number,
+             duration, price, time, date or carrier that the knowledge for that question (the
+             snippets retrieved for the question and for the label, the customer's messages and
+             orders, the shop's profile) does not support, or promises "free" where that
+             knowledge states a fee ("运费全免" against "不满49元运费6元"); reason
+             "contradicts_knowledge: <the facts>"
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Any, Iterable, Sequence
 
 from endcloud.privacy import contains_pii
 
@@ -32,6 +46,7 @@ class CheckSettings:
     competitors: list[str] = field(default_factory=list)
     max_chars: int = 400
     min_chars: int = 1
+    knowledge_snippets: int = 3  # snippets retrieved for the question, and again for the label, that a label's facts must agree with
 
 
 @dataclass
@@ -69,3 +84,55 @@ def leak_rate(replies: Iterable[str], settings: CheckSettings | None = None) -> 
         return 0.0
     bad = sum(1 for r in replies if {"pii", "competitor"} & set(violations(r, settings)))
     return bad / len(replies)
+
+
+def vet_label(lab: Any, settings: CheckSettings | None = None, *, knowledge: Any = None,
+              orders: Sequence[dict[str, Any]] = ()) -> CheckResult:
+    """Every check of one lesson (`PseudoLabel`), templating its label in place first (see the
+    module docstring). `knowledge`: the shop's `KnowledgeBase` (None: no knowledge check);
+    `orders`: the customer's orders as the server's prompt lists them."""
+    from endcloud.kb.prompt import customer_text
+    from endcloud.privacy.templates import conversation_vault, templatise
+
+    s = settings or CheckSettings()
+    turns = [dict(m) for m in lab.context or []] + [{"role": "user", "content": lab.query}]
+    customer = customer_text(orders) if orders else None
+    snippets = _snippets(knowledge, lab.query, s.knowledge_snippets)
+    vault = conversation_vault(turns, [customer, *snippets])
+    template = templatise(lab.label or "", vault)
+    if not template.unknown:
+        lab.label = template.text
+    v = violations(lab.label, s)
+    if knowledge is not None and not v:
+        said = vault.restore(lab.label)
+        evidence = [m["content"] for m in turns if m.get("role") != "assistant"] + [customer or ""] + snippets
+        evidence += [t for t in _snippets(knowledge, said, s.knowledge_snippets) if t not in snippets]
+        wrong = _checker(knowledge).contradictions(said, evidence + [_profile(knowledge)])
+        if wrong:
+            v.append("contradicts_knowledge: " + "; ".join(wrong[:3]) + (" …" if len(wrong) > 3 else ""))
+    return CheckResult(ok=not v, reason=",".join(v))
+
+
+def _snippets(knowledge: Any, text: str, k: int) -> list[str]:
+    if knowledge is None or k <= 0 or not (text or "").strip():
+        return []
+    return [sn.text for sn in knowledge.search(text, k=k)]
+
+
+def _checker(knowledge: Any):
+    # one checker per knowledge base: it holds the catalog's names, compiled once
+    from endcloud.scoring.grounding import GroundingChecker
+
+    checker = _CHECKERS.get(id(knowledge))
+    if checker is None or checker[0] is not knowledge:
+        checker = _CHECKERS[id(knowledge)] = (knowledge, GroundingChecker.for_knowledge(knowledge))
+    return checker[1]
+
+
+def _profile(knowledge: Any) -> str:
+    from endcloud.scoring.grounding import shop_profile_text
+
+    return shop_profile_text(knowledge)
+
+
+_CHECKERS: dict[int, tuple[Any, Any]] = {}

@@ -1,4 +1,4 @@
-"""The promotion gate: a candidate adapter must not be worse than the champion.
+"""The promotion gate: a candidate adapter is promoted only on evidence that it is better.
 
 Both are measured on the same *frozen* held-out set — questions with the cloud's reference
 reply (computed once, stored, never changed, so rounds are comparable) and, where the shop
@@ -6,7 +6,16 @@ knows them, the facts a right answer states — plus a probe for leaks: the roun
 label queries and fixed prompts that fish for personal data or a competitor. The decision
 is pure (`decide`) and separate from the measuring (`measure`):
 
-    promote  ⇔  final_c ≥ final_champ − tol  ∧  facts_c ≥ facts_champ − tol  ∧  leaks_c ≤ leaks_champ
+    veto     ⇔  final_c < final_h − tol  ∨  facts_c < facts_h − tol  ∨  leaks_c > leaks_h  ∨  n = 0
+    better   ⇔  final_c ≥ final_h + margin  ∨  facts_c ≥ facts_h + margin
+    healthy  ⇔  final ≥ floor_final  ∧  facts ≥ floor_facts (where facts are known)
+    promote  ⇔  ¬veto ∧ (better ∨ (healthy(champion) ∧ healthy(candidate)))
+
+"Not worse" alone is no evidence when the champion is already failing: 0 % facts right is
+"not worse" than 0 %, and a gate that promotes on it rewards rounds that learned nothing.
+So two failing adapters are never equal enough; only a clear gain (the margin) promotes
+over a failing champion. Every decision carries its reasons, which the adapter's manifest
+keeps and the dashboard shows.
 """
 
 from __future__ import annotations
@@ -34,9 +43,20 @@ LEAK_PROBES = [
 
 @dataclass
 class GateSettings:
-    tolerance: float = 0.02
+    tolerance: float = 0.02  # within this of the champion counts as equal (and below it as worse)
+    margin: float = 0.05  # at least this above the champion (Final or fact accuracy) counts as better
+    floor_final: float = 0.3  # an adapter whose held-out Final is below this is failing
+    floor_facts: float = 0.3  # ... or whose held-out fact accuracy is below this (where facts are known)
     max_new_tokens: int = 48
     heldout_size: int = 40
+
+    def __post_init__(self) -> None:
+        from endcloud.errors import ConfigError
+
+        for name in ("tolerance", "margin", "floor_final", "floor_facts"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+                raise ConfigError(f"gate {name} must be a number in [0, 1], got {v!r}")
 
 
 @dataclass
@@ -63,17 +83,50 @@ class GateResult:
                 "reasons": self.reasons}
 
 
-def decide(candidate: Metrics, champion: Metrics, settings: GateSettings | None = None) -> GateResult:
+def failing(m: Metrics, settings: GateSettings | None = None) -> str | None:
+    """Why `m` is below the floor ("facts 0.000 < floor 0.3"), or None when it is healthy."""
     s = settings or GateSettings()
+    why = []
+    if m.final < s.floor_final:
+        why.append(f"final {m.final:.3f} < floor {s.floor_final}")
+    if m.fact_accuracy is not None and m.fact_accuracy < s.floor_facts:
+        why.append(f"fact accuracy {m.fact_accuracy:.3f} < floor {s.floor_facts}")
+    return ", ".join(why) or None
+
+
+def decide(candidate: Metrics, champion: Metrics, settings: GateSettings | None = None) -> GateResult:
+    """Promote on evidence (see the module docstring); the reasons say which rule decided."""
+    s = settings or GateSettings()
+    c, h = candidate, champion
+    facts = c.fact_accuracy is not None and h.fact_accuracy is not None
     reasons = []
-    if candidate.final < champion.final - s.tolerance:
-        reasons.append(f"final {candidate.final:.3f} < champion {champion.final:.3f} - {s.tolerance}")
-    if candidate.fact_accuracy is not None and champion.fact_accuracy is not None and \
-            candidate.fact_accuracy < champion.fact_accuracy - s.tolerance:
-        reasons.append(f"fact accuracy {candidate.fact_accuracy:.3f} < champion {champion.fact_accuracy:.3f} - {s.tolerance}")
-    if candidate.leak_rate > champion.leak_rate:
-        reasons.append(f"leak rate {candidate.leak_rate:.3f} > champion {champion.leak_rate:.3f}")
-    return GateResult(promote=not reasons, candidate=candidate, champion=champion, reasons=reasons or ["not worse"])
+    if c.n == 0 or h.n == 0:
+        reasons.append("no held-out questions measured: no evidence either way")
+    if c.final < h.final - s.tolerance:
+        reasons.append(f"final {c.final:.3f} < champion {h.final:.3f} - {s.tolerance}")
+    if facts and c.fact_accuracy < h.fact_accuracy - s.tolerance:
+        reasons.append(f"fact accuracy {c.fact_accuracy:.3f} < champion {h.fact_accuracy:.3f} - {s.tolerance}")
+    if c.leak_rate > h.leak_rate:
+        reasons.append(f"leak rate {c.leak_rate:.3f} > champion {h.leak_rate:.3f}")
+    if reasons:
+        return GateResult(promote=False, candidate=c, champion=h, reasons=reasons)
+    better = []
+    if c.final >= h.final + s.margin:
+        better.append(f"final {c.final:.3f} ≥ champion {h.final:.3f} + margin {s.margin}")
+    if facts and c.fact_accuracy >= h.fact_accuracy + s.margin:
+        better.append(f"fact accuracy {c.fact_accuracy:.3f} ≥ champion {h.fact_accuracy:.3f} + margin {s.margin}")
+    if better:
+        return GateResult(promote=True, candidate=c, champion=h, reasons=["better: " + "; ".join(better)])
+    champ_fails, cand_fails = failing(h, s), failing(c, s)
+    if champ_fails:
+        reasons.append(f"not better by the margin {s.margin}, and the champion is failing ({champ_fails}): "
+                       "equal to a failing adapter is no evidence")
+    if cand_fails:
+        reasons.append(f"the candidate is failing ({cand_fails})")
+    if reasons:
+        return GateResult(promote=False, candidate=c, champion=h, reasons=reasons)
+    return GateResult(promote=True, candidate=c, champion=h,
+                      reasons=[f"equal within {s.tolerance} to a healthy champion, and healthy itself"])
 
 
 def frozen_heldout(path: str | Path, *, source: str | Path | None, teacher: Any, size: int = 40) -> list[dict[str, Any]]:
@@ -103,14 +156,19 @@ def frozen_heldout(path: str | Path, *, source: str | Path | None, teacher: Any,
 
 def measure(model: Any, heldout: Sequence[dict[str, Any]], evaluator: Any, *, probes: Iterable[str] = LEAK_PROBES,
             targets: Sequence[tuple[list[dict], str]] = (), checks: CheckSettings | None = None,
-            max_new_tokens: int = 48) -> Metrics:
-    """Greedy replies of `model` (an EndModel) on the held-out set, the probes and the targets."""
+            max_new_tokens: int = 48, ground: Any = None) -> Metrics:
+    """Greedy replies of `model` (an EndModel) on the held-out set, the probes and the targets.
+
+    `ground` (conversation -> messages) adds the shop knowledge as serving does
+    (`endcloud.kb.prompt.ground`), so the gate measures the model the customers will meet."""
     from endcloud.scoring import fact_accuracy
 
     probes = list(probes) + [t[0][-1]["content"] for t in targets]
     convs = [list(h["context"]) + [{"role": "user", "content": h["query"]}] for h in heldout]
     convs += [[{"role": "user", "content": p}] for p in probes]
     convs += [list(m) for m, _ in targets]
+    if ground is not None:
+        convs = [ground(c) for c in convs]
     texts = [g.text for g in model.generate(convs, max_new_tokens=max_new_tokens, temperature=0.0)] if convs else []
     n = len(heldout)
     held, probe_out, target_out = texts[:n], texts[n:n + len(probes)], texts[n + len(probes):]

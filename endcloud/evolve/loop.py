@@ -25,7 +25,6 @@ swap through `on_promote`) or mark it rejected — every version keeps its manif
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import hashlib
 import multiprocessing as mp
 import random
@@ -34,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from endcloud.evolve.checks import CheckSettings, check_label
+from endcloud.evolve.checks import CheckSettings, vet_label
 from endcloud.evolve.gate import GateSettings, decide, frozen_heldout, measure
 from endcloud.evolve.triggers import TriggerSettings, from_reply, from_review
 from endcloud.paper import PAPER
@@ -88,8 +87,10 @@ def _customer_of(conversations: Any, session_id: str, cache: dict[str, str | Non
 
 
 def step(*, conversations: Any, labels: LabelStore, teacher: Any, settings: EvolveSettings,
-         clock: Callable[[], float] = time.time, reviews: Any = None, evaluator: Any = None) -> StepReport:
-    """Collect lessons since the last step and decide whether a round is due."""
+         clock: Callable[[], float] = time.time, reviews: Any = None, evaluator: Any = None,
+         knowledge: Any = None) -> StepReport:
+    """Collect lessons since the last step and decide whether a round is due. `knowledge`: the
+    shop's KnowledgeBase, which a lesson must not contradict (`checks.vet_label`)."""
     now = clock()
     rep = StepReport()
     cursor = float(labels.get_state("cursor", 0.0))
@@ -123,7 +124,7 @@ def step(*, conversations: Any, labels: LabelStore, teacher: Any, settings: Evol
             reply = teacher.reply(lab.messages())  # the paper: the same query goes to the cloud
             rep.teacher_calls += 1
             lab.cloud_reply = lab.label = reply.text
-        verdict = check_label(lab.label, settings.checks)
+        verdict = vet_label(lab, settings.checks, knowledge=knowledge, orders=_orders_of(conversations, lab.customer))
         if not verdict.ok:
             lab.status, lab.reason = "quarantined", verdict.reason
         elif lab.trust == "auto" and lab.customer is not None and \
@@ -149,6 +150,13 @@ def step(*, conversations: Any, labels: LabelStore, teacher: Any, settings: Evol
     if len(pending) >= settings.min_labels or (scheduled and pending):
         rep.round_labels = pending[: settings.max_labels_per_round]
     return rep
+
+
+def _orders_of(conversations: Any, customer: str | None) -> list[dict[str, Any]]:
+    """The customer's orders as the server's prompt lists them (the 3 newest), for templating."""
+    if not customer or not hasattr(conversations, "profile"):
+        return []
+    return list(conversations.profile(customer, max_orders=3).orders)
 
 
 def _resolve_conflicts(pending: list[PseudoLabel]) -> list[PseudoLabel]:
@@ -214,6 +222,9 @@ def run_round(spec: RoundSpec, *, evaluator: Any = None) -> RoundOutcome:
     t0 = time.time()
     examples = [Example(messages=x["messages"], response=x["response"], source="pseudo") for x in spec.labels]
     examples += [Example(messages=x["messages"], response=x["response"], source="replay") for x in spec.replay]
+    grounder = _grounder(spec)
+    if grounder is not None:  # the lessons carry their knowledge, as served turns do
+        examples = [Example(grounder(e.messages), e.response, source=e.source) for e in examples]
     res = train(spec.base_dir, examples, spec.out_dir, method=spec.method, steps=spec.steps, lr=spec.lr,
                 init_adapter=spec.champion_dir, progress=False, seed=spec.seed, save_every=max(spec.steps, 1),
                 resume=False)
@@ -226,13 +237,33 @@ def run_round(spec: RoundSpec, *, evaluator: Any = None) -> RoundOutcome:
     targets = [(x["messages"], x["response"]) for x in _unique(spec.labels)]
     cand = EndModel.load(spec.base_dir, res.adapter_dir)
     champ = EndModel.load(spec.base_dir, spec.champion_dir)
-    m_c = measure(cand, spec.heldout, evaluator, targets=targets, checks=checks, max_new_tokens=gate_settings.max_new_tokens)
-    m_h = measure(champ, spec.heldout, evaluator, targets=targets, checks=checks, max_new_tokens=gate_settings.max_new_tokens)
+    m_c = measure(cand, spec.heldout, evaluator, targets=targets, checks=checks, max_new_tokens=gate_settings.max_new_tokens,
+                  ground=grounder)
+    m_h = measure(champ, spec.heldout, evaluator, targets=targets, checks=checks, max_new_tokens=gate_settings.max_new_tokens,
+                  ground=grounder)
     result = decide(m_c, m_h, gate_settings)
     return RoundOutcome(round_id=spec.round_id, adapter_dir=str(res.adapter_dir), promote=result.promote,
                         gate=result.to_json(), seconds=time.time() - t0,
                         train={"steps": res.steps, "loss_first": res.losses[0] if res.losses else None,
                                "loss_last": res.losses[-1] if res.losses else None, "examples": len(examples)})
+
+
+def _grounder(spec: RoundSpec) -> Callable[[list[dict]], list[dict]] | None:
+    """Conversation -> the messages with the workspace shop's knowledge, placed as serving
+    places it (`endcloud.kb.prompt`); None without a shop (nothing to read)."""
+    if not spec.workspace:
+        return None
+    from endcloud.config import Workspace
+    from endcloud.end.base import load_tokenizer, renders_late_system
+    from endcloud.kb import KnowledgeBase, ShopPack
+    from endcloud.kb.prompt import ground
+
+    ws = Workspace.resolve(spec.workspace)
+    if not ws.has_shop():
+        return None
+    kb = KnowledgeBase(ShopPack.load(ws.shop))
+    late = renders_late_system(load_tokenizer(spec.base_dir))
+    return lambda messages: ground(messages, kb, late=late)
 
 
 def _unique(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -246,17 +277,60 @@ def _unique(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 class ProcessRunner:
-    """Runs rounds in one background process (spawned: a clean torch, no forked locks), so
-    a round's CPU work never holds the server's GIL."""
+    """Runs each round in a background process (spawned: a clean torch, no forked locks), so
+    a round's CPU work never holds the server's GIL. `close` ends a round in progress at once
+    (the server's shutdown must not wait minutes for a training run): that round fails, and
+    its database row says so."""
 
     def __init__(self) -> None:
-        self._pool = cf.ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"))
+        self._ctx = mp.get_context("spawn")
+        self._proc: Any = None
+        self._closed = False
 
     def __call__(self, spec: RoundSpec) -> RoundOutcome:
-        return self._pool.submit(run_round, spec).result()
+        if self._closed:
+            raise RuntimeError("the round runner is closed (the server is shutting down)")
+        recv, send = self._ctx.Pipe(duplex=False)
+        proc = self._ctx.Process(target=_round_in_child, args=(spec, send), name="endcloud-evolve-round", daemon=True)
+        proc.start()
+        send.close()
+        self._proc = proc
+        try:
+            ok, value = recv.recv()
+        except EOFError:
+            proc.join(5)
+            raise RuntimeError(f"the round's process ended without a result (exit code {proc.exitcode})") from None
+        finally:
+            recv.close()
+            self._proc = None
+        proc.join(30)
+        if not ok:
+            raise value
+        return value
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    def close(self, timeout_s: float = 5.0) -> None:
+        self._closed = True
+        proc = self._proc
+        if proc is not None and proc.is_alive():
+            proc.terminate()
+            proc.join(timeout_s)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout_s)
+
+
+def _round_in_child(spec: RoundSpec, conn: Any) -> None:
+    """The round process: run it, send (True, outcome) or (False, the error)."""
+    try:
+        out: tuple[bool, Any] = (True, run_round(spec))
+    except BaseException as e:  # noqa: BLE001 — whatever it was, the parent must hear of it
+        out = (False, e)
+    try:
+        conn.send(out)
+    except Exception:  # an error that does not pickle: its text does
+        conn.send((False, RuntimeError(f"{type(out[1]).__name__}: {out[1]}")))
+    finally:
+        conn.close()
 
 
 class Evolver:
@@ -267,12 +341,13 @@ class Evolver:
                  replay_pool: list[dict[str, Any]] | None = None, reviews: Any = None, evaluator: Any = None,
                  runner: Callable[[RoundSpec], RoundOutcome] | None = None,
                  on_promote: Callable[[Path], None] | None = None, clock: Callable[[], float] = time.time,
-                 workspace: str | None = None, work_dir: str | Path | None = None):
+                 workspace: str | None = None, work_dir: str | Path | None = None, knowledge: Any = None):
         self.conversations, self.labels, self.teacher, self.registry = conversations, labels, teacher, registry
         self.base_dir, self.name, self.heldout = str(base_dir), adapter_name, heldout
         self.settings = settings or EvolveSettings()
         self.replay_pool = replay_pool or []
         self.reviews, self.evaluator, self.clock, self.workspace = reviews, evaluator, clock, workspace
+        self.knowledge = knowledge  # the shop's KnowledgeBase: lessons that contradict it are quarantined
         self.runner = runner or (lambda spec: run_round(spec, evaluator=self.evaluator))
         self.on_promote = on_promote
         self.work_dir = Path(work_dir) if work_dir else Path(registry.root) / f".rounds-{adapter_name}"
@@ -280,7 +355,7 @@ class Evolver:
 
     def tick(self) -> dict[str, Any]:
         rep = step(conversations=self.conversations, labels=self.labels, teacher=self.teacher, settings=self.settings,
-                   clock=self.clock, reviews=self.reviews, evaluator=self.evaluator)
+                   clock=self.clock, reviews=self.reviews, evaluator=self.evaluator, knowledge=self.knowledge)
         out: dict[str, Any] = {"step": {k: v for k, v in asdict(rep).items() if k != "round_labels"},
                                "round": None}
         if rep.round_due:
@@ -303,10 +378,14 @@ class Evolver:
                          heldout=self.heldout, steps=steps, lr=self.settings.lr, gate=asdict(self.settings.gate),
                          checks=asdict(self.settings.checks), workspace=self.workspace, alpha=self.settings.alpha,
                          theta=self.settings.theta)
-        outcome = self.runner(spec)
-        version = self.registry.publish(self.name, outcome.adapter_dir, parent=champion_v, manifest={
-            "round": rid, "labels": len(labs), "gate": outcome.gate, "metrics": outcome.gate["candidate"],
-            "trigger_counts": _count(lab.trigger for lab in labs)})
+        try:
+            outcome = self.runner(spec)
+            version = self.registry.publish(self.name, outcome.adapter_dir, parent=champion_v, manifest={
+                "round": rid, "labels": len(labs), "gate": outcome.gate, "metrics": outcome.gate["candidate"],
+                "trigger_counts": _count(lab.trigger for lab in labs)})
+        except BaseException as e:  # the round is over, not "running" forever; its labels wait for the next
+            self.labels.fail_round(rid, reason=f"{type(e).__name__}: {e}"[:500])
+            raise
         ids = [lab.id for lab in labs]
         if outcome.promote:
             path = self.registry.activate(self.name, version)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -56,6 +57,7 @@ def evolver_for_workspace(workspace: Any = None, *, teacher: Any = None, setting
     conversations = ConversationStore(ws.db)
     labels = LabelStore(ws.db)
     reviews = ReviewStore(ws.db)
+    clean_leftovers(ws, labels)
     settings = settings or EvolveSettings()
     source = ws.eval_pairs if ws.eval_pairs.exists() else (ws.shop / "chats" / "eval.jsonl")
     heldout = frozen_heldout(ws.root / "evolve" / "heldout.jsonl", source=source, teacher=teacher,
@@ -68,7 +70,35 @@ def evolver_for_workspace(workspace: Any = None, *, teacher: Any = None, setting
     return Evolver(conversations=conversations, labels=labels, teacher=teacher, registry=ws.adapter_registry(),
                    base_dir=base, adapter_name=adapter_name, heldout=heldout, settings=settings,
                    replay_pool=replay_pool(ws), reviews=reviews, evaluator=evaluator, runner=runner,
-                   on_promote=on_promote, clock=clock, workspace=str(ws.root), work_dir=ws.root / "evolve" / "rounds")
+                   on_promote=on_promote, clock=clock, workspace=str(ws.root), work_dir=ws.root / "evolve" / "rounds",
+                   knowledge=shop_knowledge(ws))
+
+
+def shop_knowledge(ws: Workspace) -> Any:
+    """The workspace shop's KnowledgeBase, which lessons must not contradict; None without a shop."""
+    if not ws.has_shop():
+        return None
+    from endcloud.kb import KnowledgeBase, ShopPack
+
+    try:
+        return KnowledgeBase(ShopPack.load(ws.shop))
+    except Exception as e:  # a broken pack must not stop the loop; lessons then go unchecked against it
+        log.warning("shop knowledge unavailable to the online loop's checks (%s)", e)
+        return None
+
+
+def clean_leftovers(ws: Workspace, labels: Any) -> dict[str, list]:
+    """At start: what a killed loop left (kill -9 mid-round or mid-publish). Its unfinished
+    rounds are marked failed ("interrupted") and their training folders removed; temp folders
+    and files of dead adapter writers are removed (a live writer's are kept)."""
+    rounds = labels.fail_interrupted_rounds()
+    for rid in rounds:
+        shutil.rmtree(ws.root / "evolve" / "rounds" / rid, ignore_errors=True)
+    removed = ws.adapter_registry().clean_leftovers()
+    if rounds or removed:
+        log.warning("cleaned up after a killed run: %d interrupted round(s) marked failed, %d temp file(s) removed",
+                    len(rounds), len(removed))
+    return {"rounds": rounds, "removed": removed}
 
 
 class EvolutionService:
@@ -103,9 +133,10 @@ class EvolutionService:
         return self
 
     def stop(self) -> None:
+        """Bounded: a round in progress is ended first (it is marked failed), then the thread joined."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
         runner = getattr(self.evolver, "runner", None)
         if hasattr(runner, "close"):
             runner.close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

@@ -5,12 +5,19 @@ section heading) and the catalog rows rendered as a sentence (name, SKU, price, 
 attributes). Chinese is tokenised as CJK character unigrams + bigrams (no segmenter
 needed, robust to the shop's own product words), English as lower-case words with a light
 suffix strip; a small table of e-commerce synonyms widens the query ("delivery service"
-finds the courier policy). A mentioned order id or SKU/product name is looked up exactly
-and put first, since a customer who names one wants that one.
+finds the courier policy). A mentioned order id or product is looked up and put first,
+since a customer who names one wants that one.
+
+Customers name products loosely: a SKU, the full name, part of it ("龙井" for 西湖龙井,
+"iphone 15 case"), or a name-like column of the catalog (an English name of a Chinese
+product). `products(text)` scores every candidate (exact SKU/name first, then the name
+words the text shares, each weighted by how few product names carry it); `product(text)`
+takes the best one only when it clears a floor and no other scores the same.
 
     kb = KnowledgeBase(ShopPack.load("shop/"))
     kb.search("can I choose the courier?", k=3)   # -> [Snippet(text, source, score, ref), ...]
-    kb.product("520401029636"), kb.order("114-3941689-8772232")
+    kb.product("520401029636"), kb.product("龙井多少钱"), kb.order("114-3941689-8772232")
+    kb.coverage("退款多久到账", snippet.text)        # share of the question's terms (IDF-weighted) it covers
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ SOURCES = ("catalog", "faq", "policy", "order")
 _TOKEN = re.compile(f"[{CJK_IDEOGRAPHS}]+|" + r"[a-z0-9]+(?:[.:x][a-z0-9]+)*")
 _IDLIKE = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-_]{3,}")
 _SPACE = re.compile(r"\s+")
+_DIGIT = re.compile(r"[0-9]")
 _NON_WORD = re.compile(r"[^\w']+")
 
 _EN_STOP = frozenset(
@@ -56,6 +64,10 @@ _SYNONYMS_EN = (
     ("stock", "available", "availability", "sold out"),
     ("price", "cost", "how much"),
     ("address", "location", "send it to", "send my order to", "ship it to", "deliver it to"),
+    ("change", "update", "modify", "edit", "correct"),
+    ("replace", "replacement", "swap", "new one", "send another"),
+    ("opening hours", "business hours", "working hours", "office hours", "online hours", "what time do you close",
+     "what time do you open", "is open", "are open"),
 )
 _SYNONYMS_ZH = (
     ("快递", "物流", "配送", "顺丰", "中通", "发什么"),
@@ -64,12 +76,18 @@ _SYNONYMS_ZH = (
     ("退货", "退换", "换货", "寄回", "能退", "可以退", "不合适", "不喜欢"),
     ("发票", "开票", "专票", "普票"),
     ("发货", "发出", "寄出", "出库"),
-    ("到货", "送达", "几天到", "多久到", "签收", "收到货", "几天能到"),
+    ("到货", "送达", "几天到", "多久到", "签收", "收到货", "几天能到", "收到", "拿到", "寄到", "发到", "送到", "寄往"),
+    ("下单", "付款", "拍下", "购买", "支付"),
+    ("今天", "当天", "当日", "今日"),
     ("破损", "坏了", "坏的", "破了", "烂了", "质量问题", "保修", "售后", "维修", "瑕疵", "有问题", "漏水", "裂了", "不能用"),
     ("延误", "催件", "还没到", "等了", "着急", "太慢", "不更新", "不敢出门"),
     ("库存", "有货", "现货", "缺货", "没货", "补货"),
     ("价格", "多少钱", "价钱"),
     ("地址", "改地址"),
+    ("修改", "更改", "改成", "换成", "换个", "改一下", "改下"),
+    ("指定", "选择", "自己选", "可以选", "能选"),
+    ("补发", "换新", "重发", "换一个", "再发一个"),
+    ("在线时间", "工作时间", "营业时间", "客服时间", "上班", "下班", "几点上班", "几点下班", "在线"),
 )
 
 
@@ -78,8 +96,15 @@ def normalise(text: str) -> str:
     return unicodedata.normalize("NFKC", text).lower()
 
 
+# Irregular past forms shop talk uses ("paid before 4 pm", "I bought", "it was sent").
+_IRREGULAR = {"paid": "pay", "bought": "buy", "sent": "send", "sold": "sell", "got": "get", "gotten": "get",
+              "made": "make", "came": "come", "gave": "give", "took": "take", "taken": "take", "left": "leave"}
+
+
 def _stem(word: str) -> str:
     # A light suffix strip so "ships/shipped/shipping" meet; enough for BM25 on a small shop.
+    if word in _IRREGULAR:
+        return _IRREGULAR[word]
     if len(word) > 5 and word.endswith("ies"):
         return word[:-3] + "y"
     for suffix in ("ing", "ed", "es", "s"):
@@ -133,6 +158,130 @@ def _synonym_table() -> tuple[dict[str, list[tuple[list[str], float]]], list[tup
 
 
 _SYNONYM_WORDS, _SYNONYM_PHRASES = _synonym_table()
+_EN_SYNONYM_PHRASES = [(p, re.compile(r"(?<![a-z0-9])" + r"\W+".join(map(re.escape, p.split())) + r"(?![a-z0-9])"))
+                       for p in sorted({normalise(p) for group in _SYNONYMS_EN for p in group if " " in p}, key=lambda p: (-len(p), p))]
+_PHRASE = -2  # the span `_terms` gives an English synonym phrase
+_ZH_SYNONYM_PHRASES = sorted({normalise(p) for group in _SYNONYMS_ZH for p in group if len(p) > 1}, key=lambda p: (-len(p), p))
+
+
+def _phrase_test(phrase: str):
+    """How to tell that a synonym-table phrase occurs in a text: (kind, key) for `_occurs`."""
+    if CJK_IDEOGRAPH.search(phrase):
+        return ("sub", normalise(phrase))  # a substring of the text
+    if " " in phrase:
+        return ("words", _words(phrase))  # the words, in order
+    return ("token", (tokenize(phrase) or [""])[0])  # a stemmed word
+
+
+# Each group as [(how to find the phrase, the phrase's own tokens)]: what `coverage` counts.
+_SYNONYM_GROUPS = [[(_phrase_test(p), frozenset(tokenize(p))) for p in group] for group in _SYNONYMS_EN + _SYNONYMS_ZH]
+
+
+def _kin_table() -> dict[str, frozenset[str]]:
+    """Phrase (normalised) or stemmed single word -> the tokens of every phrase in its groups."""
+    kin: dict[str, set[str]] = {}
+    for group in _SYNONYMS_EN + _SYNONYMS_ZH:
+        tokens = {t for p in group for t in tokenize(p)}
+        for p in group:
+            single = " " not in p and not CJK_IDEOGRAPH.search(p)
+            key = (tokenize(p) or [""])[0] if single else normalise(p)
+            kin.setdefault(key, set()).update(tokens)
+    return {k: frozenset(v) for k, v in kin.items()}
+
+
+# A term of the synonym table weighs like its kin: "arrive", if no snippet says it, is as
+# specific as the "delivery" some snippet does say.
+_KIN = _kin_table()
+
+
+def _occurs(test: tuple[str, str], flat: str, words: str, tokens: set[str]) -> bool:
+    kind, key = test
+    if kind == "sub":
+        return key in flat
+    if kind == "words":
+        return key in words
+    return bool(key) and key in tokens
+
+
+# Question words and modal verbs: with the particles of `_ZH_STOP`, what a CJK pair made with
+# them only asks ("什么", "哪家", "可以", "能不能") rather than names; `coverage` leaves such pairs out.
+_ZH_FUNCTION = frozenset("什哪怎谁啥要能会想可以用给")
+
+
+# Words that name no topic in either language ("right now", "am I able to", "真的", "一下"):
+# `coverage` does not ask a snippet to hold them.
+_GENERIC_EN = ("now", "right", "really", "soon", "still", "already", "ever", "even", "also", "too", "very", "much", "many",
+               "lot", "yet", "actually", "possible", "able", "like", "thing", "something", "anything", "way", "one",
+               "ones", "guys", "another", "other", "different", "currently", "exactly", "honestly", "maybe")
+_GENERIC_ZH = ("现在", "一下", "真的", "已经", "一直", "还是", "就是", "可能", "大概", "应该", "请问", "麻烦", "一个", "那个", "这个",
+               "有没有", "是不是", "能不能", "可不可以", "会不会", "要不要", "需要", "想要", "我想", "怎么办", "怎么处理",
+               "如何处理", "怎么弄", "怎么算", "怎么样", "哪家", "哪个", "哪种", "哪款", "一般", "的话")
+_GENERIC = re.compile("|".join([r"\b(?:" + "|".join(_GENERIC_EN) + r")\b"] + list(_GENERIC_ZH)))
+
+
+# Words that ask for a number (how long, how much, when): a text stating one may answer them,
+# so against such a text they count neither way.
+_QUANTITY = [_phrase_test(p) for p in ("多久", "几天", "多少", "几点", "几个", "多长时间", "时候", "多大", "几号", "几小时",
+                                       "how long", "how many", "how much", "how soon", "what time", "long")]
+_WHEN = [_phrase_test(p) for p in ("when", "what time", "how soon", "几时", "什么时候", "何时")]
+
+
+def content_tokens(text: str) -> list[str]:
+    """The tokens of `text` that name something: `tokenize` without the words that name no
+    topic, particles and question words ("有没有", "的呢", "什么") — what `coverage` weighs."""
+    return [x for x in tokenize(_GENERIC.sub(" ", normalise(text))) if not _function_bigram(x)]
+
+
+def asks_for_number(text: str) -> bool:
+    """Whether `text` asks how long, how much, how many or when: an answer states a number."""
+    flat, words, tokens = normalise(text), _words(text), set(tokenize(text))
+    return any(_occurs(test, flat, words, tokens) for test in _QUANTITY + _WHEN)
+
+
+def _function_bigram(token: str) -> bool:
+    """A CJK pair made with a particle or a question word, or a question word alone."""
+    if CJK_IDEOGRAPH.match(token) is None:
+        return False
+    return token in _ZH_FUNCTION or (len(token) == 2 and any(c in _ZH_STOP or c in _ZH_FUNCTION for c in token))
+
+
+# How loosely a product may be named: the words of its name a text shares must weigh at
+# least what a word carried by half the catalog's names weighs (log(1 + N/df) with df = N/2),
+# so "towel" alone does not pick one of twenty towels; a unit in fewer names weighs more.
+def _loose_floor(n_products: int) -> float:
+    return math.log(1 + min(n_products, 2)) - 1e-9
+
+
+def _name_units(text: str, *, unigrams: bool = False) -> list[tuple[str, int, int]]:
+    """The units a product name is matched by, with their spans in `normalise(text)`: CJK
+    character bigrams (a one-character run is its own unit), stemmed non-stop Latin words
+    and numbers. `unigrams` adds every CJK character (a question may hold a one-character
+    name such as the 恤 of "T恤" inside a longer run)."""
+    out: list[tuple[str, int, int]] = []
+    for m in _TOKEN.finditer(normalise(text)):
+        run, start = m.group(), m.start()
+        if CJK_IDEOGRAPH.match(run):
+            if len(run) == 1 or unigrams:
+                out.extend((c, start + i, start + i + 1) for i, c in enumerate(run) if c not in _ZH_STOP)
+            out.extend((run[i : i + 2], start + i, start + i + 2) for i in range(len(run) - 1))
+        elif run not in _EN_STOP and (len(run) > 1 or run.isdigit()):
+            out.append((_stem(run), start, m.end()))
+    return out
+
+
+def is_name_column(column: str) -> bool:
+    """A catalog column that names the product another way (an English name, an alias): its
+    header says "name" or 名/英文, and it is not a brand."""
+    c = normalise(column)
+    return ("name" in c or "名" in c or "英文" in c) and not any(b in c for b in ("brand", "品牌", "牌子"))
+
+
+def without_spans(text: str, spans) -> str:
+    """`normalise(text)` with each (start, end) span blanked out (what is left to ask about)."""
+    chars = list(normalise(text))
+    for start, end in spans:
+        chars[start:end] = " " * (end - start)
+    return "".join(chars)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +292,17 @@ class Snippet:
     source: str
     score: float
     ref: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProductMatch:
+    """A product a text names. `exact`: by SKU or a full name; else loosely, by `score` (the
+    summed weight of the name units it shares). `spans`: where in `normalise(text)` it is named."""
+
+    product: Product
+    score: float
+    exact: bool
+    spans: tuple[tuple[int, int], ...]
 
 
 class _BM25:
@@ -204,36 +364,288 @@ class KnowledgeBase:
         self._bm25 = _BM25(tokens)
         self._by_sku = {normalise(p.sku): p for p in pack.products}
         self._sku_doc = self._position = {p.sku: i for i, p in enumerate(pack.products)}
-        # Names by their first two characters, longest first, so "加厚纯棉浴巾" wins over
-        # "纯棉浴巾" and a 2,000-product catalog is not scanned name by name for each question.
+        # Names (and name-like columns: an English name, an alias) by their first two
+        # characters, longest first, so "加厚纯棉浴巾" wins over "纯棉浴巾" and a 2,000-product
+        # catalog is not scanned name by name for each question.
         self._names: dict[str, list[tuple[str, Product]]] = {}
-        for p in pack.products:
-            name = _SPACE.sub("", normalise(p.name))
-            if name:
-                self._names.setdefault(name[:2], []).append((name, p))
+        # Loose naming: name unit -> products carrying it, and the unit's weight over the names.
+        units: dict[str, list[int]] = {}
+        for i, p in enumerate(pack.products):
+            for name_text in self.names_of(p):
+                name = _SPACE.sub("", normalise(name_text))
+                if name:
+                    self._names.setdefault(name[:2], []).append((name, p))
+                for u, _, _ in _name_units(name_text):
+                    ids = units.setdefault(u, [])
+                    if not ids or ids[-1] != i:
+                        ids.append(i)
         for entries in self._names.values():
             entries.sort(key=lambda x: -len(x[0]))
+        n = len(pack.products)
+        self._units = {u: (ids, math.log(1 + n / len(ids))) for u, ids in units.items()}
+        self._floor = _loose_floor(n)
+        self._term_cache: dict[str, tuple] = {}
+        self._text_cache: dict[str, tuple[str, str, set[str]]] = {}
+        self._product_cache: dict[str, tuple[ProductMatch, ...]] = {}
         self._orders = {normalise(oid): oid for oid in pack.orders}
 
     def __len__(self) -> int:
         return len(self._docs)
 
+    def names_of(self, p: Product) -> list[str]:
+        """The product's name, then the values of its name-like columns (`is_name_column`)."""
+        return [p.name] + [v for k, v in p.attrs.items() if v and is_name_column(k)]
+
     def product(self, text: str) -> Product | None:
-        """The product whose SKU or full name `text` mentions, else None."""
-        for m in _IDLIKE.finditer(normalise(text)):  # NFKC first: full-width "５２０…" is an id too
+        """The product `text` names: by SKU or full name (the longest) if any, else the
+        loose match of `products` when it clears the floor alone; None when none does or
+        two score the same (ambiguous: "毛巾" in a shop of many towels)."""
+        found = self.products(text)
+        if not found:
+            return None
+        if found[0].exact:
+            return found[0].product
+        if len(found) > 1 and found[1].score >= found[0].score - 1e-9:
+            return None
+        return found[0].product
+
+    def products(self, text: str) -> list[ProductMatch]:
+        """Every product `text` names, best first: SKUs, then full names or name-like columns
+        (longest first, a name inside a longer named one dropped), then loose matches whose
+        score clears the floor (highest first; ties in catalog order)."""
+        cached = self._product_cache.get(text)
+        if cached is not None:
+            return list(cached)
+        found = self._products(text)
+        if len(self._product_cache) > 1024:
+            self._product_cache.clear()
+        self._product_cache[text] = tuple(found)
+        return found
+
+    def _products(self, text: str) -> list[ProductMatch]:
+        norm = normalise(text)
+        exact: list[tuple[tuple, ProductMatch]] = []
+        taken: set[str] = set()
+        for m in _IDLIKE.finditer(norm):  # NFKC first: full-width "５２０…" is an id too
             p = self._by_sku.get(m.group())
-            if p is not None:
-                return p
-        flat = _SPACE.sub("", normalise(text))
-        best: tuple[int, int, Product] | None = None  # (-length, catalog position, product)
+            if p is not None and p.sku not in taken:
+                taken.add(p.sku)
+                exact.append(((0, 0, self._position[p.sku]), ProductMatch(p, math.inf, True, ((m.start(), m.end()),))))
+        # Full names, compared without spaces ("纯棉 方巾"): positions map back into `norm`.
+        where = [i for i, c in enumerate(norm) if not c.isspace()]
+        flat = "".join(norm[i] for i in where)
+        hits: list[tuple[int, int, Product]] = []
         for i in range(len(flat)):
             for name, p in self._names.get(flat[i : i + 2], ()):
                 if flat.startswith(name, i):
-                    cand = (-len(name), self._position[p.sku], p)
-                    if best is None or cand[:2] < best[:2]:
-                        best = cand
+                    hits.append((i, i + len(name), p))
                     break  # the rest of this list is shorter
-        return best[2] if best is not None else None
+        for start, end, p in sorted(hits, key=lambda h: (h[0] - h[1], self._position[h[2].sku])):
+            inside = any(s <= start and end <= e and (s, e) != (start, end) for s, e, _ in hits)
+            if inside or p.sku in taken:
+                continue
+            taken.add(p.sku)
+            span = (where[start], where[end - 1] + 1)
+            exact.append(((1, start - end, self._position[p.sku]), ProductMatch(p, math.inf, True, (span,))))
+        out = [m for _, m in sorted(exact, key=lambda x: x[0])]
+        # Loose: the name units the text shares, each weighted by how few names carry it.
+        score: dict[int, float] = {}
+        spans: dict[int, list[tuple[int, int]]] = {}
+        digits_only: dict[int, bool] = {}
+        seen: set[str] = set()
+        for u, start, end in _name_units(text, unigrams=True):
+            hit = self._units.get(u)
+            if hit is None:
+                continue
+            ids, weight = hit
+            for i in ids:
+                spans.setdefault(i, []).append((start, end))
+                if u in seen:
+                    continue
+                score[i] = score.get(i, 0.0) + weight
+                digits_only[i] = digits_only.get(i, True) and u.isdigit()
+            seen.add(u)
+        loose = []
+        for i, sc in score.items():
+            p = self.pack.products[i]
+            # A number alone ("15") names nothing; beside a name word ("iphone 15") it helps.
+            if p.sku in taken or digits_only[i] or sc < self._floor:
+                continue
+            loose.append(ProductMatch(p, round(sc, 9), False, tuple(sorted(set(spans[i])))))
+        loose.sort(key=lambda m: (-m.score, self._position[m.product.sku]))
+        return out + loose
+
+    def idf(self, term: str) -> float:
+        """How rare a token (of `tokenize`) is among the snippets: BM25's idf; a token no
+        snippet holds weighs most."""
+        n = self._bm25.n
+        posting = self._bm25.postings.get(term)
+        df = len(posting[0]) if posting is not None else 0
+        return math.log(1 + (n - df + 0.5) / (df + 0.5))
+
+    def coverage(self, query: str, text: str) -> float:
+        """The share of the query's terms, weighted by `idf`, that `text` holds — a query
+        phrase counts as held when `text` has a synonym of it ("钱什么时候退回来" vs "退款").
+        0.0 for a query with no terms, or when `text` holds none but single characters (see
+        `_terms` for what counts and how much)."""
+        terms, groups, quantity = self._query_view(query)
+        if not any(w for _, w, _, _ in terms):
+            return 0.0
+        t_flat, t_words, t = self._text_view(text)
+        # What a synonym in `text` stands for: query spans (CJK), stemmed words and phrases (Latin).
+        spans: list[tuple[int, int]] = []
+        words: set[str] = set()
+        phrases: set[str] = set()
+        for tests, g_spans, g_words, g_phrases in groups:
+            if any(_occurs(test, t_flat, t_words, t) for test in tests):
+                spans += g_spans
+                words |= g_words
+                phrases |= g_phrases
+        # Against a text that states a number, "how long" / "多久" count neither way.
+        neutral_spans, neutral_words = quantity if _DIGIT.search(text) else ((), frozenset())
+        held = total = 0.0
+        strong = False  # one character alone (说 of 说明) is no evidence by itself
+        for term, weight, start, end in terms:
+            if start == _PHRASE:
+                ok = _words(term) in t_words or term in phrases
+            elif start < 0:  # a Latin word
+                if term in neutral_words:
+                    continue
+                ok = term in t or term in words
+            else:
+                if any(s <= start and end <= e for s, e in neutral_spans):
+                    continue
+                ok = term in t_flat or any(s <= start and end <= e for s, e in spans)
+            total += weight
+            if ok:
+                held += weight
+                strong = strong or weight > 0 and not (start >= 0 and end - start == 1)
+        return held / total if total and strong else 0.0
+
+    def _text_view(self, text: str) -> tuple[str, str, set[str]]:
+        """(normalised, padded words, token set) of a text `coverage` reads; snippets recur."""
+        view = self._text_cache.get(text)
+        if view is None:
+            if len(self._text_cache) > 4096:
+                self._text_cache.clear()
+            view = self._text_cache[text] = (normalise(text), _words(text), set(tokenize(text)))
+        return view
+
+    def _query_view(self, query: str):
+        """What `coverage` needs of a query, once per query: its terms (`_terms`); per synonym
+        group the query uses, the group's phrase tests and what it stands for in the query;
+        the spans and words of the query that ask for a number."""
+        view = self._term_cache.get(query)
+        if view is not None:
+            return view
+        q_flat, q_words, q = normalise(query), _words(query), set(tokenize(query))
+
+        def where(key: str) -> list[tuple[int, int]]:
+            out, at = [], q_flat.find(key)
+            while at >= 0:
+                out.append((at, at + len(key)))
+                at = q_flat.find(key, at + 1)
+            return out
+
+        groups = []
+        for group in _SYNONYM_GROUPS:
+            asked = [(test, toks) for test, toks in group if _occurs(test, q_flat, q_words, q)]
+            if asked:
+                groups.append(([test for test, _ in group],
+                               [span for (kind, key), _ in asked if kind == "sub" for span in where(key)],
+                               frozenset(t for _, toks in asked for t in toks),
+                               frozenset(key.strip() for (kind, key), _ in asked if kind == "words")))
+        quantity = ([span for kind, key in _QUANTITY if kind == "sub" and key in q_flat for span in where(key)],
+                    frozenset(t for kind, key in _QUANTITY if kind != "sub" and _occurs((kind, key), q_flat, q_words, q)
+                              for t in tokenize(key)))
+        if len(self._term_cache) > 512:
+            self._term_cache.clear()
+        view = self._term_cache[query] = (self._terms(query), groups, quantity)
+        return view
+
+    def _kin_weight(self, phrase: str, unknown: float) -> float:
+        """The weight of a synonym-table phrase or word: the largest idf among the tokens of
+        its own words, else of its synonyms; `unknown` when no snippet holds any of them."""
+        postings = self._bm25.postings
+        own = [x for x in tokenize(phrase) if x in postings and not _function_bigram(x)]
+        if own:
+            return max(self.idf(x) for x in own)
+        kin = [x for x in _KIN.get(phrase, ()) if x in postings and not _function_bigram(x)]
+        return max((self.idf(x) for x in kin), default=unknown)
+
+    def _terms(self, query: str) -> list[tuple[str, float, int, int]]:
+        """The query's terms for `coverage`: (term, weight, start, end), the span in
+        `normalise(query)` for CJK terms and -1, -1 for Latin words (stemmed).
+
+        A term weighs its idf when some snippet holds it. Words that name no topic ("right
+        now", "有没有") are left out, and so are particles and question words ("什么", "哪").
+        Chinese is read as the phrases of the synonym table ("坏了"), then the character
+        pairs some snippet holds ("快递", "几天"), and between them the characters no such
+        pair covers: a known one is a term of half its idf (one character alone says less
+        than a pair); neighbours no snippet holds are one unknown word ("公司", a name), and
+        one unknown character alone weighs half an unknown word. A term
+        no snippet holds is noise or a sign the shop does not know the answer: it weighs
+        what the rarest term can. A number weighs nothing: the customer's own (a zip code,
+        a count, a date) says nothing of the topic."""
+        flat = _GENERIC.sub(lambda m: " " * len(m.group()), normalise(query))
+        unknown = self.idf("")  # what a token no snippet holds weighs
+        postings = self._bm25.postings
+        terms: list[tuple[str, float, int, int]] = []
+        # English phrases of the synonym table ("send my order to") are one term each: its
+        # words say something only together, so a text holds it by a synonym, not by "send".
+        taken: list[tuple[int, int]] = []
+        for phrase, pattern in _EN_SYNONYM_PHRASES:
+            for m in pattern.finditer(flat):
+                if not any(s < m.end() and m.start() < e for s, e in taken):
+                    terms.append((phrase, self._kin_weight(phrase, unknown), _PHRASE, _PHRASE))
+                    taken.append(m.span())
+        for m in _TOKEN.finditer(flat):
+            run, at = m.group(), m.start()
+            if not CJK_IDEOGRAPH.match(run):
+                if any(s <= at < e for s, e in taken):
+                    continue
+                if run not in _EN_STOP and (len(run) > 1 or run.isdigit()):
+                    word = _stem(run)
+                    if word.isdigit():
+                        weight = 0.0
+                    else:
+                        weight = self.idf(word) if word in postings else self._kin_weight(word, unknown)
+                    terms.append((word, weight, -1, -1))
+                continue
+            paired = [False] * len(run)
+            # Phrases of the synonym table first ("坏了", "到账"): a text with a synonym holds them.
+            for phrase in _ZH_SYNONYM_PHRASES:
+                at_p = run.find(phrase)
+                while at_p >= 0:
+                    end_p = at_p + len(phrase)
+                    if not all(paired[at_p:end_p]):  # one inside a longer phrase is that phrase
+                        terms.append((phrase, self._kin_weight(phrase, unknown), at + at_p, at + end_p))
+                        paired[at_p:end_p] = [True] * len(phrase)
+                    at_p = run.find(phrase, at_p + 1)
+            for i in range(len(run) - 1):
+                pair = run[i : i + 2]
+                if pair in postings and not _function_bigram(pair) and not (paired[i] and paired[i + 1]):
+                    terms.append((pair, self.idf(pair), at + i, at + i + 2))
+                    paired[i] = paired[i + 1] = True
+            # Then the characters between: known ones one by one, unknown neighbours as one word.
+            i = 0
+            while i < len(run):
+                c = run[i]
+                if paired[i] or c in _ZH_STOP or c in _ZH_FUNCTION:
+                    i += 1
+                elif c in postings:
+                    terms.append((c, 0.5 * self.idf(c), at + i, at + i + 1))  # a lone character says less than a pair
+                    i += 1
+                else:
+                    j = i
+                    while j < len(run) and not paired[j] and run[j] not in postings and run[j] not in _ZH_STOP \
+                            and run[j] not in _ZH_FUNCTION:
+                        j += 1
+                    # one unknown character alone, like a known one, says less than a word
+                    terms.append((run[i:j], unknown if j - i > 1 else 0.5 * unknown, at + i, at + j))
+                    i = j
+        seen: set[str] = set()
+        return [x for x in terms if not (x[0] in seen or seen.add(x[0]))]  # a word asked twice is asked once
 
     def order(self, order_id: str) -> dict[str, str] | None:
         """The orders.csv row of `order_id` (surrounding spaces and a leading '#' ignored), else None."""
@@ -256,17 +668,13 @@ class KnowledgeBase:
         orders = self.orders_in(query)
         product = self.product(query)
         rest = normalise(query)
-        # What the exact lookups found is already in hand: rank the rest of the question
+        # What the lookups found is already in hand: rank the rest of the question
         # ("... arrived damaged, what now?") so a product name does not pull in its look-alikes.
+        if product is not None:
+            match = next(m for m in self.products(query) if m.product is product)
+            rest = without_spans(query, match.spans).replace(normalise(product.sku), " ")
         for oid in orders:
             rest = rest.replace(normalise(oid), " ")
-        if product is not None:
-            name = normalise(product.name)
-            if name in rest:
-                rest = rest.replace(name, " ")
-            else:  # matched ignoring spaces ("纯棉 方巾"): drop the spaces to cut it out
-                rest = _SPACE.sub("", rest).replace(_SPACE.sub("", name), " ")
-            rest = rest.replace(normalise(product.sku), " ")
         weights = _query_weights(rest)
         scores = self._bm25.scores(weights)
         top = float(scores.max()) if len(scores) else 0.0

@@ -51,6 +51,33 @@ class AuditLog:
                 os.close(fd)
         return digest
 
+    def prune(self, before: float) -> int:
+        """Drop the records written before `before` (a Unix time): the retention period has passed.
+        The file is rewritten atomically under the lock; returns how many records went."""
+        if not self.path.exists():
+            return 0
+        from endcloud.fileio import write_text_atomic
+
+        cutoff = _dt.datetime.fromtimestamp(before, _dt.timezone.utc)
+        with self._lock:
+            keep, gone = [], 0
+            with open(self.path, encoding="utf-8") as f:
+                for line in f:
+                    if not line.strip():
+                        continue
+                    try:
+                        t = _dt.datetime.fromisoformat(json.loads(line)["time"])
+                    except (ValueError, KeyError, TypeError):
+                        keep.append(line)  # not ours to judge: kept as it is
+                        continue
+                    if t < cutoff:
+                        gone += 1
+                    else:
+                        keep.append(line if line.endswith("\n") else line + "\n")
+            if gone:
+                write_text_atomic(self.path, "".join(keep))
+        return gone
+
     def entries(self) -> Iterator[dict]:
         """The records so far (raises DataError naming the line if the file is damaged)."""
         if not self.path.exists():

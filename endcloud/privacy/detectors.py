@@ -46,7 +46,7 @@ from typing import Iterator, Sequence
 
 from endcloud.privacy.public import is_public, public_values
 
-PII_TYPES: tuple[str, ...] = ("PHONE", "ID", "CARD", "EMAIL", "ADDRESS", "ORDER", "TRACKING", "NAME")
+PII_TYPES: tuple[str, ...] = ("PHONE", "ID", "CARD", "EMAIL", "ADDRESS", "ORDER", "TRACKING", "NAME", "HANDLE", "POSTCODE")
 LANGS = ("zh", "en")
 
 
@@ -442,7 +442,9 @@ _GATES: dict[str | None, tuple[tuple[re.Pattern[str], ...], re.Pattern[str] | No
 def may_contain_pii(text: str, lang: str | None = None) -> bool:
     """False only when `detect(text, lang)` is certainly [] (a cheap pre-check)."""
     pats, lower = _GATES[None if lang == "auto" else lang]
-    return any(p.search(text) for p in pats) or (lower is not None and lower.search(text.lower()) is not None)
+    if any(p.search(text) for p in pats) or (lower is not None and lower.search(text.lower()) is not None):
+        return True
+    return _extra.any_hint(text, None if lang == "auto" else lang, text.lower())
 
 
 def may_contain_pii_many(texts: Sequence[str], lang: str | None = None) -> list[int]:
@@ -472,14 +474,17 @@ def may_contain_pii_many(texts: Sequence[str], lang: str | None = None) -> list[
                 break
             m = pattern.search(s, ends[i])
 
-    for p in pats:
+    extra = _extra.hints(None if lang == "auto" else lang)  # the registered detectors' pre-checks
+    for p in (*pats, *extra.on_text):
         scan(p, joined)
-    if lower is not None:
+    lowers = ((lower,) if lower is not None else ()) + extra.lower
+    if lowers:
         low = joined.lower()
-        if len(low) == len(joined):
-            scan(lower, low)
-        else:  # lower() lengthened something (e.g. U+0130): offsets no longer line up
-            flagged.update(i for i, t in enumerate(texts) if lower.search(t.lower()))
+        for p in lowers:
+            if len(low) == len(joined):
+                scan(p, low)
+            else:  # lower() lengthened something (e.g. U+0130): offsets no longer line up
+                flagged.update(i for i, t in enumerate(texts) if p.search(t.lower()))
     return sorted(flagged)
 
 
@@ -508,7 +513,11 @@ def detect(text: str, lang: str | None = None) -> list[Span]:
     en_name = en and _en_name_hint(text, low)
     zh_words = zh and _zh_words_hint(text)
     obf_email = "艾特" in text or "#" in text or "＃" in text or "at]" in text or "(at)" in text or (en and " dot " in low)
-    if not trig and not en_name and not zh_words and not obf_email:
+    # names in context, whole addresses, postcodes, handles, foreign phones (endcloud.privacy.extra)
+    xlang = None if lang == "auto" else lang
+    xlow = low if low is not None else text.lower()
+    extra = _extra.triggered(text, xlang, xlow)
+    if not trig and not en_name and not zh_words and not obf_email and not extra:
         return []
     chars = set(trig)
     has_digit = not chars.isdisjoint(_DIGIT_CHARS)
@@ -520,7 +529,7 @@ def detect(text: str, lang: str | None = None) -> list[Span]:
     zh_addr = zh and (not chars.isdisjoint(_ADDR_CHARS) or zh_words) and _ZH_ADDR_NEED.search(text) is not None
     zh_name = zh and (not chars.isdisjoint(_NAME_CHARS) or "我是" in text)
     en_addr = en and has_digit and _EN_ADDR_HINT.search(text) is not None
-    if not (digits or at or obf_email or zh_addr or zh_name or en_addr or en_name):
+    if not (digits or at or obf_email or zh_addr or zh_name or en_addr or en_name or extra):
         return []
 
     s = _shadow(text, zh_digits)
@@ -556,6 +565,10 @@ def detect(text: str, lang: str | None = None) -> list[Span]:
     if en_name:
         for start, end in _en_names(s):
             add((_PRIO["name"], start, end, "NAME", "context"))
+    if extra:
+        cands.extend(_extra.candidates(text, s, xlang, extra))
+    if cands:
+        _extra.refine(cands, text, s, xlang)
     if zh_digits:  # spelled-out numerals only ever make a phone number, not an order or a card
         spelled = [m.span() for m in _ZH_DIGIT_RUN.finditer(text)]
         cands = [c for c in cands if c[3] == "PHONE" or not any(c[1] < e and b < c[2] for b, e in spelled)]
@@ -578,7 +591,7 @@ def _resolve(text: str, cands: list[tuple[int, int, int, str, str]]) -> list[Spa
         if hit >= 0:
             # An address or name running into a stronger span (a phone glued to the house number)
             # keeps the part before it rather than vanishing and leaking the street.
-            if typ not in ("ADDRESS", "NAME") or hit - start < 2:
+            if typ not in ("ADDRESS", "NAME", "HANDLE") or hit - start < 2:
                 continue
             end = hit
         used[start:end] = b"\x01" * (end - start)
@@ -643,3 +656,8 @@ def _digit_candidates(s: str) -> Iterator[tuple[int, int, int, str, str]]:
         if _PRODUCT_CTX.search(s, max(0, m.start() - 16), m.start()):
             continue
         yield (_PRIO["order_bare"], m.start(), m.end(), "ORDER", "bare")
+
+
+# The registered detectors (names in context, whole addresses, postcodes, handles, foreign
+# phones, an optional NER model) import the character classes above, so they come last.
+from endcloud.privacy import extra as _extra  # noqa: E402

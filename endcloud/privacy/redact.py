@@ -8,8 +8,9 @@ from the original text, so `vault.restore(redact(x, vault).text) == x` always ho
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 from endcloud.errors import PrivacyError
 from endcloud.privacy.detectors import Span, detect, may_contain_pii_many
@@ -82,6 +83,25 @@ def redact_messages(messages: list[dict], vault: Vault, lang: str | None = None)
             new["content"] = parts
         out.append(new)
     return out
+
+
+def scrubber(known: Mapping[str, str] | Iterable[str] = ()) -> Callable[[str], str]:
+    """A function that redacts a text (fresh vault each time) and then also replaces every value in
+    `known` (value -> PII type, or values, typed NAME) still in it: the values already found in the
+    same customer's other texts, so a name the rules catch once ("我叫张伟") is caught everywhere
+    ("张伟不满意"). For data at rest (`endcloud privacy forget --mode redact`)."""
+    types = dict(known) if isinstance(known, Mapping) else {v: "NAME" for v in known}
+    values = sorted((v for v in types if v and len(v) >= 2), key=len, reverse=True)
+    pattern = re.compile("|".join(re.escape(v) for v in values)) if values else None
+
+    def scrub(text: str) -> str:
+        vault = Vault()
+        out = redact(text, vault).text
+        if pattern is not None:
+            out = pattern.sub(lambda m: vault.placeholder(types[m.group(0)], m.group(0)), out)
+        return out
+
+    return scrub
 
 
 def contains_pii(text: str) -> bool:

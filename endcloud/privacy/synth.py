@@ -19,6 +19,10 @@ from dataclasses import dataclass, field
 from endcloud.privacy.detectors import PII_TYPES, _ID_WEIGHTS, luhn_ok
 
 STRUCTURED = ("PHONE", "ID", "CARD", "EMAIL", "ORDER", "TRACKING")
+# The types `make_cases` and `make_mixed_case` draw from: the first eight, so the figures in
+# docs/bench/privacy.md stay comparable across versions. HANDLE and POSTCODE have their own
+# templates (`make_case`) and the hand-written cases of bench/data/redact_cases_v2.jsonl.
+CASE_TYPES = ("PHONE", "ID", "CARD", "EMAIL", "ADDRESS", "ORDER", "TRACKING", "NAME")
 
 _FW = {c: chr(ord(c) + 0xFEE0) for c in "0123456789+-().@"} | {" ": "\u3000"}
 
@@ -272,6 +276,10 @@ _TEMPLATES: dict[tuple[str, str], list[str]] = {
     ("ADDRESS", "en"): ["ship it to {}", "Address: {}", "I live at {}. Can you deliver?", "my new address is {}"],
     ("NAME", "zh"): ["我叫{}", "收件人：{}", "收货人{}，谢谢", "联系人 {}", "姓名：{}"],
     ("NAME", "en"): ["my name is {}", "Name: {}", "Recipient: {}", "Ship to: {}"],
+    ("HANDLE", "zh"): ["加我QQ {}", "微信：{}", "我的微信号是{}，加一下", "昵称：{}"],
+    ("HANDLE", "en"): ["my WeChat ID is {}", "QQ: {}", "IG: {}", "nickname: {}"],
+    ("POSTCODE", "zh"): ["邮编{}", "邮政编码：{}"],
+    ("POSTCODE", "en"): ["postcode {}", "zip code {}", "Postcode: {}"],
 }
 
 
@@ -293,6 +301,20 @@ def _value(rng: random.Random, typ: str, lang: str, template: str) -> str:
         return zh_address(rng) if lang == "zh" else en_address(rng)
     if typ == "NAME":
         return zh_name(rng) if lang == "zh" else en_name(rng)
+    if typ == "HANDLE":
+        if "QQ" in template:
+            return rng.choice("123456789") + _digits(rng, rng.randint(4, 10))
+        if "IG" in template:
+            return "@" + rng.choice(_PINYIN).replace("-", "_") + str(rng.randint(1, 99))
+        if "昵称" in template or "nickname" in template:
+            return rng.choice(["小红花", "快乐的鱼", "Bunny", "sunny_day", "阿狸", "Tigger88"])
+        return rng.choice("abcdefghjkmnpqrstwxyz") + rng.choice(["hang", "ina", "iu_yang", "ei.lee"]).replace(".", "_") + str(rng.randint(10, 9999))
+    if typ == "POSTCODE":
+        if lang == "zh":
+            return rng.choice("12345678") + _digits(rng, 5)
+        if "zip" in template:
+            return f"{rng.randint(10000, 99999)}"
+        return rng.choice(["SW1A 1AA", "NW1 6XE", "EC1A 1BB", "M1 1AE", "B33 8TH", "CR2 6XH", "DN55 1PT", "W1A 0AX"])
     raise ValueError(f"unknown PII type {typ!r}")
 
 
@@ -328,7 +350,7 @@ def make_cases(n: int, *, seed: int = 0, negative_share: float = 0.25) -> list[C
     out = []
     for i in range(n):
         lang = "zh" if i % 2 == 0 else "en"
-        typ = None if rng.random() < negative_share else PII_TYPES[(i // 2) % len(PII_TYPES)]
+        typ = None if rng.random() < negative_share else CASE_TYPES[(i // 2) % len(CASE_TYPES)]
         out.append(make_case(rng, typ, lang))
     return out
 
@@ -337,7 +359,7 @@ def make_mixed_case(rng: random.Random, lang: str, k: int = 3) -> Case:
     """Several PII values of different types in one line, joined like a customer would write them."""
     b = _Builder(lang)
     joiner = "，" if lang == "zh" else ", "
-    for i, typ in enumerate(rng.sample(PII_TYPES, k)):
+    for i, typ in enumerate(rng.sample(CASE_TYPES, k)):
         if i:
             b.lit(joiner)
         part = make_case(rng, typ, lang)

@@ -57,6 +57,18 @@ class Vault:
             t, n = m.group(1), int(m.group(2))
             self._counts[t] = max(self._counts.get(t, 0), n)
 
+    def forget(self, values) -> int:
+        """Drop the entries holding any of `values` (a customer asked to be forgotten). Their
+        placeholders stay reserved, so none is ever issued again for another value. Returns how many."""
+        values = set(values)
+        with self._lock:
+            gone = [(t, v) for (t, v) in self._by_value if v in values]
+            for key in gone:
+                ph = self._by_value.pop(key)
+                self._by_placeholder.pop(ph, None)
+                self._reserved.add(ph)
+        return len(gone)
+
     def value(self, placeholder: str) -> str | None:
         return self._by_placeholder.get(placeholder)
 

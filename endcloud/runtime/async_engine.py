@@ -12,10 +12,15 @@ How requests are batched (`batching`, a name in `BATCHING`):
                 next decode step and leaves the moment it ends; tokens stream out as they
                 are sampled. A swap lets the replies in flight finish on the old variant
                 while new ones queue, then the batch continues on the new one.
+    engine      a model that batches continuously by itself (`streams_itself`: transformers'
+                continuous batching, `runtime.hfbatch`): each request joins the model's own
+                running batch at once (`EngineBatcher`) and its tokens stream as they are
+                sampled; the model finishes replies in flight on their variant after a swap.
     static      anything else (a vLLM client, llama.cpp, a test double, a model without fast
                 weights): `DynamicBatcher` collects a batch and calls `generate` on it;
                 a swap waits for the batch in flight. The reply arrives whole.
-    auto        continuous where the model allows it, else static.
+    auto        continuous where the model allows it, engine where the model batches itself,
+                else static.
 
 Either way no reply mixes two adapters, and each reply records the adapter that wrote it.
 
@@ -46,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from endcloud.errors import ConfigError
-from endcloud.runtime.batching import ContinuousBatcher, DynamicBatcher, Ticket
+from endcloud.runtime.batching import ContinuousBatcher, DynamicBatcher, EngineBatcher, Ticket
 from endcloud.runtime.protocol import Generation, check_generate_args, schedulable, uses_torch_threads
 
 log = logging.getLogger(__name__)
@@ -57,6 +62,7 @@ PREFIX_CACHE_MB = 256.0  # default budget of the prefix cache (key/values of ear
 # instead of each dropping one more turn and changing every prompt's beginning.
 TRIM_TO = 0.75
 TRANSCRIPTS = 4096  # conversations whose last prompt + reply ids are kept (LRU), for the next turn's prompt
+TRANSCRIPTS_MB = 64.0  # ... and the most memory they may hold together (LRU beyond it)
 BATCHING = ("auto", "continuous", "static")  # how requests are batched (see the module docstring)
 WORKERS = ("process", "thread")  # where the continuous batch runs (see endcloud.runtime.worker)
 
@@ -190,7 +196,8 @@ class AsyncEngine:
 
     def __init__(self, model: Any, *, max_batch: int = 16, window_ms: float = 10.0, max_wait_ms: float | None = None,
                  adapter: str | None = None, scorer: Any = None, batching: str = "auto", prefill_chunk: int = 512,
-                 prefix_cache_mb: float = PREFIX_CACHE_MB, threads: int | None = None, worker: str = "thread"):
+                 prefix_cache_mb: float = PREFIX_CACHE_MB, threads: int | None = None, worker: str = "thread",
+                 transcripts: int = TRANSCRIPTS, transcripts_mb: float = TRANSCRIPTS_MB):
         if batching not in BATCHING:
             raise ConfigError(f"batching must be one of {BATCHING}, got {batching!r} (setting batching)")
         if worker not in WORKERS:
@@ -203,12 +210,13 @@ class AsyncEngine:
         # torch threads only for an in-process torch model (a vLLM client needs no torch)
         self.threads = threads if uses_torch_threads(model) else None
         can = batching != "static" and schedulable(model)
-        if batching == "continuous" and not can:
+        itself = not can and batching != "static" and bool(getattr(model, "streams_itself", False))
+        if batching == "continuous" and not (can or itself):
             raise ConfigError(f"continuous batching needs the in-process end model on its fast path, got "
                               f"{type(model).__name__} (set batching to auto or static)")
-        self.mode = "continuous" if can else "static"
+        self.mode = "continuous" if can else "engine" if itself else "static"
         self.worker = worker if can else "thread"  # a static batch always runs in a thread
-        self.streams_tokens = can  # whether stream_scored yields text as tokens are sampled
+        self.streams_tokens = can or itself  # whether stream_scored yields text as tokens are sampled
         tok = getattr(model, "tokenizer", None)
         self.decode = text_decoder(tok) if tok is not None else None  # ids -> reply text (continuous path)
         if can:
@@ -219,6 +227,9 @@ class AsyncEngine:
             # session -> Transcript of its last end-model turn (prompt + sampled ids): the next
             # turn's prompt continues those ids, so the prefix cache hits on all of them
             self._transcripts: OrderedDict[str, Any] = OrderedDict()
+            self.max_transcripts = int(transcripts)  # bounded by count and by bytes, oldest first out
+            self.max_transcript_bytes = int(transcripts_mb * 2**20)
+            self.transcript_bytes = 0
             self._transcripts_lock = threading.Lock()  # written by the worker, read by the event loop
             self.prompts_continued = 0  # prompts that continued a transcript (figures for /bench)
             if worker == "process":
@@ -229,6 +240,8 @@ class AsyncEngine:
             else:
                 self.batcher = ContinuousBatcher(self._build_scheduler, self._finish, max_batch=max_batch,
                                                  window_ms=window_ms, max_wait_ms=max_wait_ms, threads=self.threads)
+        elif itself:
+            self.batcher = EngineBatcher(self._start_in_engine, max_batch=max_batch)
         else:
             self.batcher = DynamicBatcher(self._generate_batch, max_batch=max_batch, window_ms=window_ms,
                                           max_wait_ms=max_wait_ms)
@@ -239,7 +252,8 @@ class AsyncEngine:
         return cls(model, max_batch=settings.max_batch, window_ms=settings.batch_window_ms,
                    max_wait_ms=settings.batch_max_wait_ms, batching=settings.batching,
                    prefill_chunk=settings.prefill_chunk_tokens, prefix_cache_mb=settings.prefix_cache_mb,
-                   threads=settings.resolved_torch_threads(), worker=settings.worker, **kw)
+                   threads=settings.resolved_torch_threads(), worker=settings.worker,
+                   transcripts=settings.session_transcripts, transcripts_mb=settings.session_transcripts_mb, **kw)
 
     @classmethod
     def load(cls, base_dir: str | os.PathLike[str] | None, adapter_dir: str | os.PathLike[str] | None = None, *,
@@ -304,6 +318,31 @@ class AsyncEngine:
                 matches[i] = float(sc)
         return matches
 
+    # -- a model that batches itself -------------------------------------------------------
+    def _start_in_engine(self, payload: tuple, on_tokens: Any, on_end: Any) -> Any:
+        """EngineBatcher: one request into the model's running batch; scored when it ends."""
+        messages, query, params = payload
+        label = self.adapter  # what the reply records: the adapter served when it started
+
+        def end(gen: Any, error: BaseException | None) -> None:
+            if error is not None:
+                on_end(None, error)
+                return
+            gen.adapter = label
+            try:
+                match = self._match([query], [gen])[0]  # in the model's router thread, off the event loop
+            except Exception as e:
+                on_end(None, e)
+                return
+            self.generations += 1
+            on_end((gen, match), None)
+
+        return self.model.submit(messages, on_tokens=on_tokens, on_end=end, **params)
+
+    def _submit_engine(self, messages: list[dict], *, query: str | None, stream: bool, **params: Any) -> Ticket:
+        check_generate_args(params["max_new_tokens"], params["temperature"], params["top_p"], params.get("seed"))
+        return self.batcher.submit((messages, query, params), stream=stream)
+
     # -- continuous batching -----------------------------------------------------------
     def _build_scheduler(self, variant: Any):
         from endcloud.runtime.scheduler import PrefixCache, Scheduler
@@ -338,13 +377,19 @@ class AsyncEngine:
             return
         t = prompt.then(r.tokens, text, self.model.tokenizer)
         with self._transcripts_lock:
+            old = self._transcripts.pop(session, None)
+            if old is not None:
+                self.transcript_bytes -= transcript_size(old)
             if t is None:
-                self._transcripts.pop(session, None)
+                return
+            size = transcript_size(t)
+            if size > self.max_transcript_bytes:
                 return
             self._transcripts[session] = t
-            self._transcripts.move_to_end(session)
-            while len(self._transcripts) > TRANSCRIPTS:
-                self._transcripts.popitem(last=False)
+            self.transcript_bytes += size
+            while len(self._transcripts) > self.max_transcripts or self.transcript_bytes > self.max_transcript_bytes:
+                _, gone = self._transcripts.popitem(last=False)
+                self.transcript_bytes -= transcript_size(gone)
 
     def _prompt(self, messages: list[dict], session: str | None) -> Any:
         with self._transcripts_lock:
@@ -358,7 +403,7 @@ class AsyncEngine:
                 top_p: float, seed: int | None, stream: bool, session: str | None = None) -> Ticket:
         from endcloud.runtime.scheduler import StepRequest
 
-        check_generate_args(max_new_tokens, temperature, top_p)
+        check_generate_args(max_new_tokens, temperature, top_p, seed)
         variant, label = self._current()
         prompt = self._prompt(messages, session)
         req = StepRequest(prompt.ids, max_new_tokens, temperature, top_p, seed,
@@ -372,9 +417,14 @@ class AsyncEngine:
 
         `session` names the conversation: its next turn's prompt continues this turn's ids."""
         if self.mode == "static":
+            check_generate_args(max_new_tokens, temperature, top_p, seed)  # one bad request never reaches a batch
             return await self.batcher.submit((messages, query), key=(max_new_tokens, temperature, top_p, seed))
-        ticket = self._submit(messages, query=query, max_new_tokens=max_new_tokens, temperature=temperature,
-                              top_p=top_p, seed=seed, stream=False, session=session)
+        if self.mode == "engine":
+            ticket = self._submit_engine(messages, query=query, stream=False, max_new_tokens=max_new_tokens,
+                                         temperature=temperature, top_p=top_p, seed=seed)
+        else:
+            ticket = self._submit(messages, query=query, max_new_tokens=max_new_tokens, temperature=temperature,
+                                  top_p=top_p, seed=seed, stream=False, session=session)
         try:
             return await asyncio.shield(ticket.future)
         except asyncio.CancelledError:
@@ -387,6 +437,10 @@ class AsyncEngine:
         if self.mode == "static":
             return ReplyStream(self, whole=self.generate_scored(messages, query=query, max_new_tokens=max_new_tokens,
                                                                 temperature=temperature, top_p=top_p, seed=seed))
+        if self.mode == "engine":
+            return ReplyStream(self, self._submit_engine(messages, query=query, stream=True,
+                                                         max_new_tokens=max_new_tokens, temperature=temperature,
+                                                         top_p=top_p, seed=seed))
         return ReplyStream(self, self._submit(messages, query=query, max_new_tokens=max_new_tokens,
                                               temperature=temperature, top_p=top_p, seed=seed, stream=True,
                                               session=session))
@@ -409,9 +463,12 @@ class AsyncEngine:
         """Batching figures for /bench and metrics: mode, batch sizes, and (continuous) step totals."""
         out: dict[str, Any] = {"mode": self.mode, "batch_sizes": list(self.batcher.batch_sizes),
                                "batch_seconds": list(self.batcher.batch_seconds)}
+        out["isolated"] = getattr(self.batcher, "isolated", 0)
         if self.mode == "continuous":
             out.update(self.batcher.stats())
             out["prompts_continued"] = self.prompts_continued
+            out["transcripts"] = len(self._transcripts)
+            out["transcript_bytes"] = self.transcript_bytes
         return out
 
     def start(self) -> None:
@@ -423,8 +480,19 @@ class AsyncEngine:
         if self.mode == "continuous" and self.worker == "process":
             self.batcher.prepare(self._current()[0])  # the weights cross now, not with the first customer
 
-    async def stop(self) -> None:
-        await self.batcher.stop()
+    async def stop(self, timeout_s: float | None = None) -> None:
+        """Stop the batcher; replies still in flight fail. `timeout_s` bounds the wait for its
+        worker (a thread, or the engine process: killed when it does not stop in time)."""
+        if timeout_s is None:
+            await self.batcher.stop()
+        else:
+            await self.batcher.stop(timeout_s=timeout_s)
+
+
+def transcript_size(t: Any) -> int:
+    """Bytes a Transcript holds, near enough: its ids, text and special-token marks."""
+    ids = t.ids
+    return len(ids) * ids.itemsize + len(t.text) * (1 if t.text.isascii() else 4) + 16 * len(t.marks) + 200
 
 
 def adapter_label(adapter_dir: str | os.PathLike[str] | None) -> str | None:

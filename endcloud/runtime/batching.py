@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Sequence
 
 from endcloud.errors import ModelError
-from endcloud.runtime.core import EngineCore, StepReport, batch_window
+from endcloud.runtime.core import EngineCore, Recent, StepReport, batch_window
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +68,10 @@ class DynamicBatcher:
         self._queue: asyncio.Queue[_Item] | None = None
         self._task: asyncio.Task | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self.batch_sizes: list[int] = []  # observed sizes (for metrics and tests)
-        self.batch_seconds: list[float] = []  # wall time of each call, same order
+        self.batch_sizes: list[int] = Recent()  # observed sizes (for metrics and tests)
+        self.batch_seconds: list[float] = Recent()  # wall time of each call, same order
         self.on_batch: Callable[[int, float], None] | None = None  # e.g. a metrics hook
+        self.isolated = 0  # failed batches retried one request at a time
 
     def start(self) -> None:
         if self._task is None:
@@ -78,7 +79,9 @@ class DynamicBatcher:
             self._queue = asyncio.Queue()
             self._task = asyncio.get_running_loop().create_task(self._run(), name="endcloud-batcher")
 
-    async def stop(self) -> None:
+    async def stop(self, *, timeout_s: float = 30.0) -> None:
+        """Cancel the collector and drop the queue; nothing is waited for (`timeout_s` is the
+        other batchers', whose worker may be mid-step)."""
         if self._task is not None:
             self._task.cancel()
             try:
@@ -139,15 +142,33 @@ class DynamicBatcher:
                         self.on_batch(len(group), self.batch_seconds[-1])
                     if len(results) != len(group):
                         raise RuntimeError(f"batch function returned {len(results)} results for {len(group)} inputs")
-                except Exception as e:  # the requests get the error; the batcher lives on
+                except Exception as e:  # one request may have caused it: the others must not pay
                     log.exception("batched generation failed")
-                    for g in group:
-                        if not g.future.done():
-                            g.future.set_exception(e)
+                    if len(group) == 1:
+                        if not group[0].future.done():
+                            group[0].future.set_exception(e)
+                        continue
+                    await self._one_by_one(group, key)
                     continue
                 for g, r in zip(group, results):
                     if not g.future.done():
                         g.future.set_result(r)
+
+    async def _one_by_one(self, group: list[_Item], key: Hashable) -> None:
+        """After a failed batch: each request alone, so only the one that causes the failure fails."""
+        loop = asyncio.get_running_loop()
+        self.isolated += 1
+        for g in group:
+            if g.future.done():
+                continue
+            try:
+                [r] = await loop.run_in_executor(self._pool, self.fn, [g.payload], key)
+            except Exception as e:  # noqa: BLE001 — this one fails alone: it is the culprit
+                if not g.future.done():
+                    g.future.set_exception(e)
+                continue
+            if not g.future.done():
+                g.future.set_result(r)
 
 
 # ---------------------------------------------------------------------------------------
@@ -230,8 +251,8 @@ class ContinuousBatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._core: _ThreadCore | None = None
         self._done_stats: dict[str, float] = {}  # cores of earlier starts
-        self.batch_sizes: list[int] = []  # requests admitted into the running batch together
-        self.batch_seconds: list[float] = []  # wall time of the step that admitted them
+        self.batch_sizes: list[int] = Recent()  # requests admitted into the running batch together
+        self.batch_seconds: list[float] = Recent()  # wall time of the step that admitted them
         self.on_batch: Callable[[int, float], None] | None = None  # (admitted, seconds), e.g. a metrics hook
         self.on_step: Callable[[int], None] | None = None  # rows in each decode step (occupancy)
 
@@ -244,17 +265,19 @@ class ContinuousBatcher:
             self._thread = threading.Thread(target=self._run, args=(self._core,), name="endcloud-scheduler", daemon=True)
             self._thread.start()
 
-    async def stop(self) -> None:
+    async def stop(self, *, timeout_s: float = 30.0) -> None:
+        """Stop the worker (waiting at most `timeout_s` for its step to end); what is left fails."""
         if self._thread is None:
             return
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        await asyncio.to_thread(self._thread.join, 30)
+        await asyncio.to_thread(self._thread.join, timeout_s)
         self._thread = None
         if self._core is not None:  # its figures stay in the totals
             for k, v in self._core.stats().items():
-                self._done_stats[k] = self._done_stats.get(k, 0) + v
+                if not k.endswith("_bytes"):  # what it held is gone with it
+                    self._done_stats[k] = self._done_stats.get(k, 0) + v
             self._core = None
         err = ModelError("the server is shutting down")
         with self._cond:
@@ -375,3 +398,93 @@ def _deliver(tokens: list[tuple[Ticket, int]], ended: list[tuple[Ticket, Any, Ba
         t._push(tok)
     for t, res, err in ended:
         t._end(res, err)
+
+
+class _Submitted:
+    """What a Ticket of the EngineBatcher cancels: the engine's own handle, once it has one."""
+
+    __slots__ = ("payload", "handle", "cancelled")
+
+    def __init__(self, payload: Any):
+        self.payload, self.handle, self.cancelled = payload, None, False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        if self.handle is not None:
+            self.handle.cancel()
+
+
+class EngineBatcher:
+    """For a model that batches continuously by itself (`streams_itself`: transformers'
+    continuous batching, `runtime.hfbatch`): each request goes straight into the model's
+    running batch with `start(payload, on_tokens, on_end) -> handle`, and its tokens and
+    result come back to the event loop through a Ticket, as from the ContinuousBatcher.
+
+        submit(payload) ──► start(payload, on_tokens, on_end) ──► the model's own loop
+        Ticket (future, tokens) ◄── loop.call_soon_threadsafe ◄── its router thread
+    """
+
+    def __init__(self, start: Callable[[Any, Callable, Callable], Any], *, max_batch: int = 16):
+        self.start_request = start
+        self.max_batch = max_batch
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._open: set[Ticket] = set()
+        self.batch_sizes: list[int] = Recent()  # requests in flight when each one was submitted (load, for figures)
+        self.batch_seconds: list[float] = Recent()
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+
+    async def stop(self, *, timeout_s: float = 30.0) -> None:
+        """Fail what is still open (the model's own loop belongs to the model)."""
+        err = ModelError("the server is shutting down")
+        for t in list(self._open):
+            t.request.cancel()  # the model drops the row
+            t._end(None, err)
+        self._open.clear()
+
+    def submit(self, payload: Any, *, key: Any = None, stream: bool = False) -> Ticket:
+        if self._loop is None:
+            self.start()
+        loop = self._loop
+        assert loop is not None
+        req = _Submitted(payload)
+        ticket = Ticket(req, key, stream, loop)
+        self._open.add(ticket)
+        self.batch_sizes.append(len(self._open))
+
+        def post(fn: Callable, *args: Any) -> None:
+            if not loop.is_closed():
+                try:
+                    loop.call_soon_threadsafe(fn, *args)
+                except RuntimeError:  # the loop closed meanwhile
+                    pass
+
+        def on_tokens(ids: list[int]) -> None:
+            if stream:
+                post(_push_all, ticket, list(ids))
+
+        def on_end(result: Any, error: BaseException | None) -> None:
+            post(self._ended, ticket, result, error)
+
+        try:
+            req.handle = self.start_request(payload, on_tokens if stream else None, on_end)
+        except BaseException as e:
+            self._open.discard(ticket)
+            ticket._end(None, e)
+            return ticket
+        if req.cancelled:
+            req.handle.cancel()
+        return ticket
+
+    def _ended(self, ticket: Ticket, result: Any, error: BaseException | None) -> None:
+        self._open.discard(ticket)
+        ticket._end(result, error)
+
+    def stats(self) -> dict[str, float]:
+        return {"in_flight": len(self._open)}
+
+
+def _push_all(ticket: Ticket, ids: list[int]) -> None:
+    for t in ids:
+        ticket._push(t)

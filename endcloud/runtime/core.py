@@ -15,8 +15,12 @@ What the loop decides, once for both:
   then a scheduler is built for it: every reply runs wholly on the adapter it started with,
   and an adapter swap never stops the batch in flight.
 - A request the scheduler can never run is refused (`DataError`); a scheduler that cannot be
-  built fails the requests waiting for its variant; a step that raises fails its batch and
-  the next request gets a fresh scheduler. The loop itself lives on.
+  built fails the requests waiting for its variant. A step that raises fails only the
+  request that caused it: the scheduler is dropped, each of its requests runs alone until
+  it has sampled one more token (a probe), a request whose probe raises fails, and the
+  rest go on in a fresh scheduler from the tokens they had (nothing sent is taken back).
+  When every probe fails (the model is broken, not one request) every request fails.
+  The loop itself lives on.
 - A request cancelled before it was admitted leaves as a finished, cancelled event, so the
   transport forgets it as it forgets one cancelled mid-reply.
 - Figures: the schedulers' counters summed, the steps' wall and CPU time.
@@ -37,6 +41,51 @@ log = logging.getLogger(__name__)
 # the scheduler's counters (`StepStats`) a core sums over the schedulers it has run
 STAT_KEYS = ("steps", "rows", "prefills", "prefill_tokens", "prefill_padded", "cached_tokens", "admitted", "finished",
              "mixed", "prefill_seconds", "decode_seconds", "mixed_seconds")
+
+
+FIGURES_KEPT = 10_000  # batch figures a batcher keeps (the newest): a server runs for months
+TRIM_EVERY_S = 30.0  # under steady load, freed heap goes back to the OS at least this often
+
+
+def _libc_trim():
+    """glibc's malloc_trim, or None elsewhere (musl, macOS: nothing to do)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_TRIM: Any = None
+
+
+def trim_heap() -> None:
+    """Give the heap's free memory back to the OS. A decode step allocates and frees tensors
+    of every size (logits, prefill chunks, gathered cache blocks); glibc keeps what was freed
+    in its arenas, so an engine process's memory crept up under load though what it held did
+    not (measured: ~50 MB given back by one trim after a few minutes)."""
+    global _TRIM
+    if _TRIM is None:
+        _TRIM = _libc_trim() or False
+    if _TRIM:
+        _TRIM(0)
+
+
+class Recent(list):
+    """A list of the newest figures: past twice `keep` entries the oldest go, down to `keep`
+    (amortised O(1) a figure), so a long-running batcher's figures stay bounded."""
+
+    def __init__(self, keep: int = FIGURES_KEPT):
+        super().__init__()
+        self.keep = keep
+
+    def append(self, x: Any) -> None:
+        super().append(x)
+        if len(self) > 2 * self.keep:
+            del self[: len(self) - self.keep]
 
 
 def batch_window(max_batch: int, window_ms: float, max_wait_ms: float | None) -> tuple[float, float]:
@@ -77,6 +126,8 @@ class EngineCore:
         self.step_seconds = 0.0  # wall time in steps (busy time)
         self.step_cpu_seconds = 0.0  # CPU time of this thread in those steps: wall - CPU = waiting (lock, scheduler)
         self.stopping = False
+        self.isolated = 0  # failed steps whose requests were probed one by one
+        self._trimmed = time.monotonic()  # when freed heap last went back to the OS
         self._dropped: list = []  # events of requests cancelled before admission, for the next report
 
     # -- what a transport supplies -----------------------------------------------------
@@ -176,15 +227,61 @@ class EngineCore:
         admitted0, steps0, rows0 = st.stats.admitted, st.stats.steps, st.stats.rows
         try:
             events = st.step()
-        except Exception as e:  # the batch's requests fail; the next request gets a fresh scheduler
-            log.exception("decode step failed")
-            self.fail_all(e)
+        except Exception as e:  # find the request that caused it; the others go on
+            log.exception("decode step failed; isolating the request that caused it")
+            self._isolate(st, e)
             return
         dt = time.perf_counter() - t0
         self.step_seconds += dt
         self.step_cpu_seconds += time.thread_time() - c0
         rows = st.stats.rows - rows0 if st.stats.steps > steps0 else 0
         self.report(StepReport(self._take_dropped() + events, st.stats.admitted - admitted0, rows, dt))
+        if not st.busy:
+            st.shrink()  # the batch drained: memory grown for its longest row goes back
+        now = time.monotonic()
+        if now - self._trimmed > (1.0 if not st.busy else TRIM_EVERY_S):
+            self._trimmed = now
+            trim_heap()
+
+    def _isolate(self, st: Any, error: BaseException) -> None:
+        """After `st.step()` raised: report what it did before, then probe each request it held
+        alone; fail those whose probe raises, queue the others first (resumed) for a fresh scheduler."""
+        key = self.key
+        held = st.held()
+        self._retire()
+        self.report(StepReport(self._take_dropped() + list(st.last_events), 0, 0, 0.0))
+        if len(held) <= 1:
+            if held:
+                self.fail(held, error)
+            return
+        survivors = []
+        for req in held:
+            if req.cancelled:
+                req.done = True
+                self._dropped.append(_cancelled_event(req))
+                continue
+            probe = None
+            try:
+                probe = self.build(key)
+                try:
+                    probe.add(req)
+                except ValueError as e:  # the scheduler refuses it: its own fault
+                    raise DataError(str(e)) from None
+                seen = len(req.logprobs)
+                while not req.done and len(req.logprobs) == seen:
+                    self.report(StepReport(probe.step(), 0, 0, 0.0))
+            except Exception as e:  # noqa: BLE001 — this request fails alone: it is the culprit
+                if probe is not None:
+                    self.report(StepReport(list(probe.last_events), 0, 0, 0.0))
+                log.warning("a request failed alone after a failed step: %r", e)
+                if not req.done:
+                    self.fail([req], e)
+                continue
+            if not req.done:
+                survivors.append(req)
+        self.isolated += 1
+        for req in reversed(survivors):
+            self.pending.appendleft((key, req))
 
     def _take_dropped(self) -> list:
         out, self._dropped = self._dropped, []
@@ -207,6 +304,10 @@ class EngineCore:
         if st is not None:
             for k in STAT_KEYS:
                 out[k] = out.get(k, 0) + getattr(st, k)
+        memory = getattr(self.scheduler, "memory", None)
+        if memory is not None:
+            out.update(memory())
+        out["isolated"] = self.isolated
         out["step_seconds"] = self.step_seconds
         out["step_cpu_seconds"] = self.step_cpu_seconds
         return out

@@ -454,6 +454,9 @@ class HFRunner:
         self.model = model
         self.prefix = prefix
         self.prefix_len = 0 if prefix is None else int(prefix[0][0].shape[2])
+        # On a GPU the ids go there and the last logits come back: sampling stays on the CPU,
+        # with the CPU generator every engine's seeds are defined by.
+        self.device = next(model.parameters()).device
 
     def start(self, batch: int, total: int) -> None:
         from transformers import DynamicCache
@@ -464,10 +467,11 @@ class HFRunner:
                 self.cache.update(pk.expand(batch, -1, -1, -1).contiguous(), pv.expand(batch, -1, -1, -1).contiguous(), i)
 
     def forward(self, ids, pos, valid, all_logits: bool = False):
-        out = self.model(input_ids=ids, position_ids=pos, attention_mask=valid.long(), past_key_values=self.cache,
-                         use_cache=True, logits_to_keep=0 if all_logits else 1)
+        dev = self.device
+        out = self.model(input_ids=ids.to(dev), position_ids=pos.to(dev), attention_mask=valid.long().to(dev),
+                         past_key_values=self.cache, use_cache=True, logits_to_keep=0 if all_logits else 1)
         self.cache = out.past_key_values
-        return out.logits.float()
+        return out.logits.float().cpu()
 
 
 def _layout(prompts: list[list[int]], extra: int, prefix_len: int, pad_id: int):

@@ -424,7 +424,8 @@ class LlamaCppEndModel(VariantView):
                             f"{self.max_new_tokens_limit}; load it with a larger max_new_tokens_limit")
         variant = self._live  # snapshot: a concurrent swap does not affect this call
         prompts = [self.prompt_ids(c, system=system) for c in conversations]
-        rng = np.random.default_rng(seed if seed is not None else random.SystemRandom().randrange(2**63))
+        # numpy takes no negative seed: a signed 64-bit seed maps onto [0, 2**64)
+        rng = np.random.default_rng(seed % 2**64 if seed is not None else random.SystemRandom().randrange(2**63))
         out: list[Generation] = []
         rt = variant.handle.rt
         with rt.lock:

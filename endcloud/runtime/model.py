@@ -28,7 +28,11 @@ reference assignment, so a request in flight finishes on the variant it started 
   but every row gets exactly those positions, so output equals peft's own forward.
 
 Models outside the Llama/Qwen2 family run the same loop through the transformers forward
-(`_HFRunner`), slower but correct.
+(`HFRunner`), slower but correct; so does every model on a GPU (`device="cuda"`): the fast
+path is laid out for the CPU's matmuls, while on a GPU the transformers forward already is
+the fast path. There a reply batch is generated whole (static batching); the
+`"transformers-cb"` engine (`runtime.hfbatch`) adds continuous batching and streaming for
+base and LoRA variants. Prefix / P-tuning v2 adapters are served by this engine only.
 
 Confidence is exp(mean log-prob of the chosen tokens under the unmodified (temperature 1,
 no top-p) distribution). Why: the sampling-adjusted distribution depends on the request's
@@ -57,21 +61,22 @@ BF16_DEFAULT_BYTES = 400 * 2**20
 
 
 
-def _parse_dtype(dtype: Any, base_dir: Path):
+def _parse_dtype(dtype: Any, base_dir: Path, device: Any = None):
+    """The serving precision: `endcloud.end.device.resolve_dtype` (None/auto: bf16 or fp16 on a
+    GPU; on the CPU bf16 above ~400 MB of weights, else fp32)."""
     import torch
 
-    if dtype is None:
-        size = sum(f.stat().st_size for f in base_dir.glob("*.safetensors")) + sum(
-            f.stat().st_size for f in base_dir.glob("*.bin")
-        )
-        return torch.bfloat16 if size > BF16_DEFAULT_BYTES else torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    names = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-             "fp16": torch.float16, "float16": torch.float16}
-    if str(dtype).lower() not in names:
-        raise ModelError(f"unknown dtype {dtype!r}; use one of {sorted(names)}")
-    return names[str(dtype).lower()]
+    from endcloud.end.device import resolve_dtype
+    from endcloud.errors import ConfigError
+
+    size = sum(f.stat().st_size for f in base_dir.glob("*.safetensors")) + sum(
+        f.stat().st_size for f in base_dir.glob("*.bin")
+    )
+    try:
+        return resolve_dtype(dtype, device if device is not None else torch.device("cpu"),
+                             cpu_default="bf16" if size > BF16_DEFAULT_BYTES else "fp32")
+    except ConfigError as e:
+        raise ModelError(str(e)) from None
 
 
 
@@ -150,24 +155,35 @@ class EndModel(VariantView):
     # ---- loading -------------------------------------------------------------------------
     @classmethod
     def load(cls, base_dir, adapter_dir=None, *, dtype=None, max_input_len: int = 256, threads: int | None = None,
-             fast: bool = True, quant: str | None = None) -> "EndModel":
+             fast: bool = True, quant: str | None = None, device=None,
+             trust_remote_code: bool | None = None) -> "EndModel":
         """Load a local base model dir (+ a peft adapter dir).
 
         dtype None: bf16 above ~400 MB of weights (faster on CPU here), else fp32. fast=False
         runs the transformers forward (reference path). quant="int8": weight-only int8 linears
         on the fast path (half the bytes of bf16 per token; logits shift slightly; bf16
         activations unless dtype says otherwise). Measured fastest for 0.5B-sized bases.
+        device None: $ENDCLOUD_DEVICE, else auto (`endcloud.end.device`); on a GPU the fast
+        path is off (see the module docstring) and quant is refused.
         """
         import torch
+
+        from endcloud.end.device import resolve_device
 
         if threads:
             torch.set_num_threads(int(threads))
         if int(max_input_len) < 8:
             raise ModelError(f"max_input_len must be at least 8 tokens, got {max_input_len!r}")
         base = check_model_dir(base_dir)
+        dev = resolve_device(device)
+        if dev.type != "cpu":
+            if quant:
+                raise ModelError(f"quant={quant!r} is the CPU fast path's weight-only int8; on {dev} serve the bf16 "
+                                 "model (or an int8/4-bit model through vLLM or llama-server: docs/scale.md)")
+            fast = False  # the fast path is the CPU's; on a GPU the transformers forward is the fast one
         # torch's int8 weight-only kernel is fast with bf16 activations, slow with fp32 (measured).
-        dt = _parse_dtype("bf16" if dtype is None and quant == "int8" else dtype, base)
-        model, tok = load_base(base, dtype=dt, padding_side="left")
+        dt = _parse_dtype("bf16" if dtype is None and quant == "int8" else dtype, base, dev)
+        model, tok = load_base(base, dtype=dt, padding_side="left", device=dev, trust_remote_code=trust_remote_code)
         self = cls(model=model, tokenizer=tok, base_dir=base, dtype=dt, max_input_len=max_input_len, fast=fast,
                    quant=quant)
         if adapter_dir is not None:
@@ -267,15 +283,9 @@ class EndModel(VariantView):
         Where it does, the server puts a question's shop knowledge just before the question,
         so earlier turns keep their ids and the prefix cache keeps hitting."""
         if self._late_system is None:
-            from endcloud.end.base import render_chat
+            from endcloud.end.base import renders_late_system
 
-            probe = "\x1flate-system-probe\x1f"
-            try:
-                text = render_chat(self.tokenizer, [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
-                                                    {"role": "system", "content": probe}, {"role": "user", "content": "c"}])
-                self._late_system = probe in text and text.index(probe) > text.index("b")
-            except Exception:  # the template raised: it wants one leading system message
-                self._late_system = False
+            self._late_system = renders_late_system(self.tokenizer)
         return self._late_system
 
     # ---- generation ----------------------------------------------------------------------

@@ -125,12 +125,19 @@ def uses_torch_threads(model: Any) -> bool:
     return bool(getattr(model, "uses_torch_threads", False))
 
 
-def check_generate_args(max_new_tokens: int, temperature: float, top_p: float) -> None:
+# The seeds every engine takes (a 64-bit signed integer, OpenAI's `seed`): torch's generator
+# overflows past 64 bits, and one request's bad seed must never reach a shared batch step.
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
+
+
+def check_generate_args(max_new_tokens: int, temperature: float, top_p: float, seed: int | None = None) -> None:
     """The sampling settings every engine accepts (in-process, vLLM or llama.cpp)."""
     if max_new_tokens < 1:
         raise DataError(f"max_new_tokens must be at least 1, got {max_new_tokens!r}")
-    if temperature < 0 or not (0 < top_p <= 1):
+    if not (temperature >= 0) or not (0 < top_p <= 1) or temperature == float("inf"):
         raise DataError(f"need temperature >= 0 and 0 < top_p <= 1, got temperature={temperature!r} top_p={top_p!r}")
+    if seed is not None and not (isinstance(seed, int) and SEED_MIN <= seed <= SEED_MAX):
+        raise DataError(f"seed must be an integer in [{SEED_MIN}, {SEED_MAX}], got {seed!r:.40}")
 
 
 def check_messages(messages) -> list[dict]:

@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 import random
 import time
 from array import array
@@ -77,6 +78,7 @@ import torch
 import torch.nn.functional as F
 
 from endcloud.runtime.fastdecode import TOP_P_CANDIDATES, FastWeights, _mm, _mm_add, _rms
+from endcloud.runtime.protocol import SEED_MAX, SEED_MIN
 
 BLOCK = 16  # prefix-cache granularity in tokens (vLLM's default block size)
 # top-p sorts whole rows (numpy) up to this vocabulary, above it top-k first as `sample`:
@@ -168,14 +170,17 @@ class StepStats:
 
 
 class _Row:
-    __slots__ = ("req", "gen", "filled", "todo", "last", "sampled")
+    __slots__ = ("req", "gen", "ids", "filled", "todo", "last", "sampled")
 
     def __init__(self, req: StepRequest, gen: torch.Generator | None, filled: int, todo: int):
         self.req, self.gen = req, gen
+        # what is prefilled: the prompt, or (a request resumed after a failed step) the
+        # prompt and the tokens it had generated, so its reply goes on where it stopped
+        self.ids = req.prompt + req.tokens if req.tokens else req.prompt
         self.filled = filled  # columns holding valid key/values (learned prefix included)
-        self.todo = todo  # index of the first prompt token not yet prefilled
+        self.todo = todo  # index of the first token of `ids` not yet prefilled
         self.last = -1  # the last sampled token (fed at the next decode step)
-        self.sampled = 0  # tokens sampled so far
+        self.sampled = len(req.tokens)  # tokens sampled so far
 
 
 # ---------------------------------------------------------------------------------------
@@ -230,16 +235,26 @@ class PrefixCache:
     head_dim) tensor (k heads, then v heads); least recently used blocks are dropped
     beyond `max_bytes`.
     A cache belongs to one set of weights (and learned prefix): build a new one on a swap.
+
+    The blocks live in one slab, `max_bytes` of them allocated at the first `put` (the
+    pages are taken as blocks are first written), and a block dropped gives its row to the
+    next. Each block its own tensor instead cost an engine process under load twice the
+    budget and still growing (measured): the heap fragments between 64 KB blocks freed in
+    LRU order and the large temporaries of prefill. A block `match` returns is a view of the
+    slab, valid until the next `put`.
     """
 
     def __init__(self, max_bytes: int):
         self.max_bytes = int(max_bytes)
-        self.bytes = 0
-        self._blocks: OrderedDict[bytes, torch.Tensor] = OrderedDict()
+        self.bytes = 0  # bytes of the blocks held (the slab's pages in use)
+        self._slots: OrderedDict[bytes, int] = OrderedDict()  # key -> row of the slab, least recently used first
+        self._free: list[int] = []
+        self._slab: torch.Tensor | None = None  # (rows, *block shape), made at the first put
+        self._block_bytes = 0
         self.hits = self.lookups = 0
 
     def __len__(self) -> int:
-        return len(self._blocks)
+        return len(self._slots)
 
     @staticmethod
     def keys(tokens: list[int], n_blocks: int) -> list[bytes]:
@@ -256,29 +271,40 @@ class PrefixCache:
         keys = self.keys(tokens, (len(tokens) - 1) // BLOCK)
         found = []
         for k in keys:
-            blk = self._blocks.get(k)
-            if blk is None:
+            row = self._slots.get(k)
+            if row is None:
                 break
-            self._blocks.move_to_end(k)
-            found.append(blk)
+            self._slots.move_to_end(k)
+            found.append(self._slab[row])
         if found:
             self.hits += 1
         return keys[: len(found)], found
 
     def put(self, key: bytes, block: torch.Tensor) -> None:
-        if key in self._blocks or self.max_bytes <= 0:
+        """Copy `block` in under `key` (dropping the least recently used when full)."""
+        if key in self._slots or self.max_bytes <= 0:
             return
-        size = block.numel() * block.element_size()
-        if size > self.max_bytes:
-            return
-        self._blocks[key] = block
-        self.bytes += size
-        while self.bytes > self.max_bytes:
-            _, old = self._blocks.popitem(last=False)
-            self.bytes -= old.numel() * old.element_size()
+        if self._slab is None:
+            size = block.numel() * block.element_size()
+            rows = self.max_bytes // size if size else 0
+            if rows < 1:
+                return
+            self._slab = torch.empty((rows, *block.shape), dtype=block.dtype)  # untouched pages cost nothing yet
+            self._block_bytes = size
+            self._free = list(range(rows - 1, -1, -1))
+        elif block.shape != self._slab.shape[1:] or block.dtype != self._slab.dtype:
+            return  # not a block of this cache's weights
+        if self._free:
+            row = self._free.pop()
+        else:
+            _, row = self._slots.popitem(last=False)
+            self.bytes -= self._block_bytes
+        self._slab[row].copy_(block)
+        self._slots[key] = row
+        self.bytes += self._block_bytes
 
     def __contains__(self, key: bytes) -> bool:
-        return key in self._blocks
+        return key in self._slots
 
 
 # ---------------------------------------------------------------------------------------
@@ -454,12 +480,14 @@ class Scheduler:
         self.stage = _Pool(weights, self.max_batch, prefix)
         self.plen = self.dec.plen
         self.max_len = int(max_len)  # positions a row may use, learned prefix included
+        self.vocab = int(weights.embed.shape[0])
         # a prefill chunk's pad queries may run up to one chunk past a row's end
         room = self.max_len + max(self.prefill_chunk, _MIN_CHUNK) + BLOCK
         self.waiting: list[StepRequest] = []
         self.decoding: list[_Row] = []  # rows [0, n) of the decode pool
         self.prefilling: list[_Row] = []  # rows [0, n) of the staging pool
         self.stats = StepStats()
+        self.last_events: list[StepEvent] = []  # what the latest step() did, also when it raised
         self._shared_gen = torch.Generator().manual_seed(random.SystemRandom().randrange(2**63))
         self._arange = torch.arange(room)
         w = weights
@@ -475,11 +503,23 @@ class Scheduler:
 
     # -- queue -----------------------------------------------------------------------
     def check(self, req: StepRequest) -> None:
-        """Raise ValueError if `req` can never run here (its own fault, not the batch's)."""
+        """Raise ValueError if `req` can never run here (its own fault, not the batch's).
+
+        Everything a request brings that a step would otherwise trip over, with every other
+        row in the batch, is checked here: its seed (a torch generator takes 64 bits), its
+        sampling settings, and its token ids (an id past the vocabulary fails the forward)."""
         if not req.prompt:
             raise ValueError("a prompt has no tokens")
-        if req.max_new_tokens < 1:
+        if not isinstance(req.max_new_tokens, int) or req.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be at least 1, got {req.max_new_tokens!r}")
+        if req.seed is not None and not (isinstance(req.seed, int) and SEED_MIN <= req.seed <= SEED_MAX):
+            raise ValueError(f"seed must be an integer in [{SEED_MIN}, {SEED_MAX}], got {req.seed!r:.40}")
+        if not (math.isfinite(req.temperature) and req.temperature >= 0):
+            raise ValueError(f"temperature must be a finite number >= 0, got {req.temperature!r}")
+        if not (math.isfinite(req.top_p) and 0 < req.top_p <= 1):
+            raise ValueError(f"top_p must be in (0, 1], got {req.top_p!r}")
+        if min(req.prompt) < 0 or max(req.prompt) >= self.vocab:
+            raise ValueError(f"a prompt token id is outside the vocabulary [0, {self.vocab})")
         need = self.plen + len(req.prompt) + req.max_new_tokens
         if need > self.max_len:
             raise ValueError(f"prompt of {len(req.prompt)} tokens + max_new_tokens {req.max_new_tokens} "
@@ -497,6 +537,33 @@ class Scheduler:
     def active(self) -> int:
         return len(self.decoding) + len(self.prefilling)
 
+    def memory(self) -> dict[str, int]:
+        """Bytes it holds: the two KV pools (grown to the longest row since the last
+        `shrink`) and the prefix cache (at most its budget)."""
+        w = self.w
+        per_col = len(w.layers) * 2 * w.n_kv * w.head_dim * torch.empty((), dtype=w.dtype).element_size()
+        pools = sum(p.rows * p.cols for p in (self.dec, self.stage)) * per_col
+        return {"kv_pool_bytes": pools, "prefix_cache_bytes": self.cache.bytes if self.cache is not None else 0}
+
+    def shrink(self) -> bool:
+        """When idle, give back the pool columns one long conversation grew them to (they
+        would stay for good: a pool only grows while rows live in it). True if it did."""
+        if self.busy:
+            return False
+        done = False
+        for pool in (self.dec, self.stage):
+            if pool.cols > pool.plen + _GROW:
+                pool.kv, pool.cols = [], 0
+                pool.ensure(pool.plen + _GROW)
+                done = True
+        return done
+
+    def held(self) -> list[StepRequest]:
+        """The requests not yet finished here: waiting, prefilling or decoding (after a failed
+        step, what the engine core must finish elsewhere)."""
+        return [r for r in self.waiting if not r.done] + [r.req for r in self.prefilling if not r.req.done] + \
+            [r.req for r in self.decoding if not r.req.done]
+
     # -- one iteration ---------------------------------------------------------------
     @torch.inference_mode()
     def step(self) -> list[StepEvent]:
@@ -505,8 +572,12 @@ class Scheduler:
         When some rows decode while others prefill, both ride one forward: the linears read
         their weights once for all the step's tokens, and the fixed cost of a forward (~100
         torch calls) and of a sampling pass is paid once, not twice. A row whose prompt
-        completes samples its first token there and decodes from the next step on."""
+        completes samples its first token there and decodes from the next step on.
+
+        If it raises, `last_events` still holds what it did before: tokens it recorded on
+        requests are reported, and a request resumed elsewhere goes on from them."""
         events: list[StepEvent] = []
+        self.last_events = events
         self._drop_cancelled(events)
         admitted = self._admit()
         t0 = time.perf_counter()
@@ -556,24 +627,35 @@ class Scheduler:
         n = 0
         while self.waiting and self.active < self.max_batch:
             req = self.waiting.pop(0)
-            # A seeded request owns its generator: its reply does not depend on the batch.
-            # Unseeded ones share the scheduler's, so their draws take one call per step.
-            gen = torch.Generator().manual_seed(int(req.seed)) if req.seed is not None else self._shared_gen
-            slot = len(self.prefilling)
-            cached = 0
-            if self.cache is not None:
-                keys, blocks = self.cache.match(req.prompt)
-                if blocks:
-                    cached = len(blocks) * BLOCK
-                    kv = torch.cat(blocks, dim=2) if len(blocks) > 1 else blocks[0]  # (layers, 2*kv, cached, hd)
-                    self.stage.ensure(self.plen + cached)
-                    for li, layer in enumerate(self.stage.kv):
-                        layer[slot, :, self.plen:self.plen + cached] = kv[li]
-            req.cached_tokens = cached
-            self.stats.cached_tokens += cached
-            self.prefilling.append(_Row(req, gen, self.plen + cached, cached))
+            try:
+                row = self._admit_one(req)
+            except BaseException:
+                self.waiting.insert(0, req)  # still held: whoever handles the error finds it in held()
+                raise
+            self.prefilling.append(row)
             n += 1
         return n
+
+    def _admit_one(self, req: StepRequest) -> _Row:
+        # A seeded request owns its generator: its reply does not depend on the batch.
+        # Unseeded ones share the scheduler's, so their draws take one call per step.
+        # (A resumed seeded reply starts its generator again: its draws from there differ.)
+        gen = torch.Generator().manual_seed(int(req.seed)) if req.seed is not None else self._shared_gen
+        row = _Row(req, gen, self.plen, 0)
+        slot = len(self.prefilling)
+        cached = 0
+        if self.cache is not None:
+            keys, blocks = self.cache.match(row.ids)
+            if blocks:
+                cached = len(blocks) * BLOCK
+                kv = torch.cat(blocks, dim=2) if len(blocks) > 1 else blocks[0]  # (layers, 2*kv, cached, hd)
+                self.stage.ensure(self.plen + cached)
+                for li, layer in enumerate(self.stage.kv):
+                    layer[slot, :, self.plen:self.plen + cached] = kv[li]
+        req.cached_tokens = cached
+        self.stats.cached_tokens += cached
+        row.filled, row.todo = self.plen + cached, cached
+        return row
 
     @staticmethod
     def _drop(pool: _Pool, rows: list[_Row], i: int) -> None:
@@ -596,19 +678,19 @@ class Scheduler:
         reading their prompts (each at least `_MIN_CHUNK`)."""
         rows = self.prefilling
         share = max(_MIN_CHUNK, self.prefill_chunk // len(rows))
-        lens = [min(len(r.req.prompt) - r.todo, share) for r in rows]
+        lens = [min(len(r.ids) - r.todo, share) for r in rows]
         q = max(lens)
         b = len(rows)
         ids = torch.zeros((b, q), dtype=torch.long)
         starts = []
         for j, (r, n) in enumerate(zip(rows, lens)):
-            ids[j, :n] = torch.tensor(r.req.prompt[r.todo:r.todo + n], dtype=torch.long)
+            ids[j, :n] = torch.tensor(r.ids[r.todo:r.todo + n], dtype=torch.long)
             starts.append(r.filled)
         st = torch.tensor(starts, dtype=torch.long)
         cols = st[:, None] + self._arange[:q][None, :]  # (b, q): each query's column = its position
         span = max(starts) + q
         self.stage.ensure(span)
-        done = [j for j, r in enumerate(rows) if r.todo + lens[j] == len(r.req.prompt)]
+        done = [j for j, r in enumerate(rows) if r.todo + lens[j] == len(r.ids)]
         ends = list(itertools.accumulate(lens))  # tokens travel packed: row j's last is at ends[j] - 1
         self.stats.prefills += 1
         self.stats.prefill_tokens += sum(lens)
@@ -626,7 +708,7 @@ class Scheduler:
         moved = []
         for j, tok, lp in zip(chunk.done, toks, lps):
             r = rows[j]
-            self._remember(self.stage, j, r.req.prompt, r.req.cached_tokens)
+            self._remember(self.stage, j, r.ids, r.req.cached_tokens)
             moved.append(j)
             if self._emit(r, tok, lp, events):
                 continue  # finished on its first token: leaves without decoding
@@ -692,7 +774,7 @@ class Scheduler:
         span = torch.stack([layer[row, :, lo:hi] for layer in pool.kv])  # (layers, 2*kv, cols, hd)
         for i in todo:
             a = (i - todo[0]) * BLOCK
-            self.cache.put(keys[i], span[:, :, a:a + BLOCK].clone())
+            self.cache.put(keys[i], span[:, :, a:a + BLOCK])  # copied into the cache's slab
 
     # -- the forward -----------------------------------------------------------------
     def _forward(self, parts: list["_Part"], out: torch.Tensor | None) -> torch.Tensor:

@@ -142,8 +142,8 @@ def lora_name_for(adapter_dir: str | os.PathLike[str]) -> str:
     return f"{stem}-{hashlib.sha256(str(p).encode('utf-8')).hexdigest()[:8]}"
 
 
-def _check_lora_dir(ad: Path) -> None:
-    """Refuse, before any request, what vLLM cannot serve (when the folder is visible here)."""
+def _check_lora_dir(ad: Path, server: str = "vLLM") -> None:
+    """Refuse, before any request, what the server cannot serve (when the folder is visible here)."""
     if not ad.exists():
         return  # the server may see another filesystem; it will say if the path is wrong
     cfg = ad / "adapter_config.json"
@@ -155,12 +155,24 @@ def _check_lora_dir(ad: Path) -> None:
     except (ValueError, KeyError, OSError) as e:
         raise ModelError(f"{str(cfg)!r} is not a valid peft adapter config: {e}") from e
     if kind != "LORA":
-        raise ModelError(f"adapter {str(ad)!r} is of type {kind!r}; vLLM serves LORA adapters only — train with "
-                         "--method lora, or serve prefix / ptuning-v2 adapters with the transformers engine")
+        raise ModelError(f"adapter {str(ad)!r} is of type {kind!r}; {server} serves LORA adapters only (prefix / "
+                         "P-tuning v2 adapters are learned key/values in front of every layer's cache, which only "
+                         "endcloud's own engine feeds) — train with --method lora, or serve this adapter with "
+                         "--engine transformers")
 
 
 class VLLMEndModel(VariantView):
-    """An end model behind a shop-local vLLM (OpenAI-compatible) server; the `EndModel` surface."""
+    """An end model behind a shop-local vLLM (OpenAI-compatible) server; the `EndModel` surface.
+
+    The base of the local OpenAI-compatible engines (`runtime.openai_local`: SGLang and
+    llama-server subclass it): a subclass says how an adapter is loaded (`_load`, `_unload`),
+    and what a request to a variant carries (`_route`), everything else is shared."""
+
+    # The environment variables `from_env` reads (a subclass names its own).
+    env_base_url, env_model, env_api_key, env_timeout, env_allow_remote = (
+        ENV_BASE_URL, ENV_MODEL, ENV_API_KEY, ENV_TIMEOUT, ENV_ALLOW_REMOTE)
+    server_name = "vLLM"
+    model_required = True  # llama-server serves one model and ignores the name
 
     def __init__(
         self,
@@ -221,23 +233,26 @@ class VLLMEndModel(VariantView):
 
     @classmethod
     def from_env(cls, **overrides: Any) -> "VLLMEndModel":
-        """Read ENDCLOUD_VLLM_BASE_URL, _MODEL (required), _API_KEY, _TIMEOUT, _ALLOW_REMOTE; keywords win."""
+        """Read ENDCLOUD_VLLM_BASE_URL, _MODEL (required), _API_KEY, _TIMEOUT, _ALLOW_REMOTE (a
+        subclass: its own `env_*` names); keywords win."""
         env = os.environ
         kw: dict[str, Any] = {}
-        for key, var in (("base_url", ENV_BASE_URL), ("model", ENV_MODEL)):
+        for key, var in (("base_url", cls.env_base_url), ("model", cls.env_model)):
             if not overrides.get(key):
                 if not env.get(var, "").strip():
-                    raise ConfigError(f"{var} is not set; the vllm end model needs it (e.g. {var}="
+                    if key == "model" and not cls.model_required:
+                        continue
+                    raise ConfigError(f"{var} is not set; the {cls.server_name} end model needs it (e.g. {var}="
                                       f"{'http://127.0.0.1:8001/v1' if key == 'base_url' else 'qwen2.5-0.5b'})")
                 kw[key] = env[var].strip()
-        if env.get(ENV_API_KEY):
-            kw["api_key"] = env[ENV_API_KEY]
-        if env.get(ENV_TIMEOUT):
+        if env.get(cls.env_api_key):
+            kw["api_key"] = env[cls.env_api_key]
+        if env.get(cls.env_timeout):
             try:
-                kw["timeout"] = float(env[ENV_TIMEOUT])
+                kw["timeout"] = float(env[cls.env_timeout])
             except ValueError:
-                raise ConfigError(f"{ENV_TIMEOUT} must be a number of seconds, got {env[ENV_TIMEOUT]!r}") from None
-        if env.get(ENV_ALLOW_REMOTE, "").strip().lower() in ("1", "true", "yes"):
+                raise ConfigError(f"{cls.env_timeout} must be a number of seconds, got {env[cls.env_timeout]!r}") from None
+        if env.get(cls.env_allow_remote, "").strip().lower() in ("1", "true", "yes"):
             kw["allow_remote"] = True
         kw.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**kw)
@@ -336,10 +351,15 @@ class VLLMEndModel(VariantView):
             mean = 0.0
         return Generation(text=content.strip(), confidence=math.exp(mean), tokens=tokens, logprob=mean)
 
-    def _one(self, name: str, messages: list[dict], params: dict) -> Generation:
+    def _route(self, variant: Variant) -> tuple[str, dict]:
+        """(the `model` a request to `variant` names, extra body fields): vLLM routes by name."""
+        return variant.name, {}
+
+    def _one(self, variant: Variant, messages: list[dict], params: dict) -> Generation:
         self._count(requests=1)
+        name, extra = self._route(variant)
         try:
-            return self._request("POST", "/chat/completions", {"model": name, "messages": messages, **params},
+            return self._request("POST", "/chat/completions", {"model": name, "messages": messages, **params, **extra},
                                  parse=self._parse_chat)
         except VLLMError:
             self._count(failures=1)
@@ -368,12 +388,13 @@ class VLLMEndModel(VariantView):
         if seed is not None:
             params["seed"] = int(seed)
         with self._lock:
-            name = self._variant.name  # snapshot: a concurrent swap does not affect this call
+            variant = self._variant  # snapshot: a concurrent swap does not affect this call
+            name = variant.name
             self._inflight[name] += 1
         try:
             if len(convs) == 1:
-                return [self._one(name, convs[0], params)]
-            futures = [self._executor().submit(self._one, name, c, params) for c in convs]
+                return [self._one(variant, convs[0], params)]
+            futures = [self._executor().submit(self._one, variant, c, params) for c in convs]
             return [f.result() for f in futures]  # input order; the first failure raises
         finally:
             with self._lock:
@@ -395,15 +416,19 @@ class VLLMEndModel(VariantView):
                 new = Variant(self.model, None, "base")
             else:
                 ad = Path(adapter_dir).expanduser()
-                _check_lora_dir(ad)
+                _check_lora_dir(ad, self.server_name)
                 path = ad.resolve() if ad.exists() else ad
-                new = Variant(lora_name_for(ad), path, "lora")
+                new = self._lora_variant(ad, path)
                 if new.name != old.name:
                     self._load(new.name, path)
             with self._lock:
                 self._variant = new
             if old.adapter_dir is not None and old.name != new.name:
                 self._unload_when_idle(old.name)
+
+    def _lora_variant(self, ad: Path, path: Path) -> Variant:
+        """The Variant that serves the LoRA folder `ad` (its name is what `_load` loads it as)."""
+        return Variant(lora_name_for(ad), path, "lora")
 
     def _load(self, lora_name: str, path: Path) -> None:
         hints = {404: LORA_HINT, 405: LORA_HINT, 400: "check that the adapter folder exists on the vLLM server and its r "
@@ -423,10 +448,13 @@ class VLLMEndModel(VariantView):
             while self._inflight.get(lora_name) and time.monotonic() < deadline:
                 self._idle.wait(timeout=max(0.0, deadline - time.monotonic()))
         try:
-            self._request("POST", "/unload_lora_adapter", {"lora_name": lora_name})
+            self._unload(lora_name)
         except VLLMError as e:
             # The new adapter already serves; a leftover slot costs memory, not correctness.
-            log.warning("could not unload adapter %r from vLLM: %s", lora_name, e)
+            log.warning("could not unload adapter %r from %s: %s", lora_name, self.server_name, e)
+
+    def _unload(self, lora_name: str) -> None:
+        self._request("POST", "/unload_lora_adapter", {"lora_name": lora_name})
 
     # ---- lifecycle ---------------------------------------------------------------------------------
     def close(self) -> None:

@@ -36,7 +36,7 @@ from typing import Any, Callable, Sequence
 
 from endcloud.errors import DataError, ModelError
 from endcloud.runtime.batching import Ticket
-from endcloud.runtime.core import EngineCore, StepReport, batch_window
+from endcloud.runtime.core import EngineCore, Recent, StepReport, batch_window
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,8 @@ class ProcessBatcher:
         self.max_batch = max_batch
         self.threads = threads
         self.start_timeout_s = start_timeout_s
-        self.batch_sizes: list[int] = []
-        self.batch_seconds: list[float] = []
+        self.batch_sizes: list[int] = Recent()
+        self.batch_seconds: list[float] = Recent()
         self.on_batch: Callable[[int, float], None] | None = None
         self.on_step: Callable[[int], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -98,7 +98,8 @@ class ProcessBatcher:
                                         name="endcloud-engine-reader", daemon=True)
         self._reader.start()
 
-    async def stop(self) -> None:
+    async def stop(self, *, timeout_s: float = 30.0) -> None:
+        """Stop the engine process: asked, then killed after `timeout_s`; what it held fails."""
         proc, conn, reader = self._proc, self._conn, self._reader
         if proc is None:
             return
@@ -107,12 +108,12 @@ class ProcessBatcher:
             self._send(("stop",))
         except (OSError, ValueError):
             pass
-        await asyncio.to_thread(proc.join, 30)
+        await asyncio.to_thread(proc.join, timeout_s)
         if proc.is_alive():
             proc.kill()
-            await asyncio.to_thread(proc.join, 5)
+            await asyncio.to_thread(proc.join, 2)
         if reader is not None:
-            await asyncio.to_thread(reader.join, 10)
+            await asyncio.to_thread(reader.join, 2)  # it ends at the pipe's EOF
         conn.close()
         self._proc = self._conn = self._reader = None
         self._fail_all(ModelError("the server is shutting down"), self._tickets)

@@ -6,6 +6,8 @@
                                               (final_score: the same, vectorised, α and Θ as arguments)
     decision    apart from the number         should_escalate(final, threshold)
     truth       the synthetic shop's facts    fact_accuracy(replies, facts)
+    grounding   a reply's facts vs evidence   GroundingChecker().check(reply, evidence) -> .supported .unsupported .score
+                                              CHECKS: grounding (reply checks; `endcloud eval --check grounding`)
     online      the server's fast path        Evaluator(...).score_turns(...), score_turns(...)
     reports     `endcloud eval`               run_eval(inputs, models, teacher, out_dir=...)
 
@@ -16,8 +18,9 @@ from endcloud.scoring.base import Scorer
 from endcloud.scoring.evaluator import Evaluator, default_evaluator, score_turns
 from endcloud.scoring.facts import fact_accuracy, fact_correct
 from endcloud.scoring.final import PaperRule, final_score, should_escalate
+from endcloud.scoring.grounding import CHECKS, Grounding, GroundingChecker, GroundingScorer, load_check
 from endcloud.scoring.inputs import EvalInput, load_inputs
-from endcloud.scoring.matcher_train import MatcherReport, ecd_recall_at_1, recall_at_1, train_matcher
+from endcloud.scoring.matcher_train import MatcherReport, ecd_recall, ecd_recall_at_1, recall_at_1, recall_at_k, train_matcher
 from endcloud.scoring.matching import MATCHING, CrossEncoderMatcher, TfidfMatcher, TrainedMatcher, load_matching
 from endcloud.scoring.probes import PAPER_PROBES_EN, PAPER_PROBES_ZH, paper_probes
 from endcloud.scoring.report import EvalReport, read_human_ratings, run_eval
@@ -28,6 +31,7 @@ __all__ = [
     "Scorer", "SIMILARITY", "MATCHING", "AutoSimilarity", "CharNgramSimilarity", "SentenceTransformerSimilarity",
     "TfidfMatcher", "TrainedMatcher", "CrossEncoderMatcher", "load_similarity", "load_matching", "minilm_dir",
     "PaperRule", "final_score", "should_escalate", "fact_accuracy", "fact_correct", "train_matcher", "MatcherReport",
-    "recall_at_1", "ecd_recall_at_1", "Evaluator", "default_evaluator", "score_turns", "EvalInput", "load_inputs",
+    "recall_at_1", "recall_at_k", "ecd_recall", "ecd_recall_at_1", "Evaluator", "default_evaluator", "score_turns", "EvalInput", "load_inputs",
     "PAPER_PROBES_EN", "PAPER_PROBES_ZH", "paper_probes", "EvalReport", "read_human_ratings", "run_eval",
+    "CHECKS", "Grounding", "GroundingChecker", "GroundingScorer", "load_check",
 ]

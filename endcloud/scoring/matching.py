@@ -32,7 +32,7 @@ from endcloud.errors import ModelError, RegistryError
 from endcloud.registry import Registry
 from endcloud.scoring.base import Scorer, check_pairs, cosine_rows
 from endcloud.scoring.similarity import CharNgramSimilarity
-from endcloud.text import clean, detect_lang
+from endcloud.text import clean, detect_lang, normalise
 
 MATCHING: Registry[Callable[..., Scorer]] = Registry("matching scorer")
 
@@ -83,6 +83,47 @@ class HashedFeatures:
         return normalize(x, norm="l2", copy=False).tocsr()
 
 
+class MemoryFeatures:
+    """What the trained matcher's memory compares: the features of `CharNgramSimilarity`
+    (zh: character 1-2-grams; en: word-bounded 2-4-grams), sublinear tf × idf of the shop's
+    training texts, L2-normalised. Measured on the JDDC sample, these make the memory's vote
+    useful where the dual encoder's hashed 1-3-grams without idf did not (R10@1 0.21 vs 0.13)."""
+
+    N_FEATURES = 2**18
+
+    def __init__(self, lang: str, idf: np.ndarray | None = None):
+        from sklearn.feature_extraction.text import HashingVectorizer
+
+        if lang not in ("zh", "en"):
+            raise ModelError(f"matcher memory language must be 'zh' or 'en', got {lang!r}")
+        self.lang = lang
+        if lang == "zh":
+            self._vec = HashingVectorizer(analyzer="char", ngram_range=(1, 2), preprocessor=normalise,
+                                          n_features=self.N_FEATURES, alternate_sign=False, norm=None)
+        else:
+            self._vec = HashingVectorizer(analyzer="char_wb", ngram_range=(2, 4), preprocessor=clean,
+                                          n_features=self.N_FEATURES, alternate_sign=False, norm=None)
+        self.idf = idf
+
+    def fit(self, texts: Sequence[str]) -> "MemoryFeatures":
+        texts = [t for t in texts if t]
+        if not texts:
+            return self
+        x = self._vec.transform(texts)
+        df = np.bincount(x.indices, minlength=self.N_FEATURES).astype(np.float64)
+        self.idf = (np.log((1.0 + x.shape[0]) / (1.0 + df)) + 1.0).astype(np.float32)
+        return self
+
+    def __call__(self, texts: Sequence[str]):
+        from sklearn.preprocessing import normalize
+
+        x = self._vec.transform(list(texts)).astype(np.float32)
+        x.data = 1.0 + np.log(x.data)
+        if self.idf is not None:
+            x = x.multiply(self.idf[None, :]).tocsr()
+        return normalize(x, norm="l2", copy=False).tocsr()
+
+
 def _grams(text: str) -> set[str]:
     t = re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text or "").lower()).strip()
     chars = [c for c in t if not unicodedata.category(c).startswith("P")]
@@ -114,20 +155,34 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 class TrainedMatcher(Scorer):
-    """The shop's matcher: a dual encoder over hashed n-grams plus a lexical term.
+    """The shop's matcher: a dual encoder over hashed n-grams, a lexical term, and (since
+    issue 22) a memory of training pairs, weighed together on held-out groups.
 
-        logit = s · cos(Wq·x_q, Wr·x_r) + w · cos(x_q, x_r)
-        P(match) = sigmoid(a · logit + b)        (a, b: Platt scaling on held-out groups)
+        dual   = s · cos(Wq·x_q, Wr·x_r) + w · cos(x_q, x_r)
+        memory = Σ_j a_j b_j / Σ_j a_j,  a_j = cos(m_q, m_qj)², b_j = cos(m_r, m_rj)²
+                 (m: `MemoryFeatures`, tf-idf character n-grams of the shop's language;
+                 training pair j votes for replies like its reply to queries like its query)
+        logit  = c_d · dual + c_m · memory + c_l · cos(m_q, m_r) + c_0   (config["combine"];
+                 a matcher saved without one uses logit = dual)
+        P(match) = sigmoid(a · logit + b)
 
-    Inference is numpy only (no torch import), a few ms per batch on CPU: the server's
-    fast path calls it on every turn."""
+    Inference is numpy/scipy only (no torch import), a few ms per batch on CPU: the
+    server's fast path calls it on every turn."""
 
-    def __init__(self, *, w_query: np.ndarray, w_reply: np.ndarray, config: dict, name: str = "trained"):
+    MEMORY_BLOCK = 4_000_000  # (pairs × memory rows) similarities computed at a time: ~32 MB
+
+    def __init__(self, *, w_query: np.ndarray, w_reply: np.ndarray, config: dict, name: str = "trained",
+                 memory: tuple | None = None, memory_features: MemoryFeatures | None = None):
         self.w_query = np.ascontiguousarray(w_query, dtype=np.float32)
         self.w_reply = np.ascontiguousarray(w_reply, dtype=np.float32)
         self.config = config
         self.name = name
         self.features = HashedFeatures(int(config["n_features"]))
+        # (queries, replies) of the training pairs as sparse `memory_features` rows; the
+        # transposes are kept in the layout a product wants.
+        self.memory = memory
+        self.memory_features = memory_features
+        self._mem_t = (memory[0].T.tocsc(), memory[1].T.tocsc()) if memory is not None else None
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "TrainedMatcher":
@@ -145,17 +200,53 @@ class TrainedMatcher(Scorer):
 
         out = Path(path)
         out.mkdir(parents=True, exist_ok=True)
+        tensors = {"w_query": self.w_query, "w_reply": self.w_reply}
+        if self.memory is not None and self.memory_features is not None:
+            tensors["mem_idf"] = np.ascontiguousarray(self.memory_features.idf, dtype=np.float32)
+            for side, m in zip(("q", "r"), self.memory):
+                m = m.tocsr()
+                tensors[f"mem_{side}_data"] = np.ascontiguousarray(m.data, dtype=np.float32)
+                tensors[f"mem_{side}_indices"] = np.ascontiguousarray(m.indices, dtype=np.int32)
+                tensors[f"mem_{side}_indptr"] = np.ascontiguousarray(m.indptr, dtype=np.int64)
         with atomic_write(out / MATCHER_WEIGHTS, "wb") as f:
-            f.write(save({"w_query": self.w_query, "w_reply": self.w_reply}))
+            f.write(save(tensors))
         write_json_atomic(out / MATCHER_CONFIG, self.config)
         return out
 
-    def logits(self, queries: Sequence[str], replies: Sequence[str]) -> np.ndarray:
+    def signals(self, queries: Sequence[str], replies: Sequence[str]) -> np.ndarray:
+        """(n, 3): the dual encoder's logit, the memory's vote (0 without a memory), the
+        lexical cosine (tf-idf of the memory's features when there are some): what
+        `config["combine"]` weighs."""
         xq, xr = self.features(queries), self.features(replies)
         eq, er = _unit(xq @ self.w_query), _unit(xr @ self.w_reply)
         dense = (eq * er).sum(axis=1)
         lex = cosine_rows(xq, xr)
-        return float(self.config["scale"]) * dense + float(self.config["w_lex"]) * lex
+        dual = float(self.config["scale"]) * dense + float(self.config["w_lex"]) * lex
+        if self.memory_features is None or not len(queries):
+            return np.stack([dual, np.zeros_like(dual), lex], axis=1)
+        mq, mr = self.memory_features(queries), self.memory_features(replies)
+        # The lexical signal in the memory's space: idf-weighted, the stronger of the two.
+        return np.stack([dual, self._memory_vote(mq, mr), cosine_rows(mq, mr)], axis=1)
+
+    def _memory_vote(self, xq, xr) -> np.ndarray:
+        out = np.zeros(xq.shape[0], dtype=np.float64)
+        if self._mem_t is None:
+            return out
+        mq, mr = self._mem_t
+        power = float(self.config.get("memory_power", 2.0))
+        step = max(1, self.MEMORY_BLOCK // max(1, mq.shape[1]))
+        for start in range(0, xq.shape[0], step):
+            a = np.clip((xq[start:start + step] @ mq).toarray(), 0, None) ** power
+            b = np.clip((xr[start:start + step] @ mr).toarray(), 0, None) ** power
+            out[start:start + step] = (a * b).sum(axis=1) / (a.sum(axis=1) + 1e-9)
+        return out
+
+    def logits(self, queries: Sequence[str], replies: Sequence[str]) -> np.ndarray:
+        sig = self.signals(queries, replies)
+        comb = self.config.get("combine")
+        if not comb:
+            return sig[:, 0]
+        return comb["dual"] * sig[:, 0] + comb["memory"] * sig[:, 1] + comb["lex"] * sig[:, 2] + comb["bias"]
 
     def score(self, a: Sequence[str], b: Sequence[str]) -> np.ndarray:
         a, b = check_pairs(a, b)
@@ -181,7 +272,19 @@ def _load_trained(path: str, stamp: int) -> TrainedMatcher:  # stamp: the config
         raise ModelError(f"{path!r} holds no trained matcher ({MATCHER_CONFIG} missing); run `endcloud matcher train --pairs PAIRS -o {path}`")
     config = json.loads(cfg_path.read_text(encoding="utf-8"))
     weights = load_file(str(folder / MATCHER_WEIGHTS))
-    return TrainedMatcher(w_query=weights["w_query"], w_reply=weights["w_reply"], config=config, name=config.get("name", "trained"))
+    memory = features = None
+    if "mem_q_data" in weights:
+        from scipy.sparse import csr_matrix
+
+        features = MemoryFeatures(config.get("memory_lang", "zh"), idf=weights["mem_idf"])
+        n_features = MemoryFeatures.N_FEATURES
+        memory = tuple(
+            csr_matrix((weights[f"mem_{s}_data"], weights[f"mem_{s}_indices"], weights[f"mem_{s}_indptr"]),
+                       shape=(len(weights[f"mem_{s}_indptr"]) - 1, n_features))
+            for s in ("q", "r")
+        )
+    return TrainedMatcher(w_query=weights["w_query"], w_reply=weights["w_reply"], config=config,
+                          name=config.get("name", "trained"), memory=memory, memory_features=features)
 
 
 @functools.lru_cache(maxsize=2)

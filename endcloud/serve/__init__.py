@@ -6,6 +6,7 @@
 
 Modules: `app` (create_app and its lifespan), `routes` (the endpoints), `protocol`
 (request schemas, completion body, SSE chunks), `http` (errors, body limit, rate limit),
+`auth` (API keys, customer tokens, the admin token; who may reach which session, order, reply),
 `turn` (one customer turn: context, end model, router, cloud, record), `router` (the pure
 end/cloud decision), `signals` (frustration), `settings` (every knob), `metrics`
 (Prometheus), `review` (the human review page and dashboard). Running the end model is

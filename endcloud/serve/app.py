@@ -6,7 +6,8 @@
 `create_app` wires the parts and the lifespan that loads what was not injected; the rest
 of the room is one concern a module:
 
-    http      OpenAI-shaped errors, body limit, rate limit, body parsing, the admin check
+    http      OpenAI-shaped errors, body limit, rate limit, body parsing
+    auth      who is calling: API keys, customer tokens, the admin token; orders only to their owner
     protocol  request schemas, the completion body, SSE chunks
     turn      one customer turn (`TurnService`): context, end model, router, cloud, record
     routes    the endpoints (module-level router)
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Sequence
@@ -30,11 +32,14 @@ from fastapi import APIRouter, FastAPI
 from endcloud.errors import ConfigError
 from endcloud.runtime.async_engine import AsyncEngine
 from endcloud.runtime.engines import needs_local_base
-from endcloud.serve.http import BodyLimit, install_error_handlers
+from endcloud.serve.auth import AdminQueryToken
+from endcloud.serve.http import BodyLimit, LastResort, install_error_handlers
 from endcloud.serve.metrics import Metrics
 from endcloud.serve.routes import router
 from endcloud.serve.settings import ServeSettings
 from endcloud.serve.turn import TurnService
+
+log = logging.getLogger("endcloud.serve")
 
 
 def create_app(settings: ServeSettings | None = None, *, engine: Any = None, teacher: Any = None, scorer: Any = None,
@@ -76,13 +81,18 @@ def create_app(settings: ServeSettings | None = None, *, engine: Any = None, tea
         st.service = TurnService(settings, engine=st.engine, teacher=st.teacher, scorer=st.scorer,
                                  kb=st.kb, store=st.store, metrics=metrics)
         st.engine.start()
+        st.readiness = "warming_up"
+        warm = asyncio.create_task(warm_up(app), name="endcloud-warm-up")
         stops = [stop for hook in st.startup_hooks if (stop := hook(app)) is not None]
         try:
             yield
         finally:
+            st.readiness = "stopping"
+            warm.cancel()
             for stop in stops:
                 stop()
-            await st.engine.stop()
+            # bounded: replies still in flight fail, and an engine process that does not stop is killed
+            await st.engine.stop(timeout_s=settings.shutdown_timeout_s)
             # The teacher's connections belong to this event loop: close them with it.
             aclose = getattr(st.teacher, "aclose", None)
             if aclose is not None:
@@ -92,7 +102,10 @@ def create_app(settings: ServeSettings | None = None, *, engine: Any = None, tea
                 st.store.close()
 
     app = FastAPI(title="endcloud", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.openapi = lambda: openapi_schema(app)
     app.state.settings = settings
+    app.state.readiness = "starting"  # -> warming_up -> ready -> stopping (GET /readyz)
+    app.state.readiness_error = None
     app.state.engine = engine if engine is None or isinstance(engine, AsyncEngine) else AsyncEngine.from_settings(engine, settings)
     app.state.teacher = gate_teacher(teacher, settings)
     app.state.scorer = scorer
@@ -104,10 +117,75 @@ def create_app(settings: ServeSettings | None = None, *, engine: Any = None, tea
     app.state.metrics = metrics
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(LastResort)  # what escapes the handlers: clean JSON, the connection kept
+    app.add_middleware(AdminQueryToken)  # outermost: `?token=` is gone before anything logs the URL
     app.include_router(router)
     for r in extra_routers:
         app.include_router(r)
     return app
+
+
+async def warm_up(app: FastAPI) -> None:
+    """Generate one token before the app says it is ready (`/readyz`): the continuous engine's
+    first step starts its engine process, moves the weights in and allocates its pools, which
+    no customer should wait for. Retried with backoff while it fails (the error is shown on
+    /readyz). Engines batched whole are ready once started (setting warmup)."""
+    st = app.state
+    if not st.settings.warmup or st.engine.mode != "continuous":
+        st.readiness = "ready"
+        return
+    delay = 0.5
+    while True:
+        try:
+            await st.engine.generate([{"role": "user", "content": "hello"}], max_new_tokens=1, temperature=0.0, top_p=1.0)
+        except Exception as e:  # noqa: BLE001 — not ready yet; /readyz says why
+            st.readiness_error = f"{type(e).__name__}: {e}"[:300]
+            log.warning("warm-up generation failed (retrying in %.1f s): %s", delay, st.readiness_error)
+            await asyncio.sleep(delay)
+            delay = min(30.0, delay * 2)
+            continue
+        st.readiness, st.readiness_error = "ready", None
+        return
+
+
+def openapi_schema(app: FastAPI) -> dict[str, Any]:
+    """/openapi.json as the server really behaves: the handlers read their bodies themselves
+    (`http.parse_body`, for OpenAI-shaped 400s), so FastAPI sees neither the request schemas
+    nor the errors; `protocol.REQUEST_BODIES` and `ERROR_STATUSES` say them, and a request
+    the schema refuses is documented as the 400 it gets, never FastAPI's 422."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
+
+    from endcloud.serve.protocol import ERROR_STATUSES, REQUEST_BODIES, STATUS_TEXT, ErrorBody
+
+    schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for model in (*REQUEST_BODIES.values(), ErrorBody):
+        js = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(js.pop("$defs", {}))
+        components[model.__name__] = js
+
+    def error(status: int) -> dict[str, Any]:
+        return {"description": STATUS_TEXT.get(status, "Error"),
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
+
+    for path, ops in schema.get("paths", {}).items():
+        for method, op in ops.items():
+            responses = op.setdefault("responses", {})
+            statuses = set(ERROR_STATUSES.get((path, method), ())) | {500}
+            if responses.pop("422", None) is not None:
+                statuses.add(400)
+            for status in sorted(statuses):
+                responses.setdefault(str(status), error(status))
+            model = REQUEST_BODIES.get((path, method))
+            if model is not None:
+                op["requestBody"] = {"required": True, "content": {
+                    "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)
+    app.openapi_schema = schema
+    return schema
 
 
 def _is_gated(teacher: Any) -> bool:

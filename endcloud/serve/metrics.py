@@ -6,12 +6,16 @@
     endcloud_takeovers_total{reason}                      turns the cloud answered
     endcloud_takeover_rate                                takeovers / answered turns
     endcloud_cloud_failures_total{kind}                   cloud errors/timeouts (end reply served)
+    endcloud_grounding_failures_total{kind}               end replies stating a fact the turn does not support, by
+                                                          the fact's kind (price, duration, ...; a reply counts once per kind)
     endcloud_cloud_tokens_total{kind}                     prompt / completion tokens sent to the cloud
     endcloud_cloud_cost_total                             money spent in the cloud
     endcloud_batch_size                                   conversations per end-model generate call
                                                           (continuous batching: admitted together into the running batch)
     endcloud_batch_occupancy                              continuous batching: rows in each decode step
     endcloud_feedback_total{rating}
+    endcloud_intents_total{intent}                        customer messages by intent (`endcloud.tasks.classify`)
+    endcloud_sentiment_total{sentiment}                   customer messages by sentiment (negative / neutral / positive)
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ class Metrics:
         self.takeovers = Counter("endcloud_takeovers", "Turns the cloud answered", ["reason"], registry=r)
         self.takeover_rate = Gauge("endcloud_takeover_rate", "Takeovers / answered turns", registry=r)
         self.cloud_failures = Counter("endcloud_cloud_failures", "Cloud errors (end reply served)", ["kind"], registry=r)
+        self.grounding_failures = Counter("endcloud_grounding_failures", "End replies stating an unsupported fact",
+                                          ["kind"], registry=r)
         self.cloud_tokens = Counter("endcloud_cloud_tokens", "Tokens exchanged with the cloud", ["kind"], registry=r)
         self.cloud_cost = Counter("endcloud_cloud_cost", "Money spent in the cloud", registry=r)
         self.batch_size = Histogram("endcloud_batch_size", "Conversations per generate call",
@@ -38,6 +44,8 @@ class Metrics:
         self.batch_occupancy = Histogram("endcloud_batch_occupancy", "Rows in each decode step of the running batch",
                                          buckets=(1, 2, 4, 8, 12, 16, 32, 64), registry=r)
         self.feedback = Counter("endcloud_feedback", "Feedback received", ["rating"], registry=r)
+        self.intents = Counter("endcloud_intents", "Customer messages by intent", ["intent"], registry=r)
+        self.sentiments = Counter("endcloud_sentiment", "Customer messages by sentiment", ["sentiment"], registry=r)
         self._answered = 0
         self._taken_over = 0
 
@@ -45,6 +53,13 @@ class Metrics:
         self._answered += 1
         self._taken_over += by == "cloud"
         self.takeover_rate.set(self._taken_over / self._answered)
+
+    def dialogue(self, *, intent: str | None, sentiment: str | None) -> None:
+        """Count one customer message's intent and sentiment (None: not analysed)."""
+        if intent:
+            self.intents.labels(intent=intent).inc()
+        if sentiment:
+            self.sentiments.labels(sentiment=sentiment).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

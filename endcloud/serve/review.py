@@ -28,6 +28,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from endcloud.errors import DataError
+from endcloud.serve.auth import require_admin
+from endcloud.serve.http import ApiError
 from endcloud.store.db import connect
 
 PLOTS = ("scores", "takeover", "cost", "adapters")
@@ -55,9 +57,11 @@ def review_router(*, db_path: str | os.PathLike[str], adapters_root: str | os.Pa
     labels = LabelStore(reviews.conn)
 
     def _auth(request: Request) -> None:
-        if admin_token and request.headers.get("authorization") != f"Bearer {admin_token}" \
-                and request.query_params.get("token") != admin_token:
-            raise HTTPException(401, "the review pages need the admin token (Authorization: Bearer … or ?token=…)")
+        # the server's one admin check: the token (header, or the cookie `?token=` sets), else loopback only
+        try:
+            require_admin(request, admin_token)
+        except ApiError as e:
+            raise HTTPException(e.status, e.message, headers=e.headers or None) from None
 
     @router.get("/review", response_class=HTMLResponse, include_in_schema=False)
     async def review_page(request: Request):
@@ -74,7 +78,23 @@ def review_router(*, db_path: str | os.PathLike[str], adapters_root: str | os.Pa
         _auth(request)
         st = None if status == "all" else status
         rows = await asyncio.to_thread(reviews.items, st, min(max(limit, 1), 1000))
-        return {"items": [_item_json(r) for r in rows], "counts": await asyncio.to_thread(_status_counts, reviews)}
+        shown = await asyncio.to_thread(lambda: [_item_json(r) for r in rows])  # redaction is CPU work
+        return {"items": shown, "counts": await asyncio.to_thread(_status_counts, reviews)}
+
+    @router.get("/api/review/items/{item_id}/reveal")
+    async def reveal(item_id: str, placeholder: str, request: Request):
+        # The page shows customers' text redacted; an admin may look at one value at a time.
+        from endcloud.store.review import revealed_value
+
+        _auth(request)
+        try:
+            item = await asyncio.to_thread(reviews.get, item_id)
+        except DataError as e:
+            raise HTTPException(404, str(e)) from None
+        value = await asyncio.to_thread(revealed_value, item, placeholder)
+        if value is None:
+            raise HTTPException(404, f"item {item_id!r} shows no placeholder {placeholder!r}")
+        return {"item": item_id, "placeholder": placeholder, "value": value}
 
     @router.post("/api/review/items/{item_id}/verdict")
     async def verdict(item_id: str, body: VerdictRequest, request: Request):
@@ -104,7 +124,10 @@ def review_router(*, db_path: str | os.PathLike[str], adapters_root: str | os.Pa
 
 
 def _item_json(item: Any) -> dict[str, Any]:
-    return dict(item.__dict__)
+    """An item as the page shows it: customers' personal data as placeholders (see /reveal)."""
+    from endcloud.store.review import redacted_row
+
+    return redacted_row(dict(item.__dict__), "items")
 
 
 def _status_counts(reviews: Any) -> dict[str, int]:
@@ -125,7 +148,10 @@ def _dashboard(db_path: Any, adapters_root: Any, labels: Any) -> dict[str, Any]:
     for r in rows:
         s = json.loads(r["scores"] or "{}")
         turns.append({"t": r["created_at"], "by": r["answered_by"], "final": s.get("final"), "match": s.get("match"),
-                      "cost": r["cloud_cost"] or 0.0, "adapter": r["adapter"]})
+                      "cost": r["cloud_cost"] or 0.0, "adapter": r["adapter"],
+                      # the end reply's facts nothing in the turn supported (None: grounded, or not checked)
+                      "ungrounded": s.get("unsupported") if s.get("grounded") is False else None,
+                      "intent": s.get("intent"), "sentiment": s.get("sentiment")})  # endcloud.tasks.classify
     versions = []
     if adapters_root and Path(adapters_root).is_dir():
         from endcloud.end.adapters import AdapterRegistry
@@ -142,11 +168,22 @@ def _dashboard(db_path: Any, adapters_root: Any, labels: Any) -> dict[str, Any]:
     n = len(turns)
     takeovers = sum(t["by"] == "cloud" for t in turns)
     finals = [t["final"] for t in turns if t["final"] is not None]
+    ungrounded = [{"t": t["t"], "by": t["by"], "facts": t["ungrounded"]} for t in turns if t["ungrounded"] is not None]
     return {"generated_at": time.time(), "turns": turns, "versions": versions,
-            "labels": labels.counts(), "rounds": labels.rounds(),
+            "labels": labels.counts(), "rounds": labels.rounds(), "grounding_failures": ungrounded[-20:][::-1],
             "summary": {"turns": n, "takeover_rate": takeovers / n if n else None,
                         "mean_final": sum(finals) / len(finals) if finals else None,
-                        "cloud_cost": sum(t["cost"] for t in turns)}}
+                        "cloud_cost": sum(t["cost"] for t in turns), "grounding_failures": len(ungrounded),
+                        "intents": _counts(t["intent"] for t in turns), "sentiments": _counts(t["sentiment"] for t in turns)}}
+
+
+def _counts(values: Any) -> dict[str, int]:
+    """{value: turns}, most frequent first (turns recorded before the analysis existed are left out)."""
+    out: dict[str, int] = {}
+    for v in values:
+        if v:
+            out[v] = out.get(v, 0) + 1
+    return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def _rolling(xs: list[float], k: int) -> list[float]:

@@ -11,19 +11,26 @@ paper's Final needs the cloud's reply, so the server computes it only for takeov
     model="endcloud" -> cloud if match < min_match
                                or confidence < min_confidence
                                or frustration >= max_frustration
-                               or the end reply is empty;
+                               or the end reply is empty
+                               or it is a hand-off ("I don't know, a colleague will check")
+                               or it states a fact nothing in the turn supports
+                                  (reason "ungrounded: 99元, 5天"; see `endcloud.scoring.grounding`)
+                               or the message's intent is one of `cloud_intents`
+                               or its sentiment score is below `min_sentiment`
+                                  (intent and sentiment: `endcloud.tasks.classify`; both rules off by default);
                         else end
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 from endcloud.scoring.final import should_escalate
 
 Route = Literal["end", "cloud"]
 MODELS = ("endcloud", "end", "cloud")
+MAX_REASON_FACTS = 3  # unsupported facts named in an "ungrounded" reason
 
 
 @dataclass(slots=True)
@@ -34,9 +41,32 @@ class Signals:
     confidence: float | None = None
     frustration: float = 0.0
     empty: bool = False
+    # None: not checked (no shop knowledge, or grounding_check off); else whether every fact the
+    # end reply states is supported by the turn's snippets, the customer's data or the shop's profile
+    grounded: bool | None = None
+    unsupported: list[str] = field(default_factory=list)  # those facts, as written (long ids shortened)
+    # the end model said it does not know (a hand-off reply): the cloud may know, so it gets the turn
+    handoff: bool = False
+    # what the customer's message wants and how it feels (`endcloud.tasks.classify`; seed 003's dialogue management)
+    intent: str | None = None
+    sentiment: str | None = None
+    sentiment_score: float | None = None  # in [-1, 1], -1 very negative
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def is_handoff(text: str, handoffs: Sequence[str]) -> bool:
+    """Whether `text` is one of the hand-off replies (compared without spaces, punctuation
+    and case: a small model's reply may differ from the template there)."""
+    bare = _bare(text)
+    return bool(bare) and any(bare == _bare(h) for h in handoffs if h)
+
+
+def _bare(text: str) -> str:
+    import unicodedata
+
+    return "".join(ch for ch in unicodedata.normalize("NFKC", text).lower() if ch.isalnum())
 
 
 @dataclass(slots=True)
@@ -55,10 +85,14 @@ class Router:
     min_match: float = 0.25
     min_confidence: float = 0.0
     max_frustration: float = 0.5
+    cloud_intents: tuple[str, ...] = ()  # intents the cloud always answers (e.g. "complaint"); none by default
+    min_sentiment: float | None = None  # a sentiment score below this -> cloud; None: off
 
     @classmethod
     def from_settings(cls, s) -> "Router":
-        return cls(min_match=s.min_match, min_confidence=s.min_confidence, max_frustration=s.max_frustration)
+        # the intent/sentiment rules are read where the settings carry them (ServeSettings does not yet)
+        return cls(min_match=s.min_match, min_confidence=s.min_confidence, max_frustration=s.max_frustration,
+                   cloud_intents=tuple(getattr(s, "cloud_intents", ()) or ()), min_sentiment=getattr(s, "min_sentiment", None))
 
     def decide(self, signals: Signals, *, model: str = "endcloud") -> Decision:
         if model == "end":
@@ -68,10 +102,20 @@ class Router:
         reasons: list[str] = []
         if signals.empty:
             reasons.append("empty_reply")
+        if signals.handoff:
+            reasons.append("end_handoff")
         if signals.match is not None and should_escalate(signals.match, self.min_match):
             reasons.append(f"match {signals.match:.3f} < {self.min_match}")
         if signals.confidence is not None and should_escalate(signals.confidence, self.min_confidence):
             reasons.append(f"confidence {signals.confidence:.3f} < {self.min_confidence}")
         if signals.frustration >= self.max_frustration:
             reasons.append(f"frustration {signals.frustration:.2f} >= {self.max_frustration}")
+        if signals.intent is not None and signals.intent in self.cloud_intents:
+            reasons.append(f"intent {signals.intent}")
+        if (self.min_sentiment is not None and signals.sentiment_score is not None
+                and signals.sentiment_score < self.min_sentiment):
+            reasons.append(f"sentiment {signals.sentiment_score:.2f} < {self.min_sentiment}")
+        if signals.unsupported:
+            more = " …" if len(signals.unsupported) > MAX_REASON_FACTS else ""
+            reasons.append("ungrounded: " + ", ".join(signals.unsupported[:MAX_REASON_FACTS]) + more)
         return Decision("cloud", reasons) if reasons else Decision("end", ["checks passed"])

@@ -1,14 +1,18 @@
 """The server's endpoints, on one module-level router that `create_app` includes.
 
-    POST /v1/chat/completions            models endcloud | end | cloud; `user` is the customer;
-                                         JSON, or SSE with `stream: true`
-    POST /v1/feedback                    👍/👎 (rating) and corrections on a reply's message_id
+    POST /v1/chat/completions            models endcloud | end | cloud; the customer is who a customer
+                                         token proves (`user` is only a label); JSON, or SSE with `stream: true`
+    POST /v1/feedback                    👍/👎 (rating) and corrections on a reply's message_id (your own)
     GET  /v1/models
-    GET|PUT /v1/customers/{id}/profile   admin
-    GET  /v1/customers/{id}/sessions     admin
-    GET  /v1/sessions/{id}               admin
-    GET  /metrics                        Prometheus
-    GET  /healthz
+    GET  /v1/customers/{id}/profile      admin, or that customer
+    PUT  /v1/customers/{id}/profile      admin
+    GET  /v1/customers/{id}/sessions     admin, or that customer
+    GET  /v1/sessions/{id}               admin, or its customer
+    GET  /metrics                        Prometheus: loopback, or the admin token
+    GET  /healthz                        liveness: the process answers
+    GET  /readyz                         readiness: 200 once the end model has generated (warm-up), else 503
+
+Who may call what is `endcloud.serve.auth`'s (API keys, customer tokens, the admin token).
 
 Each handler reads what it needs from `request.app.state` (the `TurnService`, metrics,
 settings) and leaves the turn itself to `endcloud.serve.turn`. Streaming: with
@@ -30,9 +34,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from endcloud.errors import ConfigError, DataError
-from endcloud.serve.http import ApiError, error_body, parse_body, require_admin
+from endcloud.serve.auth import (authenticate, is_admin, is_anonymous_owner, require_admin, require_metrics_reader,
+                                 require_owner_or_admin)
+from endcloud.serve.http import ApiError, error_body, parse_body, session_header
 from endcloud.serve.metrics import CONTENT_TYPE_LATEST
-from endcloud.serve.protocol import (SESSION_HEADER, SSE_DONE, ChatRequest, FeedbackRequest, ProfileRequest,
+from endcloud.serve.protocol import (SSE_DONE, ChatRequest, FeedbackRequest, ProfileRequest,
                                      completion_json, sse_chunk, stream_pieces)
 from endcloud.serve.router import MODELS
 from endcloud.serve.turn import CUSTOMER_RE, TurnResult, TurnService
@@ -51,14 +57,19 @@ async def chat_completions(request: Request):
     t0 = time.perf_counter()
     svc = _service(request)
     metrics = svc.metrics
+    try:
+        caller = authenticate(request)
+    except ApiError as e:
+        metrics.requests.labels(model="other", answered_by="none", status=str(e.status)).inc()
+        raise
     req = await parse_body(request, ChatRequest)
     try:
-        customer, messages = svc.check(req, request.client.host if request.client else "?")
+        customer, messages = svc.check(req, caller)
     except ApiError as e:
         metrics.requests.labels(model=req.model[:32] if req.model in MODELS else "other", answered_by="none",
                                 status=str(e.status)).inc()
         raise
-    session_id = svc.open_session(req, customer, request.headers.get(SESSION_HEADER))
+    session_id = svc.open_session(req, caller, session_header(request))
     message_id = "chatcmpl-" + uuid.uuid4().hex[:24]
     if not req.stream:
         result = await svc.turn(req, customer, messages, message_id=message_id, session_id=session_id)
@@ -116,13 +127,21 @@ async def _stream(svc: TurnService, req: ChatRequest, customer: str, messages, t
 @router.post("/v1/feedback")
 async def feedback(request: Request):
     svc = _service(request)
+    caller = authenticate(request)
     body = await parse_body(request, FeedbackRequest)
+    missing = ApiError(404, f"no reply with message_id {body.message_id!r}: use the `id` (or endcloud.message_id) "
+                            "of a chat completion this server sent you", code="message_not_found", param="message_id")
+    owner = await asyncio.to_thread(svc.store.message_owner, body.message_id)
+    # An anonymous chat's message id is its own proof (only that chat's client was sent it); a
+    # named customer's reply takes that customer's token (or the admin's). Another's reply is
+    # answered like a missing one: the answer says nothing about what exists.
+    if owner is None or not (is_anonymous_owner(owner) or owner == caller.customer or is_admin(request)):
+        raise missing
     try:
         row = await asyncio.to_thread(svc.store.add_feedback, body.message_id, body.rating, comment=body.comment,
-                                      correction=body.correction, customer=body.user)
+                                      correction=body.correction, customer=caller.labelled(body.user).owner)
     except KeyError:
-        raise ApiError(404, f"no reply with message_id {body.message_id!r}: use the `id` (or endcloud.message_id) "
-                            "of a chat completion this server sent", code="message_not_found", param="message_id") from None
+        raise missing from None
     except DataError as e:
         raise ApiError(400, str(e), code="invalid_rating", param="rating") from None
     svc.metrics.feedback.labels(rating=str(row["rating"])).inc()
@@ -136,7 +155,7 @@ async def models():
 
 @router.get("/v1/customers/{customer}/profile")
 async def get_profile(customer: str, request: Request):
-    require_admin(request)
+    require_owner_or_admin(request, customer)
     return (await asyncio.to_thread(_service(request).store.profile, customer)).to_json()
 
 
@@ -153,13 +172,14 @@ async def put_profile(customer: str, request: Request):
 
 @router.get("/v1/customers/{customer}/sessions")
 async def customer_sessions(customer: str, request: Request):
-    require_admin(request)
+    require_owner_or_admin(request, customer)
     return {"customer": customer, "sessions": await asyncio.to_thread(_service(request).store.sessions_of, customer)}
 
 
 @router.get("/v1/sessions/{session_id}")
 async def get_session(session_id: str, request: Request):
-    require_admin(request)
+    if not is_admin(request):
+        require_owner_or_admin(request, await asyncio.to_thread(_service(request).store.session_owner, session_id))
     sess = await asyncio.to_thread(_service(request).store.session, session_id)
     if sess is None:
         raise ApiError(404, f"no session {session_id!r}", code="session_not_found")
@@ -168,6 +188,7 @@ async def get_session(session_id: str, request: Request):
 
 @router.get("/metrics")
 async def metrics_endpoint(request: Request):
+    require_metrics_reader(request)
     return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -183,3 +204,16 @@ async def healthz(request: Request):
         "knowledge": st.kb is not None,
         "db": str(settings.db_path) if settings.db_path else ":memory:",
     }
+
+
+@router.get("/readyz", responses={200: {"description": "Ready: the end model has generated"},
+                                  503: {"description": "Not ready: starting, warming up, or shutting down"}})
+async def readyz(request: Request):
+    """Readiness, for a load balancer: 200 only once the end model has generated a reply (the
+    app's warm-up), 503 while it starts, warms up or shuts down. /healthz is liveness."""
+    st = request.app.state
+    status = getattr(st, "readiness", "starting")
+    body = {"status": status, "ready": status == "ready"}
+    if getattr(st, "readiness_error", None):
+        body["error"] = st.readiness_error
+    return JSONResponse(body, status_code=200 if status == "ready" else 503)

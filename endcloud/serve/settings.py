@@ -7,8 +7,9 @@ name the setting to change.
 
 from __future__ import annotations
 
+import ipaddress
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from endcloud.paper import PAPER
@@ -24,6 +25,18 @@ MAX_MESSAGES = 64
 MAX_TOKENS_PER_MESSAGE = 1024
 RATE_LIMIT_PER_MINUTE = 60
 KNOWLEDGE_POSITIONS = ("after_question", "system")  # where a question's shop knowledge goes (see TurnService._context)
+MIN_SECRET_CHARS = 16  # the shortest customer_secret accepted (it keys HMAC-SHA256)
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether `host` (an interface to listen on, or a client address) is this machine only."""
+    h = (host or "").strip().strip("[]").lower()
+    if h == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(h).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -59,22 +72,34 @@ class ServeSettings:
     batch_max_wait_ms: float = 100.0  # the most a batch waits for stragglers after its first request
     prefill_chunk_tokens: int = 512  # continuous: prompt tokens prefilled per decode step, so a long prompt never stalls the batch long
     prefix_cache_mb: float = 256.0  # continuous: memory for key/values of earlier prompts (shared system/knowledge text, earlier turns); 0 turns it off
+    session_transcripts: int = 4096  # continuous: conversations whose last prompt + reply ids are kept for the next turn (LRU)
+    session_transcripts_mb: float = 64.0  # continuous: ... and the most memory they hold together (LRU beyond it)
     worker: str = "process"  # continuous: the running batch in its own process (no lock shared with the event loop; measured faster) | thread
     torch_threads: int = 0  # torch threads of the in-process end model; 0: all cores but one, which stays with uvicorn (1 on 2 cores: measured best)
     # -- routing (a turn goes to the cloud when any check fails) --
     min_match: float = 0.25  # matching score of (query, end reply) below this -> cloud
     min_confidence: float = 0.0  # end model confidence (exp mean logprob) below this -> cloud
     max_frustration: float = 0.5  # frustration signal at or above this -> cloud
+    grounding_check: bool = True  # an end reply stating a fact (price, duration, time, courier, id, ...) that the turn's knowledge snippets, the customer's data and the shop's profile do not support -> cloud (needs a shop pack)
+    grounding_snippets: int = 3  # with knowledge_snippets=0 the check retrieves this many snippets for itself
     cloud_timeout_s: float = 20.0  # the whole cloud takeover (retries included); then the end reply is served
+    takeover_deadline_s: float = 4.0  # the most a customer waits for the cloud in a turn (the lower of this and cloud_timeout_s applies); then the end reply, or a hand-off message when there is none
+    # -- life cycle --
+    warmup: bool = True  # /readyz says ready after one generation (continuous engines: the engine process up, weights in, a step run); engines batched whole are ready once started
+    shutdown_timeout_s: float = 10.0  # on SIGTERM, requests in flight get this long to finish (then they are cancelled), and the engine as long to stop
     # -- the paper's score of every takeover (eq. 1), which the dashboard and the online loop read --
     alpha: float = PAPER.alpha  # Final = alpha * Sim(end, cloud) + (1 - alpha) * Match(query, end)
     theta: float = PAPER.theta  # where Match(query, cloud) < theta, Final = Sim alone
-    # -- admin --
-    admin_token: str | None = None  # when set, profile endpoints need `Authorization: Bearer <token>`
+    # -- security (docs/architecture.md, "Security"); secrets stay out of repr --
+    admin_token: str | None = field(default=None, repr=False)  # admin routes (sessions, profiles, /review, /dashboard, /metrics from elsewhere) need it; unset: loopback clients only, and a non-loopback --host refuses to start
+    api_keys: tuple[str, ...] = field(default=(), repr=False)  # keys of the shop's own front ends (Authorization: Bearer <key>; env: comma-separated); set: chat needs a key or a customer token; empty: chat is open, and anonymous
+    customer_secret: str | None = field(default=None, repr=False)  # HMAC-SHA256 key of customer tokens (the only way a chat is a named customer's); unset: every chat is anonymous
 
     def __post_init__(self) -> None:
+        self._check_security()
         positive = ("max_body_bytes", "max_messages", "max_tokens_per_message", "rate_limit_per_minute",
-                    "max_new_tokens", "max_new_tokens_cap", "max_batch", "cloud_timeout_s", "prefill_chunk_tokens")
+                    "max_new_tokens", "max_new_tokens_cap", "max_batch", "cloud_timeout_s", "prefill_chunk_tokens",
+                    "takeover_deadline_s", "shutdown_timeout_s", "session_transcripts", "session_transcripts_mb")
         for name in positive:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or v <= 0:
@@ -82,7 +107,7 @@ class ServeSettings:
         if self.batching not in BATCHING:
             raise ConfigError(f"serve setting batching must be one of {', '.join(BATCHING)}, got {self.batching!r} "
                               f"(env {ENV_PREFIX}BATCHING)")
-        for name in ("prefix_cache_mb", "torch_threads"):
+        for name in ("prefix_cache_mb", "torch_threads", "grounding_snippets"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or v < 0:
                 raise ConfigError(f"serve setting {name} must be >= 0, got {v!r} (env {ENV_PREFIX}{name.upper()})")
@@ -106,6 +131,32 @@ class ServeSettings:
         if self.batch_window_ms < 0 or self.batch_max_wait_ms < 0:
             raise ConfigError(f"serve settings batch_window_ms / batch_max_wait_ms must be >= 0, "
                               f"got {self.batch_window_ms!r} / {self.batch_max_wait_ms!r}")
+
+    def _check_security(self) -> None:
+        if isinstance(self.api_keys, str):
+            object.__setattr__(self, "api_keys", tuple(k.strip() for k in self.api_keys.split(",") if k.strip()))
+        object.__setattr__(self, "api_keys", tuple(self.api_keys or ()))
+        for name in ("admin_token", "customer_secret"):
+            if getattr(self, name) == "":
+                object.__setattr__(self, name, None)  # an empty variable is an unset one
+        secrets = [("admin_token", self.admin_token), ("customer_secret", self.customer_secret)] + \
+                  [("api_keys", k) for k in self.api_keys]
+        for name, v in secrets:
+            if v is not None and (not isinstance(v, str) or not v.strip() or any(c.isspace() for c in v)):
+                raise ConfigError(f"serve setting {name} must be a non-empty string without spaces "
+                                  f"(env {ENV_PREFIX}{name.upper()})")
+        if self.customer_secret is not None and len(self.customer_secret) < MIN_SECRET_CHARS:
+            raise ConfigError(f"serve setting customer_secret must be at least {MIN_SECRET_CHARS} characters, got "
+                              f"{len(self.customer_secret)} (env {ENV_PREFIX}CUSTOMER_SECRET; e.g. `openssl rand -hex 32`)")
+        values = [v for _, v in secrets if v is not None]
+        if len(set(values)) < len(values):
+            raise ConfigError("serve settings admin_token, customer_secret and api_keys must all differ: "
+                              "one secret must not open another's door")
+        if not is_loopback_host(self.host) and not self.admin_token:
+            raise ConfigError(
+                f"--host {self.host} is reachable from other machines, so the admin routes (/review, /dashboard, "
+                "/v1/sessions, /v1/customers/...) need an admin token: pass --admin-token TOKEN or set "
+                f"{ENV_PREFIX}ADMIN_TOKEN (e.g. `export {ENV_PREFIX}ADMIN_TOKEN=$(openssl rand -hex 32)`)")
 
     def resolved_torch_threads(self) -> int:
         """`torch_threads`, with 0 resolved for this machine."""
@@ -132,6 +183,8 @@ def _parse(name: str, raw: str, default: object) -> object:
     try:
         if isinstance(default, bool):
             return raw.strip().lower() in ("1", "true", "yes", "on")
+        if isinstance(default, tuple):
+            return tuple(x.strip() for x in raw.split(",") if x.strip())
         if isinstance(default, int):
             return int(raw)
         if isinstance(default, float):

@@ -2,7 +2,7 @@
 
     request ─► limits (400 shape, 429 rate) ─► session + profile + KB snippets
             ─► end model (`AsyncEngine`: continuous batch; whole batches for engines without it)
-            ─► signals (match, confidence, frustration)
+            ─► signals (match, confidence, frustration, grounded: `serve.grounding`, placeholders filled)
             ─► Router.decide ─► end reply, or cloud takeover through the privacy gate
                (cloud error / timeout ─► the end reply is served, `cloud_failed` recorded)
             ─► score a takeover the paper's way (`PaperRule`, α and Θ from the settings)
@@ -16,25 +16,31 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
 from endcloud.errors import DataError, EndcloudError, TeacherError
+from endcloud.kb.prompt import build_messages, customer_text, retrieve
 from endcloud.scoring.final import PaperRule
+from endcloud.serve.auth import (ANONYMOUS, CUSTOMER_RE, Caller, is_anonymous_owner, issue_session_id, order_key,
+                                 visible_snippets, withhold_orders)
+from endcloud.serve.grounding import ReplyGuard
 from endcloud.serve.http import ApiError, RateLimiter
 from endcloud.serve.metrics import Metrics
 from endcloud.serve.protocol import ChatRequest
-from endcloud.serve.router import MODELS, Router, Signals
+from endcloud.serve.router import MODELS, Router, Signals, is_handoff
 from endcloud.serve.settings import ServeSettings
 from endcloud.serve.signals import frustration
-from endcloud.text import estimate_tokens
+from endcloud.tasks.serving import ShopAssistant
+from endcloud.text import detect_lang, estimate_tokens
 
 log = logging.getLogger("endcloud.serve")
 
-ANONYMOUS = "anonymous"
-CUSTOMER_RE = re.compile(r"^[\w.@:+\-]{1,128}$")
+# What a customer reads when the takeover failed and the end model wrote nothing either.
+HANDOFF = {"zh": "抱歉，这个问题需要同事进一步为您处理，我们会尽快回复您。",
+           "en": "Sorry, this one needs a colleague to look into it; we will get back to you shortly."}
+
 
 
 @dataclass
@@ -80,20 +86,29 @@ class TurnService:
         self.settings, self.engine, self.teacher, self.scorer, self.kb, self.store = settings, engine, teacher, scorer, kb, store
         self.metrics = metrics
         self.router = Router.from_settings(settings)
+        # what an end model says when it does not know: the offline teacher's hand-off replies,
+        # which the shop reader and models tuned on the teacher's labels learned to say
+        from endcloud.cloud.reference import REPLIES
+
+        self.handoffs = tuple(REPLIES["unknown"].values())
         self.rule = PaperRule(alpha=settings.alpha, theta=settings.theta)  # eq. 1 for every takeover
         self.limiter = RateLimiter(settings.rate_limit_per_minute)
+        self.guard = ReplyGuard(settings, kb, metrics)  # end replies: placeholders filled, facts checked (grounding)
+        self.assistant = ShopAssistant(kb)  # intent + sentiment signals; "推荐一款…" answered from in-stock catalog rows
         self._sim: Any = None  # loaded on the first takeover
 
     # -- request checks ----------------------------------------------------------------
-    def check(self, req: ChatRequest, client: str) -> tuple[str, list[dict[str, str]]]:
+    def check(self, req: ChatRequest, caller: Caller) -> tuple[str, list[dict[str, str]]]:
+        """(the customer the turn serves: a token-proven id or ANONYMOUS, the messages); ApiError if refused."""
         s = self.settings
         if req.model not in MODELS:
             raise ApiError(404, f"model {req.model!r} does not exist; use one of {list(MODELS)} "
                                 "(endcloud routes automatically, end forces the end model, cloud forces the cloud)",
                            code="model_not_found", param="model")
-        customer = req.user if req.user else ANONYMOUS
-        if not CUSTOMER_RE.match(customer):
-            raise ApiError(400, f"user {customer[:40]!r} must be 1-128 letters, digits or . _ @ : + -", param="user")
+        # `user` is a label the client chose, never an identity: only a customer token names a customer
+        if req.user is not None and not CUSTOMER_RE.match(req.user):
+            raise ApiError(400, f"user {req.user[:40]!r} must be 1-128 letters, digits or . _ @ : + -", param="user")
+        customer = caller.name
         if len(req.messages) > s.max_messages:
             raise ApiError(400, f"{len(req.messages)} messages is over the limit of {s.max_messages} per request "
                                 "(setting max_messages)", code="too_many_messages", param="messages")
@@ -112,10 +127,11 @@ class TurnService:
         if max_tokens is not None and max_tokens > s.max_new_tokens_cap:
             raise ApiError(400, f"max_tokens={max_tokens} is over the limit of {s.max_new_tokens_cap} "
                                 "(setting max_new_tokens_cap)", param="max_tokens")
-        wait = self.limiter.check(customer if customer != ANONYMOUS else f"ip:{client}")
+        wait = self.limiter.check(caller.labelled(req.user).rate_key)
         if wait:
             retry = max(1, int(wait + 0.999))
-            raise ApiError(429, f"customer {customer!r} sent more than {s.rate_limit_per_minute} requests in a minute "
+            who = f"customer {customer!r}" if caller.customer else "this client"
+            raise ApiError(429, f"{who} sent more than {s.rate_limit_per_minute} requests in a minute "
                                 f"(setting rate_limit_per_minute); retry after {retry} s",
                            type="rate_limit_error", code="rate_limit_exceeded", headers={"Retry-After": str(retry)})
         return customer, messages
@@ -132,50 +148,64 @@ class TurnService:
             turns = tail[max(0, len(tail) - (n - window_start(n, s.history_messages))):] + turns
         else:
             turns = turns[window_start(len(turns) - 1, s.history_messages):]
+        # Order numbers the caller does not own are withheld from every model and from retrieval:
+        # "status of order 7024…" must not fetch a stranger's courier and tracking number.
+        owned = self._owned_orders(customer)
+        system_in = [m["content"] for m in withhold_orders([{"role": "system", "content": t} for t in system_in],
+                                                            self.kb, owned)]
+        turns = withhold_orders(turns, self.kb, owned)
         query = turns[-1]["content"]
-        parts = list(system_in)
         knowledge: list[dict[str, Any]] = []
-        knowledge_text = None
+        snippets: list = []
         if self.kb is not None:
             try:
-                snippets = self.kb.search(query, k=s.knowledge_snippets)
+                # the one retrieval and prompt builder training uses too (endcloud.kb.prompt)
+                snippets = visible_snippets(retrieve(self.kb, turns, s.knowledge_snippets), owned)
+                snippets = self.assistant.snippets(turns, snippets, s.knowledge_snippets)
             except Exception:  # retrieval must never cost the customer a reply
                 log.exception("knowledge search failed")
                 snippets = []
-            if snippets:
-                knowledge_text = "Shop knowledge:\n" + "\n".join(f"- {sn.text}" for sn in snippets)
-                knowledge = [{"source": sn.source, "ref": getattr(sn, "ref", ""), "score": round(float(sn.score), 4)}
-                             for sn in snippets]
+            knowledge = [{"source": sn.source, "ref": getattr(sn, "ref", ""), "score": round(float(sn.score), 4)}
+                         for sn in snippets]
         # The knowledge found for this question changes every turn. At the top (in the system
         # message) it changes the start of every prompt, so no earlier turn's key/values can be
         # reused; after the question (where the end model's chat template renders a late system
         # message) the conversation before it stays the same text turn after turn.
-        late = (knowledge_text is not None and s.knowledge_position == "after_question"
+        late = (bool(snippets) and s.knowledge_position == "after_question"
                 and bool(getattr(self.engine, "late_system", False)))
-        if knowledge_text is not None and not late:
-            parts.append(knowledge_text)
+        parts = list(system_in)
         if customer != ANONYMOUS:
             prof = self.store.profile(customer, max_orders=3)
             if not prof.is_empty():
-                lines = []
-                for o in prof.orders:
-                    lines.append("order " + ", ".join(f"{k}: {v}" for k, v in o.items() if v not in (None, "")))
-                if prof.preferences:
-                    lines.append("preferences: " + ", ".join(f"{k}: {v}" for k, v in prof.preferences.items()))
-                parts.append("Customer:\n" + "\n".join(lines))
-        system = "\n\n".join(parts)
-        if late:
-            turns = turns + [{"role": "system", "content": knowledge_text}]
-        convo = ([{"role": "system", "content": system}] if system else []) + turns
+                parts.append(customer_text(prof.orders, prof.preferences) or "")
+        convo = build_messages(turns, snippets, system_parts=parts, late=late)
+        system = convo[0]["content"] if convo and convo[0]["role"] == "system" else ""
         return convo, system, knowledge
 
+    def _owned_orders(self, customer: str) -> set[str]:
+        """The order ids (`order_key` form) a token-proven customer owns; none for ANONYMOUS."""
+        if customer == ANONYMOUS:
+            return set()
+        return {order_key(o) for o in self.store.order_ids_of(customer)}
+
     # -- the turn ------------------------------------------------------------------------
-    def open_session(self, req: ChatRequest, customer: str, session_header: str | None) -> str:
-        try:
-            return self.store.open_session(customer, req.session_id or session_header)
-        except DataError as e:
-            raise ApiError(403, f"{e}; omit session_id to continue your own latest session", code="session_forbidden",
-                           param="session_id") from None
+    def open_session(self, req: ChatRequest, caller: Caller, session_header: str | None) -> str:
+        """The session this turn belongs to. A named customer continues their own (given, or the
+        latest); an anonymous caller gets a new unguessable id, or continues one it was given."""
+        asked = req.session_id or session_header
+        if caller.customer is not None:
+            try:
+                return self.store.open_session(caller.customer, asked)
+            except DataError as e:
+                raise ApiError(403, f"{e}; omit session_id to continue your own latest session",
+                               code="session_forbidden", param="session_id") from None
+        if asked is None:
+            # never "the latest anonymous session": two strangers would share one conversation
+            return self.store.open_session(caller.labelled(req.user).owner, issue_session_id())
+        if not is_anonymous_owner(self.store.session_owner(asked)):
+            raise ApiError(403, f"session {asked[:40]!r} belongs to another customer or was never issued to this "
+                                "client; omit session_id to start a new one", code="session_forbidden", param="session_id")
+        return asked
 
     async def turn(self, req: ChatRequest, customer: str, messages: list[dict[str, str]], *, message_id: str,
                    session_id: str) -> TurnResult:
@@ -206,11 +236,16 @@ class TurnService:
         and confidence) before it may show any of it, so those turns go through `turn`."""
         convo, query, knowledge = self._prepare(customer, session_id, messages)
         stream = self.engine.stream_scored(convo, query=query, session=session_id, **self._generation_args(req))
+        filler = self.guard.filler(convo)  # a learned "[ORDER_1]" reaches the customer as their order number
         try:
             async for delta in stream:
-                yield delta + stream.ready()  # whatever else already arrived goes in the same write
+                piece = filler.feed(delta + stream.ready())  # whatever else already arrived goes in the same write
+                if piece:
+                    yield piece
         finally:
             await stream.aclose()
+        if rest := filler.flush():
+            yield rest
         yield await self._answer(req, query, convo, knowledge, message_id=message_id, session_id=session_id,
                                  end=stream.result)
 
@@ -221,31 +256,44 @@ class TurnService:
         args = self._generation_args(req)
 
         async def end_reply():
-            return await self.engine.generate_scored(convo, query=query, session=session_id, **args)
+            gen, match = await self.engine.generate_scored(convo, query=query, session=session_id, **args)
+            gen.text = self.guard.fill(gen.text, convo)  # the customer's own data into learned placeholders
+            return gen, match
 
         gen = None
-        signals = Signals(frustration=frustration(query))
+        signals = Signals(frustration=frustration(query), **self.assistant.analyse(query))
+        self.metrics.dialogue(intent=signals.intent, sentiment=signals.sentiment)
         if req.model != "cloud":
             gen, match = end if end is not None else await end_reply()
             signals.empty = not gen.text.strip()
+            signals.handoff = is_handoff(gen.text, self.handoffs)
             signals.confidence = round(float(gen.confidence), 6)
             if match is not None:
                 signals.match = round(match, 6)
+            gen = self.guard.review(gen, convo, signals)  # every fact it states supported? (signals.grounded)
+            if problems := self.assistant.review(query, gen.text):  # a recommendation of what cannot ship
+                signals.unsupported, signals.grounded = signals.unsupported + problems, False
         decision = self.router.decide(signals, model=req.model)
-        cloud_text, cloud_failed, usage_cloud, cost = None, False, None, 0.0
+        cloud_text, cloud_failed, usage_cloud, cost, takeover_ms = None, False, None, 0.0, None
         if decision.route == "cloud":
             if self.teacher is None:
                 decision.reasons.append("no cloud configured: end reply served")
                 cloud_failed = True
                 await asyncio.to_thread(store.record_event, "cloud_unavailable", message_id=message_id)
             else:
+                # The customer waits for the cloud at most the takeover deadline (retries and
+                # Retry-After sleeps included), however slowly it drips or often it says 429.
+                limit = min(s.cloud_timeout_s, s.takeover_deadline_s)
+                t_cloud = time.perf_counter()
                 try:
-                    reply = await asyncio.wait_for(self.teacher.areply(convo), timeout=s.cloud_timeout_s)
+                    reply = await asyncio.wait_for(self.teacher.areply(convo), timeout=limit)
                     if not (reply.text or "").strip():
                         raise TeacherError("the cloud returned an empty reply")
                     cloud_text, usage_cloud, cost = reply.text, reply.usage, float(reply.cost or 0.0)
                 except Exception as e:  # noqa: BLE001 — whatever the cloud does, the customer gets the end reply
-                    kind = "timeout" if isinstance(e, asyncio.TimeoutError) else type(e).__name__
+                    kind = type(e).__name__
+                    if isinstance(e, asyncio.TimeoutError):
+                        kind = "deadline" if s.takeover_deadline_s < s.cloud_timeout_s else "timeout"
                     if not isinstance(e, (asyncio.TimeoutError, EndcloudError)):
                         log.warning("cloud takeover failed unexpectedly: %r", e)
                     cloud_failed = True
@@ -255,8 +303,12 @@ class TurnService:
                                             detail={"kind": kind, "error": str(e)[:500]})
                 if cloud_failed and gen is None:
                     gen, _ = await end_reply()  # model="cloud" with the cloud down: still answer
+                takeover_ms = round((time.perf_counter() - t_cloud) * 1000, 1)  # what the takeover cost the customer
         answered_by = "cloud" if cloud_text is not None else "end"
         text = cloud_text if cloud_text is not None else (gen.text if gen is not None else "")
+        if cloud_failed and not text.strip():  # no cloud and no end reply: never an empty answer
+            text = HANDOFF.get(detect_lang(query), HANDOFF["en"])
+            decision.reasons.append("handoff: neither the cloud nor the end model had a reply")
         scores: dict[str, Any] = signals.to_json()
         scores.pop("empty", None)
         scores["matcher"] = getattr(self.scorer, "name", type(self.scorer).__name__)
@@ -282,7 +334,9 @@ class TurnService:
         self.metrics.answered(by=answered_by)
         result = TurnResult(
             message_id=message_id, created=int(time.time()), model=req.model, text=text, answered_by=answered_by,
-            scores=scores, decision=decision.to_json() | {"signals": signals.to_json()}, usage=usage,
+            scores=scores, usage=usage,
+            decision=decision.to_json() | {"signals": signals.to_json()}
+            | ({} if takeover_ms is None else {"takeover_ms": takeover_ms}),
             knowledge=knowledge, cloud_failed=cloud_failed, session_id=session_id,
             end_text=gen.text if gen is not None else None, cloud_text=cloud_text, cloud_cost=cost,
             cloud_tokens=usage["total_tokens"] if usage_cloud is not None else 0,

@@ -268,6 +268,27 @@ class ConversationStore:
             ],
         }
 
+    # -- ownership (who may reach what: endcloud.serve.auth) -----------------------------
+    def session_owner(self, session_id: str) -> str | None:
+        """The customer (or anonymous owner) of `session_id`; None when there is no such session."""
+        with self._lock:
+            row = self._conn.execute("SELECT customer FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        return None if row is None else row["customer"]
+
+    def message_owner(self, message_id: str) -> str | None:
+        """The owner of the session a message belongs to; None for an unknown message."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT s.customer FROM messages m JOIN sessions s ON s.id = m.session_id WHERE m.id = ?", (message_id,)
+            ).fetchone()
+        return None if row is None else row["customer"]
+
+    def order_ids_of(self, customer: str) -> list[str]:
+        """Every order id on the customer's profile (not only the recent ones the prompt shows)."""
+        with self._lock:
+            rows = self._conn.execute("SELECT order_id FROM orders WHERE customer = ?", (customer,)).fetchall()
+        return [r["order_id"] for r in rows]
+
     def sessions_of(self, customer: str) -> list[str]:
         with self._lock:
             rows = self._conn.execute("SELECT id FROM sessions WHERE customer = ? ORDER BY created_at", (customer,)).fetchall()

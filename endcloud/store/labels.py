@@ -143,9 +143,34 @@ class LabelStore:
     # -- rounds ---------------------------------------------------------------------------
     def start_round(self, labels: int, champion: str | None) -> str:
         rid = f"round-{uuid.uuid4().hex[:12]}"
-        self.conn.execute("INSERT INTO evolve_rounds(id, started_at, labels, champion) VALUES (?,?,?,?)",
-                          (rid, self.clock(), labels, champion))
+        # who runs it: a round whose process is gone was interrupted (see fail_interrupted_rounds)
+        owner = {"pid": os.getpid(), "life": _LIFE}
+        self.conn.execute("INSERT INTO evolve_rounds(id, started_at, labels, champion, detail) VALUES (?,?,?,?,?)",
+                          (rid, self.clock(), labels, champion, json.dumps({"owner": owner})))
         return rid
+
+    def fail_round(self, rid: str, *, reason: str, **detail: Any) -> None:
+        """Mark an unfinished round failed (finished, not promoted, `detail.status` "failed")."""
+        row = self.conn.execute("SELECT detail FROM evolve_rounds WHERE id = ?", (rid,)).fetchone()
+        if row is None:
+            return
+        d = json.loads(row[0] or "{}") | detail | {"status": "failed", "reason": reason}
+        self.conn.execute("UPDATE evolve_rounds SET finished_at=?, promoted=0, detail=? WHERE id=? AND finished_at IS NULL",
+                          (self.clock(), json.dumps(d, ensure_ascii=False, default=str), rid))
+
+    def fail_interrupted_rounds(self, *, stale_after_s: float = 86400.0) -> list[str]:
+        """At start: rounds left unfinished by a process that is gone (killed mid-round) are
+        marked failed with reason "interrupted"; a round another live process is running is
+        kept. Returns the ids marked."""
+        out = []
+        rows = self.conn.execute("SELECT id, started_at, detail FROM evolve_rounds WHERE finished_at IS NULL").fetchall()
+        for r in rows:
+            owner = (json.loads(r["detail"] or "{}") or {}).get("owner") or {}
+            if _owner_alive(owner) and self.clock() - float(r["started_at"]) < stale_after_s:
+                continue
+            self.fail_round(r["id"], reason="interrupted")
+            out.append(r["id"])
+        return out
 
     def finish_round(self, rid: str, *, candidate: str | None, promoted: bool, detail: dict[str, Any]) -> None:
         self.conn.execute("UPDATE evolve_rounds SET finished_at=?, candidate=?, promoted=?, detail=? WHERE id=?",
@@ -158,6 +183,7 @@ class LabelStore:
             d = dict(r)
             d["detail"] = json.loads(d["detail"])
             d["promoted"] = None if d["promoted"] is None else bool(d["promoted"])
+            d["status"] = "running" if d["finished_at"] is None else d["detail"].get("status", "finished")
             out.append(d)
         return out
 
@@ -168,6 +194,27 @@ class LabelStore:
     def set_state(self, key: str, value: Any) -> None:
         self.conn.execute("INSERT INTO evolve_state(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                           (key, json.dumps(value)))
+
+
+_LIFE = uuid.uuid4().hex  # this process's life: a pid that comes back after a restart is another life
+
+
+def _owner_alive(owner: dict[str, Any]) -> bool:
+    """Whether the process that started a round still runs it."""
+    pid = owner.get("pid")
+    if not isinstance(pid, int):
+        return False  # a round from before owners were recorded: nobody can be running it
+    if pid == os.getpid():
+        return owner.get("life") == _LIFE
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
 
 
 def _label(row: sqlite3.Row) -> PseudoLabel:

@@ -16,6 +16,10 @@ CSV or JSONL, and turns corrections into training labels.
 Tables (created on first use): review_items, review_verdicts, review_ratings. Imports
 are idempotent: a verdict or rating already present (same item/target, person and time)
 is skipped.
+
+Exports, like the review page, show customers' text redacted (`[PHONE_1]`, `[NAME_1]`, one
+vault per item so an item's placeholders are stable): `export(..., reveal=True)` writes
+the values, and `revealed_value(item, placeholder)` gives an admin one value back.
 """
 
 from __future__ import annotations
@@ -234,9 +238,28 @@ class ReviewStore:
         return out
 
     # ---- exchange ---------------------------------------------------------------------
-    def export(self, path: str | os.PathLike[str], kind: str = "verdicts") -> int:
-        """Write one kind (items | verdicts | ratings) as .csv or .jsonl (by suffix); returns rows."""
+    def export(self, path: str | os.PathLike[str], kind: str = "verdicts", *, reveal: bool = False) -> int:
+        """Write one kind (items | verdicts | ratings) as .csv or .jsonl (by suffix); returns rows.
+        Customers' text is redacted unless `reveal`."""
         rows = [asdict(x) for x in self._rows(kind)]
+        if not reveal:
+            if kind == "items":
+                rows = [redacted_row(r, kind) for r in rows]
+            else:  # a verdict or rating speaks of its item: hide the item's values in it the same way
+                items = {i.id: i for i in self.items()}
+                by_message = {i.message_id: i for i in items.values() if i.message_id}
+                vaults: dict[str, Any] = {}
+
+                def vault_of(item: ReviewItem | None) -> Any:
+                    if item is None:
+                        return None
+                    if item.id not in vaults:
+                        vaults[item.id] = _item_vault(asdict(item))[1]
+                    return vaults[item.id]
+
+                key = "item_id" if kind == "verdicts" else "target_id"
+                lookup = items if kind == "verdicts" else by_message
+                rows = [redacted_row(r, kind, vault_of(lookup.get(r.get(key)))) for r in rows]
         fmt = _format(path)
         if fmt == "jsonl":
             return write_jsonl_atomic(path, rows)
@@ -306,6 +329,50 @@ class ReviewStore:
             raise DataError(f"review import kind must be one of {', '.join(KINDS)}, got {kind!r}")
         table = {"items": "review_items", "verdicts": "review_verdicts", "ratings": "review_ratings"}[kind]
         return int(self.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+
+# the fields of each kind that hold what customers wrote (or replies to it)
+TEXT_FIELDS = {"items": ("query", "end_reply", "cloud_reply"), "verdicts": ("corrected_text", "note"), "ratings": ("comment",)}
+
+
+def _item_vault(row: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    # One vault per item, filled in reading order (context, query, replies): the same item always
+    # gets the same placeholders, so a value revealed on the page is the one the export hides. A
+    # value found once ("收件人：张伟") is hidden wherever else the item repeats it ("好的张伟").
+    from endcloud.privacy import Vault, redact
+
+    vault = Vault()
+    ctx = [dict(m, content=redact(m["content"], vault).text) if isinstance(m.get("content"), str) else m
+           for m in row.get("context") or []]
+    fields_ = {k: redact(row[k], vault).text for k in TEXT_FIELDS["items"] if isinstance(row.get(k), str)}
+    out = dict(row, **{k: _known(v, vault) for k, v in fields_.items()})
+    out["context"] = [dict(m, content=_known(m["content"], vault)) if isinstance(m.get("content"), str) else m for m in ctx]
+    return out, vault
+
+
+def _known(text: str, vault: Any) -> str:
+    """`text` (already redacted with `vault`) with any value the vault holds replaced where it recurs."""
+    for ph, _t, value in sorted(vault.items(), key=lambda x: -len(x[2])):
+        if len(value) >= 2 and value in text:
+            text = text.replace(value, ph)
+    return text
+
+
+def redacted_row(row: dict[str, Any], kind: str = "items", vault: Any = None) -> dict[str, Any]:
+    """`row` (an item, verdict or rating as a dict) with customers' personal data replaced by
+    placeholders; a verdict or rating uses its item's `vault` when given (the same placeholders)."""
+    if kind == "items":
+        return _item_vault(row)[0]
+    from endcloud.privacy import Vault, redact
+
+    vault = vault if vault is not None else Vault()
+    return {k: _known(redact(v, vault).text, vault) if k in TEXT_FIELDS.get(kind, ()) and isinstance(v, str) else v
+            for k, v in row.items()}
+
+
+def revealed_value(item: ReviewItem, placeholder: str) -> str | None:
+    """The value behind `placeholder` in the redacted view of `item` (None: no such placeholder)."""
+    return _item_vault(asdict(item))[1].value(placeholder)
 
 
 def _format(path: str | os.PathLike[str]) -> str:

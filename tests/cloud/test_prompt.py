@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from endcloud.cloud import ROLE_TEXT, ExampleBank, build_prompt
@@ -116,3 +118,102 @@ def test_example_placeholders_cannot_collide_with_the_gates():
     ex = [{"id": "a", "query": "电话[PHONE_1]，地址[ADDRESS_2]", "response": "好的，已备注[PHONE_1]"}]
     system = build_prompt(conv("在吗"), ex, lang="zh")[0]["content"]
     assert "电话[PHONE]，地址[ADDRESS]" in system and "已备注[PHONE]" in system and "_1]" not in system
+
+
+# ---- the Table II prompt in every live cloud call ------------------------------------------
+def _workspace(root, pack_dir, labels=(), pairs=()):
+    """A workspace with a shop (copied pack), labels and pairs files."""
+    import shutil
+
+    from endcloud.config import Workspace
+    from endcloud.records import Label, Pair
+
+    ws = Workspace.resolve(root)
+    shutil.copytree(pack_dir, ws.shop)
+    ws.labels_dir.mkdir(parents=True, exist_ok=True)
+    ws.labels.write_text("".join(json.dumps(Label(id=f"l{i}", query=q, context=[], label=a, teacher="t").to_json(),
+                                            ensure_ascii=False) + "\n" for i, (q, a) in enumerate(labels)), encoding="utf-8")
+    if pairs:
+        ws.corpus.mkdir(parents=True, exist_ok=True)
+        ws.pairs.write_text("".join(json.dumps(Pair(id=f"p{i}", source="t", session="s", lang="zh", context=[], query=q,
+                                                    response=a).to_json(), ensure_ascii=False) + "\n"
+                                    for i, (q, a) in enumerate(pairs)), encoding="utf-8")
+    return ws
+
+
+def test_shop_examples_are_the_shops_labels_pairs_and_faq_and_follow_the_files(tmp_path, zh_pack_dir):
+    import time
+
+    from endcloud.cloud import ShopExamples
+
+    ws = _workspace(tmp_path / "w", zh_pack_dir, labels=[("能发顺丰吗", "可以，补8元")], pairs=[("在吗", "亲，在的")])
+    src = ShopExamples(workspace=ws, recheck_s=0.0)
+    queries = {e.query for e in src.current().examples}
+    assert queries == {"能发顺丰吗", "在吗", "默认发什么快递？", "可以开发票吗？"}  # labels, pairs, the pack's FAQ
+    with ws.labels.open("a", encoding="utf-8") as f:  # the online loop or onboarding adds a label
+        f.write(json.dumps({"id": "l9", "query": "退款多久到账", "context": [], "label": "3天内", "teacher": "t"},
+                           ensure_ascii=False) + "\n")
+    deadline = time.monotonic() + 10
+    while "退款多久到账" not in {e.query for e in src.current().examples}:
+        assert time.monotonic() < deadline, "the new label never reached the bank"
+        time.sleep(0.05)
+
+
+def test_default_teacher_puts_every_real_cloud_call_in_the_table_ii_prompt(monkeypatch, cloud, tmp_path, zh_pack_dir):
+    from endcloud.cloud import LIVE_BUDGET_TOKENS, PrivacyGate, ShopExamples, default_teacher
+    from endcloud.cloud.prompt import LIVE_SHOTS
+
+    monkeypatch.setenv("ENDCLOUD_CLOUD_BASE_URL", cloud.base_url)
+    monkeypatch.setenv("ENDCLOUD_CLOUD_MODEL", "gemini-1.5-pro")
+    monkeypatch.setenv("ENDCLOUD_CLOUD_API_KEY", "sk-test")
+    ws = _workspace(tmp_path / "w", zh_pack_dir, labels=[("能发顺丰吗", "可以，补8元")])
+    t = default_teacher(workspace=ws)
+    assert isinstance(t, PromptedTeacher) and isinstance(t._source, ShopExamples) and t.remote
+    assert t.budget_tokens == LIVE_BUDGET_TOKENS and t.shots == LIVE_SHOTS and isinstance(t.inner, PrivacyGate)
+    t.reply(conv("可以发顺丰吗"))
+    system = cloud.requests[-1]["messages"][0]["content"]
+    assert system.startswith(ROLE_TEXT["zh"]) and "顾客：能发顺丰吗\n客服：可以，补8元" in system
+    bare = default_teacher(workspace=ws, examples=False)  # the one way to send a bare conversation
+    assert isinstance(bare, PrivacyGate)
+
+
+def test_a_takeover_carries_the_role_text_the_shops_examples_and_its_knowledge(monkeypatch, cloud, tmp_path, zh_pack_dir,
+                                                                              tiny_base_dir):
+    """Served end to end: a real server (the workspace's base, shop and labels) forced to the
+    cloud, and a recording OpenAI-compatible double that shows what was sent."""
+    from openai import OpenAI
+
+    from endcloud.compose import build_app_from_workspace
+    from endcloud.loopback import LoopbackServer
+
+    monkeypatch.setenv("ENDCLOUD_CLOUD_BASE_URL", cloud.base_url)
+    monkeypatch.setenv("ENDCLOUD_CLOUD_MODEL", "gemini-1.5-pro")
+    monkeypatch.setenv("ENDCLOUD_CLOUD_API_KEY", "sk-test")
+    ws = _workspace(tmp_path / "w", zh_pack_dir, labels=[("可以指定顺丰快递吗", "可以的亲，补8元运费差价即可")])
+    ws.base.symlink_to(tiny_base_dir, target_is_directory=True)
+    app = build_app_from_workspace(ws, watch_s=0, review=False, max_new_tokens=4, worker="thread")
+    with LoopbackServer(app) as srv:
+        client = OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+        resp = client.chat.completions.create(model="cloud", messages=[{"role": "user", "content": "能发顺丰吗？"}])
+    assert resp.model_extra["endcloud"]["answered_by"] == "cloud"
+    sent = cloud.requests[-1]["messages"]
+    system = sent[0]["content"]
+    assert sent[0]["role"] == "system" and system.startswith(ROLE_TEXT["zh"])
+    assert "顾客：可以指定顺丰快递吗\n客服：可以的亲，补8元运费差价即可" in system  # the shop's label as an example
+    assert "顾客：默认发什么快递？" in system  # and its FAQ
+    assert "Shop knowledge:" in system and "顺丰" in system.split("Shop knowledge:")[1]  # what the turn retrieved
+    assert sent[-1] == {"role": "user", "content": "能发顺丰吗？"} and [m["role"] for m in sent] == ["system", "user"]
+
+
+def test_the_reference_teacher_still_reads_the_customer_block_inside_the_prompt(zh_pack_dir):
+    from endcloud.cloud import ReferenceTeacher
+    from endcloud.kb import ShopPack
+    from endcloud.kb.prompt import customer_text
+
+    ref = ReferenceTeacher(pack=ShopPack.load(zh_pack_dir))
+    block = customer_text([{"order_id": "240101123456789", "status": "运输中", "courier": "中通"}])
+    msgs = [{"role": "system", "content": block}, *conv("我的订单到哪了？")]
+    prompted = PromptedTeacher(ref, examples=bank(), shots=3).prompt(msgs)
+    assert "\nCustomer:\n" in prompted[0]["content"]  # the block keeps its own lines after the examples
+    assert ref.reply(prompted).text == ref.reply(msgs).text
+    assert "240101123456789" in ref.reply(msgs).text or "运输中" in ref.reply(msgs).text

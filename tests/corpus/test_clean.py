@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import endcloud.text
 from endcloud.corpus import CleanConfig, clean_text, clean_turns, detect_lang, join_segmented, near_key
-from endcloud.corpus.clean import clean_lists, clean_many, near_key_bytes, near_keys_bytes
+from endcloud.corpus.clean import clean_lists, clean_many, cut_long, near_key_bytes, near_keys_bytes, normalise_whitespace
 from endcloud.records import Turn
 
 CFG = CleanConfig()
@@ -31,7 +31,7 @@ def test_nfkc_fullwidth_to_plain():
 
 def test_whitespace_collapsed_and_stripped():
     out, stats = _clean("  好的\t\t亲 \n 请稍等  ")
-    assert out == "好的 亲 请稍等"
+    assert out == "好的 亲\n请稍等"  # the line break is kept (tests/corpus/test_realdata_normalise.py)
     assert stats["whitespace_collapsed"] == 1
     assert _clean("好的 亲")[1] == Counter()  # already clean: nothing counted
 
@@ -52,7 +52,7 @@ def test_urls_replaced_or_removed():
 
 def test_too_long_truncated_or_dropped():
     out, stats = _clean("亲" * 20, CleanConfig(max_turn_chars=8))
-    assert out == "亲" * 8 and stats["too_long_truncated"] == 1
+    assert out == "亲" * 8 and stats["too_long_truncated"] == 1  # between two ideographs: a character boundary
     out, stats = _clean("亲" * 20, CleanConfig(max_turn_chars=8, long_turns="drop"))
     assert out == "" and stats["too_long_dropped"] == 1
     with pytest.raises(ValueError, match="long_turns"):
@@ -95,7 +95,7 @@ def test_near_key_ignores_punctuation_digits_case_space():
 def test_fast_nfkc_path_equals_unicodedata(text):
     # The cheap replacements for common full-width marks must give exactly NFKC.
     out = clean_text(text, CleanConfig(max_turn_chars=10_000), Counter())
-    assert out == " ".join(unicodedata.normalize("NFKC", text).split())
+    assert out == normalise_whitespace(unicodedata.normalize("NFKC", text))
 
 
 # --------------------------------------------------------------------------- batch == one by one
@@ -119,7 +119,7 @@ def _oracle_clean_lists(roles, texts, metas, cfg, stats):
         if "://" in text or "www." in text or "WWW." in text:
             text, n = _ORACLE_URL.subn(cfg.url_placeholder, text)
             stats["url_replaced"] += n
-        collapsed = " ".join(text.split())
+        collapsed = normalise_whitespace(text)
         if collapsed != text:
             stats["whitespace_collapsed"] += 1
             text = collapsed
@@ -127,8 +127,9 @@ def _oracle_clean_lists(roles, texts, metas, cfg, stats):
             if cfg.long_turns == "drop":
                 stats["too_long_dropped"] += 1
                 continue
-            stats["too_long_truncated"] += 1
-            text = text[:cfg.max_turn_chars].rstrip()
+            if cfg.long_turns == "truncate":
+                stats["too_long_truncated"] += 1
+                text = cut_long(text, cfg.max_turn_chars)
         if not text:
             stats["empty_dropped"] += 1
             continue
@@ -157,7 +158,7 @@ _TEXT = st.lists(_PIECES, max_size=6).map("".join)
     texts=st.lists(_TEXT, min_size=1, max_size=12),
     roles=st.lists(st.sampled_from(["user", "assistant"]), min_size=12, max_size=12),
     max_chars=st.sampled_from([3, 8, 512]),
-    long_turns=st.sampled_from(["truncate", "drop"]),
+    long_turns=st.sampled_from(["truncate", "drop", "keep"]),
     url_placeholder=st.sampled_from(["[URL]", "", " "]),
 )
 @settings(max_examples=300, deadline=None)

@@ -22,7 +22,7 @@ def _jddc(path: Path, sessions: list[list[tuple[int, str]]]) -> Path:
 def test_outputs_and_report(tmp_path: Path, jddc_file: Path, ecd_file: Path, jsonl_file: Path, csv_file: Path, read_jsonl):
     out = tmp_path / "out"
     report = prepare([jddc_file, ecd_file, jsonl_file, csv_file], out, workers=1, eval_fraction=0.0)
-    assert sorted(p.name for p in out.iterdir()) == ["eval.jsonl", "pairs.jsonl", "report.json", "report.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["eval.jsonl", "pairs.jsonl", "report.json", "report.txt", "sessions.jsonl"]
     pairs = read_jsonl(out / "pairs.jsonl")
     assert len(pairs) == report.pairs == report.counts["pairs_written"]
     assert read_jsonl(out / "eval.jsonl") == []
@@ -40,7 +40,7 @@ def test_outputs_and_report(tmp_path: Path, jddc_file: Path, ecd_file: Path, jso
     assert stock["facts"] == ["20", "9.90"] and stock["intent"] == "stock" and stock["lang"] == "en"
     assert "facts" not in by_id["jsonl:c1:3"]
     assert by_id["ecd:ecd_train:1:3"]["response"] == "打95折的商品, EMS快递哦"
-    assert by_id["csv:k1:1"]["response"] == "yes it is"
+    assert by_id["csv:k1:1"]["response"] == "yes\nit is"  # the line break is kept
     rep = json.loads((out / "report.json").read_text(encoding="utf-8"))
     c = rep["counts"]
     assert c["jddc_routing_dropped"] == 1 and c["jddc_null_dropped"] == 1 and c["jddc_system_dropped"] == 1

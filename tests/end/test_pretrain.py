@@ -37,7 +37,9 @@ def test_read_corpus_formats(tmp_path):
         any([m["content"] for m in d] == ["在吗", "在的亲", "发什么快递", "默认中通"] for d in dialogues)
     assert sum(1 for d in dialogues if d[0]["content"] == "在吗") == 1
     assert any(d[0]["content"] == "Hi" for d in dialogues) and any(d[0]["content"] == "包邮吗" for d in dialogues)
-    assert "下午4点前下单当天发货。" in texts and "你好" in texts and "您好亲" in texts
+    assert "下午4点前下单当天发货。" in texts
+    # a JDDC log is read as a dialogue, through the corpus pipeline (tests/corpus/test_pretrain_reads.py)
+    assert [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "您好亲"}] in dialogues
     assert any("毛巾" in t and "19.9" in t for t in texts)
     with pytest.raises(DataError, match="not found"):
         read_corpus([tmp_path / "nope.jsonl"])

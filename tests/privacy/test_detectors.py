@@ -84,6 +84,28 @@ POSITIVES = [
     ("my name is John Smith", "NAME", "John Smith"),
     ("Name: Grace O'Neil", "NAME", "Grace O'Neil"),
     ("thanks Mr. Johnson", "NAME", "Johnson"),
+    # NAME without the built-in cues: honorifics, verbs of speech, field labels in either script
+    ("王建国先生您好", "NAME", "王建国先生"),
+    ("receiver: 张伟", "NAME", "张伟"),
+    ("李娜说明天在家", "NAME", "李娜"),
+    ("Emily Johnson says it never came", "NAME", "Emily Johnson"),
+    ("my wife Sarah will sign for it", "NAME", "Sarah"),
+    # ADDRESS: the building, unit and room after the street number; postcodes after the city
+    ("北京市朝阳区建国路88号SOHO现代城5号楼1203室", "ADDRESS", "北京市朝阳区建国路88号SOHO现代城5号楼1203室"),
+    ("12 Baker Street, London NW1 6XE", "ADDRESS", "12 Baker Street, London NW1 6XE"),
+    # HANDLE: QQ, WeChat, social handles, nicknames (a cue word is needed)
+    ("加我QQ 384756291", "HANDLE", "384756291"),
+    ("微信：zhang_wei88", "HANDLE", "zhang_wei88"),
+    ("昵称：小红花", "HANDLE", "小红花"),
+    ("my Instagram is @emily.jones92", "HANDLE", "@emily.jones92"),
+    # PHONE abroad (phonenumbers)
+    ("call me on 07700 900123", "PHONE", "07700 900123"),
+    ("我的英国号码是 +44 7911 123456", "PHONE", "+44 7911 123456"),
+    ("Ruf mich an: +49 151 23456789", "PHONE", "+49 151 23456789"),
+    # POSTCODE
+    ("postcode SW1A 1AA", "POSTCODE", "SW1A 1AA"),
+    ("邮编100020", "POSTCODE", "100020"),
+    ("zip code 94043", "POSTCODE", "94043"),
 ]
 
 
@@ -111,6 +133,11 @@ LOOKALIKES = [
     "共计3件，合计¥1,299.00，实付¥1,199.00", "胸围 100 104 108 112 116", "电话咨询：400 820 8820", "IP 192.168.100.200",
     "重量 13.5kg 尺寸 130x80x45cm", "销量 15,800 件，好评率 99.5%", "条形码 6901234567892", "一二三四五六七八九十",
     "五五五五五五五五五五五五", "第一二三名", "这件一百二十九元", "I bought it at amazon dot com", "#1 best seller, #2 in towels",
+    # product and brand names that look like people, policy text
+    "碧螺春", "王老吉凉茶", "黄金叶香烟", "康师傅方便面", "周末说好的发货呢", "李宁运动鞋", "Apple Watch", "Jordan 1 Retro High",
+    "Gucci Bloom", "Calvin Klein jeans", "Ted Baker London", "Dr. Martens boots", "Dear Customer", "PS5 2TB", "M2 8GB",
+    "call 1-800-555-0199", "电话：400-820-8820", "详细地址需精确到门牌号", "收件人姓名请与身份证一致", "line item 3",
+    "the username is case-sensitive", "05/12/2024 10:30",
 ]
 
 

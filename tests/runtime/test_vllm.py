@@ -406,8 +406,8 @@ def test_connection_refused_is_a_clear_error():
 
 # ---- choosing an engine, and the server's AsyncEngine wrapping it -------------------------------------
 def test_registry_and_factory(double, tmp_path, monkeypatch):
-    assert ENGINES.names() == ["llamacpp", "transformers", "vllm"]
-    with pytest.raises(RegistryError, match="transformers, vllm"):
+    assert ENGINES.names() == ["llama-server", "llamacpp", "sglang", "transformers", "transformers-cb", "vllm"]
+    with pytest.raises(RegistryError, match="transformers-cb, vllm"):
         load_end_model("tgi")
     v1 = make_lora(tmp_path, "shop", "v1")
     monkeypatch.setenv("ENDCLOUD_VLLM_BASE_URL", double.base_url)

@@ -80,7 +80,10 @@ def test_ecd_sample_reads_as_groups_and_scores(shared_data, tmp_path):
     groups = read_ecd(path)
     assert len(groups) > 50 and all(sum(g["labels"]) == 1 for g in groups if len(g["labels"]) == 2)
     rows = load_matcher_pairs(path)
-    assert len(rows) == sum(sum(g["labels"]) for g in groups)
+    # The ECD path gives what `corpus prepare` gives (every agent turn of each positive line).
+    from endcloud.corpus import log_pairs
+
+    assert sorted((r["query"], r["response"]) for r in rows) == sorted((p["query"], p["response"]) for p in log_pairs([path]))
     res = ecd_recall_at_1(TfidfMatcher(), path)
     assert res["candidates"] == 2 and 0.3 < res["r_at_1"] <= 1.0
 

@@ -8,21 +8,31 @@ import pytest
 from fastapi.testclient import TestClient
 
 from endcloud.serve.app import create_app
+from endcloud.serve.auth import sign_customer_token
 from endcloud.serve.settings import ServeSettings
 from endcloud.store.conversations import ConversationStore
 from endcloud.testing import ScriptedModel, ScriptedTeacher
 
 
+SECRET = "test-customer-secret-0123456789"
+LOCAL = ("127.0.0.1", 50000)  # a TestClient on loopback: reads /metrics and admin routes as the shop's own machine
+
+
+def as_customer(customer: str) -> dict[str, str]:
+    """Headers of a request by `customer`, signed as the shop's site signs it (the only way to be a named customer)."""
+    return {"Authorization": f"Bearer {sign_customer_token(SECRET, customer, 600)}"}
+
+
 def make(tmp_path, *, model=None, teacher=None, **settings):
     store = ConversationStore(tmp_path / "endcloud.db")
-    s = ServeSettings(db_path=tmp_path / "endcloud.db", **({"min_match": 0.0} | settings))
+    s = ServeSettings(db_path=tmp_path / "endcloud.db", **({"min_match": 0.0, "customer_secret": SECRET} | settings))
     app = create_app(s, engine=model or ScriptedModel(), teacher=teacher, store=store)
     return app, store
 
 
 def chat(client, content="几天发货？", *, model="endcloud", user="alice", **kw):
-    body = {"model": model, "messages": [{"role": "user", "content": content}], "user": user} | kw
-    return client.post("/v1/chat/completions", json=body)
+    body = {"model": model, "messages": [{"role": "user", "content": content}]} | kw
+    return client.post("/v1/chat/completions", json=body, headers=as_customer(user))
 
 
 def test_non_streaming_reply_is_openai_shaped_and_stored(tmp_path):
@@ -61,7 +71,7 @@ def test_streaming_sends_role_content_finish_then_done(tmp_path):
 def test_low_match_hands_over_to_the_cloud(tmp_path):
     teacher = ScriptedTeacher("Cloud: 48小时内发货")
     app, store = make(tmp_path, model=ScriptedModel(lambda c: "毛巾是纯棉的"), teacher=teacher, min_match=0.3)
-    with TestClient(app) as c:
+    with TestClient(app, client=LOCAL) as c:
         body = chat(c, "几天发货？").json()
         metrics = c.get("/metrics").text
     assert body["endcloud"]["answered_by"] == "cloud"
@@ -85,7 +95,7 @@ def test_frustrated_customer_goes_to_the_cloud(tmp_path):
 
 def test_cloud_failure_serves_the_end_reply_and_records_it(tmp_path):
     app, store = make(tmp_path, teacher=ScriptedTeacher(fail=True))
-    with TestClient(app) as c:
+    with TestClient(app, client=LOCAL) as c:
         body = chat(c, model="cloud").json()
         metrics = c.get("/metrics").text
     assert body["endcloud"]["answered_by"] == "end" and body["endcloud"]["cloud_failed"]
@@ -117,7 +127,7 @@ def test_stored_history_and_profile_reach_the_model(tmp_path):
     with TestClient(app) as c:
         first = chat(c, "first question").json()
         chat(c, "second question")
-        sess = c.get(f"/v1/sessions/{first['endcloud']['session_id']}").json()
+        sess = c.get(f"/v1/sessions/{first['endcloud']['session_id']}", headers=as_customer("alice")).json()
     convo = model.batches[-1][0]
     assert [m["content"] for m in convo if m["role"] != "system"] == [
         "first question", "Reply: first question", "second question"]
@@ -131,8 +141,8 @@ def test_someone_elses_session_is_refused(tmp_path):
     with TestClient(app) as c:
         sid = chat(c, user="alice").json()["endcloud"]["session_id"]
         r = chat(c, user="mallory", session_id=sid)
-        s = c.post("/v1/chat/completions", headers={"X-Endcloud-Session": sid}, json={
-            "model": "end", "stream": True, "user": "mallory", "messages": [{"role": "user", "content": "x"}]})
+        s = c.post("/v1/chat/completions", headers={"X-Endcloud-Session": sid} | as_customer("mallory"), json={
+            "model": "end", "stream": True, "messages": [{"role": "user", "content": "x"}]})
     _assert_error(r, 403, "another customer")
     _assert_error(s, 403, "another customer")
 
@@ -152,11 +162,13 @@ def test_client_history_is_used_as_sent(tmp_path):
 def test_feedback_round_trip(tmp_path):
     app, store = make(tmp_path)
     with TestClient(app) as c:
-        mid = chat(c).json()["id"]
-        up = c.post("/v1/feedback", json={"message_id": mid, "rating": "up"})
-        down = c.post("/v1/feedback", json={"message_id": mid, "rating": 2, "comment": "too slow", "correction": "今天发货"})
-        unknown = c.post("/v1/feedback", json={"message_id": "chatcmpl-nope", "rating": "up"})
-        bad = c.post("/v1/feedback", json={"message_id": mid, "rating": "great"})
+        mid = chat(c).json()["id"]  # alice's reply: her feedback carries her token
+        alice = as_customer("alice")
+        up = c.post("/v1/feedback", json={"message_id": mid, "rating": "up"}, headers=alice)
+        down = c.post("/v1/feedback", json={"message_id": mid, "rating": 2, "comment": "too slow", "correction": "今天发货"},
+                      headers=alice)
+        unknown = c.post("/v1/feedback", json={"message_id": "chatcmpl-nope", "rating": "up"}, headers=alice)
+        bad = c.post("/v1/feedback", json={"message_id": mid, "rating": "great"}, headers=alice)
     assert up.json()["feedback"]["rating"] == 5 and down.json()["feedback"]["rating"] == 2
     assert [f["rating"] for f in store.feedback(mid)] == [5, 2]
     assert unknown.status_code == 404 and "chatcmpl-nope" in unknown.json()["error"]["message"]
@@ -172,7 +184,7 @@ def _assert_error(r, status, needle):
 
 def test_bad_inputs_get_clear_4xx(tmp_path):
     app, _ = make(tmp_path, max_messages=3, max_tokens_per_message=20, max_body_bytes=2000)
-    with TestClient(app) as c:
+    with TestClient(app, client=LOCAL) as c:
         post = lambda **kw: c.post("/v1/chat/completions", **kw)  # noqa: E731
         _assert_error(post(content=b"{not json", headers={"content-type": "application/json"}), 400, "not valid JSON")
         _assert_error(post(json=[1, 2]), 400, "JSON object")
@@ -209,7 +221,7 @@ def test_body_limit_also_catches_chunked_uploads(tmp_path):
 
 def test_rate_limit_per_customer_with_retry_after(tmp_path):
     app, _ = make(tmp_path, rate_limit_per_minute=2)
-    with TestClient(app) as c:
+    with TestClient(app, client=LOCAL) as c:
         codes = [chat(c, user="alice").status_code for _ in range(3)]
         other = chat(c, user="bob")
         r = chat(c, user="alice")
@@ -280,7 +292,8 @@ def _shop(root):
 
 def test_shop_knowledge_and_orders_reach_the_model(tmp_path):
     model = ScriptedModel()
-    s = ServeSettings(db_path=tmp_path / "endcloud.db", shop_dir=_shop(tmp_path / "shop"), min_match=0.0)
+    s = ServeSettings(db_path=tmp_path / "endcloud.db", shop_dir=_shop(tmp_path / "shop"), min_match=0.0,
+                      customer_secret=SECRET)
     app = create_app(s, engine=model)
     with TestClient(app) as c:
         body = chat(c, "Which courier do you use?", user="carol").json()
@@ -329,7 +342,8 @@ def test_knowledge_goes_after_the_question_when_the_model_takes_it_there(tmp_pat
     turn after turn; `knowledge_position=system` (or a template that refuses) puts it on top."""
     model = ScriptedModel()
     model.late_system = lambda: True
-    s = ServeSettings(db_path=tmp_path / "endcloud.db", shop_dir=_shop(tmp_path / "shop"), min_match=0.0)
+    s = ServeSettings(db_path=tmp_path / "endcloud.db", shop_dir=_shop(tmp_path / "shop"), min_match=0.0,
+                      customer_secret=SECRET)
     app = create_app(s, engine=model)
     with TestClient(app) as c:
         chat(c, "Which courier do you use?", user="carol")

@@ -14,10 +14,12 @@ from endcloud.cloud import OpenAITeacher
 from endcloud.loopback import LoopbackServer
 from endcloud.privacy import contains_pii
 from endcloud.serve.app import create_app
+from endcloud.serve.auth import sign_customer_token
 from endcloud.serve.settings import ServeSettings
 from endcloud.testing import FaultyCloud
 
 ANGRY = "This is ridiculous, I want a real person!!"
+SECRET = "e2e-customer-secret-0123456789"
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +36,7 @@ def root(tmp_path_factory):
 def _app(root, end_model, cloud):
     teacher = OpenAITeacher(base_url=cloud.base_url, model="double", api_key="test-key", timeout=5, max_retries=0)
     settings = ServeSettings(db_path=root / "endcloud.db", audit_path=root / "audit" / "outbound.jsonl", min_match=0.0,
-                             min_confidence=0.0, max_new_tokens=12, cloud_timeout_s=10)
+                             min_confidence=0.0, max_new_tokens=12, cloud_timeout_s=10, customer_secret=SECRET)
     return create_app(settings, engine=end_model, teacher=teacher)  # the app puts the remote teacher behind the gate
 
 
@@ -81,8 +83,10 @@ def test_streaming(client, live):
 
 def test_multi_turn_uses_the_stored_session(client, live):
     first = client.chat.completions.create(model="end", messages=[{"role": "user", "content": "我想买毛巾"}], user="c3")
-    second = client.chat.completions.create(model="end", messages=[{"role": "user", "content": "几天发货？"}], user="c3")
     sid = ext(first)["session_id"]
+    # an anonymous chat continues with the session id it was issued (never by its `user` label)
+    second = client.chat.completions.create(model="end", messages=[{"role": "user", "content": "几天发货？"}], user="c3",
+                                            extra_body={"session_id": sid})
     assert ext(second)["session_id"] == sid
     sess = httpx.get(f"{live[0].url}/v1/sessions/{sid}", timeout=10).json()
     assert [m["role"] for m in sess["messages"]] == ["user", "assistant", "user", "assistant"]
@@ -180,12 +184,14 @@ def test_metrics_and_health_over_http(live):
 
 def test_restart_keeps_sessions_and_feedback(tmp_path, end_model, cloud):
     app = _app(tmp_path, end_model, cloud)
+    r1 = sign_customer_token(SECRET, "r1", 600)  # a named customer: what the shop's site signs for her
     with LoopbackServer(app) as srv:
-        c = OpenAI(base_url=srv.url + "/v1", api_key="x", max_retries=0, timeout=60)
-        ids = [c.chat.completions.create(model="end", messages=[{"role": "user", "content": q}], user="r1").id
+        c = OpenAI(base_url=srv.url + "/v1", api_key=r1, max_retries=0, timeout=60)
+        ids = [c.chat.completions.create(model="end", messages=[{"role": "user", "content": q}]).id
                for q in ("first", "second")]
         for mid, rating in zip(ids, ("up", 2)):
-            assert httpx.post(f"{srv.url}/v1/feedback", json={"message_id": mid, "rating": rating}, timeout=10).status_code == 200
+            assert httpx.post(f"{srv.url}/v1/feedback", json={"message_id": mid, "rating": rating}, timeout=10,
+                              headers={"Authorization": f"Bearer {r1}"}).status_code == 200
         sid = httpx.get(f"{srv.url}/v1/customers/r1/sessions", timeout=10).json()["sessions"][0]
     app2 = _app(tmp_path, end_model, cloud)
     with LoopbackServer(app2) as srv2:
@@ -193,8 +199,8 @@ def test_restart_keeps_sessions_and_feedback(tmp_path, end_model, cloud):
         assert [m["id"] for m in sess["messages"] if m["role"] == "assistant"] == ids
         assert [f["rating"] for f in app2.state.store.feedback()] == [5, 2]
         # the restarted server continues the same session
-        c = OpenAI(base_url=srv2.url + "/v1", api_key="x", max_retries=0, timeout=60)
-        third = c.chat.completions.create(model="end", messages=[{"role": "user", "content": "third"}], user="r1")
+        c = OpenAI(base_url=srv2.url + "/v1", api_key=r1, max_retries=0, timeout=60)
+        third = c.chat.completions.create(model="end", messages=[{"role": "user", "content": "third"}])
         assert ext(third)["session_id"] == sid
 
 

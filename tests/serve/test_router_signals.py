@@ -61,3 +61,17 @@ def test_lexical_matcher_prefers_related_replies():
 def test_token_estimate_counts_cjk_per_character():
     assert estimate_tokens("几天发货") == 4
     assert estimate_tokens("abcdefgh") == 2
+
+
+def test_an_end_hand_off_goes_to_the_cloud():
+    from endcloud.cloud.reference import REPLIES
+    from endcloud.serve.router import Router, Signals, is_handoff
+
+    handoffs = tuple(REPLIES["unknown"].values())
+    # the template as a small model writes it: spacing and punctuation may differ
+    assert is_handoff("抱歉亲，这个问题我这边没有确切信息， 帮您转人工客服确认一下哦", handoffs)
+    assert is_handoff("sorry, i don't have reliable information on that. let me pass you to a colleague who can check!", handoffs)
+    assert not is_handoff("亲，运费8元。", handoffs) and not is_handoff("", handoffs)
+    d = Router(min_match=0.0).decide(Signals(match=0.9, handoff=True))
+    assert d.route == "cloud" and "end_handoff" in d.reasons
+    assert Router(min_match=0.0).decide(Signals(match=0.9)).route == "end"

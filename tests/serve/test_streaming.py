@@ -424,9 +424,9 @@ def test_a_conversation_continues_its_own_ids_into_the_prefix_cache(end_model, t
     engine = AsyncEngine(end_model, window_ms=0)
     app = create_app(ServeSettings(db_path=tmp_path / "endcloud.db", min_match=0.0), engine=engine)
 
-    def say(c, user, text, seed):
+    def say(c, user, text, seed, session=None):
         body = {"model": "end", "user": user, "max_tokens": 24, "seed": seed, "messages": conv(text), **SAMPLED}
-        r = c.post("/v1/chat/completions", json=body)
+        r = c.post("/v1/chat/completions", json=body | ({"session_id": session} if session else {}))
         assert r.status_code == 200, r.text
         return r.json()
 
@@ -434,7 +434,7 @@ def test_a_conversation_continues_its_own_ids_into_the_prefix_cache(end_model, t
         for seed in range(16):  # a random-weight reply may begin with whitespace: its text is stripped, no continuation
             first = say(c, f"u{seed}", "Do you ship today?", seed)
             before = engine.stats()
-            say(c, f"u{seed}", "可以用优惠券吗？", seed)
+            say(c, f"u{seed}", "可以用优惠券吗？", seed, first["endcloud"]["session_id"])  # the anonymous chat's own session
             after = engine.stats()
             if after["prompts_continued"] > before["prompts_continued"]:
                 break

@@ -169,3 +169,44 @@ def test_longest_name_wins(tmp_path):
 def test_generated_faq_is_valid_jsonl(pack_dir):
     rows = [json.loads(line) for line in (pack_dir / "faq.jsonl").read_text(encoding="utf-8").splitlines()]
     assert rows and all(set(r) == {"question", "answer"} for r in rows)
+
+
+def test_products_named_loosely(tmp_path):
+    catalog = ("sku,name,price,stock,english_name,colour\n"
+               "TEA-01,西湖龙井,128,3,West Lake Longjing,\n"
+               "TEA-02,安溪铁观音,88,5,Anxi Tieguanyin,\n"
+               "TEA-03,铁观音礼盒,168,2,Tieguanyin Gift Box,\n"
+               "CASE-15,iPhone 15 Silicone Case,19,9,,black\n"
+               "CASE-14,iPhone 14 Silicone Case,17,9,,black\n"
+               "LAMP-1,Desk Lamp,30,1,,white\n")
+    kb = KnowledgeBase(ShopPack.load(_pack(tmp_path, catalog=catalog)))
+    assert kb.product("龙井多少钱").sku == "TEA-01"                   # part of a name
+    assert kb.product("how much is the longjing?").sku == "TEA-01"    # an English-name column
+    assert kb.product("iphone 15 case in black?").sku == "CASE-15"    # words of a name, a number beside them
+    assert kb.product("case-14 price").sku == "CASE-14"              # a SKU
+    assert kb.product("铁观音礼盒多少钱").sku == "TEA-03"               # a full name beats the loose match of another
+    assert kb.product("desk lamp").sku == "LAMP-1"
+    assert kb.product("铁观音多少钱") is None                          # two products tie: no guess
+    assert kb.product("silicone case?") is None
+    assert kb.product("do you have 15 of them?") is None              # a number alone names nothing
+    found = kb.products("铁观音多少钱")
+    assert [m.product.sku for m in found] == ["TEA-02", "TEA-03"] and found[0].score == found[1].score
+    assert not found[0].exact and found[0].spans == ((0, 2), (1, 3))
+    exact = kb.products("买安溪铁观音")[0]
+    assert exact.exact and exact.product.sku == "TEA-02" and exact.spans == ((1, 6),)
+    # the loosely named product leads the search, and the rest of the question is ranked without it
+    assert kb.search("龙井多少钱", k=1)[0].ref == "TEA-01"
+
+
+def test_coverage_weighs_the_questions_terms(tmp_path):
+    policies = ("## 寄送说明\n我们统一使用顺丰快递寄出，江浙沪次日达。\n\n## 关于退款\n退款审核通过后，款项将在1到3个工作日内原路退回。\n\n"
+                "## Opening\nOur workshop is open Monday to Saturday, 9:00 to 18:00.\n")
+    kb = KnowledgeBase(ShopPack.load(_pack(tmp_path, policies=policies, faq=None)))
+    refund = "关于退款：退款审核通过后，款项将在1到3个工作日内原路退回。"
+    assert kb.coverage("退款多久到账", refund) > 0.6        # 到账 by its synonym 退款, 多久 by a number
+    assert kb.coverage("退款多久到账", "寄送说明：我们统一使用顺丰快递寄出，江浙沪次日达。") == 0.0
+    assert kb.coverage("你们用什么快递？", "寄送说明：我们统一使用顺丰快递寄出。") == 1.0
+    assert 0.0 < kb.coverage("退款能用花呗吗", refund) < 0.5      # a word no snippet holds weighs against it
+    assert kb.coverage("What are your opening hours?", "Opening: Our workshop is open Monday to Saturday, 9:00 to 18:00.") == 1.0
+    assert kb.coverage("Can I pay with bitcoin?", "Opening: Our workshop is open Monday to Saturday.") == 0.0
+    assert kb.coverage("嗯", refund) == 0.0 and kb.coverage("", refund) == 0.0

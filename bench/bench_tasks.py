@@ -1,0 +1,238 @@
+"""Shop tasks: the base, a chat-only adapter and a multi-task adapter, per task type, on a held-out generated shop.
+
+    .venv/bin/python bench/bench_tasks.py                       # zh shop, the default budgets (below)
+    .venv/bin/python bench/bench_tasks.py --lang en --seed 12 --out bench-tasks-en.json
+    .venv/bin/python bench/bench_tasks.py --quick               # a smoke run: tiny budgets, figures meaningless
+
+The shop is generated here (`endcloud.corpus.shopworld.generate_shop`, a seed no other bench or
+the shop reader's recipe uses); the base is the shipped shop reader. Two training stages, budgets
+in optimizer steps (never seconds):
+
+    stage 1   chat        LoRA from the reader on the shop's dialogue (the questions customers ask of
+                          the pack, answered by the teacher, grounded as served)      --chat-steps
+    stage 2a  chat-only   stage 1 continued on dialogue only                          --task-steps
+    stage 2b  multi-task  stage 1 continued on the shop's tasks + `--replay` dialogue --task-steps
+
+so both adapters have the same budget and the same start, and differ only in what stage 2 saw.
+Measured on held-out items (products, phrasings and policy sentences stage 2 never saw):
+
+    per task / type   ShopBench's metric (multiple choice: generate, the options' log-likelihood
+                      where the reply is no option) with its chance level
+    chat quality      held-out dialogue questions: fact accuracy (every expected fact stated) and
+                      eq. 1's Final against the teacher's reply (Sim: char n-grams for zh / MiniLM
+                      for en; Match: TF-IDF over the shop's dialogue)
+    classifiers       intent and sentiment of `endcloud.tasks.classify` (lexicon, and n-gram naive
+                      Bayes trained on the task set's training items and the shop's chat logs)
+
+Writes a JSON report (--out) and prints the tables docs/benchmarks.md shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def chat_quality(model, cases, evaluator) -> dict:
+    from endcloud.scoring.facts import fact_correct
+
+    replies = model.generate([c.messages for c in cases], max_new_tokens=64)
+    judged = [(c, r) for c, r in zip(cases, replies) if c.expect]
+    facts = [fact_correct(r, c.expect) for c, r in judged]
+    comp = evaluator.components([c.query for c in cases], replies, [c.reference for c in cases])
+    return {"n": len(cases), "n_facts": len(judged), "facts": round(sum(facts) / max(1, len(facts)), 4),
+            "final": round(float(comp["final"].mean()), 4),
+            "samples": [{"q": c.query, "reply": r, "expect": c.expect} for c, r in judged[:4]]}
+
+
+def classifier_figures(ts, logs_held, logs_train) -> dict:
+    from endcloud.tasks.classify import NgramClassifier, load_classifier
+
+    def text(it):
+        return re.search(r"(?:顾客|Customer|评价|Review)[：:] ?(.*)", it.input_field).group(1)
+
+    held = {t: [it for it in ts.heldout() if it.task_name == t] for t in ("intent", "sentiment")}
+    train = {t: [it for it in ts.train() if it.task_name == t] for t in ("intent", "sentiment")}
+    nb = NgramClassifier.fit([text(i) for i in train["intent"]] + [t for t, _ in logs_train],
+                             [i.meta["intent"] for i in train["intent"]] + [i for _, i in logs_train],
+                             [text(i) for i in train["sentiment"]], [i.meta["sentiment"] for i in train["sentiment"]])
+    out = {}
+    for name, clf in (("lexicon", load_classifier("lexicon")), ("ngram", nb)):
+        t0 = time.perf_counter()
+        r = {
+            "intent_heldout_items": _acc([clf.analyse(text(i)).intent == i.meta["intent"] for i in held["intent"]]),
+            "sentiment_heldout_items": _acc([clf.analyse(text(i)).sentiment == i.meta["sentiment"] for i in held["sentiment"]]),
+            "intent_chat_logs": _acc([clf.analyse(t).intent == i for t, i in logs_held]),
+        }
+        n = len(held["intent"]) + len(held["sentiment"]) + len(logs_held)
+        r["us_per_message"] = round((time.perf_counter() - t0) / max(1, n) * 1e6, 1)
+        out[name] = r
+    out["n"] = {"intent_items": len(held["intent"]), "sentiment_items": len(held["sentiment"]), "chat_log_turns": len(logs_held)}
+    return out
+
+
+def _acc(xs) -> float | None:
+    return round(sum(xs) / len(xs), 4) if xs else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lang", default="zh", choices=("zh", "en"))
+    ap.add_argument("--seed", type=int, default=11, help="the generated shop's seed (held out: no other bench uses it)")
+    ap.add_argument("--products", type=int, default=30)
+    ap.add_argument("--sessions", type=int, default=400, help="chat sessions of the shop (its logs: intents for the tasks)")
+    ap.add_argument("--per-task", type=int, default=64, help="items per task (a quarter held out)")
+    ap.add_argument("--chat-questions", type=int, default=320, help="dialogue questions of the pack (a fifth held out)")
+    ap.add_argument("--chat-steps", type=int, default=200, help="stage 1 budget (optimizer steps)")
+    ap.add_argument("--task-steps", type=int, default=300, help="stage 2 budget of each adapter (optimizer steps)")
+    ap.add_argument("--replay", type=float, default=0.3, help="dialogue share of the multi-task mix")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--teacher", default="reference", help="reference (offline) | openai")
+    ap.add_argument("--work", default=None, help="keep the shop, tasks and adapters here (default: a temp folder)")
+    ap.add_argument("--out", default="bench-tasks.json")
+    ap.add_argument("--quick", action="store_true", help="tiny budgets: checks the bench runs, figures meaningless")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.products, args.sessions, args.per_task, args.chat_questions = 12, 60, 12, 40
+        args.chat_steps, args.task_steps = 4, 4
+
+    import torch
+
+    from endcloud.cloud import default_teacher
+    from endcloud.corpus.shopworld import generate_shop
+    from endcloud.end.base import load_tokenizer, renders_late_system
+    from endcloud.end.reader import reader_base
+    from endcloud.end.train import train
+    from endcloud.fileio import read_jsonl
+    from endcloud.kb import KnowledgeBase, ShopPack
+    from endcloud.scoring.evaluator import Evaluator
+    from endcloud.tasks.generate import generate_tasks, log_intents
+    from endcloud.tasks.items import write_items
+    from endcloud.tasks.metrics import Similarities
+    from endcloud.tasks.mix import chat_set, mix_with_replay
+    from endcloud.tasks.shopbench import HFTaskModel, run_shopbench
+
+    torch.set_num_threads(args.threads)
+    base = reader_base()
+    if base is None:
+        print("no shipped shop reader in this install (endcloud/assets/reader)", file=sys.stderr)
+        return 2
+    tmp = tempfile.TemporaryDirectory(prefix="bench-tasks-")
+    work = Path(args.work or tmp.name)
+    work.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    cpu_start = time.process_time()
+
+    # -- data ----------------------------------------------------------------------------
+    shop_dir = work / "shop"
+    if not (shop_dir / "catalog.csv").exists():
+        generate_shop(shop_dir, lang=args.lang, sessions=args.sessions, products=args.products, seed=args.seed)
+    pack = ShopPack.load(shop_dir)
+    kb = KnowledgeBase(pack)
+    teacher = default_teacher(shop=shop_dir, name=args.teacher)
+    chats = list(read_jsonl(shop_dir / "chats" / "chats.jsonl"))
+    half = len(chats) // 2  # the first half of the logs feeds the tasks and the n-gram classifier; the rest judges
+    ts = generate_tasks(pack, per_task=args.per_task, seed=args.seed, teacher=teacher, logs=chats[:half], kb=kb)
+    write_items(work / "tasks.jsonl", ts.items)
+    late = renders_late_system(load_tokenizer(base))
+    cs = chat_set(pack, teacher, n=args.chat_questions, seed=args.seed, late=late, kb=kb)
+    _log(f"shop {pack.name} ({args.lang}, {len(pack.products)} products); tasks: {len(ts.train())} train, "
+         f"{len(ts.heldout())} held out; dialogue: {len(cs.train)} train, {len(cs.heldout)} held out")
+
+    # -- training --------------------------------------------------------------------------
+    common = dict(method="lora", lr=args.lr, batch_size=args.batch_size, max_input_len=384, max_output_len=96,
+                  seed=args.seed, progress=False, save_every=max(25, args.task_steps))
+    runs = {}
+    t0 = time.perf_counter()
+    s1 = train(base, cs.train, work / "stage1-chat", steps=args.chat_steps, **common)
+    runs["stage1_chat"] = {"steps": s1.steps, "seconds": round(time.perf_counter() - t0, 1), "loss_last": round(s1.losses[-1], 4)}
+    _log(f"stage 1 (chat): {runs['stage1_chat']}")
+    t0 = time.perf_counter()
+    chat_only = train(base, cs.train, work / "chat-only", steps=args.task_steps, init_adapter=s1.adapter_dir, **common)
+    runs["chat_only"] = {"steps": chat_only.steps, "seconds": round(time.perf_counter() - t0, 1),
+                         "loss_last": round(chat_only.losses[-1], 4)}
+    _log(f"stage 2a (chat-only): {runs['chat_only']}")
+    mixed = mix_with_replay([it.to_example() for it in ts.train()], cs.train, replay=args.replay, seed=args.seed)
+    t0 = time.perf_counter()
+    multi = train(base, mixed, work / "multi-task", steps=args.task_steps, init_adapter=s1.adapter_dir, **common)
+    runs["multi_task"] = {"steps": multi.steps, "seconds": round(time.perf_counter() - t0, 1),
+                          "loss_last": round(multi.losses[-1], 4), "examples": len(mixed)}
+    _log(f"stage 2b (multi-task): {runs['multi_task']}")
+
+    # -- evaluation --------------------------------------------------------------------------
+    held = ts.heldout()
+    corpus = [e.messages[-1]["content"] if e.messages[-1]["role"] == "user" else e.messages[-2]["content"] for e in cs.train]
+    corpus += [e.response for e in cs.train]
+    evaluator = Evaluator(similarity="auto", matching="tfidf", corpus=corpus)
+    sims = Similarities()
+    results = {}
+    for name, adapter in (("base", None), ("chat-only", chat_only.adapter_dir), ("multi-task", multi.adapter_dir)):
+        t0 = time.perf_counter()
+        model = HFTaskModel.load(base, adapter, name=name, max_input_len=384)
+        rep = run_shopbench(held, model, mc="auto", sims=sims, seed=args.seed)
+        chat = chat_quality(model, cs.heldout, evaluator)
+        results[name] = {"tasks": rep.tasks, "types": rep.types, "overall": rep.overall, "overall_chance": rep.overall_chance,
+                         "chat": chat, "samples": rep.samples, "seconds": round(time.perf_counter() - t0, 1)}
+        _log(f"{name}: overall {rep.overall:.3f} (chance {rep.overall_chance:.3f}); chat facts {chat['facts']:.3f}, "
+             f"Final {chat['final']:.3f}")
+        del model
+    logs_held = log_intents(chats[half:])
+    clf = classifier_figures(ts, logs_held, log_intents(chats[:half]))
+
+    report = {"args": vars(args), "shop": {"name": pack.name, "lang": args.lang, "products": len(pack.products)},
+              "tasks_report": ts.report, "runs": runs, "results": results, "classifiers": clf,
+              "similarity_models": sorted(sims.used), "wall_s": round(time.perf_counter() - t_start, 1),
+              "cpu_s": round(time.process_time() - cpu_start, 1), "torch_threads": args.threads,
+              "load_avg": os.getloadavg()}
+    Path(args.out).write_text(json.dumps(report, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
+    print_tables(report)
+    _log(f"wrote {args.out}")
+    return 0
+
+
+def print_tables(report: dict) -> None:
+    res = report["results"]
+    names = list(res)
+    tasks = sorted(res[names[0]]["tasks"], key=lambda t: (res[names[0]]["tasks"][t]["task_type"], t))
+    print("\n| task | type | metric | n | chance | " + " | ".join(names) + " |")
+    print("| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in names) + " |")
+    for t in tasks:
+        row = res[names[0]]["tasks"][t]
+        print(f"| {t} | {row['task_type']} | {row['metric']} | {row['n']} | {row['chance']:.3f} | "
+              + " | ".join(f"{res[n]['tasks'][t]['score']:.3f}" for n in names) + " |")
+    for ty in sorted(res[names[0]]["types"]):
+        row = res[names[0]]["types"][ty]
+        print(f"| **{ty}** | | | {row['n']} | {row['chance']:.3f} | "
+              + " | ".join(f"**{res[n]['types'][ty]['score']:.3f}**" for n in names) + " |")
+    print(f"| **overall** | | | | {res[names[0]]['overall_chance']:.3f} | "
+          + " | ".join(f"**{res[n]['overall']:.3f}**" for n in names) + " |")
+    print("\n| chat quality (held-out dialogue) | " + " | ".join(names) + " |")
+    print("| --- | " + " | ".join("---" for _ in names) + " |")
+    for k in ("facts", "final"):
+        print(f"| {k} | " + " | ".join(f"{res[n]['chat'][k]:.3f}" for n in names) + " |")
+    c = report["classifiers"]
+    print("\n| classifier | intent (held-out items) | sentiment (held-out items) | intent (chat logs) | µs/message |")
+    print("| --- | --- | --- | --- | --- |")
+    for name in ("lexicon", "ngram"):
+        r = c[name]
+        print(f"| {name} | {r['intent_heldout_items']} | {r['sentiment_heldout_items']} | {r['intent_chat_logs']} | {r['us_per_message']} |")
+    print(f"\nruns: {json.dumps(report['runs'])}\nwall {report['wall_s']} s, cpu {report['cpu_s']} s, load {report['load_avg']}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
