@@ -1,12 +1,15 @@
 """Running the end model: one room for everything between a loaded model and a reply.
 
     protocol     ServedModel / SchedulableModel, Variant, Generation: what every engine offers
-    engines      ENGINES ("transformers" | "vllm" | "llamacpp") and load_end_model(kind, ...)
-    model        EndModel: the in-process transformers model, hot-swappable adapters
+    engines      ENGINES (transformers, transformers-cb, vllm, sglang, llama-server, llamacpp) and
+                 load_end_model(kind, ...)
+    model        EndModel: the in-process transformers model, hot-swappable adapters (CPU or GPU)
     fastdecode   its lean decode path: fused weights, a static KV cache, one loop
     scheduler    Scheduler: continuous batching on that path (rows join and leave between steps)
+    hfbatch      ContinuousHFModel: transformers' own continuous batching (other architectures, GPUs)
     prompts      prompts as token ids that continue each conversation's earlier ids
     vllm         VLLMEndModel: a shop-local vLLM server behind the same protocol
+    openai_local SGLangEndModel, LlamaServerEndModel: the other shop-local servers (per-request LoRA)
     llamacpp     LlamaCppEndModel: llama.cpp over an exported GGUF file
     core         the engine core's loop: the running batch, fed from a queue
     batching     that loop in a thread of the server; whole batches for other engines

@@ -7,7 +7,7 @@ reply, and these columns sit next to it:
     rouge_l        mean ROUGE-L F1 (rouge-score; Chinese by character)
     distinct_1/2   distinct n-grams / all n-grams over all of a model's replies (Li et al. 2016;
                    characters for Chinese, words for English)
-    top_share      share of the replies that are the model's most common reply
+    top_share      share of the replies that are the model's most common reply (`reply_key`)
     degenerate     share of empty replies and of replies that are mostly one repeated unit
 
 Why both kinds: on JDDC a model that answers every question with "您好，请问有什么可以帮您的
@@ -26,14 +26,12 @@ import unicodedata
 from collections import Counter
 from typing import Any, Sequence
 
-from endcloud.text import CJK_CHARACTERS, normalise
 
 # A reply is degenerate when it is empty, or when one unit of 1-4 tokens repeated back to
 # back at least this many times covers at least this share of it ("好的好的好的好的…").
 DEGENERATE_REPEATS = 3
 DEGENERATE_COVER = 0.5
 
-_CJK_CHAR = re.compile(f"[{CJK_CHARACTERS}]")
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 
 
@@ -74,11 +72,17 @@ def distinct_n(replies: Sequence[str], langs: Sequence[str], n: int) -> float | 
     return len(grams) / total if total else None
 
 
+def reply_key(text: str) -> str:
+    """What makes two replies the same reply: their letters and digits (case, spacing and
+    punctuation aside: "好的。" and "好的" are one reply)."""
+    return "".join(c for c in unicodedata.normalize("NFKC", text or "").lower() if c.isalnum())
+
+
 def top_reply_share(replies: Sequence[str]) -> tuple[float | None, str]:
-    """(share of the most common reply, that reply), replies compared after `normalise`."""
+    """(share of the most common reply, that reply), replies compared by `reply_key`."""
     if not replies:
         return None, ""
-    keys = [normalise(r) for r in replies]
+    keys = [reply_key(r) for r in replies]
     key, count = Counter(keys).most_common(1)[0]
     return count / len(replies), replies[keys.index(key)]
 
@@ -123,7 +127,7 @@ def reply_metrics(replies: Sequence[str], references: Sequence[str] | None, lang
         "distinct_2": distinct_n(replies, langs, 2),
         "top_share": share,
         "top_reply": top,
-        "distinct_replies": len({normalise(r) for r in replies}),
+        "distinct_replies": len({reply_key(r) for r in replies}),
         "degenerate": (sum(is_degenerate(r, lang) for r, lang in zip(replies, langs)) / len(replies)) if replies else None,
     }
     return out

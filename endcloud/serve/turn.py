@@ -37,6 +37,7 @@ from endcloud.text import detect_lang, estimate_tokens
 
 log = logging.getLogger("endcloud.serve")
 
+END_GRACE_S = 0.5  # a forced takeover whose cloud failed at the deadline still gets this long for an end reply
 # What a customer reads when the takeover failed and the end model wrote nothing either.
 HANDOFF = {"zh": "抱歉，这个问题需要同事进一步为您处理，我们会尽快回复您。",
            "en": "Sorry, this one needs a colleague to look into it; we will get back to you shortly."}
@@ -276,15 +277,16 @@ class TurnService:
         decision = self.router.decide(signals, model=req.model)
         cloud_text, cloud_failed, usage_cloud, cost, takeover_ms = None, False, None, 0.0, None
         if decision.route == "cloud":
+            # The customer waits for the takeover at most the deadline: the cloud (retries and
+            # Retry-After sleeps included, however slowly it drips or often it says 429), and
+            # then, if it failed, an end reply not written yet; past it, a hand-off message.
+            limit = min(s.cloud_timeout_s, s.takeover_deadline_s)
+            t_cloud = time.perf_counter()
             if self.teacher is None:
                 decision.reasons.append("no cloud configured: end reply served")
                 cloud_failed = True
                 await asyncio.to_thread(store.record_event, "cloud_unavailable", message_id=message_id)
             else:
-                # The customer waits for the cloud at most the takeover deadline (retries and
-                # Retry-After sleeps included), however slowly it drips or often it says 429.
-                limit = min(s.cloud_timeout_s, s.takeover_deadline_s)
-                t_cloud = time.perf_counter()
                 try:
                     reply = await asyncio.wait_for(self.teacher.areply(convo), timeout=limit)
                     if not (reply.text or "").strip():
@@ -301,9 +303,13 @@ class TurnService:
                     self.metrics.cloud_failures.labels(kind=kind).inc()
                     await asyncio.to_thread(store.record_event, "cloud_failed", message_id=message_id,
                                             detail={"kind": kind, "error": str(e)[:500]})
-                if cloud_failed and gen is None:
-                    gen, _ = await end_reply()  # model="cloud" with the cloud down: still answer
-                takeover_ms = round((time.perf_counter() - t_cloud) * 1000, 1)  # what the takeover cost the customer
+            if cloud_failed and gen is None:  # model="cloud" with the cloud down: still answer, in time
+                left = limit - (time.perf_counter() - t_cloud)
+                try:
+                    gen, _ = await asyncio.wait_for(end_reply(), timeout=max(left, END_GRACE_S))
+                except asyncio.TimeoutError:
+                    decision.reasons.append("end reply not ready by the takeover deadline")
+            takeover_ms = round((time.perf_counter() - t_cloud) * 1000, 1)  # what the takeover cost the customer
         answered_by = "cloud" if cloud_text is not None else "end"
         text = cloud_text if cloud_text is not None else (gen.text if gen is not None else "")
         if cloud_failed and not text.strip():  # no cloud and no end reply: never an empty answer

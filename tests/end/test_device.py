@@ -260,3 +260,38 @@ def test_target_modules_per_architecture(tiny_base_dir):
 
     with pytest.raises(ConfigError, match="--target-modules"):
         target_modules_for(Odd())
+
+
+# ---- the flags on the commands ------------------------------------------------------------------------
+def test_train_command_flags(tmp_path, tiny_base_dir, train_examples, capsys, no_env, monkeypatch):
+    from endcloud.cli import main
+    from endcloud.records import Pair
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(Pair(id=e.id, source="t", session=e.id, lang="zh", context=[],
+                                                  query=e.messages[-1]["content"], response=e.response).to_json(),
+                                             ensure_ascii=False) + "\n" for e in train_examples), encoding="utf-8")
+    torch.set_num_threads(1)
+    args = ["train", "--base", str(tiny_base_dir), "--pairs", str(pairs), "--steps", "2", "--batch-size", "4", "-q",
+            "--eval-fraction", "0", "-o", str(tmp_path / "o"), "--device", "cpu", "--dtype", "bf16", "--grad-accum", "2"]
+    assert main(args) == 0
+    assert "on cpu (bf16)" in capsys.readouterr().out
+    hw = json.loads((tmp_path / "o" / "training.json").read_text())["hardware"]
+    assert hw["dtype"] == "bf16" and hw["grad_accum"] == 2 and hw["device"] == "cpu"
+    assert main([*args[:-6], "-o", str(tmp_path / "p"), "--device", "cuda:0"]) == 2  # no GPU: one line, no traceback
+    err = capsys.readouterr().err
+    assert "--device cpu" in err and "Traceback" not in err
+    for cmd in (["chat"], ["eval"], ["evolve"], ["serve"], ["pretrain"]):
+        assert main([*cmd, "--help"]) == 0
+        assert "--device" in capsys.readouterr().out
+
+
+def test_serving_precision_and_quant_on_a_gpu(fake_gpus, tiny_base_dir):
+    from endcloud.runtime.model import EndModel, _parse_dtype
+
+    fake_gpus(n=1, bf16=True)
+    assert _parse_dtype(None, tiny_base_dir, torch.device("cuda", 0)) == torch.bfloat16
+    assert _parse_dtype(None, tiny_base_dir, torch.device("cpu")) == torch.float32  # a tiny base: fp32 on the CPU
+    with pytest.raises(ModelError, match="int8.*CPU fast path"):
+        EndModel.load(tiny_base_dir, device="cuda", quant="int8")  # refused before any weight moves

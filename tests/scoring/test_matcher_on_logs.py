@@ -21,8 +21,9 @@ CJK_SPACE_CJK = re.compile(r"[\u4e00-\u9fff] [\u4e00-\u9fff]")
 
 
 def _segment(text: str) -> str:
-    """Write a text as ECD does: Chinese word-segmented with spaces (here: per character)."""
-    return " ".join(text)
+    """Write a text as ECD does: Chinese word-segmented with spaces (here: per character;
+    a run of digits or latin letters stays one word)."""
+    return " ".join(re.findall(r"[\u4e00-\u9fff]|[^\u4e00-\u9fff\s]+", text))
 
 
 def _ecd_train(path: Path, n_sessions: int = 120) -> Path:
@@ -90,11 +91,12 @@ def test_recall_at_k_shares_ties_and_gives_chance_to_a_constant():
 
 def _ecd_test(path: Path, groups: int = 30) -> Path:
     """An ECD *test*-format file: 10 candidates per context, the true one first or not."""
-    rows = [r for r in make_pairs(200) if r["lang"] == "zh"]
+    rows = list({r["query"]: r for r in make_pairs(200) if r["lang"] == "zh"}.values())  # one group per query
     lines = []
     for g in range(groups):
         r = rows[g]
-        cands = [(1, r["response"])] + [(0, rows[(g * 13 + k * 7 + 50) % len(rows)]["response"]) for k in range(9)]
+        others = [x["response"] for x in rows[g + 1:] + rows[:g] if x["response"] != r["response"]]
+        cands = [(1, r["response"])] + [(0, others[(g * 13 + k * 7) % len(others)]) for k in range(9)]
         cands = cands[g % 10:] + cands[:g % 10]
         lines += ["\t".join([str(lab), _segment(r["query"]), _segment(c)]) for lab, c in cands]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -227,6 +227,21 @@ def test_with_no_cloud_reply_and_no_end_reply_the_customer_gets_a_hand_off(root,
     assert body["endcloud"]["cloud_failed"] and any("handoff" in x for x in body["endcloud"]["decision"]["reasons"])
 
 
+def test_a_forced_takeover_with_a_late_cloud_and_a_late_end_model_hands_off_in_time(root):
+    """model="cloud": the cloud misses the deadline, and the end reply it falls back to would
+    take 3 s more: the customer gets the hand-off message at the deadline instead."""
+    slow = ScriptedModel(lambda convo: time.sleep(3) or "late")
+    app = create_app(settings(root / "late", takeover_deadline_s=0.5), engine=slow, teacher=ScriptedTeacher(delay=5))
+    with LoopbackServer(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+        t0 = time.perf_counter()
+        r = c.post(CHAT, json=ask("Where is my parcel?", model="cloud"))
+        took = time.perf_counter() - t0
+    body = r.json()
+    assert r.status_code == 200 and body["choices"][0]["message"]["content"] == HANDOFF["en"]
+    assert took < 2.5 and body["endcloud"]["decision"]["takeover_ms"] < 2000  # not the 5 s cloud nor the 3 s model
+    assert "end reply not ready by the takeover deadline" in body["endcloud"]["decision"]["reasons"]
+
+
 def test_structures_stay_bounded_under_many_distinct_sessions(root, end_model):
     """Every chat below opens a new session (and labels a new user): the session transcripts
     and the prefix cache stay in their budgets, and /metrics gets no series per customer or
