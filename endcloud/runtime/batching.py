@@ -450,6 +450,7 @@ class EngineBatcher:
         assert loop is not None
         req = _Submitted(payload)
         ticket = Ticket(req, key, stream, loop)
+        ticket.on_cancel = lambda: self._open.discard(ticket)  # a cancelled row never reports its end
         self._open.add(ticket)
         self.batch_sizes.append(len(self._open))
 

@@ -88,6 +88,7 @@ class _Manager:
     thread: threading.Thread | None = None
     started: threading.Event = field(default_factory=threading.Event)
     closing: bool = False
+    _stopper: threading.Thread | None = None  # the thread stopping it (see stop)
 
     def start(self) -> None:
         self.thread = threading.Thread(target=self._route, name="endcloud-hfbatch", daemon=True)
@@ -192,7 +193,7 @@ class ContinuousHFModel(EndModel):
         super().__init__(**kw)
         self.max_batch = int(max_batch)
         self.max_new_tokens = int(max_new_tokens)
-        self._managers: dict[tuple[int, bool], _Manager] = {}
+        self._managers: dict[tuple[Variant, bool], _Manager] = {}  # a Variant hashes by identity
         self._managers_lock = threading.Lock()
         self._retired: list[_Manager] = []
 
@@ -243,11 +244,13 @@ class ContinuousHFModel(EndModel):
 
     def _retire(self, variant: Variant) -> None:
         with self._managers_lock:
-            gone = [k for k in self._managers if k[0] == id(variant)]
+            gone = [k for k in self._managers if k[0] is variant]
             for k in gone:
                 m = self._managers.pop(k)
                 m.stop()
                 self._retired.append(m)
+            # stopped ones go (and the variant's model copy with them): a promotion a day must not pile up models
+            self._retired = [m for m in self._retired if m._stopper is not None and m._stopper.is_alive()]
 
     # ---- the managers --------------------------------------------------------------------
     def _cb_config(self, greedy: bool):
@@ -264,7 +267,7 @@ class ContinuousHFModel(EndModel):
                                         per_request_processors=not greedy)
 
     def _manager(self, variant: Variant, greedy: bool) -> _Manager:
-        key = (id(variant), greedy)
+        key = (variant, greedy)
         with self._managers_lock:
             m = self._managers.get(key)
             if m is not None:

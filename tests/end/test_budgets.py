@@ -14,24 +14,28 @@ from endcloud.errors import ConfigError
 from tests.conftest import FIXTURE_TEXT
 
 TINY = dict(vocab_size=300, hidden=32, layers=1, heads=2, kv_heads=1, intermediate=64, seq_len=32, batch_size=2)
-DOCS = FIXTURE_TEXT + [[{"role": "user", "content": "在吗"}, {"role": "assistant", "content": "在的亲"}]] * 20
+# distinct documents: the held-out split is by a document's hash
+DOCS = [f"{t} ({i})" for i, t in enumerate(FIXTURE_TEXT)] + [
+    [{"role": "user", "content": f"在吗 {i}"}, {"role": "assistant", "content": f"在的亲 {i}"}] for i in range(20)]
 
 
 def test_help_shows_the_time_budget_flags(capsys):
     for cmd in ("pretrain", "train"):
         assert main([cmd, "--help"]) == 0
-        out = " ".join(capsys.readouterr().out.split())
+        out = " ".join(capsys.readouterr().out.replace("│", " ").split())  # rich draws the help in a box
         assert "--max-minutes" in out and "whole command" in out and "stops early" in out
 
 
 @pytest.mark.usefixtures("few_threads")
 def test_pretrain_budget_bounds_the_whole_call_and_says_it_stopped(tmp_path):
+    import transformers.models.qwen2.modeling_qwen2  # noqa: F401  (imports alone took 97 s on a crowded machine)
+
     budget = 6.0
     started = time.monotonic()
     r = pretrain(DOCS, tmp_path / "base", progress=False, steps=1_000_000, max_seconds=budget, started_at=started, **TINY)
     elapsed = time.monotonic() - started
     assert r.stopped_early and 1 <= r.steps < r.steps_planned == 1_000_000
-    assert elapsed < 3 * budget  # the whole call, saving included (the million steps would take hours)
+    assert elapsed < budget + 60  # the whole call, saving included (the million steps would take hours)
     rec = json.loads((tmp_path / "base" / "pretrain.json").read_text())
     assert rec["stopped_early"] is True and rec["steps"] == r.steps and rec["steps_planned"] == 1_000_000
     assert (tmp_path / "base" / "config.json").exists()

@@ -27,15 +27,6 @@ CONVS = [
 
 
 @pytest.fixture(scope="module")
-def train_examples():
-    from endcloud.end.data import Example
-
-    qa = [("在吗", "亲，在的，请问有什么可以帮您？"), ("Hi", "Hello, how can I help you today?"),
-          ("什么时候发货", "默认发中通快递，下午4点前下单当天发货。"), ("Any discount?", "Yes, with the coupon SAVE10.")]
-    return [Example([{"role": "user", "content": q}], a, id=f"ex{i}") for i, (q, a) in enumerate(qa)]
-
-
-@pytest.fixture(scope="module")
 def phi3_dir(tmp_path_factory, tiny_tokenizer):
     """A tiny random Phi-3 (fused qkv_proj: outside the fast path's Llama/Qwen2 family)."""
     from transformers import Phi3Config, Phi3ForCausalLM
@@ -109,10 +100,16 @@ def test_async_engine_streams_from_the_engine(cb_model):
             deltas = [d async for d in s]
             texts.append(("".join(deltas), s.result[0].text, len(deltas)))
         whole, _ = await engine.generate_scored(CONVS[0], query=None, max_new_tokens=20, temperature=0, top_p=1.0)
+        left = engine.stream_scored(CONVS[1], query=None, max_new_tokens=30, temperature=1.0, top_p=1.0)
+        async for _ in left:  # the customer leaves after the first piece: the row is dropped
+            break
+        await left.aclose()
+        in_flight = engine.batcher.stats()["in_flight"]
         await engine.stop()
-        return texts, whole
+        return texts, whole, in_flight
 
-    texts, whole = asyncio.run(run())
+    texts, whole, in_flight = asyncio.run(run())
+    assert in_flight == 0
     ref = cb_model.generate(CONVS, max_new_tokens=20, temperature=0)
     for (joined, final, n), g in zip(texts, ref):
         assert joined == final == g.text
@@ -120,14 +117,20 @@ def test_async_engine_streams_from_the_engine(cb_model):
     assert whole.text == ref[0].text
 
 
-def test_lora_swap_serves_the_merged_adapter_and_prefix_is_refused(cb_model, phi3_dir, train_examples, tmp_path):
+def test_lora_swap_serves_the_merged_adapter_and_prefix_is_refused(cb_model, phi3_dir, tmp_path):
     from peft import PeftModel
 
     from endcloud.end.base import load_base
-    from endcloud.end.train import train
+
+    from peft import LoraConfig, PrefixTuningConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
 
     ad = tmp_path / "lora"
-    train(phi3_dir, train_examples, ad, method="lora", steps=3, batch_size=4, lr=5e-2, device="cpu", progress=False)
+    torch.manual_seed(1)  # random A and B (not peft's zero B), so the adapter changes the replies
+    get_peft_model(AutoModelForCausalLM.from_pretrained(phi3_dir),
+                   LoraConfig(r=4, lora_alpha=8, target_modules=["qkv_proj", "o_proj"], init_lora_weights=False,
+                              task_type="CAUSAL_LM")).save_pretrained(ad)
+    (base_reply,) = cb_model.generate(CONVS[:1], max_new_tokens=16, temperature=0)
     cb_model.swap_adapter(ad)
     assert cb_model.variant.method == "lora"
     (g,) = cb_model.generate(CONVS[:1], max_new_tokens=16, temperature=0)
@@ -140,9 +143,11 @@ def test_lora_swap_serves_the_merged_adapter_and_prefix_is_refused(cb_model, phi
     toks = [t for t in out[0, len(ids):].tolist() if t not in cb_model.stop_ids]
     assert g.tokens == len(toks) and g.text == cb_model.tokenizer.decode(toks, skip_special_tokens=True).strip()
 
+    assert g.text != base_reply.text or g.logprob != base_reply.logprob  # the adapter is what answered
+
     px = tmp_path / "prefix"
-    train(phi3_dir, train_examples, px, method="prefix", steps=1, batch_size=4, device="cpu", progress=False,
-          num_virtual_tokens=4, encoder_hidden_size=16)
+    get_peft_model(AutoModelForCausalLM.from_pretrained(phi3_dir),
+                   PrefixTuningConfig(num_virtual_tokens=4, task_type="CAUSAL_LM")).save_pretrained(px)
     with pytest.raises(ModelError, match="prefix.*--engine transformers"):
         cb_model.swap_adapter(px)
     assert cb_model.variant.method == "lora"  # the refused swap left the old adapter serving
