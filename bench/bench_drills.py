@@ -23,12 +23,14 @@ cloud   the fault-injecting cloud double in its own process (`python -m endcloud
         from the cloud call's start to the reply being ready, the fallback end reply
         included) must stay under takeover_deadline_s + 1 s; the whole turns' latency as
         the customers saw it is printed beside it.
-soak    16 customers chat for `--warmup` seconds, then `--minutes` more (sessions of 3-8
-        turns, then a new one: many distinct sessions); the RSS of the server and of its
-        engine process is sampled every few seconds. The warm-up is where the prefix cache
-        fills to its budget (prefix_cache_mb, 256 MB by default: ~75 s at 12 turns/s for
-        this model); after it the engine's memory must stay flat: growth from the end of
-        warm-up to the mean of the last 10 % of samples under 10 %.
+soak    16 customers chat (sessions of 3-8 turns, then a new one: many distinct sessions)
+        through a warm-up, then `--minutes` more; the RSS of the server and of its engine
+        process, and the engine's bounded parts (/metrics endcloud_engine_memory_bytes:
+        prefix cache, KV pools, transcripts), are sampled every few seconds. The warm-up
+        lasts at least `--warmup` s and until the prefix cache holds 95 % of its budget
+        (prefix_cache_mb, 256 MB by default: ~75 s at 12 turns/s for this model, longer on
+        a busy machine; at most `--warmup-max` s). After it the engine's memory must stay
+        flat: growth from the end of warm-up to the mean of the last 10 % of samples < 10 %.
 
 Random weights rarely emit end-of-turn, so replies run to max_new_tokens: a worst case.
 Exits 1 when a drill fails its criterion.
@@ -353,26 +355,42 @@ def drill_cloud(ws: Path, *, users: int, turns: int, deadline_s: float) -> bool:
 
 
 # ---- memory soak ------------------------------------------------------------------------
-def drill_soak(ws: Path, *, users: int, minutes: float, sample_s: float, warmup_s: float) -> bool:
+def _engine_memory(text: str) -> dict[str, float]:
+    """endcloud_engine_memory_bytes{part} of a /metrics page, in MB."""
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("endcloud_engine_memory_bytes{"):
+            part = line.split('part="', 1)[1].split('"', 1)[0]
+            out[part] = float(line.rsplit(" ", 1)[1]) / 2**20
+    return out
+
+
+def drill_soak(ws: Path, *, users: int, minutes: float, sample_s: float, warmup_s: float, warmup_max_s: float) -> bool:
     import aiohttp
 
-    print(f"\n== soak: {users} customers, {warmup_s:g} s of warm-up then {minutes:g} min measured ==", flush=True)
+    cache_mb = float(SERVER_ENV.get("ENDCLOUD_SERVE_PREFIX_CACHE_MB", 256.0))
+    print(f"\n== soak: {users} customers; warm-up >= {warmup_s:g} s and until the prefix cache holds 95 % of its "
+          f"{cache_mb:g} MB (at most {warmup_max_s:g} s); then {minutes:g} min measured ==", flush=True)
     server = Server(ws)
-    samples: list[tuple[float, float, float]] = []  # (t, server MB, engine MB)
+    samples: list[tuple[float, float, float, dict]] = []  # (t, server MB, engine MB, engine parts MB)
     stats = {"turns": 0, "errors": 0, "sessions": 0}
+    clock: dict[str, float] = {}
     try:
         server.start()
         engine = server.engine_pid()
         t_start = time.monotonic()
-        t_end = t_start + warmup_s + minutes * 60
+        clock["end"] = t_start + warmup_max_s + minutes * 60  # until the warm-up is seen to end
+
+        def running() -> bool:
+            return time.monotonic() < clock["end"]
 
         async def customer(i: int):
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http:
-                while time.monotonic() < t_end:
+                while running():
                     session, n = None, random.randint(3, 8)  # a session of a few turns, then a new one
                     stats["sessions"] += 1
                     for _ in range(n):
-                        if time.monotonic() >= t_end:
+                        if not running():
                             return
                         body = {"model": random.choice(["end", "endcloud"]), "user": f"soak-{i}",
                                 "stream": random.random() < 0.5,
@@ -396,10 +414,22 @@ def drill_soak(ws: Path, *, users: int, minutes: float, sample_s: float, warmup_
                             stats["errors"] += 1
 
         async def sampler():
-            while time.monotonic() < t_end:
-                samples.append((time.monotonic() - t_start, _rss(server.proc.pid), _rss(engine)))
-                await asyncio.sleep(sample_s)
-            samples.append((time.monotonic() - t_start, _rss(server.proc.pid), _rss(engine)))
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+                while True:
+                    try:
+                        async with http.get(server.url + "/metrics") as r:
+                            parts = _engine_memory(await r.text())
+                    except (aiohttp.ClientError, asyncio.TimeoutError):
+                        parts = {}
+                    t = time.monotonic() - t_start
+                    samples.append((t, _rss(server.proc.pid), _rss(engine), parts))
+                    full = parts.get("prefix_cache", 0.0) >= 0.95 * cache_mb
+                    if "warm" not in clock and t >= warmup_s and (full or t >= warmup_max_s):
+                        clock["warm"] = t
+                        clock["end"] = time.monotonic() + minutes * 60
+                    if not running():
+                        return
+                    await asyncio.sleep(sample_s)
 
         async def main():
             await asyncio.gather(sampler(), *(customer(i) for i in range(users)))
@@ -407,22 +437,26 @@ def drill_soak(ws: Path, *, users: int, minutes: float, sample_s: float, warmup_
         asyncio.run(main())
     finally:
         server.stop()
-    total = warmup_s + minutes * 60
-    warm = warmup_s
-    after = [s for s in samples if s[0] >= warm] or samples[-1:]
-    tail = samples[-max(1, len(samples) // 10):]
+    total = samples[-1][0] if samples else 0.0
+    warm = clock.get("warm", total)
+    after = [x for x in samples if x[0] >= warm] or samples[-1:]
+    tail = samples[-max(1, len(after) // 10):]
     ok = True
     for label, k in (("server", 1), ("engine", 2)):
         start, at_warm = samples[0][k], after[0][k]
-        end = statistics.mean(s[k] for s in tail)
+        end = statistics.mean(x[k] for x in tail)
         growth = (end - at_warm) / at_warm * 100 if at_warm else float("nan")
         print(f"soak {label} RSS: start {start:.0f} MB, after warm-up ({warm:.0f} s) {at_warm:.0f} MB, end {end:.0f} MB, "
-              f"max {max(s[k] for s in samples):.0f} MB; growth after warm-up {growth:+.1f} %")
+              f"max {max(x[k] for x in samples):.0f} MB; growth after warm-up {growth:+.1f} %")
         if label == "engine":
             ok = engine is not None and growth < 10.0
-    series = ", ".join(f"{t:.0f}s:{e:.0f}" for t, _, e in samples[:: max(1, len(samples) // 12)])
+    last = samples[-1][3] if samples else {}
+    print("soak engine parts at the end (each within its setting): "
+          + ", ".join(f"{p} {mb:.1f} MB" for p, mb in sorted(last.items()))
+          + f"; prefix cache budget {cache_mb:g} MB")
+    series = ", ".join(f"{t:.0f}s:{e:.0f}" for t, _, e, _ in samples[:: max(1, len(samples) // 12)])
     print(f"soak engine RSS MB over time: {series}")
-    print(f"soak: {stats['turns']} turns ({stats['turns'] / total:.1f}/s), {stats['sessions']} sessions, "
+    print(f"soak: {stats['turns']} turns ({stats['turns'] / max(total, 1e-9):.1f}/s), {stats['sessions']} sessions, "
           f"{stats['errors']} errors -> {'PASS' if ok and not stats['errors'] else 'FAIL'}", flush=True)
     return ok and not stats["errors"]
 
@@ -432,7 +466,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="kill,cloud,soak", help="comma-separated drills to run (kill, cloud, soak)")
     ap.add_argument("--kills", type=int, default=20, help="kill -9 rounds")
     ap.add_argument("--minutes", type=float, default=10.0, help="soak: minutes measured after the warm-up")
-    ap.add_argument("--warmup", type=float, default=120.0, help="soak: seconds of load before measuring")
+    ap.add_argument("--warmup", type=float, default=60.0, help="soak: the least seconds of load before measuring")
+    ap.add_argument("--warmup-max", type=float, default=900.0,
+                    help="soak: the most seconds of warm-up, when the prefix cache is slow to fill")
     ap.add_argument("--users", type=int, default=16, help="customers in the cloud drill and the soak")
     ap.add_argument("--cloud-turns", type=int, default=6, help="turns per customer in the cloud drill")
     ap.add_argument("--deadline", type=float, default=4.0, help="takeover_deadline_s of the cloud drill")
@@ -462,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
             results[d] = drill_cloud(ws, users=args.users, turns=args.cloud_turns, deadline_s=args.deadline)
         else:
             results[d] = drill_soak(ws, users=args.users, minutes=args.minutes, sample_s=args.sample_s,
-                                    warmup_s=args.warmup)
+                                    warmup_s=args.warmup, warmup_max_s=args.warmup_max)
     print("\n" + ", ".join(f"{d}: {'PASS' if ok else 'FAIL'}" for d, ok in results.items()))
     return 0 if all(results.values()) else 1
 

@@ -86,6 +86,7 @@ def main() -> None:
     ap.add_argument("--train-steps", type=int, default=300)
     ap.add_argument("--train-minutes", type=float, default=8.0)
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--lora-r", type=int, default=16)
     ap.add_argument("--eval-limit", type=int, default=200)
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--matcher-epochs", type=int, default=8)
@@ -111,6 +112,8 @@ def main() -> None:
     rep, t_prep = _stage("prepare", lambda: prepare([args.logs], corpus, workers=2, eval_fraction=args.eval_fraction))
     train_pairs = list(read_jsonl(corpus / "pairs.jsonl"))
 
+    import transformers.models.qwen2.modeling_qwen2  # noqa: F401  (imported before the clocks start)
+
     started = time.monotonic()
     pre, t_pre = _stage("pretrain", lambda: pretrain([corpus / "pairs.jsonl"], w / "base", progress=False,
                                                      steps=args.pretrain_steps, max_seconds=args.pretrain_minutes * 60,
@@ -119,7 +122,7 @@ def main() -> None:
     held = [Example.from_pair(p) for p in load_pairs(corpus / "eval.jsonl")][:100]
     res, t_train = _stage("lora", lambda: train(
         w / "base", examples, w / "lora", method="lora", steps=args.train_steps, lr=args.lr, batch_size=8,
-        max_input_len=192, max_output_len=96, eval_examples=held, resume=False, progress=False, r=16, alpha=32,
+        max_input_len=192, max_output_len=96, eval_examples=held, resume=False, progress=False, r=args.lora_r, alpha=2 * args.lora_r,
         target_modules="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
         deadline=time.monotonic() + args.train_minutes * 60))
 
@@ -165,7 +168,7 @@ def main() -> None:
           f"{rep.eval_pairs} held-out pairs ({len(items)} scored); pretrain read {pre.sources[0]['utterances'] if pre.sources else '?'} "
           f"utterances ({pre.sources[0]['read_as'] if pre.sources else ''}).")
     print(f"End model: {pre.params / 1e6:.2f}M-parameter Qwen2 pretrained {pre.steps}/{pre.steps_planned} steps "
-          f"(held-out loss {pre.eval_loss:.2f}{', stopped early' if pre.stopped_early else ''}), then LoRA r=16 {res.steps} steps "
+          f"(held-out loss {pre.eval_loss:.2f}{', stopped early' if pre.stopped_early else ''}), then LoRA r={args.lora_r} {res.steps} steps "
           f"(held-out loss {f(res.eval_loss_before, 2)} -> {f(res.eval_loss, 2)}{', stopped early' if res.stopped_early else ''}); "
           f"sampling T=0.6, top-p 0.8, {args.max_new_tokens} new tokens.")
     print()

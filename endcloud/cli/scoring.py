@@ -121,6 +121,8 @@ def eval_cmd(
     from endcloud.cloud import make_teacher
     from endcloud.runtime.model import EndModel
 
+    for spec in model:  # a malformed --model is one clear line before anything else is decided or loaded
+        parse_model_spec(spec, ws.base)
     teacher = _choose_reference(teacher, ws, items)
 
     specs = model or _default_models(ws)

@@ -471,6 +471,17 @@ class AsyncEngine:
             out["transcript_bytes"] = self.transcript_bytes
         return out
 
+    def memory(self) -> dict[str, int]:
+        """Bytes the engine holds in the parts that grow with use, each bounded by a setting:
+        the prefix cache (prefix_cache_mb), the KV pools (max_batch x the longest row, given
+        back when the batch drains) and the session transcripts (session_transcripts_mb).
+        Empty for engines batched whole (their memory is their own)."""
+        if self.mode != "continuous":
+            return {}
+        st = self.batcher.stats()
+        return {"prefix_cache": int(st.get("prefix_cache_bytes", 0)), "kv_pools": int(st.get("kv_pool_bytes", 0)),
+                "transcripts": int(self.transcript_bytes)}
+
     def start(self) -> None:
         if self.threads and self.worker == "thread":
             import torch

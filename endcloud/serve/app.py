@@ -81,6 +81,7 @@ def create_app(settings: ServeSettings | None = None, *, engine: Any = None, tea
         st.service = TurnService(settings, engine=st.engine, teacher=st.teacher, scorer=st.scorer,
                                  kb=st.kb, store=st.store, metrics=metrics)
         st.engine.start()
+        metrics.on_render.append(lambda: metrics.engine(st.engine.memory()))
         st.readiness = "warming_up"
         warm = asyncio.create_task(warm_up(app), name="endcloud-warm-up")
         stops = [stop for hook in st.startup_hooks if (stop := hook(app)) is not None]

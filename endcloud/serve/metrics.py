@@ -14,6 +14,8 @@
                                                           (continuous batching: admitted together into the running batch)
     endcloud_batch_occupancy                              continuous batching: rows in each decode step
     endcloud_feedback_total{rating}
+    endcloud_engine_memory_bytes{part}                    what the end model's engine holds, each part within a
+                                                          setting: prefix_cache, kv_pools, transcripts (read at scrape)
     endcloud_intents_total{intent}                        customer messages by intent (`endcloud.tasks.classify`)
     endcloud_sentiment_total{sentiment}                   customer messages by sentiment (negative / neutral / positive)
 """
@@ -46,6 +48,9 @@ class Metrics:
         self.feedback = Counter("endcloud_feedback", "Feedback received", ["rating"], registry=r)
         self.intents = Counter("endcloud_intents", "Customer messages by intent", ["intent"], registry=r)
         self.sentiments = Counter("endcloud_sentiment", "Customer messages by sentiment", ["sentiment"], registry=r)
+        self.engine_memory = Gauge("endcloud_engine_memory_bytes", "Memory the end model's engine holds, by part",
+                                   ["part"], registry=r)
+        self.on_render: list = []  # callables refreshing gauges read at scrape time (the app adds the engine's)
         self._answered = 0
         self._taken_over = 0
 
@@ -62,4 +67,11 @@ class Metrics:
             self.sentiments.labels(sentiment=sentiment).inc()
 
     def render(self) -> bytes:
+        for refresh in self.on_render:
+            refresh()
         return generate_latest(self.registry)
+
+    def engine(self, memory: dict[str, int]) -> None:
+        """Set the engine-memory gauge from `AsyncEngine.memory()`."""
+        for part, value in memory.items():
+            self.engine_memory.labels(part=part).set(value)

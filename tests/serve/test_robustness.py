@@ -267,6 +267,10 @@ def test_structures_stay_bounded_under_many_distinct_sessions(root, end_model):
     assert len(sessions) == 40
     assert "user-" not in metrics and not any(sid in metrics for sid in sessions)
     assert series(metrics) - base < 40  # not a series per customer
+    gauge = {line.split('"')[1]: float(line.rsplit(" ", 1)[1])
+             for line in metrics.splitlines() if line.startswith("endcloud_engine_memory_bytes{")}
+    assert set(gauge) == {"prefix_cache", "kv_pools", "transcripts"}  # what the engine holds, for operators
+    assert 0 < gauge["prefix_cache"] <= 0.05 * 2**20 and gauge["transcripts"] <= 2**20
 
 
 # ---- 5: SIGTERM with a request in flight ------------------------------------------------
