@@ -1,7 +1,7 @@
-"""Fixtures of the federation tests: generated shops on disk, a fake adapter template, light clients.
+"""Fixtures of the federation tests: generated shops on disk, a fake adapter template.
 
-Every test here needs Flower (`flwr`, installed with `pip install --no-deps -r
-requirements-federate.txt`); without it they skip, saying so."""
+The tests need Flower (`flwr`, installed with `pip install --no-deps -r requirements-federate.txt`);
+without it each module skips, saying so."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-pytest.importorskip("flwr", reason="Flower is not installed: pip install --no-deps -r requirements-federate.txt")
 
 
 @pytest.fixture(scope="session")

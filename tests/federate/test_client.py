@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+pytest.importorskip("flwr", reason="Flower is not installed: pip install --no-deps -r requirements-federate.txt")
+
 from endcloud.federate import _flower as fl
 from endcloud.federate.weights import norm, read_tensors, subtract
 

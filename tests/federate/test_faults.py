@@ -15,6 +15,8 @@ import time
 import numpy as np
 import pytest
 
+pytest.importorskip("flwr", reason="Flower is not installed: pip install --no-deps -r requirements-federate.txt")
+
 from endcloud.federate import _flower as fl
 from endcloud.federate.server import FederationServer, FederationSettings
 from endcloud.federate.weights import Template, read_tensors

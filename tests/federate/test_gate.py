@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+pytest.importorskip("flwr", reason="Flower is not installed: pip install --no-deps -r requirements-federate.txt")
+
 from endcloud.end.adapters import AdapterRegistry
 from endcloud.evolve.gate import Metrics
 

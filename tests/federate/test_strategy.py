@@ -8,6 +8,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+pytest.importorskip("flwr", reason="Flower is not installed: pip install --no-deps -r requirements-federate.txt")
+
 from endcloud.federate import _flower as fl
 from endcloud.federate.privacy import DPSettings, delta_of, epsilon
 from endcloud.federate.strategy import AGGREGATORS, AdapterStrategy, make_strategy, screen

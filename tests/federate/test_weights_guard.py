@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytest.importorskip("flwr", reason="Flower is not installed: pip install --no-deps -r requirements-federate.txt")
+
 from endcloud.errors import ModelError, PrivacyError
 from endcloud.federate.client import WireGuard
 from endcloud.federate.weights import SHARING, Template, read_tensors, write_adapter

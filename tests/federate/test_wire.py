@@ -10,6 +10,8 @@ import json
 import numpy as np
 import pytest
 
+pytest.importorskip("flwr", reason="Flower is not installed: pip install --no-deps -r requirements-federate.txt")
+
 from tests.federate.wiretap import WireTap
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("few_threads")]
