@@ -17,15 +17,18 @@ corpus_app = typer.Typer(
 
 @corpus_app.command("prepare")
 def prepare_cmd(
-    inputs: list[Path] = typer.Argument(..., help="Chat-log files (ECD, JDDC, JSONL or CSV).", show_default=False),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder: pairs.jsonl, eval.jsonl, report.json, report.txt."),
-    format: Optional[str] = typer.Option(None, "--format", "-f", help="Input format: ecd, jddc, jsonl or csv (default: detect per file)."),
+    inputs: list[Path] = typer.Argument(..., help="Chat-log files (ECD, JDDC, JSONL or CSV), whatever their names.", show_default=False),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: pairs.jsonl, eval.jsonl, sessions.jsonl (every training-side "
+                             "session whole, for pretraining), report.json, report.txt."),
+    format: Optional[str] = typer.Option(None, "--format", "-f", help="Input format: ecd, jddc, jsonl or csv (default: detected per file "
+                                         "from its content)."),
     workers: int = typer.Option(2, "--workers", "-w", help="Worker processes (1 = all in this process)."),
     eval_fraction: float = typer.Option(0.05, "--eval-fraction", help="Share of sessions held out to eval.jsonl (by session hash)."),
     lang: str = typer.Option("auto", "--lang", help="Language of the pairs: zh, en or auto (detected per session)."),
     max_context_turns: int = typer.Option(8, "--max-context-turns", help="Turns of context kept before the query."),
-    max_turn_chars: int = typer.Option(512, "--max-turn-chars", help="Turns longer than this are truncated (or dropped, see --long-turns)."),
-    long_turns: str = typer.Option("truncate", "--long-turns", help="What to do with a too-long turn: truncate or drop."),
+    max_turn_chars: int = typer.Option(2000, "--max-turn-chars", help="Turns longer than this are cut at a sentence or word boundary "
+                                       "(or dropped or kept whole, see --long-turns)."),
+    long_turns: str = typer.Option("truncate", "--long-turns", help="What to do with a too-long turn: truncate, drop or keep."),
     url_placeholder: str = typer.Option("[URL]", "--url-placeholder", help="What a URL becomes ('' removes it)."),
     no_redact: bool = typer.Option(False, "--no-redact", help="Skip PII redaction (only for data that is already masked)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display; print only the summary."),

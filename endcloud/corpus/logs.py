@@ -56,7 +56,10 @@ def file_kind(path: str | os.PathLike[str]) -> str:
     if objs and all(isinstance(o, dict) for o in objs):
         if all("query" in o and ("response" in o or "label" in o) for o in objs):
             return "pairs"
-        return "chats" if all(isinstance(o.get("messages"), list) for o in objs) else "other"
+        from endcloud.corpus.formats import as_messages
+
+        # messages JSONL, or ShareGPT / Alpaca rows (the JSONL reader reads those too)
+        return "chats" if all(isinstance(o.get("messages"), list) or as_messages(o) is not None for o in objs) else "other"
     try:
         detect_format(p)
     except DataError:

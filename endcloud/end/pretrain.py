@@ -188,14 +188,15 @@ def _read_file(path: Path, sources: list[dict[str, Any]] | None = None) -> list[
 
     kind = file_kind(path)
     how = "text"
-    if kind == "pairs" and (path.parent / "sessions.jsonl").exists():
-        # `corpus prepare` wrote every utterance of the same sessions beside the pairs.
+    if kind == "pairs" and path.name != "sessions.jsonl" and all(
+            (path.parent / f).exists() for f in ("sessions.jsonl", "report.json", "eval.jsonl")):
+        # A `corpus prepare` output: it wrote every utterance of the same sessions beside the pairs.
         path, how = path.parent / "sessions.jsonl", "sessions.jsonl beside the pairs (every utterance)"
         docs = _read_jsonl_docs(path)
     elif kind == "pairs":
-        how = "pairs, sessions stitched by turn number"
+        how = "pairs (sessions stitched by turn number) or labels"
         docs = _read_jsonl_docs(path)
-    elif kind == "chats" and _is_jsonl(path):
+    elif kind == "chats" and _is_jsonl(path, messages=True):
         how = "messages JSONL"
         docs = _read_jsonl_docs(path)
     elif kind == "chats":
@@ -221,11 +222,18 @@ def _is_chat_log(path: Path) -> bool:
         return False
 
 
-def _is_jsonl(path: Path) -> bool:
+def _is_jsonl(path: Path, *, messages: bool = False) -> bool:
+    """Whether the first non-blank line is a JSON object (with `messages`: an OpenAI-messages row;
+    ShareGPT / Alpaca rows go through the corpus pipeline like any other log)."""
     with open(path, "rb") as f:
         for line in f:
             if line.strip():
-                return line.lstrip().startswith(b"{")
+                if not messages:
+                    return line.lstrip().startswith(b"{")
+                try:
+                    return isinstance(json.loads(line).get("messages"), list)
+                except (ValueError, AttributeError):
+                    return False
     return False
 
 

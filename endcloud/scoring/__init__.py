@@ -9,7 +9,10 @@
     grounding   a reply's facts vs evidence   GroundingChecker().check(reply, evidence) -> .supported .unsupported .score
                                               CHECKS: grounding (reply checks; `endcloud eval --check grounding`)
     online      the server's fast path        Evaluator(...).score_turns(...), score_turns(...)
-    reports     `endcloud eval`               run_eval(inputs, models, teacher, out_dir=...)
+    reports     `endcloud eval`               run_eval(inputs, models, teacher, out_dir=...); teacher=None on chat logs:
+                                              the agents' replies are the reference (+ textmetrics: BLEU-4, ROUGE-L,
+                                              distinct-1/2, top-reply share, degenerate replies)
+    selection   R10@k on ECD files            ecd_recall(scorer, path) (`endcloud matcher eval`)
 
 Importing this package loads neither torch nor any model; models load on first use.
 """

@@ -53,7 +53,7 @@ def test_pairs_alone_are_stitched_back_by_turn_number(tmp_path: Path):
     got = _utterances(read_corpus([alone], sources))
     # Every turn a pair holds, in order, once: all but the unanswered last one (was 10 of 29).
     assert got == [f"{k}{w}" for w in WORDS for k in ("问题", "回答")]
-    assert "stitched" in sources[0]["read_as"]
+    assert "stitched by turn number" in sources[0]["read_as"]
 
 
 def test_a_raw_log_goes_through_the_corpus_pipeline(tmp_path: Path):
