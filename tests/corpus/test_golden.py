@@ -41,10 +41,18 @@ def _first_difference(got: bytes, want: bytes) -> str:
 def _no_public_ids():
     """An earlier test that served a generated shop declared its SKUs public for the process
     (`use_public_values`); the golden run redacts as a shop with none declared."""
-    from endcloud.privacy import use_public_values
+    import os
 
-    use_public_values([])
+    from endcloud.privacy import public
+
+    saved = (os.environ.get(public.ENV), public._values, public._loaded_from)
+    public.use_public_values([])
     yield
+    env, public._values, public._loaded_from = saved
+    if env is None:
+        os.environ.pop(public.ENV, None)
+    else:
+        os.environ[public.ENV] = env
 
 
 @pytest.mark.parametrize("workers", [1, 2])
