@@ -125,8 +125,9 @@ def _mean(xs: Sequence[float]) -> float:
 
 
 def answer_items(items: Sequence[TaskItem], model: TaskModel, *, mc: str = "auto", max_new_tokens: int = 64
-                 ) -> tuple[list[str], int]:
-    """The model's raw reply to every item (multiple choice per `mc`), and how many were chosen by loglik."""
+                 ) -> tuple[list[str], list[bool]]:
+    """The model's raw reply to every item (multiple choice per `mc`), and whether the options'
+    log-likelihood chose it (rather than the model's own reply)."""
     if mc not in MC_MODES:
         raise ConfigError(f"--mc must be one of {', '.join(MC_MODES)}, got {mc!r}")
     replies: list[str | None] = [None] * len(items)
@@ -138,7 +139,7 @@ def answer_items(items: Sequence[TaskItem], model: TaskModel, *, mc: str = "auto
     for budget, idx in by_budget.items():
         for i, r in zip(idx, model.generate([items[i].prompt() for i in idx], max_new_tokens=budget)):
             replies[i] = r
-    by_loglik = 0
+    by_loglik = [False] * len(items)
     for i, it in enumerate(items):
         if it.task_type != "multiple-choice":
             continue
@@ -151,7 +152,7 @@ def answer_items(items: Sequence[TaskItem], model: TaskModel, *, mc: str = "auto
             scores = model.loglik(it.prompt(), [f"{k}. {text}" for k, text in opts])
             best = max(range(len(opts)), key=lambda j: (scores[j] if not math.isnan(scores[j]) else -math.inf, -j))
             replies[i] = f"{opts[best][0]}. {opts[best][1]}"
-            by_loglik += 1
+            by_loglik[i] = True
     return [r or "" for r in replies], by_loglik
 
 
@@ -159,13 +160,16 @@ def run_shopbench(items: Sequence[TaskItem], model: TaskModel, *, mc: str = "aut
                   sims: Similarities | None = None, samples: int = 3, seed: int = 0) -> ShopBenchReport:
     """Ask, parse and score every item (see the module docstring)."""
     sims = sims or Similarities()
-    replies, _ = answer_items(items, model, mc=mc, max_new_tokens=max_new_tokens)
-    return score_report(items, replies, model=getattr(model, "name", "model"), sims=sims, samples=samples, seed=seed)
+    replies, by_loglik = answer_items(items, model, mc=mc, max_new_tokens=max_new_tokens)
+    return score_report(items, replies, model=getattr(model, "name", "model"), sims=sims, samples=samples, seed=seed,
+                        by_loglik=by_loglik)
 
 
 def score_report(items: Sequence[TaskItem], replies: Sequence[str], *, model: str = "model",
-                 sims: Similarities | None = None, samples: int = 3, seed: int = 0) -> ShopBenchReport:
-    """The report for replies already made (one per item, in order)."""
+                 sims: Similarities | None = None, samples: int = 3, seed: int = 0,
+                 by_loglik: Sequence[bool] | None = None) -> ShopBenchReport:
+    """The report for replies already made (one per item, in order); `by_loglik` marks the
+    multiple-choice answers the options' log-likelihood chose (counted per task)."""
     sims = sims or Similarities()
     groups: dict[str, list[int]] = {}
     for i, it in enumerate(items):
@@ -177,6 +181,8 @@ def score_report(items: Sequence[TaskItem], replies: Sequence[str], *, model: st
         score, per = score_answers(its, [replies[i] for i in idx], sims)
         tasks[name] = {"task_type": its[0].task_type, "metric": its[0].metric, "n": len(its),
                        "score": round(score, 4), "chance": round(chance_level(its, sims, seed=seed), 4)}
+        if its[0].task_type == "multiple-choice" and by_loglik is not None:
+            tasks[name]["by_loglik"] = sum(1 for i in idx if by_loglik[i])
         shown[name] = [{"input": it.input_field[-240:], "reply": replies[i], "truth": it.output_field,
                         "score": s if not isinstance(s, tuple) else list(s)}
                        for it, i, s in list(zip(its, idx, per))[:samples]]

@@ -179,16 +179,17 @@ def test_harness_scores_every_type_by_hand(shopbench_file):
     assert rep.overall == pytest.approx((0.5 + 2 / 3 + 0.64244 + 2 / 3 + 0.8 + 0.8165) / 6, abs=1e-3)
     assert model.loglik_calls == 0
     # auto: the reply that is no option is decided by the options' log-likelihood (option 2, wool: right)
+    assert rep.tasks["task_attr_category"]["by_loglik"] == 0
     auto = run_shopbench(items, Scripted(REPLIES), mc="auto", sims=sims)
-    assert auto.tasks["task_attr_category"]["score"] == 1.0
+    assert auto.tasks["task_attr_category"]["score"] == 1.0 and auto.tasks["task_attr_category"]["by_loglik"] == 1
     assert "task_query_rank" in "\n".join(auto.lines())
 
 
 def test_loglik_mode_never_generates_for_multiple_choice(shopbench_file):
     items = [it for it in read_items(shopbench_file) if it.is_multiple_choice]
     model = Scripted({}, loglik_pick=1)
-    replies, n = answer_items(items, model, mc="loglik")
-    assert n == 2 and replies == ["1. sandal", "1. cotton"]
+    replies, chosen = answer_items(items, model, mc="loglik")
+    assert chosen == [True, True] and replies == ["1. sandal", "1. cotton"]
 
 
 def test_a_real_model_scores_options_by_log_likelihood(tiny_base_dir):
