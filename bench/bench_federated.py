@@ -13,6 +13,8 @@ the same step budget per shop (rounds × local steps):
     personal   the same, sharing only the LoRA A matrices; each shop keeps its B (FedSA-LoRA)
     pooled     one LoRA on every shop's data together (the upper bound no shop may have), with
                the N shops' total budget
+    X+gate     what each shop serves after federation X: its gate compared the federated adapter
+               with its local-only one (published and active before the run) on its held-out set
 
 Every model answers each shop's held-out questions with that shop's knowledge in the prompt
 (`endcloud.kb.prompt.ground`, as serving does). Reported per shop and on the union of all
@@ -115,6 +117,14 @@ def mean(xs):
     return sum(xs) / len(xs) if xs else float("nan")
 
 
+def _trained(out: Path, steps: int) -> bool:
+    """An adapter already trained here with this step budget (a rerun reuses it)."""
+    try:
+        return json.loads((out / "training.json").read_text(encoding="utf-8"))["steps"] == steps
+    except (OSError, ValueError, KeyError):
+        return False
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shops", type=int, default=4)
@@ -146,6 +156,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    from endcloud.end.adapters import AdapterRegistry
     from endcloud.end.data import Example
     from endcloud.end.train import train
     from endcloud.federate import _flower as fl
@@ -208,7 +219,7 @@ def main(argv=None) -> int:
                                    "n": len(union_f), "n_facts": sum(1 for x in union_k if not math.isnan(x))}}
         timing[f"eval_{name}"] = round(time.perf_counter() - t, 1)
         u = results[name]["union"]
-        print(f"{name:9s} union Final {u['final']:.3f}  facts {u['facts']:.3f}  per shop "
+        print(f"{name:14s} union Final {u['final']:.3f}  facts {u['facts']:.3f}  per shop "
               + " ".join(f"{p['final']:.3f}/{p['facts']:.3f}" for p in results[name]["per_shop"]), flush=True)
 
     init = init_adapter(base, work / "init", seed=0, r=args.lora_r)
@@ -219,9 +230,10 @@ def main(argv=None) -> int:
     local_dirs = []
     for i, shop in enumerate(shops):
         out = work / "local" / f"shop-{i}"
-        train(base, shop.train, out, method="lora", steps=budget, lr=args.lr, batch_size=args.batch_size,
-              init_adapter=init, progress=False, seed=0, save_every=budget, resume=False, max_input_len=256,
-              max_output_len=64)
+        if not _trained(out, budget):
+            train(base, shop.train, out, method="lora", steps=budget, lr=args.lr, batch_size=args.batch_size,
+                  init_adapter=init, progress=False, seed=0, save_every=budget, resume=False, max_input_len=256,
+                  max_output_len=64)
         local_dirs.append(out)
     timing["train_local"] = round(time.perf_counter() - t, 1)
     evaluate("local", local_dirs)
@@ -231,17 +243,20 @@ def main(argv=None) -> int:
     pooled = work / "pooled"
     union_train = [Example(e.messages, e.response, id=f"{i}-{e.id}", source=e.source) for i, s in enumerate(shops)
                    for e in s.train]
-    train(base, union_train, pooled, method="lora", steps=budget * len(shops), lr=args.lr, batch_size=args.batch_size,
-          init_adapter=init, progress=False, seed=0, save_every=budget * len(shops), resume=False, max_input_len=256,
-          max_output_len=64)
+    if not _trained(pooled, budget * len(shops)):
+        train(base, union_train, pooled, method="lora", steps=budget * len(shops), lr=args.lr,
+              batch_size=args.batch_size, init_adapter=init, progress=False, seed=0, save_every=budget * len(shops),
+              resume=False, max_input_len=256, max_output_len=64)
     timing["train_pooled"] = round(time.perf_counter() - t, 1)
     evaluate("pooled", [pooled] * len(shops))
 
     federations = {}
     for name, share in (("fedavg", "all"), ("personal", "lora_A")):
-        for ws in wss:  # every federation starts from empty registries: its gate compares with the base
-            shutil.rmtree(ws / "adapters", ignore_errors=True)
+        for ws, local in zip(wss, local_dirs):  # each shop already serves its local-only adapter: the
+            shutil.rmtree(ws / "adapters", ignore_errors=True)  # champion its gate compares the federated one with
             shutil.rmtree(ws / "federate", ignore_errors=True)
+            reg = AdapterRegistry(ws / "adapters")
+            reg.activate("shop", reg.publish("shop", local))
         settings = FederationSettings(rounds=args.rounds, local_steps=args.local_steps, lr=args.lr, share=share,
                                       aggregator="fedavg", min_clients=len(shops), lora_r=args.lora_r, eval_every=1,
                                       gate=True, seed=0)
@@ -268,6 +283,8 @@ def main(argv=None) -> int:
             c.ensure_template(settings.fit_config())
             adapters.append(c.compose(c.template.arrays(read_tensors(rep.global_dir)), out))
         evaluate(name, adapters)
+        # what each shop serves afterwards: the federated adapter where its gate passed, else its local one
+        evaluate(f"{name}+gate", [AdapterRegistry(ws / "adapters").active("shop") for ws in wss])
         rounds = rep.rounds
         federations[name] = {
             "eval_loss": rep.eval_loss, "rounds_to_converge": rep.rounds_to_converge,

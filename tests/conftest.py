@@ -25,6 +25,18 @@ FIXTURE_TEXT = [
 ] * 20
 
 
+@pytest.fixture(autouse=True)
+def _endcloud_env_restored():
+    """A command run in-process (typer's CliRunner) exports its flags as $ENDCLOUD_* for the
+    rooms it starts (`end.device.apply_flags`); that must not reach the next test (a leaked
+    ENDCLOUD_DTYPE=bf16 once made the runtime's exact-logit tests fail)."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith("ENDCLOUD_")}
+    yield
+    for k in [k for k in os.environ if k.startswith("ENDCLOUD_") and k not in saved]:
+        del os.environ[k]
+    os.environ.update(saved)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data when present (real ECD/JDDC samples); tests skip without it."""

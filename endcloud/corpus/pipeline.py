@@ -365,8 +365,17 @@ def _batch_gate(privacy: Any) -> Callable[[list[str], str], list[int]] | None:
 _WORK: _Work | None = None
 
 
-def _init_worker(cfg: PrepareConfig, part_dir: str) -> None:
+def _public_ids() -> list[str]:
+    from endcloud.privacy import public
+
+    return sorted(public.public_values())
+
+
+def _init_worker(cfg: PrepareConfig, part_dir: str, public_ids: Sequence[str] = ()) -> None:
     global _WORK
+    from endcloud.privacy import public
+
+    public.install(public_ids)  # the parent's set now, whatever the forkserver's environment held
     _WORK = _Work(cfg, part_dir)
 
 
@@ -489,7 +498,8 @@ def _results(
     # no torch), with this module preloaded so each starts fast.
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["endcloud.corpus.pipeline"] + ([cfg.redactor] if cfg.redact else []))
-    pool = stack.enter_context(ctx.Pool(cfg.workers, initializer=_init_worker, initargs=(cfg, part_dir)))
+    pool = stack.enter_context(ctx.Pool(cfg.workers, initializer=_init_worker,
+                                          initargs=(cfg, part_dir, _public_ids())))
     pending: collections.deque = collections.deque()
     limit = 2 * cfg.workers
 

@@ -52,6 +52,14 @@ def use_public_values(values: Iterable[str]) -> frozenset[str]:
     return _values
 
 
+def install(values: Iterable[str]) -> frozenset[str]:
+    """Set this process's set as given, without exporting it (a worker handed the parent's set:
+    a forkserver worker inherits the environment the server started with, not the parent's now)."""
+    global _values, _loaded_from
+    _values, _loaded_from = frozenset(key(str(v)) for v in values if str(v).strip()), os.environ.get(ENV)
+    return _values
+
+
 def is_public(value: str) -> bool:
     pv = public_values()
     return bool(pv) and key(value) in pv
