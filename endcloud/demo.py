@@ -17,6 +17,7 @@ import json
 import os
 import random
 import time
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -374,8 +375,13 @@ def _customers(url: str, questions: list[dict[str, Any]], cfg: DemoConfig, tag: 
                 store.set_profile(customer, orders=[{"order_id": oid, **{k: v for k, v in kb.order(oid).items()
                                                                          if k != "order_id"}} for oid in owned])
                 headers["Authorization"] = f"Bearer {sign_customer_token(secret, customer, ttl_s=3600)}"
+        # The end model samples (the paper's temperature 0.6): an unseeded reply draws from the
+        # server's own random stream, so the report would differ between two same-seed runs.
+        # Each customer's request carries its own seed, as a client that wants repeatable
+        # replies does through the API's `seed`.
+        seed = zlib.crc32(f"{cfg.seed}-{tag}-{i}".encode())
         with httpx.Client(base_url=url, timeout=120, headers=headers) as c:
-            r = c.post("/v1/chat/completions", json={"model": "endcloud", "user": customer,
+            r = c.post("/v1/chat/completions", json={"model": "endcloud", "user": customer, "seed": seed,
                                                      "messages": [{"role": "user", "content": q["query"]}]})
             r.raise_for_status()
             body = r.json()

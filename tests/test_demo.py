@@ -13,7 +13,8 @@ pytestmark = pytest.mark.slow
 
 # Times, ports and paths differ between runs by nature; everything else must not.
 VOLATILE = {"seconds", "total_seconds", "stage_seconds", "trigger_to_decision_s", "url", "workspace", "tokens_per_s",
-            "out_dir", "report", "adapter_dir", "elapsed_s", "wall_s"}
+            "out_dir", "report", "adapter_dir", "elapsed_s", "wall_s",
+            "round_id"}
 
 
 def _figures(x):
@@ -59,9 +60,6 @@ def test_two_runs_with_the_same_seed_build_the_same_models(two_runs):
             _quality(ws, replace(cfg, min_end_facts=1.0), default_teacher(shop=ws.shop, workspace=ws))
 
 
-@pytest.mark.xfail(reason="known gap (issue 14, open): the served end model's drafts in the online loop differ between "
-                          "two same-seed runs (seen: end-draft facts 0.33 vs 0.17), though the models built are the same",
-                   strict=False)
 def test_two_runs_with_the_same_seed_serve_the_same_figures(two_runs):
     _, _, a, b = two_runs
     assert _figures(a)["online"] == _figures(b)["online"]
