@@ -138,6 +138,9 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--base-steps", type=int, default=300, help="pretraining steps of the public base")
     ap.add_argument("--base-shops", type=int, default=8, help="other generated shops the base is pretrained on")
+    ap.add_argument("--base", default=None,
+                    help="the shops' common base: 'reader' (the shipped shop reader, endcloud/assets/reader) or a "
+                         "model directory; default: a public base pretrained here on other generated shops")
     ap.add_argument("--hidden", type=int, default=96)
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--heldout", type=int, default=16, help="held-out questions per shop (at most)")
@@ -180,7 +183,11 @@ def main(argv=None) -> int:
         wss = generated_shops(work / "shops", args.shops, kind=args.kind, langs=langs, size=args.size, seed=args.seed)
         marker.write_text(json.dumps([str(p) for p in wss]))
     base = work / "base"
-    if not (base / "config.json").exists():
+    if args.base:
+        from endcloud.end.reader import reader_base
+
+        base = Path(reader_base()) if args.base == "reader" else Path(args.base)
+    elif not (base / "config.json").exists():
         print(f"pretraining the public base ({args.base_steps} steps on {args.base_shops} other shops)...", flush=True)
         public_base(base, kind=args.kind, langs=langs, shops=args.base_shops, steps=args.base_steps,
                     hidden=args.hidden, layers=args.layers, heads=4 if args.hidden % 8 == 0 else 2, kv_heads=2,
