@@ -14,6 +14,7 @@ measurement).
     .venv/bin/python bench/bench_serve.py --base endcloud-work/base   # the demo's trained embedded default
     .venv/bin/python bench/bench_serve.py --worker thread            # the batch in a thread of the server
     .venv/bin/python bench/bench_serve.py --no-stream                # whole replies, no SSE token events
+    .venv/bin/python bench/bench_serve.py --telemetry                # traces on: OTLP/HTTP to a sink in this process
 
 Each repeat runs the same workload twice, back to back: one customer at a time, then all
 customers at once (each customer's turns in order, its history in the prompt as the server
@@ -164,7 +165,8 @@ def serve(args) -> int:
                              batch_max_wait_ms=args.max_wait_ms, batching=args.batching, torch_threads=args.threads,
                              prefill_chunk_tokens=args.prefill_chunk, prefix_cache_mb=args.prefix_cache_mb,
                              max_new_tokens=args.max_new_tokens, rate_limit_per_minute=10**6, worker=args.worker,
-                             shop_dir=args.shop, knowledge_position="system" if args.knowledge_top else "after_question")
+                             shop_dir=args.shop, knowledge_position="system" if args.knowledge_top else "after_question",
+                             otlp_endpoint=args.otlp_endpoint, json_logs=args.json_logs)
     router = APIRouter()
     app = None
 
@@ -180,6 +182,34 @@ def serve(args) -> int:
     app = create_app(settings, engine=model, teacher=None, extra_routers=[router])
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
     return 0
+
+
+def otlp_sink():
+    """A collector stand-in on 127.0.0.1: accepts OTLP/HTTP trace batches and counts their bytes."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Sink(BaseHTTPRequestHandler):
+        received = [0, 0]  # batches, bytes
+
+        def do_POST(self):
+            n = int(self.headers.get("content-length") or 0)
+            self.rfile.read(n)
+            Sink.received[0] += 1
+            Sink.received[1] += n
+            self.send_response(200)
+            self.send_header("content-type", "application/x-protobuf")
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server.url = f"http://127.0.0.1:{server.server_address[1]}"
+    server.received = Sink.received
+    return server
 
 
 def _box_ticks() -> tuple[int, int] | None:
@@ -242,6 +272,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --shop: knowledge in the leading system message (the earlier layout), for comparison")
     ap.add_argument("--worker", choices=("process", "thread"), default="process",
                     help="continuous: the running batch in its own process (the default) or a thread of the server")
+    ap.add_argument("--telemetry", action="store_true",
+                    help="per-turn traces on (OTLP/HTTP to a sink in this process) and JSON logs: the cost of telemetry")
+    ap.add_argument("--otlp-endpoint", default=None, help=argparse.SUPPRESS)  # internal: the server's collector
+    ap.add_argument("--json-logs", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--serve", type=Path, default=None, help=argparse.SUPPRESS)  # internal: run the server
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--db", type=Path, default=None, help=argparse.SUPPRESS)
@@ -263,6 +297,10 @@ def main(argv: list[str] | None = None) -> int:
            "--prefill-chunk", str(args.prefill_chunk), "--prefix-cache-mb", str(args.prefix_cache_mb),
            "--worker", args.worker] + (["--shop", str(args.shop)] if args.shop else []) + (
               ["--knowledge-top"] if args.knowledge_top else [])
+    if args.telemetry:
+        sink = otlp_sink()
+        cmd += ["--otlp-endpoint", sink.url, "--json-logs"]
+        print(f"telemetry on: traces to {sink.url}/v1/traces, JSON logs")
     proc = subprocess.Popen(cmd)
     url = f"http://127.0.0.1:{port}"
     reps = []
@@ -296,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        if args.telemetry:
+            print(f"otlp sink received {sink.received[0]} trace batches, {sink.received[1]} bytes")
     return report(args, info, reps, loads)
 
 

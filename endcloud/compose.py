@@ -43,7 +43,7 @@ log = logging.getLogger("endcloud.serve")
 
 def build_app_from_workspace(workspace: str | os.PathLike[str] | Workspace | None = None, *, base=None, adapter=None,
                              shop=None, cloud: str | None = None, teacher: Any = None, review: bool = True,
-                             extra_routers: Sequence[Any] = (), watch_s: float = 5.0,
+                             extra_routers: Sequence[Any] = (), watch_s: float = 5.0, canary_s: float = 2.0,
                              evolve_interval_s: float | None = None, **settings: Any):
     """The FastAPI app serving a workspace (see the module docstring). Extra keywords are
     `ServeSettings` fields (host, port, engine, min_match, ...); None values are ignored.
@@ -51,7 +51,9 @@ def build_app_from_workspace(workspace: str | os.PathLike[str] | Workspace | Non
 
     `review`: mount the review page and dashboard. Unless `--adapter` pins a version, the
     server follows the adapter's `active` pointer (polled every `watch_s` s; 0 turns it
-    off). `evolve_interval_s`: run the online loop beside the server, a step that often."""
+    off). `canary_s`: how often a running canary or A/B test of that adapter is judged
+    (`endcloud.serve.canary`; 0 turns experiments off). `evolve_interval_s`: run the online
+    loop beside the server, a step that often."""
     from endcloud.cloud import default_teacher
     from endcloud.serve.app import create_app
 
@@ -85,10 +87,15 @@ def build_app_from_workspace(workspace: str | os.PathLike[str] | Workspace | Non
         from endcloud.serve.review import review_router
 
         routers.insert(0, review_router(db_path=ws.db, adapters_root=ws.adapters, admin_token=s.admin_token))
+        from endcloud.serve.canary import canary_router
+
+        routers.insert(1, canary_router(admin_token=s.admin_token))
     app = create_app(s, teacher=teacher, scorer=scorer, extra_routers=routers)
     follow = watch_name(adapter, adapter_label)
     if follow is not None and watch_s > 0:
         app.state.startup_hooks.append(lambda app: _watch(app, ws, follow, watch_s))
+    if follow is not None and canary_s > 0:
+        app.state.startup_hooks.append(lambda app: _canary(app, ws, follow, canary_s))
     if evolve_interval_s is not None:
         app.state.startup_hooks.append(lambda app: _evolve_beside(app, ws, evolve_interval_s))
     return app
@@ -132,8 +139,24 @@ def _watch(app, ws: Workspace, name: str, interval_s: float):
     return watcher.stop
 
 
+def _canary(app, ws: Workspace, name: str, interval_s: float):
+    """Run the adapter's canary / A/B experiments on this server (`serve.canary`); returns its stop."""
+    try:
+        from endcloud.serve.canary import CanaryController
+
+        ctl = CanaryController(registry=ws.adapter_registry(), name=name, db_path=ws.db, engine=app.state.engine,
+                               interval_s=interval_s).start()
+    except Exception as e:  # an experiment is a convenience; the champion serves without it
+        log.warning("no canary / A/B experiments for adapter %r: %s", name, e)
+        return None
+    app.state.canary = app.state.service.canary = ctl
+    return ctl.stop
+
+
 def _evolve_beside(app, ws: Workspace, interval_s: float):
     """The online loop beside the server (rounds train in a background process); returns its stop."""
     from endcloud.evolve.service import EvolutionService
 
-    return EvolutionService(evolver_for_app(app, ws, background=True), interval_s=interval_s).start().stop
+    # app.state.evolve_settings: the [evolve] table the CLI resolved (`endcloud serve --evolve`), else α and Θ of serve
+    settings = getattr(app.state, "evolve_settings", None)
+    return EvolutionService(evolver_for_app(app, ws, settings=settings, background=True), interval_s=interval_s).start().stop

@@ -9,6 +9,8 @@ Any deliberate `EndcloudError` becomes one clear line on stderr and exit code 2.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -34,17 +36,28 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    config: Optional[Path] = typer.Option(None, "--config", envvar="ENDCLOUD_CONFIG", show_envvar=True, help="A TOML config file for every command: its \\[cloud], \\[privacy], \\[end], ... tables fill the ENDCLOUD_* variables the environment leaves unset (`endcloud config show`)."),
 ) -> None:
     """End-cloud collaboration for e-commerce customer service."""
+    from endcloud.cli.config import set_root_config
+
+    applied: list[str] = []
+    if config is not None:
+        from endcloud.cli.config import sections
+        from endcloud.configfile import apply_to_environ, find_config, load_file
+
+        applied = apply_to_environ(sections(), load_file(find_config(config), sections()))
+    set_root_config(config, applied)
 
 
 def _register_all() -> None:
-    from endcloud.cli import chat, cloud, corpus, demo, end, evolve, export, privacy, scoring, serve, shop
+    from endcloud.cli import chat, cloud, config, corpus, demo, end, evolve, export, privacy, scoring, serve, shop
 
-    for module in (shop, corpus, privacy, cloud, end, export, chat, scoring, serve, evolve, demo):
+    for module in (shop, corpus, privacy, cloud, end, export, chat, scoring, serve, evolve, demo, config):
         module.register(app)
     __import__("endcloud.cli.federate", fromlist=["register"]).register(app)
     __import__("endcloud.cli.tasks", fromlist=["register"]).register(app)  # after scoring: makes `eval` a group
+    __import__("endcloud.cli.route", fromlist=["register"]).register(app)  # the router's cost dial
 
 
 _register_all()

@@ -4,6 +4,7 @@
     endcloud train --base workspace/base --pairs workspace/corpus/pairs.jsonl \\
         --labels workspace/labels/labels.jsonl --mix 0.5 --method lora -o out/lora --publish shop
     endcloud adapters list | activate NAME VERSION | rollback NAME
+    endcloud adapters canary NAME vN --share 5% | ab NAME vN vM --days 3 | stop NAME | status   (cli/canary.py)
 
 Heavy libraries (torch, transformers, peft) are imported inside the commands.
 """
@@ -21,7 +22,8 @@ from endcloud.end.device import DEVICE_HELP, DTYPE_HELP, TRUST_HELP, apply_flags
 from endcloud.paper import PAPER
 
 adapters_app = typer.Typer(
-    name="adapters", help="Versioned adapters: list, activate, roll back.", no_args_is_help=True
+    name="adapters", help="Versioned adapters: list, activate, roll back; canary and A/B tests on live traffic.",
+    no_args_is_help=True
 )
 
 
@@ -278,4 +280,7 @@ def register(app: typer.Typer) -> None:
     adapters_app.command("list")(adapters_list)
     adapters_app.command("activate")(adapters_activate)
     adapters_app.command("rollback")(adapters_rollback)
+    from endcloud.cli import canary  # canary, ab, stop, status: adapters tried on live traffic
+
+    canary.register(adapters_app)
     app.add_typer(adapters_app, name="adapters")

@@ -46,6 +46,9 @@ class PrivacyGate(WrapperTeacher):
         inner = self.unwrap()
         self.destination = destination or f"{inner.name}:{getattr(inner, 'base_url', '')}:{getattr(inner, 'model', '')}"
         self.requests = 0
+        # totals for the server's metrics: values redacted by type, requests refused (nothing sent)
+        self.redactions: dict[str, int] = {}
+        self.refusals = 0
 
     def redact(self, messages: Messages) -> tuple[list[dict[str, str]], Any]:
         """The messages as they may leave the shop, and the vault to restore the reply."""
@@ -67,10 +70,16 @@ class PrivacyGate(WrapperTeacher):
         return self.inner.outbound_body(red)
 
     async def areply(self, messages: Messages) -> Reply:
-        red, vault = self.redact(messages)
-        body = self.inner.outbound_body(red)
-        if _privacy().contains_pii(body):  # the exact text about to leave, once more
-            raise PrivacyError("the outbound request body still holds personal data after redaction; nothing was sent")
+        try:
+            red, vault = self.redact(messages)
+            body = self.inner.outbound_body(red)
+            if _privacy().contains_pii(body):  # the exact text about to leave, once more
+                raise PrivacyError("the outbound request body still holds personal data after redaction; nothing was sent")
+        except PrivacyError:
+            self.refusals += 1
+            raise
+        for kind, n in vault.counts().items():
+            self.redactions[kind] = self.redactions.get(kind, 0) + n
         self.audit.record(self.destination, body)
         self.requests += 1
         token = THROUGH_GATE.set(True)

@@ -11,8 +11,14 @@ customer) but never the content checks: no one may teach the model personal data
   template   the customer's own data in the label (the order number the customer wrote, their
              orders' numbers) becomes the conversation's placeholders, "[ORDER_1]" as the
              privacy gate writes them (`endcloud.privacy.templates`): an order-status reply is
-             learned as a template, and the server fills in the next customer's number
-  content    personal data from anywhere else, a competitor, empty or too long (`violations`)
+             learned as a template, and the server fills in the next customer's number. Only
+             the conversation, this customer's orders and the shop's own knowledge count: an
+             order row of anyone else (the knowledge holds every customer's orders, and a teacher
+             re-asked offline may quote one) is not the conversation's, so its tracking number
+             stays personal data
+  content    personal data from anywhere else, a competitor, empty or too long (`violations`); in a
+             lesson the reason names the types found: "label_pii: PHONE,TRACKING" (placeholders and
+             the shop's public ids are not personal data)
   knowledge  with the shop's knowledge at hand: a label contradicts it when it states a number,
              duration, price, time, date or carrier that the knowledge for that question (the
              snippets retrieved for the question and for the label, the customer's messages and
@@ -27,7 +33,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-from endcloud.privacy import contains_pii
+from endcloud.privacy import contains_pii, detect
 
 # Phrases that send a customer elsewhere, in either language. Shops add competitor names
 # (shop.yaml `competitors:`), which are matched as plain substrings.
@@ -97,12 +103,19 @@ def vet_label(lab: Any, settings: CheckSettings | None = None, *, knowledge: Any
     s = settings or CheckSettings()
     turns = [dict(m) for m in lab.context or []] + [{"role": "user", "content": lab.query}]
     customer = customer_text(orders) if orders else None
-    snippets = _snippets(knowledge, lab.query, s.knowledge_snippets)
-    vault = conversation_vault(turns, [customer, *snippets])
+    found = _search(knowledge, lab.query, s.knowledge_snippets)
+    snippets = [sn.text for sn in found]
+    own = {str(o.get("order_id")) for o in orders if o.get("order_id")}
+    # the shop's own knowledge and this customer's orders may become placeholders; another customer's order row may not
+    theirs = [sn.text for sn in found if getattr(sn, "source", "") != "order" or str(getattr(sn, "ref", "")) in own]
+    vault = conversation_vault(turns, [customer, *theirs])
     template = templatise(lab.label or "", vault)
     if not template.unknown:
         lab.label = template.text
     v = violations(lab.label, s)
+    if "pii" in v:
+        kinds = ",".join(sorted({sp.type for sp in detect(lab.label)}))
+        v[v.index("pii")] = f"label_pii: {kinds}"
     if knowledge is not None and not v:
         said = vault.restore(lab.label)
         evidence = [m["content"] for m in turns if m.get("role") != "assistant"] + [customer or ""] + snippets
@@ -113,10 +126,14 @@ def vet_label(lab: Any, settings: CheckSettings | None = None, *, knowledge: Any
     return CheckResult(ok=not v, reason=",".join(v))
 
 
-def _snippets(knowledge: Any, text: str, k: int) -> list[str]:
+def _search(knowledge: Any, text: str, k: int) -> list[Any]:
     if knowledge is None or k <= 0 or not (text or "").strip():
         return []
-    return [sn.text for sn in knowledge.search(text, k=k)]
+    return list(knowledge.search(text, k=k))
+
+
+def _snippets(knowledge: Any, text: str, k: int) -> list[str]:
+    return [sn.text for sn in _search(knowledge, text, k)]
 
 
 def _checker(knowledge: Any):

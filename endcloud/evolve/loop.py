@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from endcloud.errors import ConfigError
 from endcloud.evolve.checks import CheckSettings, vet_label
 from endcloud.evolve.gate import GateSettings, decide, frozen_heldout, measure
 from endcloud.evolve.triggers import TriggerSettings, from_reply, from_review
@@ -53,6 +54,7 @@ class EvolveSettings:
     max_labels_per_round: int = 64
     customer_cap: int = 5  # automatic labels per customer per window (poisoning defence)
     customer_window_s: float = 86400.0
+    anonymous_cap: int = 20  # automatic labels per window from all anonymous chats together (see `lesson_owner`)
     lookback_s: float = 86400.0  # feedback may arrive after the turn: rescan this far back
     shadow_share: float = 0.0  # share of end-answered turns without a score to shadow-score now
     label_repeat: int = 3  # each label appears this often in a round (small rounds must still learn)
@@ -64,6 +66,12 @@ class EvolveSettings:
     method: str = "lora"  # used when there is no active adapter yet
     alpha: float = PAPER.alpha  # eq. 1 of the default evaluator (shadow scores, the gate's Final)
     theta: float = PAPER.theta
+    promotion: str = "switch"  # a candidate that passes the gate: "switch" (every customer at once) or "canary" (live traffic first, see end.canary)
+    canary_share: float = 0.05  # promotion "canary": the candidate's first share of customers (ramped 25 -> 50 -> 100 % while healthy)
+
+    def __post_init__(self) -> None:
+        if self.promotion not in ("switch", "canary"):
+            raise ConfigError(f"evolve setting promotion must be 'switch' or 'canary', got {self.promotion!r}")
 
 
 @dataclass
@@ -84,6 +92,20 @@ def _customer_of(conversations: Any, session_id: str, cache: dict[str, str | Non
         s = conversations.session(session_id)
         cache[session_id] = None if s is None else s.get("customer")
     return cache[session_id]
+
+
+# The owner the server stores for an anonymous chat's session is "~anon" or "~anon:<user>" (serve.auth.ANON_OWNER;
+# "~" is no customer id's character); evolve may not import serve, so the prefix is repeated here.
+ANONYMOUS = "~anon"
+
+
+def lesson_owner(session_owner: str | None) -> str | None:
+    """Whom a lesson's poisoning cap counts against: the token-proven customer the session belongs to,
+    or ANONYMOUS for every anonymous chat together. An anonymous chat's `user` is an unsigned label
+    the client picks: keyed on it, a poisoner would pick a new one per turn and never meet the cap."""
+    if session_owner is None:
+        return None
+    return ANONYMOUS if session_owner.startswith("~") else session_owner
 
 
 def step(*, conversations: Any, labels: LabelStore, teacher: Any, settings: EvolveSettings,
@@ -109,7 +131,7 @@ def step(*, conversations: Any, labels: LabelStore, teacher: Any, settings: Evol
                 labels.set_state(key, row["scores"])
                 rep.shadow_scored += 1
                 rep.teacher_calls += 1
-        customer = _customer_of(conversations, row["session_id"], sessions)
+        customer = lesson_owner(_customer_of(conversations, row["session_id"], sessions))
         candidates += from_reply(row, customer=customer, settings=settings.triggers)
     rejected: set[str] = set()
     if reviews is not None:
@@ -128,7 +150,8 @@ def step(*, conversations: Any, labels: LabelStore, teacher: Any, settings: Evol
         if not verdict.ok:
             lab.status, lab.reason = "quarantined", verdict.reason
         elif lab.trust == "auto" and lab.customer is not None and \
-                labels.count_for_customer(lab.customer, now - settings.customer_window_s) >= settings.customer_cap:
+                labels.count_for_customer(lab.customer, now - settings.customer_window_s) >= \
+                (settings.anonymous_cap if lab.customer == ANONYMOUS else settings.customer_cap):
             lab.status, lab.reason = "quarantined", "customer_cap"
         if labels.add(lab):
             rep.new_labels += 1
@@ -387,7 +410,15 @@ class Evolver:
             self.labels.fail_round(rid, reason=f"{type(e).__name__}: {e}"[:500])
             raise
         ids = [lab.id for lab in labs]
-        if outcome.promote:
+        canary = None
+        if outcome.promote and self.settings.promotion == "canary" and champion_v is not None:
+            from endcloud.end.canary import start_canary
+
+            # the held-out gate passed; live traffic decides the rest (the server ramps or rolls back)
+            canary = start_canary(self.registry, self.name, version, share=self.settings.canary_share, force=True,
+                                  clock=self.clock).id
+            self.labels.mark(ids, "used", round_id=rid)
+        elif outcome.promote:
             path = self.registry.activate(self.name, version)
             if self.on_promote is not None:
                 self.on_promote(Path(path))
@@ -397,7 +428,7 @@ class Evolver:
             self.labels.mark(ids, "held", round_id=rid, reason="gate rejected the round")
         self.labels.set_state("last_round", self.clock())
         detail = {"version": version, "gate": outcome.gate, "train": outcome.train, "seconds": outcome.seconds,
-                  "steps": spec.steps, "method": method}
+                  "steps": spec.steps, "method": method, **({"canary": canary} if canary else {})}
         self.labels.finish_round(rid, candidate=version, promoted=outcome.promote, detail=detail)
         return {"round_id": rid, "version": version, "promoted": outcome.promote, **detail}
 

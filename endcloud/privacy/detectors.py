@@ -214,20 +214,29 @@ _CARD_CTX = re.compile(
 _BARE_DIGITS = re.compile(r"[0-9](?<![0-9][0-9])[0-9]{9,19}(?![0-9])")
 _ORDER_CTX = re.compile(
     r"(?:订单编号|订单号码?|订单|单号|(?i:order)(?i:\s*(?:no\.?|number|num|id|#))?|(?<![A-Za-z&])#)"
-    + _KW_SEP + r"(?P<v>(?:[A-Za-z]{1,4}-?)?[0-9][0-9\-]{4,28}[0-9])(?![0-9])"
+    + _KW_SEP + r"(?P<v>(?:[A-Za-z]{1,4}-?)?[0-9][0-9\-]{4,28}[0-9])(?![0-9A-Za-z])"
 )
+# Invoice numbers name one customer's purchase like an order number does (typed ORDER, label "invoice"):
+# 发票号码 04512367, 全电发票号码 2444…, invoice no. INV-2024-00871, invoice number 2024/00456
+_INVOICE_CTX = re.compile(
+    r"(?:发票号码|发票号|发票代码|(?<![A-Za-z])(?i:invoice)(?i:\s*(?:no\.?|number|num|id|#))?)"
+    + _KW_SEP + r"(?P<v>(?:[A-Za-z]{1,4}-?)?[0-9][0-9A-Za-z]*(?:[\-/][0-9A-Za-z]+){0,4})(?![0-9A-Za-z\-/])"
+)
+# Order numbers in the platforms' own shapes need no cue word: Amazon 3-7-7, Pinduoduo yymmdd-15 digits
+_PLATFORM_ORDER = re.compile(r"[0-9](?<![0-9A-Za-z\-][0-9])(?:[0-9]{2}-[0-9]{7}-[0-9]{7}|[0-9]{5}-[0-9]{15})(?![0-9\-])")
 _TRACK_CTX = re.compile(
     r"(?:运单号码?|快递单号|物流单号|快递号|运单|(?i:tracking|waybill)(?i:\s*(?:no\.?|number|num|id|#|code))?"
     r"|(?:顺丰|中通|圆通|韵达|申通|极兔|百世|邮政|京东|德邦|天天)(?:快递|速运|物流)?(?:单号)?"
-    r"|(?:ZTO|YTO|STO|EMS|UPS|FedEx|DHL|USPS|SF Express)(?i:\s*(?:no\.?|number|#|tracking))?)"
-    + _KW_SEP + r"(?P<v>[A-Za-z]{0,4}[0-9][0-9A-Za-z]{7,24})(?![0-9A-Za-z])"
+    r"|(?:ZTO|YTO|STO|EMS|UPS|FedEx|DHL|USPS|SF Express)(?i:\s*(?:no\.?|number|#|tracking))?(?:单号|运单号?)?)"
+    # USPS and others print the number in groups: a space may split it where two more digits follow
+    + _KW_SEP + r"(?P<v>[A-Za-z]{0,4}[0-9](?:[0-9A-Za-z]| (?=[0-9]{2})){7,40})(?![0-9A-Za-z])"
 )
 _TRACK_PREFIX = re.compile(
-    r"(?<![0-9])(?:[Ss][Ff][0-9]{12,15}|(?:YT|yt|JT|jt)[0-9]{13,15}|JD[VXA]?[0-9]{11,15}"
+    r"(?<![0-9])(?:[Ss][Ff][0-9]{12,15}|(?:YT|yt|JT|jt)[0-9]{13,15}|JD[A-Z]{0,2}[0-9]{11,15}"
     r"|1Z[0-9A-Z]{16}|[A-Z]{2}[0-9]{9}(?:CN|US|GB|HK|JP|DE|FR)|ZTO[0-9]{10,15})(?![0-9])"
 )
 _TRACK_PREFIX_HINT = re.compile(r"[A-Za-z][0-9]{9}")
-_TRACK_HINT = re.compile("运单|快递|物流|顺丰|中通|圆通|韵达|申通|极兔|百世|邮政|京东|德邦|天天|tracking|waybill|zto|yto|sto|ems|ups|fedex|dhl|usps|sf express")
+_TRACK_HINT = re.compile("运单|单号|快递|物流|顺丰|中通|圆通|韵达|申通|极兔|百世|邮政|京东|德邦|天天|tracking|waybill|zto|yto|sto|ems|ups|fedex|dhl|usps|sf express")
 # Starts only where a run of local-part characters starts (the lookbehind after the first character),
 # so a long run of letters without '@' costs linear time, not quadratic.
 _EMAIL = re.compile(
@@ -252,7 +261,24 @@ _OBF_NOT_USERS = frozenset(
 )
 
 # A digit run right after one of these is a product code, not an order number.
-_PRODUCT_CTX = re.compile(r"(?:SKU|sku|Sku|货号|型号|商品编号|商品号|款号|条码|条形码|(?i:model|barcode|ean|isbn|upc|item)(?i:\s*(?:no\.?|number|#))?)\s*[:：#\-]?\s*$")
+_PRODUCT_CTX = re.compile(
+    r"(?:SKU|sku|Sku|JAN(?:\s*(?i:code|no\.?))?|货号|型号|商品编号|商品号|商品(?:ID|id|Id)|宝贝\s*(?:ID|id|Id|编号)?|款号|条码|条形码"
+    r"|(?<![A-Za-z])(?i:model|barcode|ean|gtin|isbn|upc|item|product|part|asin)(?i:\s*(?:no\.?|number|num|#|id|code))?)\s*[:：#\-=]?\s*$")
+# A number in the link of a product page is the product's id (item.taobao.com/item.htm?id=…, item.jd.com/….html),
+# while an order page's link (…?orderid=…) keeps its number an order's
+_PRODUCT_URL = re.compile(
+    r"(?i:item|product|goods|detail|/dp)[^\s\"'<>]{0,60}?(?:[?&;](?i:id|item_?id|goods_?id|product_?id|sku_?id|num_iid|spu_?id)=|/)$")
+# Words that point at a product right after a bare number: 537880365077这种哦, 541468869491就是这款,
+# 545712090708客官这个链接 (ECD writes a pasted item link as the item's id). Not 这个: an order is one too.
+_PRODUCT_AFTER = re.compile(r"[^0-9\n]{0,6}?(?:这款|这种|同款|链接|宝贝|款式)")
+
+
+def _product_before(s: str, start: int) -> bool:
+    """True when the number at `start` is a product code or the id in a product page's link."""
+    return (_PRODUCT_CTX.search(s, max(0, start - 16), start) is not None
+            or (start > 0 and s[start - 1] in "=/" and _PRODUCT_URL.search(s, max(0, start - 90), start) is not None))
+
+
 _DATE_SHAPE = re.compile(r"(?:19|20)[0-9]{2}-?(?:0[1-9]|1[0-2])-?(?:0[1-9]|[12][0-9]|3[01])")
 
 
@@ -614,6 +640,13 @@ def _digit_candidates(s: str) -> Iterator[tuple[int, int, int, str, str]]:
     if "1Z" in s or _TRACK_PREFIX_HINT.search(s):
         for m in _TRACK_PREFIX.finditer(s):
             yield (_PRIO["track_prefix"], m.start(), m.end(), "TRACKING", "courier_prefix")
+    if nd >= 6 and ("票" in s or "invoice" in low):
+        for m in _INVOICE_CTX.finditer(s):
+            if sum(c.isdigit() for c in m.group("v")) >= 6:
+                yield (_PRIO["order_ctx"], m.start("v"), m.end("v"), "ORDER", "invoice")
+    if nd >= 17 and "-" in s:
+        for m in _PLATFORM_ORDER.finditer(s):
+            yield (_PRIO["order_ctx"], m.start(), m.end(), "ORDER", "platform")
     if nd >= 6 and ("单" in s or "#" in s or "order" in low):
         for m in _ORDER_CTX.finditer(s):
             v = m.group("v")
@@ -648,13 +681,20 @@ def _digit_candidates(s: str) -> Iterator[tuple[int, int, int, str, str]]:
     for m in _NANP.finditer(s) if _NANP_HINT.search(s) else ():
         if (m.group("a1") or m.group("a2")) not in _TOLL_FREE:
             yield (_PRIO["landline"], m.start(), m.end(), "PHONE", "nanp")
+    orderish = None
     for m in _BARE_DIGITS.finditer(s):
         d = m.group(0)
+        if _product_before(s, m.start()) or _PRODUCT_AFTER.match(s, m.end()):
+            continue  # a barcode, a product page's id or a product pointed at, whatever its checksum
         if 13 <= len(d) <= 19 and _CARD_PREFIX.match(d) and luhn_ok(d):
-            yield (_PRIO["card_bare"], m.start(), m.end(), "CARD", "luhn_ok")
-            continue
-        if _PRODUCT_CTX.search(s, max(0, m.start() - 16), m.start()):
-            continue
+            # Taobao's orders run 18-19 digits, and of cards that long only UnionPay's (62…) are common:
+            # another such run in a text about an order, not a card, passed Luhn by chance (1 in 10)
+            long_run = len(d) >= 17 and not d.startswith("62")
+            if orderish is None and long_run:
+                orderish = ("单" in s or "order" in low) and not ("卡" in s or "card" in low or "visa" in low)
+            if not (long_run and orderish):
+                yield (_PRIO["card_bare"], m.start(), m.end(), "CARD", "luhn_ok")
+                continue
         yield (_PRIO["order_bare"], m.start(), m.end(), "ORDER", "bare")
 
 

@@ -15,7 +15,8 @@ on the same footing as the built-in ones; `detect` settles overlaps between all 
 detector may also `refine` the candidate list (the address rules extend an address found by
 the built-in rule over the building, unit and room that follow it). The batch pre-check
 `needs_redaction` uses the same hints, so a detector can never find something in a text the
-pre-check skipped.
+pre-check skipped. A detector may also say what every find of its needs (`needs`, a pattern such
+as a digit for phone numbers): `detect` then skips its hints on a text without it.
 """
 
 from __future__ import annotations
@@ -30,14 +31,17 @@ from typing import Any, Callable, Iterable, Protocol
 from endcloud.registry import Registry
 
 Cand = tuple[int, int, int, str, str]  # (priority, start, end, type, label)
+_LATIN_PAIR = re.compile("[a-z]{2}")  # what every `Hints.lower` pattern needs
 NER_ENV = "ENDCLOUD_PRIVACY_NER"
 BUILTIN = ("names", "places", "handles", "phones")
 
 
 @dataclass(frozen=True)
 class Hints:
-    """What must occur for a detector to find anything: regexes on the text, on text.lower(), and
-    regexes that can only match a non-ASCII character (skipped at once for an ASCII-only text)."""
+    """What must occur for a detector to find anything: regexes on the text, regexes on text.lower()
+    that each need two ASCII letters in a row (English words: `detect` skips them on a text whose
+    lower-cased form has none, as most Chinese lines), and regexes that can only match a non-ASCII
+    character (skipped at once for an ASCII-only text)."""
 
     text: tuple[Any, ...] = ()
     lower: tuple[Any, ...] = ()
@@ -85,6 +89,7 @@ class _State:
     ner_path: str | None = None
     checked_at: float = 0.0  # when $ENDCLOUD_PRIVACY_NER was last read: os.environ costs µs per call
     hints: dict[str | None, Hints] = field(default_factory=dict)
+    plans: dict[str | None, tuple] = field(default_factory=dict)
 
 
 _state = _State()
@@ -131,7 +136,7 @@ def active_detectors() -> tuple[Detector, ...]:
         dets = [DETECTORS.get(n)() for n in BUILTIN]
         if want:
             dets.append(DETECTORS.get("ner")(path=want))
-        _state.active, _state.ner_path, _state.hints = tuple(dets), want, {}
+        _state.active, _state.ner_path, _state.hints, _state.plans = tuple(dets), want, {}, {}
         return _state.active
 
 
@@ -147,9 +152,57 @@ def hints(lang: str | None) -> Hints:
     return h
 
 
+def _plan(lang: str | None) -> tuple:
+    """Per active detector, the bound `search` methods of its hints: (detector, needs, on text, on low, wide)."""
+    dets = active_detectors()
+    plan = _state.plans.get(lang)
+    if plan is None or plan[0] is not dets:
+        rows = []
+        for d in dets:
+            h = d.hints(lang)
+            need = getattr(d, "needs", None)  # a cheaper condition without which `find` yields nothing
+            rows.append((d, need.search if need is not None else None, tuple(p.search for p in h.text),
+                         tuple(p.search for p in h.lower), tuple(p.search for p in h.wide)))
+        plan = _state.plans[lang] = (dets, tuple(rows))
+    return plan[1]
+
+
 def triggered(text: str, lang: str | None, low: str) -> list[Detector]:
-    """The active detectors whose hints match `text` (the ones that may find something in it)."""
-    return [d for d in active_detectors() if d.hints(lang).match(text, low)]
+    """The active detectors whose hints match `text` (the ones that may find something in it).
+
+    The same answer as `[d for d in active_detectors() if d.hints(lang).match(text, low)]`, less the
+    detectors whose `needs` pattern (optional: a condition every find of theirs requires, such as a
+    digit for phone numbers) is absent; the batch pre-check leaves `needs` out and stays the plain
+    union of the hints. Written as plain loops over bound methods: this runs for every line the
+    corpus pipeline redacts, and the generator expressions and attribute look-ups of `Hints.match`
+    cost more than most of the searches."""
+    out = []
+    wide_ok = None
+    latin = _LATIN_PAIR.search(low) is not None
+    for det, need, on_text, on_low, wide in _plan(lang):
+        if need is not None and need(text) is None:
+            continue
+        hit = False
+        for search in on_text:
+            if search(text) is not None:
+                hit = True
+                break
+        if not hit and latin:
+            for search in on_low:
+                if search(low) is not None:
+                    hit = True
+                    break
+        if not hit and wide:
+            if wide_ok is None:
+                wide_ok = not text.isascii()
+            if wide_ok:
+                for search in wide:
+                    if search(text) is not None:
+                        hit = True
+                        break
+        if hit:
+            out.append(det)
+    return out
 
 
 def candidates(text: str, shadow: str, lang: str | None, dets: Iterable[Detector]) -> list[Cand]:

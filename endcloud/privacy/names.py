@@ -40,24 +40,39 @@ def _alt(words) -> str:
 # -- Chinese -------------------------------------------------------------------------------------
 _ZH_TITLE = re.compile("(?P<v>" + _ANY + _GIVEN_SET + "{0,2})(?P<t>" + _alt(lx.ZH_TITLES) + ")")
 _ZH_SPEECH = re.compile("(?P<v>" + _SAFE + _GIVEN_SET + "{1,2})(?P<t>" + _alt(lx.ZH_SPEECH) + ")")
-_ZH_BEFORE_WORDS = lx.ZH_BEFORE + lx.ZH_RELATIONS + ("本人", "我是", "找不到", "找到", "联系不上", "联系到", "问问")
+_ZH_BEFORE_WORDS = lx.ZH_BEFORE + lx.ZH_RELATIONS + ("本人", "我是", "找不到", "找到", "联系不上", "联系到", "问问",
+                                                   # for whom a thing is: 这个包裹是给王丽华的, 买给李娜
+                                                   "是给", "买给", "带给", "拿给", "递给", "捎给")
 # the name runs as far as characters people give as names do, two at most (联系王丽娟确认, 通知许文强来取件);
 # a word after a two-character name may lose its first character to it (告诉王芳明天 -> 王芳明): over, never under
 _ZH_BEFORE = re.compile("(?:" + _alt(_ZH_BEFORE_WORDS) + ")(?P<v>" + _SAFE + _GIVEN_SET + "{1,2})")
+# the name to write on a label or form, said without the field: 签收的时候写郑凯就行, 填王芳即可
+_ZH_FILL = re.compile("(?:写|填|签|留)(?P<v>" + _SAFE + _GIVEN_SET + "{1,2})(?=就行|就可以|就好|即可|吧|好了)")
 # calling a person by name at the start of a sentence: 丁宁，你的包裹到了
 _ZH_VOCATIVE = re.compile(r"(?:^|(?<=[。！!？?\n]))[ \t]*(?P<v>" + _SAFE + _GIVEN_SET + r"{1,2})[，,][ \t]*(?:你|您)")
 _ZH_FIELD = "(?:" + _alt(lx.ZH_NAME_FIELDS) + ")"
-_EN_FIELD = "(?i:" + _alt(lx.EN_NAME_FIELDS) + ")"
-_FIELD_SEP = r"(?:[ \t]*(?:[:：=]|是|为|叫|\t)[ \t]*|[ \t]+is[ \t]+)"
+_EN_FIELD = "(?i:" + _alt(lx.EN_NAME_FIELDS).replace("\\ ", "[ _]") + ")"
+# JSON and CSV-like exports quote both sides: {"name":"Oliver Brown"}, '收货人':'黄晓明'
+_Q = "[\"'“”‘’]?"
+_FIELD_SEP = r"(?:" + _Q + r"[ \t]*(?:[:：=]|是|为|叫|\t)[ \t]*" + _Q + r"|[ \t]+is[ \t]+)"
 # a Chinese field is often followed by how it was filled in: 收件人写的是刘洋, 收货人，改成徐晓燕
-_ZH_FIELD_SEP = (r"[ \t]*[，,]?[ \t]*(?:写的是|写的|写成|写|填的是|填的|填成|填|改成|改为|换成|应该是|就是|用的是|用的)?"
-                 r"[ \t]*(?:[:：=]|是|为|叫)?[ \t]*")
+_ZH_FIELD_SEP = (r"(?:信息|姓名)?" + _Q + r"[ \t]*[，,]?[ \t]*(?:写的是|写的|写成|写|填的是|填的|填成|填|改成|改为|换成|应该是|就是|用的是|用的)?"
+                 r"[ \t]*(?:[:：=]|是|为|叫)?[ \t]*" + _Q)
 _ZH_NAME_VALUE = "(?P<zh>" + _ANY + _GIVEN + "{1,2})"
-_EN_NAME_VALUE = "(?P<en>" + _EN_WORD + "(?:[ \t]+(?:[A-Z]\\.[ \t]+)?" + _EN_WORD + "){0,2})"
+_EN_CAPS = r"[A-Z][A-Z'\-]*[A-Z](?:[ \t]+[A-Z][A-Z'\-]*[A-Z]){1,2}(?![A-Za-z])"
+_EN_NAME_VALUE = "(?P<en>" + _EN_WORD + "(?:[ \t]+(?:[A-Z]\\.[ \t]+)?" + _EN_WORD + "){0,2}|" + _EN_CAPS + ")"
 # a field label starts a word (not "username:", "rename:") and is followed by a separator
 _FIELD = re.compile(
-    r"(?:(?<![A-Za-z])" + _EN_FIELD + _FIELD_SEP + "|" + _ZH_FIELD + _ZH_FIELD_SEP + ")(?:" + _ZH_NAME_VALUE + "|" + _EN_NAME_VALUE + ")"
+    r"(?:(?<![A-Za-z_])" + _EN_FIELD + _FIELD_SEP + "|" + _ZH_FIELD + _ZH_FIELD_SEP + ")(?:" + _ZH_NAME_VALUE + "|" + _EN_NAME_VALUE + ")"
 )
+# a CSV row of label, value pairs: the label fills a whole cell and a comma ends it (customer_name,Lucas Martin);
+# a header row (name,phone,address) names no one: its "value" is another column's label
+_CSV_FIELD = re.compile(
+    r"(?:^|(?<=[,\t\n|;]))" + _Q + r"(?:" + _EN_FIELD + "|" + _ZH_FIELD + ")" + _Q + r"[ \t]*,[ \t]*" + _Q
+    + "(?:" + _ZH_NAME_VALUE + "|" + _EN_NAME_VALUE + ")(?=" + _Q + r"[ \t]*(?:[,\t\n|;]|$))"
+)
+_COLUMN_WORDS = frozenset("phone tel mobile email e-mail address city state zip postcode country order qty quantity sku price "
+                          "date id item amount total status note".split())
 # labels where no separator is needed: "attn John Smith", "signed by Emily Lee", "c/o Tom Hart"
 _EN_FIELD_NOSEP = re.compile(
     r"(?<![A-Za-z])(?i:attn\.?|c/o|signed (?:for )?by|picked up by|collected by|received by|care of)[ \t]+"
@@ -126,7 +141,7 @@ def _zh_speech_names(s: str) -> Iterator[tuple[int, int]]:
 
 
 def _zh_before_names(s: str) -> Iterator[tuple[int, int]]:
-    for m in (*_ZH_BEFORE.finditer(s), *_ZH_VOCATIVE.finditer(s)):
+    for m in (*_ZH_BEFORE.finditer(s), *_ZH_VOCATIVE.finditer(s), *_ZH_FILL.finditer(s)):
         name = m.group("v")
         surname, given = _split(name)
         if _given_ok(given) and _zh_ok(s, m.start("v"), name):
@@ -203,8 +218,12 @@ def _en_names(s: str) -> Iterator[tuple[int, int, str]]:
             yield start, start + len(" ".join(words)), label
 
 
+def _letters(s: str) -> str:
+    return "".join(c for c in s.lower() if "a" <= c <= "z")
+
+
 def _field_names(s: str, lang: str | None) -> Iterator[tuple[int, int]]:
-    for rx in (_FIELD, _EN_FIELD_NOSEP):
+    for rx in (_FIELD, _EN_FIELD_NOSEP, _CSV_FIELD):
         for m in rx.finditer(s):
             if m.group("en") and lang == "zh" and s[m.start()].isascii():
                 continue  # zh rules only: an English name after an English cue is the en rules' to find
@@ -215,15 +234,19 @@ def _field_names(s: str, lang: str | None) -> Iterator[tuple[int, int]]:
                 yield m.start("zh"), m.end("zh")
             else:
                 words = _trim(m.group("en").split(), strict=False)
-                if not words or words[0] in _STOP or _brand(words):
+                if not words or words[0] in _STOP or _brand(words) or words[0].lower() in _COLUMN_WORDS:
                     continue
+                label = s[m.start():m.start("en")]
+                if (rx is _CSV_FIELD or any(q in label for q in "\"'“”‘’")) and _letters(label) == "name" \
+                        and words[0] not in lx.EN_FIRST_NAMES:
+                    continue  # a data file's bare "name" names products as often as people: {"name":"Face Towel"}
                 start = m.start("en")
                 yield start, start + len(" ".join(words))
 
 
 # -- the detector ----------------------------------------------------------------------------------
 _FIELD_HINT = re.compile(_ZH_FIELD)
-_FIELD_HINT_LOWER = re.compile(r"(?:" + _alt(lx.EN_NAME_FIELDS) + r"|attn|c/o|signed|picked up by|collected by|received by|care of)")
+_FIELD_HINT_LOWER = re.compile(r"(?:" + _alt(lx.EN_NAME_FIELDS).replace("\\ ", "[ _]") + r"|attn|c/o|signed|picked up by|collected by|received by|care of)")
 # Split in passes that each run fast in `re`: two capitalised words (a first name and a surname, a
 # middle initial, O'Neil) or a possessive; a verb of speech (on the lower-cased text); a greeting,
 # relation or title before a capital.
@@ -246,7 +269,7 @@ class NameDetector:
         # one pass for titles and speech (both start with a surname), a cheap one for the vocative
         title_or_speech = re.compile("(?:" + _ANY + ")" + _GIVEN_SET + "{0,2}(?:" + _alt(lx.ZH_TITLES + lx.ZH_SPEECH) + ")")
         vocative = re.compile(r"[，,][ \t]*(?:你|您)")
-        zh = (title_or_speech, _ZH_BEFORE, vocative, _FIELD_HINT)
+        zh = (title_or_speech, _ZH_BEFORE, vocative, _FIELD_HINT, _ZH_FILL)
         en = (_EN_HINT, _EN_HINT_BEFORE)
         # the zh patterns (and the zh field labels) all need a Chinese character
         self._hints = {

@@ -44,6 +44,15 @@ class Vault:
                 self._by_placeholder[ph] = value
             return ph
 
+    def counts(self) -> dict[str, int]:
+        """How many values of each type this vault holds (what a redaction replaced, by type;
+        reserved placeholders, which stood in the text already, are not counted)."""
+        out: dict[str, int] = {}
+        with self._lock:
+            for kind, _ in self._by_value:
+                out[kind] = out.get(kind, 0) + 1
+        return out
+
     def reserve(self, placeholder: str) -> None:
         """Mark a placeholder that already stands in some text (an earlier redaction, a corpus that used
         our style) as taken: it is never issued for a new value, so `restore` cannot rewrite it."""

@@ -50,7 +50,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from endcloud.errors import ConfigError
+from endcloud.errors import ConfigError, DataError
 from endcloud.runtime.batching import ContinuousBatcher, DynamicBatcher, EngineBatcher, Ticket
 from endcloud.runtime.protocol import Generation, check_generate_args, schedulable, uses_torch_threads
 
@@ -206,6 +206,13 @@ class AsyncEngine:
         self.scorer = scorer  # matching scorer run on finished replies in the worker (see generate_scored)
         self._lock = threading.Lock()  # one swap at a time (static path: one generate or one swap)
         self._adapter = adapter  # what is served, for /healthz and the reply records
+        # label -> Variant served beside the main one to the requests that name it (a canary's
+        # or an A/B test's arm). Why per-request variants and not a second engine: the engine
+        # core already keys every request by its variant and drains the running batch before it
+        # switches, so two adapters share one process, one copy of the base weights and one
+        # batcher; the price is that rows of different variants never share a decode step
+        # (measured in bench/bench_canary.py).
+        self._variants: dict[str, Any] = {}
         self.generations = 0
         # torch threads only for an in-process torch model (a vLLM client needs no torch)
         self.threads = threads if uses_torch_threads(model) else None
@@ -286,6 +293,37 @@ class AsyncEngine:
         if self.mode == "continuous":
             self._served = (self.model.variant, label)
 
+    def add_variant(self, label: str, adapter_dir: str | os.PathLike[str] | None) -> None:
+        """Load `adapter_dir` beside the served adapter; requests that pass `variant=label`
+        run on it. Needs a model that builds variants without serving them (`load_variant`:
+        the in-process transformers engine)."""
+        load = getattr(self.model, "load_variant", None)
+        if load is None or self.mode == "engine":
+            raise ConfigError(f"the {type(self.model).__name__} engine serves one adapter at a time; a canary or A/B "
+                              "test needs the in-process transformers engine (setting engine)")
+        variant = load(adapter_dir)  # slow (a LoRA merge): outside the lock, requests go on
+        with self._lock:
+            self._variants[label] = variant
+
+    def drop_variant(self, label: str) -> None:
+        """Stop serving `label` beside the main adapter; its replies in flight finish on it."""
+        with self._lock:
+            self._variants.pop(label, None)
+
+    @property
+    def variants(self) -> list[str]:
+        """Labels served beside the main adapter."""
+        return list(self._variants)
+
+    def _pick(self, label: str | None) -> tuple[Any, str | None]:
+        """(variant, label) a request runs on: `label`'s when it is served beside the main one,
+        else the main one (an arm that was just promoted or rolled back: never an error)."""
+        if label is not None:
+            variant = self._variants.get(label)
+            if variant is not None:
+                return variant, label
+        return self._current()
+
     def _current(self) -> tuple[Any, str | None]:
         variant, label = self._served
         live = self.model.variant
@@ -297,12 +335,13 @@ class AsyncEngine:
 
     # -- static batching ---------------------------------------------------------------
     def _generate_batch(self, payloads: list[tuple[list[dict], str | None]], key: tuple) -> list[tuple[Any, float | None]]:
-        max_new_tokens, temperature, top_p, seed = key
+        max_new_tokens, temperature, top_p, seed, arm = key
         with self._lock:
+            extra = {"variant": self._variants[arm]} if arm in self._variants else {}
             out = list(self.model.generate([p[0] for p in payloads], max_new_tokens=max_new_tokens, temperature=temperature,
-                                           top_p=top_p, seed=seed))
+                                           top_p=top_p, seed=seed, **extra))
             self.generations += 1
-            served = self.adapter  # read under the lock: a swap cannot fall between reply and label
+            served = arm if extra else self.adapter  # read under the lock: a swap cannot fall between reply and label
         for g in out:
             g.adapter = served
         # Score the whole batch in one call, here in the worker: the scorer's batch API is
@@ -363,7 +402,10 @@ class AsyncEngine:
             text = self.decode(r.tokens).strip()
             n = len(r.tokens) + (1 if r.ended else 0)
             mean = float(sum(r.logprobs) / n) if n else 0.0
-            g = Generation(text=text, confidence=math.exp(mean), tokens=len(r.tokens), logprob=mean)
+            g = Generation(text=text, confidence=math.exp(mean), tokens=len(r.tokens), logprob=mean,
+                           finish_reason="stop" if r.ended else "length", prompt_tokens=len(r.prompt),
+                           cached_tokens=int(r.cached_tokens), token_ids=list(r.tokens),
+                           token_logprobs=[float(x) for x in r.logprobs[:len(r.tokens)]])
             g.adapter = r.meta[1]
             gens.append(g)
             self._remember(r, text)
@@ -400,11 +442,12 @@ class AsyncEngine:
         return prompt
 
     def _submit(self, messages: list[dict], *, query: str | None, max_new_tokens: int, temperature: float,
-                top_p: float, seed: int | None, stream: bool, session: str | None = None) -> Ticket:
+                top_p: float, seed: int | None, stream: bool, session: str | None = None,
+                variant: str | None = None) -> Ticket:
         from endcloud.runtime.scheduler import StepRequest
 
         check_generate_args(max_new_tokens, temperature, top_p, seed)
-        variant, label = self._current()
+        variant, label = self._pick(variant)
         prompt = self._prompt(messages, session)
         req = StepRequest(prompt.ids, max_new_tokens, temperature, top_p, seed,
                           meta=(query, label, session, prompt))  # read back by _finish
@@ -412,19 +455,22 @@ class AsyncEngine:
 
     # -- the interface the app uses ------------------------------------------------------
     async def generate_scored(self, messages: list[dict], *, query: str | None, max_new_tokens: int, temperature: float,
-                              top_p: float, seed: int | None = None, session: str | None = None) -> tuple[Any, float | None]:
+                              top_p: float, seed: int | None = None, session: str | None = None,
+                              variant: str | None = None) -> tuple[Any, float | None]:
         """(Generation, Match(query, reply) or None): batched with whatever else is in flight.
 
-        `session` names the conversation: its next turn's prompt continues this turn's ids."""
+        `session` names the conversation: its next turn's prompt continues this turn's ids.
+        `variant`: the label of an adapter served beside the main one (`add_variant`)."""
         if self.mode == "static":
             check_generate_args(max_new_tokens, temperature, top_p, seed)  # one bad request never reaches a batch
-            return await self.batcher.submit((messages, query), key=(max_new_tokens, temperature, top_p, seed))
+            arm = variant if variant in self._variants else None
+            return await self.batcher.submit((messages, query), key=(max_new_tokens, temperature, top_p, seed, arm))
         if self.mode == "engine":
             ticket = self._submit_engine(messages, query=query, stream=False, max_new_tokens=max_new_tokens,
                                          temperature=temperature, top_p=top_p, seed=seed)
         else:
             ticket = self._submit(messages, query=query, max_new_tokens=max_new_tokens, temperature=temperature,
-                                  top_p=top_p, seed=seed, stream=False, session=session)
+                                  top_p=top_p, seed=seed, stream=False, session=session, variant=variant)
         try:
             return await asyncio.shield(ticket.future)
         except asyncio.CancelledError:
@@ -432,18 +478,49 @@ class AsyncEngine:
             raise
 
     def stream_scored(self, messages: list[dict], *, query: str | None, max_new_tokens: int, temperature: float,
-                      top_p: float, seed: int | None = None, session: str | None = None) -> ReplyStream:
+                      top_p: float, seed: int | None = None, session: str | None = None,
+                      variant: str | None = None) -> ReplyStream:
         """The reply as text deltas while it is generated (static path: all at once at the end)."""
         if self.mode == "static":
             return ReplyStream(self, whole=self.generate_scored(messages, query=query, max_new_tokens=max_new_tokens,
-                                                                temperature=temperature, top_p=top_p, seed=seed))
+                                                                temperature=temperature, top_p=top_p, seed=seed,
+                                                                variant=variant))
         if self.mode == "engine":
             return ReplyStream(self, self._submit_engine(messages, query=query, stream=True,
                                                          max_new_tokens=max_new_tokens, temperature=temperature,
                                                          top_p=top_p, seed=seed))
         return ReplyStream(self, self._submit(messages, query=query, max_new_tokens=max_new_tokens,
                                               temperature=temperature, top_p=top_p, seed=seed, stream=True,
-                                              session=session))
+                                              session=session, variant=variant))
+
+    @property
+    def completes_text(self) -> bool:
+        """Whether `complete` serves a raw-text prompt (the continuous engine: it takes ids)."""
+        return self.mode == "continuous"
+
+    async def complete(self, prompt: str, *, max_new_tokens: int, temperature: float, top_p: float,
+                       seed: int | None = None) -> Any:
+        """A plain completion of `prompt` (no chat template): the Generation of the text that
+        follows it, batched with the chats in flight. Continuous engine only (`completes_text`);
+        a prompt longer than the model's input keeps its end."""
+        from endcloud.runtime.scheduler import StepRequest
+
+        if not self.completes_text:
+            raise ConfigError(f"plain completions need the continuous engine; this one batches whole ({self.mode}) "
+                              "and takes conversations only: use /v1/chat/completions")
+        check_generate_args(max_new_tokens, temperature, top_p, seed)
+        ids = list(self.model.tokenizer(prompt, add_special_tokens=False)["input_ids"])[-self.model.max_input_len:]
+        if not ids:
+            raise DataError("the prompt has no tokens")
+        variant, label = self._current()
+        req = StepRequest(ids, max_new_tokens, temperature, top_p, seed, meta=(None, label, None, None))
+        ticket = self.batcher.submit(req, key=variant, stream=False)
+        try:
+            gen, _ = await asyncio.shield(ticket.future)
+        except asyncio.CancelledError:
+            ticket.cancel()
+            raise
+        return gen
 
     async def generate(self, messages: list[dict], *, max_new_tokens: int, temperature: float, top_p: float,
                        seed: int | None = None) -> Any:

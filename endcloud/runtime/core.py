@@ -14,6 +14,8 @@ What the loop decides, once for both:
   were submitted. A request for another variant waits until the running batch has drained,
   then a scheduler is built for it: every reply runs wholly on the adapter it started with,
   and an adapter swap never stops the batch in flight.
+  The switch admits every request waiting for the new variant at once (`_sweep`): two variants
+  served side by side (a canary) take turns batch by batch, never one row at a time.
 - A request the scheduler can never run is refused (`DataError`); a scheduler that cannot be
   built fails the requests waiting for its variant. A step that raises fails only the
   request that caused it: the scheduler is dropped, each of its requests runs alone until
@@ -196,11 +198,23 @@ class EngineCore:
                 st = self._switch(key)
                 if st is None:
                     continue
+                self._sweep(key)
             self.pending.popleft()
             try:
                 st.add(req)
             except ValueError as e:
                 self.fail([req], DataError(str(e)))
+
+    def _sweep(self, key: Any) -> None:
+        """Move every request waiting for `key` to the front (each key's order kept). Why: with
+        two variants served at once (a canary), arrivals interleave A, B, A, B…; admitting only
+        up to the next request of the other variant made every batch after a switch one row
+        long. Now a switch takes all that waits for its variant, and the other variant's
+        requests wait at most one batch (measured in bench/bench_canary.py)."""
+        mine = [(k, r) for k, r in self.pending if k is key]
+        if len(mine) > 1 or (mine and self.pending[0][0] is not key):
+            rest = [(k, r) for k, r in self.pending if k is not key]
+            self.pending = deque(mine + rest)
 
     def _switch(self, key: Any):
         self._retire()

@@ -314,7 +314,7 @@ class ContinuousHFModel(EndModel):
                 return
             text = decode(result["tokens"], skip_special_tokens=True).strip()
             on_end(Generation(text=text, confidence=math.exp(result["logprob"]), tokens=len(result["tokens"]),
-                              logprob=result["logprob"]), None)
+                              logprob=result["logprob"], prompt_tokens=len(ids)), None)
 
         req = _Request(rid=rid, on_tokens=on_tokens, on_end=finish, manager=manager)
         sampling = {} if greedy else {"temperature": float(temperature), "top_p": float(top_p)}

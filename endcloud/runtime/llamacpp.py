@@ -432,11 +432,13 @@ class LlamaCppEndModel(VariantView):
             for i in range(0, len(prompts), self.max_batch):
                 seqs, lps, ended = self.decode(rt, prompts[i:i + self.max_batch], max_new_tokens=max_new_tokens,
                                                temperature=temperature, top_p=top_p, rng=rng)
-                for toks, lp, end in zip(seqs, lps, ended):
+                for toks, lp, end, prompt in zip(seqs, lps, ended, prompts[i:i + self.max_batch]):
                     text = self.tokenizer.decode(toks, skip_special_tokens=True).strip()
                     n = len(toks) + (1 if end else 0)
                     mean = float(sum(lp) / n) if n else 0.0
-                    out.append(Generation(text=text, confidence=math.exp(mean), tokens=len(toks), logprob=mean))
+                    out.append(Generation(text=text, confidence=math.exp(mean), tokens=len(toks), logprob=mean,
+                                          finish_reason="stop" if end else "length", prompt_tokens=len(prompt),
+                                          token_ids=list(toks), token_logprobs=[float(x) for x in lp[:len(toks)]]))
         return out
 
     def decode(self, rt: _Runtime, prompts: list[list[int]], *, max_new_tokens: int, temperature: float, top_p: float,

@@ -241,6 +241,13 @@ class EndModel(VariantView):
             "(prefix / ptuning-v2) adapters"
         )
 
+    def load_variant(self, adapter_dir) -> Variant:
+        """Build `adapter_dir`'s variant (None: the bare base) without serving it: a server
+        that runs a canary or an A/B test passes it with each request of that arm. A LoRA
+        variant holds private copies of the weights it touches only; the base is shared."""
+        with self._swap_lock:
+            return self._build_variant(adapter_dir)
+
     def swap_adapter(self, adapter_dir) -> None:
         """Serve `adapter_dir` (None: the bare base) from now on; calls in flight finish on the old one."""
         with self._swap_lock:  # one build at a time; generate never takes this lock
@@ -290,20 +297,24 @@ class EndModel(VariantView):
 
     # ---- generation ----------------------------------------------------------------------
     def generate(self, conversations: list[list[dict]], *, max_new_tokens: int = 128, temperature: float = 0.6,
-                 top_p: float = 0.8, seed: int | None = None, system: str | None = None) -> list[Generation]:
-        """One reply per conversation (OpenAI-style message lists), generated as one batch."""
+                 top_p: float = 0.8, seed: int | None = None, system: str | None = None,
+                 variant: Variant | None = None) -> list[Generation]:
+        """One reply per conversation (OpenAI-style message lists), generated as one batch.
+        `variant`: one built by `load_variant` (a canary's arm) instead of the served one."""
         if not conversations:
             return []
         check_generate_args(max_new_tokens, temperature, top_p)
-        variant = self._variant  # snapshot: a concurrent swap does not affect this call
+        variant = variant or self._variant  # snapshot: a concurrent swap does not affect this call
         prompts = [self.prompt_ids(c, system=system) for c in conversations]
         seqs, lps, ended = self._run(variant, prompts, max_new_tokens, temperature, top_p, seed)
         out = []
-        for toks, lp, end in zip(seqs, lps, ended):
+        for toks, lp, end, prompt in zip(seqs, lps, ended, prompts):
             text = self.tokenizer.decode(toks, skip_special_tokens=True).strip()
             n = len(toks) + (1 if end else 0)
             mean = float(sum(lp) / n) if n else 0.0
-            out.append(Generation(text=text, confidence=math.exp(mean), tokens=len(toks), logprob=mean))
+            out.append(Generation(text=text, confidence=math.exp(mean), tokens=len(toks), logprob=mean,
+                                  finish_reason="stop" if end else "length", prompt_tokens=len(prompt),
+                                  token_ids=list(toks), token_logprobs=[float(x) for x in lp[:len(toks)]]))
         return out
 
     def _run(self, variant: Variant, prompts: list[list[int]], max_new_tokens: int, temperature: float,

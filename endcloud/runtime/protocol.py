@@ -38,6 +38,13 @@ class Generation:
     confidence: float
     tokens: int
     logprob: float
+    # What an engine knows besides (None where it does not; the server then says less):
+    finish_reason: str | None = None  # "stop" (a stop token) | "length" (max_new_tokens ran out)
+    prompt_tokens: int | None = None  # prompt length in the end model's own tokens
+    cached_tokens: int = 0  # prompt tokens whose key/values came from the prefix cache
+    token_ids: list[int] | None = None  # the reply's ids (no stop token), for per-token logprobs
+    token_logprobs: list[float] | None = None  # log-prob of each reply token, same order
+    token_texts: list[str] | None = None  # each token's text, where the engine names them (vLLM)
 
 
 @dataclass(frozen=True, eq=False)  # compared by identity: a swap makes a new one

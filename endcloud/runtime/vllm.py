@@ -349,7 +349,14 @@ class VLLMEndModel(VariantView):
         else:
             self._count(missing_logprobs=1)
             mean = 0.0
-        return Generation(text=content.strip(), confidence=math.exp(mean), tokens=tokens, logprob=mean)
+        texts = [e.get("token", "") for e in entries if isinstance(e, dict) and e.get("logprob") is not None]
+        finish = choice.get("finish_reason")
+        prompt = usage.get("prompt_tokens")
+        return Generation(text=content.strip(), confidence=math.exp(mean), tokens=tokens, logprob=mean,
+                          finish_reason=finish if finish in ("stop", "length") else None,
+                          prompt_tokens=int(prompt) if isinstance(prompt, int) else None,
+                          token_logprobs=lps if len(lps) == len(texts) else None,
+                          token_texts=texts if lps and len(lps) == len(texts) else None)
 
     def _route(self, variant: Variant) -> tuple[str, dict]:
         """(the `model` a request to `variant` names, extra body fields): vLLM routes by name."""

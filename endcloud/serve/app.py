@@ -38,6 +38,7 @@ from endcloud.serve.metrics import Metrics
 from endcloud.serve.routes import router
 from endcloud.serve.settings import ServeSettings
 from endcloud.serve.turn import TurnService
+from endcloud.serve.widget import install_widget
 
 log = logging.getLogger("endcloud.serve")
 
@@ -94,6 +95,7 @@ def create_app(settings: ServeSettings | None = None, *, engine: Any = None, tea
                 stop()
             # bounded: replies still in flight fail, and an engine process that does not stop is killed
             await st.engine.stop(timeout_s=settings.shutdown_timeout_s)
+            await asyncio.to_thread(st.service.tracing.shutdown)  # the last turns' spans go out (telemetry)
             # The teacher's connections belong to this event loop: close them with it.
             aclose = getattr(st.teacher, "aclose", None)
             if aclose is not None:
@@ -121,6 +123,7 @@ def create_app(settings: ServeSettings | None = None, *, engine: Any = None, tea
     app.add_middleware(LastResort)  # what escapes the handlers: clean JSON, the connection kept
     app.add_middleware(AdminQueryToken)  # outermost: `?token=` is gone before anything logs the URL
     app.include_router(router)
+    install_widget(app, settings)  # GET /widget.js, /chat; CORS for the shop's site (setting cors_origins)
     for r in extra_routers:
         app.include_router(r)
     return app

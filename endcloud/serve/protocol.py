@@ -40,6 +40,15 @@ class TextPart(BaseModel):
     text: str
 
 
+MAX_STOP = 4  # stop sequences per request (OpenAI's limit)
+MAX_STOP_CHARS = 64
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    include_usage: StrictBool = False  # one more chunk before [DONE]: `choices: []` and the turn's usage
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Literal["system", "user", "assistant"]
@@ -54,7 +63,7 @@ class ChatMessage(BaseModel):
 
 
 class ChatRequest(BaseModel):
-    """The subset of OpenAI's chat request the server honours (other fields are ignored)."""
+    """The subset of OpenAI's chat request the server honours; fields it cannot honour are refused (400)."""
 
     model_config = ConfigDict(extra="allow")
     model: str = Field(max_length=64)
@@ -68,6 +77,75 @@ class ChatRequest(BaseModel):
     seed: Seed | None = None  # a signed 64-bit integer
     n: StrictInt = 1
     session_id: str | None = Field(default=None, max_length=MAX_SESSION_ID_CHARS)  # extension: pin the conversation's session
+    stop: str | list[str] | None = None  # up to MAX_STOP strings; the reply ends before the first (finish_reason "stop")
+    logprobs: StrictBool | None = None  # the end model's log-prob of each reply token (null for a cloud reply)
+    top_logprobs: Annotated[int, Field(ge=0, le=20, strict=True)] | None = None  # > 0: 400 unless the engine gives them
+    stream_options: StreamOptions | None = None
+    # OpenAI fields the server cannot honour: a request asking for them is refused with a 400
+    # naming the field, never answered as if they had been applied (a JSON-mode client would
+    # otherwise parse a free-text reply; a tool-using one would wait for a call that never comes)
+    response_format: dict[str, Any] | None = None
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    functions: list[Any] | None = None
+    function_call: Any = None
+    logit_bias: dict[str, Any] | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, v: str | list[str] | None) -> list[str] | None:
+        stops = [v] if isinstance(v, str) else v
+        if stops is None:
+            return None
+        if len(stops) > MAX_STOP or any(not s or len(s) > MAX_STOP_CHARS for s in stops):
+            raise ValueError(f"stop takes at most {MAX_STOP} non-empty strings of at most {MAX_STOP_CHARS} characters")
+        return stops or None
+
+    @field_validator("stream_options")
+    @classmethod
+    def _only_streamed(cls, v: "StreamOptions | None", info) -> "StreamOptions | None":
+        if v is not None and not info.data.get("stream"):
+            raise ValueError("stream_options is only allowed with stream: true")
+        return v
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _with_logprobs(cls, v: int | None, info) -> int | None:
+        if v is not None and not info.data.get("logprobs"):
+            raise ValueError("top_logprobs needs logprobs: true")
+        return v
+
+    @field_validator("response_format")
+    @classmethod
+    def _text_only(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None and v.get("type", "text") != "text":
+            raise ValueError(f"response_format {v.get('type')!r} is not supported: replies are free text for "
+                             "customers (the end model is not constrained to JSON); omit it or send {'type': 'text'}")
+        return v
+
+    @field_validator("tools", "functions")
+    @classmethod
+    def _no_tools(cls, v: list[Any] | None, info) -> list[Any] | None:
+        if v:
+            raise ValueError(f"{info.field_name} are not supported: the end model and the cloud teacher answer "
+                             "customers in text and call no tools; omit the field")
+        return v
+
+    @field_validator("tool_choice", "function_call")
+    @classmethod
+    def _no_tool_choice(cls, v: Any, info) -> Any:
+        if v is not None and v != "none":
+            raise ValueError(f"{info.field_name} {v!r:.60} is not supported (no tools are called); omit it or send 'none'")
+        return v
+
+    @field_validator("logit_bias", "presence_penalty", "frequency_penalty")
+    @classmethod
+    def _no_bias(cls, v: Any, info) -> Any:
+        if v:  # an empty map or 0 asks for nothing
+            raise ValueError(f"{info.field_name} is not supported by the end model's sampler; omit it")
+        return v
 
     @field_validator("n")
     @classmethod
@@ -85,6 +163,27 @@ class ChatRequest(BaseModel):
             raise ValueError(f"the last user message (messages.{len(messages) - 1}.content) is empty or has only "
                              "invisible characters (spaces, zero-width ones); send a question")
         return messages
+
+
+class CompletionRequest(BaseModel):
+    """OpenAI's legacy completions, as a plain completion on the end model (no shop knowledge,
+    no routing, no history): what a client that only speaks /v1/completions gets."""
+
+    model_config = ConfigDict(extra="forbid")  # every field below is honoured, or refused by name
+    model: Literal["end"] = "end"
+    prompt: str = Field(min_length=1, max_length=16_000)
+    max_tokens: TokenCount = 16
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    seed: Seed | None = None
+    stop: str | list[str] | None = None
+    logprobs: Annotated[int, Field(ge=0, le=0, strict=True)] | None = None  # the sampled token's only (0)
+    stream: Literal[False] = False
+    n: Literal[1] = 1
+    echo: Literal[False] = False
+    user: str | None = Field(default=None, max_length=128)
+
+    _stops = field_validator("stop")(ChatRequest._stops.__func__)
 
 
 class FeedbackRequest(BaseModel):
@@ -159,11 +258,13 @@ class ErrorBody(BaseModel):
 # `endcloud.serve.app` writes these into /openapi.json; the handlers read bodies themselves.
 REQUEST_BODIES: dict[tuple[str, str], type[BaseModel]] = {
     ("/v1/chat/completions", "post"): ChatRequest,
+    ("/v1/completions", "post"): CompletionRequest,
     ("/v1/feedback", "post"): FeedbackRequest,
     ("/v1/customers/{customer}/profile", "put"): ProfileRequest,
 }
 ERROR_STATUSES: dict[tuple[str, str], tuple[int, ...]] = {
     ("/v1/chat/completions", "post"): (400, 401, 403, 404, 413, 429, 500, 502, 503),
+    ("/v1/completions", "post"): (400, 401, 413, 429, 500, 503),
     ("/v1/feedback", "post"): (400, 401, 404, 413, 500),
     ("/v1/customers/{customer}/profile", "put"): (400, 401, 403, 413, 500),
 }
@@ -180,7 +281,8 @@ def completion_json(r: "TurnResult") -> dict[str, Any]:
         "object": "chat.completion",
         "created": r.created,
         "model": r.model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": r.text}, "finish_reason": "stop", "logprobs": None}],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": r.text}, "finish_reason": r.finish_reason,
+                     "logprobs": r.logprobs}],
         "usage": r.usage,
         "endcloud": r.extension(),
     }
@@ -191,9 +293,60 @@ def completion_json(r: "TurnResult") -> dict[str, Any]:
 _SSE_ESCAPES = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
 
 
-def sse_chunk(mid: str, created: int, model: str, delta: dict[str, Any], finish: str | None = None, **extra) -> str:
+def sse_chunk(mid: str, created: int, model: str, delta: dict[str, Any], finish: str | None = None, *,
+              logprobs: dict[str, Any] | None = None, **extra) -> str:
     """One server-sent event carrying a chat.completion.chunk (`extra`: top-level fields such as usage)."""
     body = {"id": mid, "object": "chat.completion.chunk", "created": created, "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra}
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs}], **extra}
     return "data: " + json.dumps(body, ensure_ascii=False).translate(_SSE_ESCAPES) + "\n\n"
+
+
+def usage_chunk(mid: str, created: int, model: str, usage: dict[str, Any]) -> str:
+    """`stream_options.include_usage`: the last chunk before [DONE], with no choices and the usage."""
+    body = {"id": mid, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [],
+            "usage": usage}
+    return "data: " + json.dumps(body, ensure_ascii=False) + "\n\n"
+
+
+def cut_at_stop(text: str, stops: list[str] | None) -> tuple[str, bool]:
+    """(`text` up to the earliest stop sequence, whether one was found)."""
+    if not stops:
+        return text, False
+    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return (text[:min(hits)], True) if hits else (text, False)
+
+
+class StopFilter:
+    """A streamed reply with its stop sequences cut: text pieces in, what may be shown out.
+
+    A piece that could be the start of a stop sequence is held back until what follows
+    shows it is not; once a stop sequence appears, nothing more is shown (`stopped`)."""
+
+    def __init__(self, stops: list[str] | None):
+        self.stops = stops or []
+        self.held = ""
+        self.shown = ""
+        self.stopped = False
+
+    def feed(self, piece: str) -> str:
+        if not self.stops:
+            self.shown += piece
+            return piece
+        if self.stopped:
+            return ""
+        text = self.held + piece
+        cut, found = cut_at_stop(text, self.stops)
+        if found:
+            self.stopped, self.held = True, ""
+            self.shown += cut
+            return cut
+        keep = max((k for s in self.stops for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
+        out, self.held = text[:len(text) - keep], text[len(text) - keep:]
+        self.shown += out
+        return out
+
+    def flush(self) -> str:
+        out, self.held = ("" if self.stopped else self.held), ""
+        self.shown += out
+        return out
 

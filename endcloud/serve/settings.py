@@ -90,10 +90,15 @@ class ServeSettings:
     # -- the paper's score of every takeover (eq. 1), which the dashboard and the online loop read --
     alpha: float = PAPER.alpha  # Final = alpha * Sim(end, cloud) + (1 - alpha) * Match(query, end)
     theta: float = PAPER.theta  # where Match(query, cloud) < theta, Final = Sim alone
+    # -- telemetry (endcloud.serve.telemetry) --
+    otlp_endpoint: str | None = None  # OTLP/HTTP collector for one trace per turn (GenAI semantic conventions), e.g. http://127.0.0.1:4318; unset: no traces, no cost
+    json_logs: bool = False  # log lines as JSON objects (ts, level, logger, message), uvicorn's included
     # -- security (docs/architecture.md, "Security"); secrets stay out of repr --
     admin_token: str | None = field(default=None, repr=False)  # admin routes (sessions, profiles, /review, /dashboard, /metrics from elsewhere) need it; unset: loopback clients only, and a non-loopback --host refuses to start
     api_keys: tuple[str, ...] = field(default=(), repr=False)  # keys of the shop's own front ends (Authorization: Bearer <key>; env: comma-separated); set: chat needs a key or a customer token; empty: chat is open, and anonymous
     customer_secret: str | None = field(default=None, repr=False)  # HMAC-SHA256 key of customer tokens (the only way a chat is a named customer's); unset: every chat is anonymous
+    # -- the chat widget (GET /widget.js, GET /chat: endcloud/serve/widget.py) --
+    cors_origins: tuple[str, ...] = ()  # sites whose pages may call the API from a browser (the widget on the shop's own site), e.g. https://shop.example.com (env: comma-separated; "*": any); empty: none, closed
 
     def __post_init__(self) -> None:
         self._check_security()

@@ -28,7 +28,7 @@ from endcloud.serve.auth import (ANONYMOUS, CUSTOMER_RE, Caller, is_anonymous_ow
 from endcloud.serve.grounding import ReplyGuard
 from endcloud.serve.http import ApiError, RateLimiter
 from endcloud.serve.metrics import Metrics
-from endcloud.serve.protocol import ChatRequest
+from endcloud.serve.protocol import ChatRequest, StopFilter, cut_at_stop
 from endcloud.serve.router import MODELS, Router, Signals, is_handoff
 from endcloud.serve.settings import ServeSettings
 from endcloud.serve.signals import frustration
@@ -65,6 +65,9 @@ class TurnResult:
     cloud_cost: float = 0.0
     cloud_tokens: int = 0
     adapter: str | None = None  # the adapter version that drafted the end reply (read under the engine's lock)
+    finish_reason: str = "stop"  # "length" where max_tokens cut the end reply; "stop" otherwise
+    logprobs: dict[str, Any] | None = None  # OpenAI's {"content": [...]}: the end reply's tokens, when asked
+    timings: dict[str, Any] = field(default_factory=dict)  # wall-clock ns of the end draft and the cloud call (traces)
 
     def extension(self) -> dict[str, Any]:
         return {
@@ -97,6 +100,15 @@ class TurnService:
         self.guard = ReplyGuard(settings, kb, metrics)  # end replies: placeholders filled, facts checked (grounding)
         self.assistant = ShopAssistant(kb)  # intent + sentiment signals; "推荐一款…" answered from in-stock catalog rows
         self._sim: Any = None  # loaded on the first takeover
+        from endcloud.serve.telemetry import Tracing, json_logging
+
+        if getattr(settings, "json_logs", False):
+            json_logging()
+        self.tracing = Tracing.from_settings(settings)  # off (no cost) unless otlp_endpoint is set
+        inner = teacher.unwrap() if hasattr(teacher, "unwrap") else teacher
+        self._cloud_names = (getattr(inner, "name", "cloud"), getattr(inner, "model", None) or getattr(inner, "name", "cloud"))
+        watch_sources(metrics, engine=engine, teacher=teacher, engine_kind=settings.engine, db_path=settings.db_path)
+        self.canary: Any = None  # serve.canary.CanaryController when an experiment may run (set by endcloud.compose)
 
     # -- request checks ----------------------------------------------------------------
     def check(self, req: ChatRequest, caller: Caller) -> tuple[str, list[dict[str, str]]]:
@@ -124,6 +136,13 @@ class TurnService:
                            param="messages")
         if not messages[-1]["content"].strip():
             raise ApiError(400, "the last user message is empty", param="messages")
+        if req.top_logprobs:
+            raise ApiError(400, f"top_logprobs={req.top_logprobs} is not supported by the {s.engine} engine (it keeps "
+                                "the sampled token's log-prob only); ask logprobs: true without top_logprobs",
+                           param="top_logprobs")
+        if req.logprobs and req.model == "cloud":
+            raise ApiError(400, "logprobs are the end model's; the cloud's replies carry none: use model 'end' or "
+                                "'endcloud' (a turn the cloud answers has logprobs null)", param="logprobs")
         max_tokens = req.max_completion_tokens or req.max_tokens
         if max_tokens is not None and max_tokens > s.max_new_tokens_cap:
             raise ApiError(400, f"max_tokens={max_tokens} is over the limit of {s.max_new_tokens_cap} "
@@ -209,18 +228,21 @@ class TurnService:
         return asked
 
     async def turn(self, req: ChatRequest, customer: str, messages: list[dict[str, str]], *, message_id: str,
-                   session_id: str) -> TurnResult:
+                   session_id: str, on_decision: Any = None) -> TurnResult:
         # Inline, not in a worker thread: these are sub-millisecond SQLite reads and WAL
         # appends without fsync (synchronous=NORMAL), and a thread hop per request spreads
         # the arrivals of customers who write at the same time over more than one batch window.
         convo, query, knowledge = self._prepare(customer, session_id, messages)
-        return await self._answer(req, query, convo, knowledge, message_id=message_id, session_id=session_id)
+        return await self._answer(req, query, convo, knowledge, message_id=message_id, session_id=session_id,
+                                  on_decision=on_decision)
 
     def _prepare(self, customer: str, session_id: str, messages: list[dict[str, str]]) -> tuple[list[dict], str, list]:
         """(conversation for the models, the customer's question, knowledge refs); stores the question."""
         convo, _, knowledge = self._context(customer, session_id, messages)
         query = messages[-1]["content"]
         self.store.add_message(session_id, "user", query)
+        if self.canary is not None:
+            self.canary.assign(customer, session_id)  # the session's arm of a running canary or A/B test
         return convo, query, knowledge
 
     def _generation_args(self, req: ChatRequest) -> dict[str, Any]:
@@ -236,36 +258,57 @@ class TurnService:
         Only for the forced end model: `endcloud` routing needs the whole reply (its match
         and confidence) before it may show any of it, so those turns go through `turn`."""
         convo, query, knowledge = self._prepare(customer, session_id, messages)
-        stream = self.engine.stream_scored(convo, query=query, session=session_id, **self._generation_args(req))
+        timings = {"end_start": time.time_ns()}
+        stream = self.engine.stream_scored(convo, query=query, session=session_id, **self._generation_args(req),
+                                           **self._arm(session_id))
         filler = self.guard.filler(convo)  # a learned "[ORDER_1]" reaches the customer as their order number
+        stops = StopFilter(req.stop)  # past a stop sequence nothing is shown (the model runs to its end)
         try:
             async for delta in stream:
-                piece = filler.feed(delta + stream.ready())  # whatever else already arrived goes in the same write
+                piece = stops.feed(filler.feed(delta + stream.ready()))  # whatever else arrived goes in the same write
                 if piece:
                     yield piece
         finally:
             await stream.aclose()
-        if rest := filler.flush():
+        if rest := stops.feed(filler.flush()) + stops.flush():
             yield rest
+        timings["end_stop"] = time.time_ns()
         yield await self._answer(req, query, convo, knowledge, message_id=message_id, session_id=session_id,
-                                 end=stream.result)
+                                 end=stream.result, timings=timings)
 
     async def _answer(self, req: ChatRequest, query: str, convo: list[dict], knowledge: list, *, message_id: str,
-                      session_id: str, end: tuple[Any, float | None] | None = None) -> TurnResult:
-        """Route and finish one turn. `end`: the end reply and its match when already generated (streamed)."""
+                      session_id: str, end: tuple[Any, float | None] | None = None,
+                      on_decision: Any = None, timings: dict[str, Any] | None = None) -> TurnResult:
+        """Route and finish one turn. `end`: the end reply and its match when already generated (streamed);
+        `on_decision(decision_json)`: called the moment the router hands a turn to the cloud (before the
+        cloud answers), so a streamed reply can say so early."""
         s, store = self.settings, self.store
         args = self._generation_args(req)
 
         async def end_reply():
-            gen, match = await self.engine.generate_scored(convo, query=query, session=session_id, **args)
+            gen, match = await self.engine.generate_scored(convo, query=query, session=session_id, **args,
+                                                           **self._arm(session_id))
             gen.text = self.guard.fill(gen.text, convo)  # the customer's own data into learned placeholders
             return gen, match
 
         gen = None
+        stopped = False
+        timings = {} if timings is None else timings
         signals = Signals(frustration=frustration(query), **self.assistant.analyse(query))
         self.metrics.dialogue(intent=signals.intent, sentiment=signals.sentiment)
         if req.model != "cloud":
-            gen, match = end if end is not None else await end_reply()
+            if end is None:
+                timings["end_start"] = time.time_ns()
+                gen, match = await end_reply()
+                timings["end_stop"] = time.time_ns()
+            else:
+                gen, match = end
+            self.metrics.end_model(gen)
+            if getattr(gen, "prompt_tokens", None) is not None:
+                timings["end_usage"] = {"input_tokens": int(gen.prompt_tokens), "output_tokens": int(gen.tokens)}
+            # the stop sequences cut the draft before it is checked: the router and the grounding
+            # check see what the customer would be shown (the match is the whole draft's)
+            gen.text, stopped = cut_at_stop(gen.text, req.stop)
             signals.empty = not gen.text.strip()
             signals.handoff = is_handoff(gen.text, self.handoffs)
             signals.confidence = round(float(gen.confidence), 6)
@@ -275,6 +318,8 @@ class TurnService:
             if problems := self.assistant.review(query, gen.text):  # a recommendation of what cannot ship
                 signals.unsupported, signals.grounded = signals.unsupported + problems, False
         decision = self.router.decide(signals, model=req.model)
+        if on_decision is not None and decision.route == "cloud":
+            on_decision(decision.to_json())
         cloud_text, cloud_failed, usage_cloud, cost, takeover_ms = None, False, None, 0.0, None
         if decision.route == "cloud":
             # The customer waits for the takeover at most the deadline: the cloud (retries and
@@ -282,6 +327,9 @@ class TurnService:
             # then, if it failed, an end reply not written yet; past it, a hand-off message.
             limit = min(s.cloud_timeout_s, s.takeover_deadline_s)
             t_cloud = time.perf_counter()
+            timings["cloud_start"] = time.time_ns()
+            timings["cloud_provider"], timings["cloud_model"] = self._cloud_names
+            self.metrics.cloud_running.inc()
             if self.teacher is None:
                 decision.reasons.append("no cloud configured: end reply served")
                 cloud_failed = True
@@ -292,6 +340,7 @@ class TurnService:
                     if not (reply.text or "").strip():
                         raise TeacherError("the cloud returned an empty reply")
                     cloud_text, usage_cloud, cost = reply.text, reply.usage, float(reply.cost or 0.0)
+                    cloud_text, _ = cut_at_stop(cloud_text, req.stop)
                 except Exception as e:  # noqa: BLE001 — whatever the cloud does, the customer gets the end reply
                     kind = type(e).__name__
                     if isinstance(e, asyncio.TimeoutError):
@@ -310,6 +359,8 @@ class TurnService:
                 except asyncio.TimeoutError:
                     decision.reasons.append("end reply not ready by the takeover deadline")
             takeover_ms = round((time.perf_counter() - t_cloud) * 1000, 1)  # what the takeover cost the customer
+            timings["cloud_stop"] = time.time_ns()
+            self.metrics.cloud_running.dec()
         answered_by = "cloud" if cloud_text is not None else "end"
         text = cloud_text if cloud_text is not None else (gen.text if gen is not None else "")
         if cloud_failed and not text.strip():  # no cloud and no end reply: never an empty answer
@@ -333,10 +384,22 @@ class TurnService:
             self.metrics.cloud_tokens.labels(kind="completion").inc(usage["completion_tokens"])
             self.metrics.cloud_cost.inc(cost)
             self.metrics.takeovers.labels(reason="forced" if req.model == "cloud" else "routed").inc()
-        else:
+        elif gen is not None and getattr(gen, "prompt_tokens", None) is not None:
+            # the end model's own tokenizer counted both (and the prefix cache's share of the prompt)
+            usage = {"prompt_tokens": int(gen.prompt_tokens), "completion_tokens": int(gen.tokens),
+                     "prompt_tokens_details": {"cached_tokens": int(getattr(gen, "cached_tokens", 0) or 0)}}
+        else:  # an engine that does not count its prompt (a test double): an estimate
             usage = {"prompt_tokens": sum(estimate_tokens(m["content"]) for m in convo),
                      "completion_tokens": int(gen.tokens) if gen is not None else 0}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        if answered_by == "cloud":
+            finish = "stop"
+        else:
+            finish = "length" if (gen is not None and not stopped and getattr(gen, "finish_reason", None) == "length") \
+                else "stop"
+        logprobs = None
+        if req.logprobs and answered_by == "end" and gen is not None:
+            logprobs = self._logprobs(gen, text, stopped)
         self.metrics.answered(by=answered_by)
         result = TurnResult(
             message_id=message_id, created=int(time.time()), model=req.model, text=text, answered_by=answered_by,
@@ -347,8 +410,31 @@ class TurnService:
             end_text=gen.text if gen is not None else None, cloud_text=cloud_text, cloud_cost=cost,
             cloud_tokens=usage["total_tokens"] if usage_cloud is not None else 0,
             adapter=getattr(gen, "adapter", None) if gen is not None else None,
+            finish_reason=finish, logprobs=logprobs, timings=timings,
         )
         return result
+
+    def _logprobs(self, gen: Any, text: str, stopped: bool) -> dict[str, Any] | None:
+        """OpenAI's `logprobs` of an end reply: each sampled token, its text and log-prob (the
+        tokens past a stop sequence left out). None where the engine kept no per-token log-probs."""
+        lps = getattr(gen, "token_logprobs", None)
+        if lps is None:
+            return None
+        texts = getattr(gen, "token_texts", None)
+        if texts is None:
+            tok = getattr(getattr(self.engine, "model", None), "tokenizer", None)
+            ids = getattr(gen, "token_ids", None)
+            if tok is None or ids is None:
+                return None
+            texts = [tok.decode([i], skip_special_tokens=True) for i in ids]
+        if stopped:  # keep the tokens that wrote the text shown (the first that reaches its end included)
+            n, seen = 0, ""
+            while n < len(texts) and len(seen.strip()) < len(text):
+                seen += texts[n]
+                n += 1
+            texts, lps = texts[:n], lps[:n]
+        return {"content": [{"token": t, "logprob": round(float(lp), 6), "bytes": list(t.encode("utf-8")),
+                             "top_logprobs": []} for t, lp in zip(texts, lps)], "refusal": None}
 
     def _similarity(self, end_text: str, cloud_text: str) -> float | None:
         """Sim(end, cloud) with the per-language offline default; None if no scorer loads."""
@@ -364,17 +450,28 @@ class TurnService:
             return None
         return float(self._sim.score([end_text], [cloud_text])[0])
 
+    def _arm(self, session_id: str) -> dict[str, Any]:
+        """{"variant": label} when this session's turns run on an experiment's candidate, else {}."""
+        label = self.canary.label_for(session_id) if self.canary is not None else None
+        return {"variant": label} if label is not None else {}
+
     async def record(self, result: TurnResult, query: str, *, t0: float, ttft: float | None) -> None:
         from endcloud.store.conversations import ServedReply
 
         # inline: a WAL append without fsync (synchronous=NORMAL), see `turn`
+        latency_ms = (time.perf_counter() - t0) * 1000
         self.store.record_reply(ServedReply(
             message_id=result.message_id, session_id=result.session_id, query=query, answered_by=result.answered_by,
             model=result.model, end_text=result.end_text, cloud_text=result.cloud_text, served_text=result.text,
             scores=result.scores, decision=result.decision, cloud_failed=result.cloud_failed,
-            latency_ms=(time.perf_counter() - t0) * 1000, ttft_ms=None if ttft is None else ttft * 1000,
+            latency_ms=latency_ms, ttft_ms=None if ttft is None else ttft * 1000,
             cloud_tokens=result.cloud_tokens, cloud_cost=result.cloud_cost, adapter=result.adapter,
         ))
+        if self.canary is not None:
+            try:
+                self.canary.observe(result, latency_ms)  # the arm's online metrics (queued; the canary thread writes)
+            except Exception:  # measuring an experiment must never cost a customer her reply
+                log.exception("canary observation failed")
 
 
 def window_start(n: int, limit: int) -> int:
@@ -389,3 +486,37 @@ def window_start(n: int, limit: int) -> int:
     step = max(2, limit // 2 // 2 * 2)
     return min(n - 1, -(-(n - limit) // step) * step) if limit > 0 else n
 
+
+
+def watch_sources(metrics: Metrics, *, engine: Any, teacher: Any, engine_kind: str, db_path: Any) -> None:
+    """Metrics whose values live in other parts, read at each scrape: what is served, the
+    privacy gate's redactions and refusals, the cloud budget left, the online loop's rounds."""
+    def adapter() -> None:
+        metrics.adapter_info.clear()
+        metrics.adapter_info.labels(adapter=str(getattr(engine, "adapter", None) or "base"), engine=engine_kind).set(1)
+
+    metrics.on_render.append(adapter)
+    gate = teacher
+    while gate is not None and type(gate).__name__ != "PrivacyGate":
+        gate = getattr(gate, "inner", None)
+    if gate is not None:
+        metrics.watch("counter", "endcloud_redactions", "Personal data replaced in what went to the cloud, by type",
+                      lambda: dict(gate.redactions), label="type")
+        metrics.watch("counter", "endcloud_privacy_gate_refusals", "Cloud requests the privacy gate refused to send",
+                      lambda: gate.refusals)
+    inner = teacher.unwrap() if hasattr(teacher, "unwrap") else teacher
+    ledger = getattr(inner, "ledger", None)
+    if ledger is not None and getattr(ledger, "budget", None) is not None:
+        metrics.watch("gauge", "endcloud_cloud_budget_remaining_usd", "The cloud budget cap minus what was spent (USD)",
+                      lambda: max(0.0, float(ledger.budget) - float(ledger.spent())))
+    if db_path is not None:
+        metrics.watch("counter", "endcloud_evolve_rounds", "Online-loop rounds by outcome (promoted, rejected, failed)",
+                      lambda: evolve_round_outcomes(db_path), label="outcome")
+
+
+def evolve_round_outcomes(db_path: Any) -> dict[str, int] | None:
+    """Finished rounds of the online loop by outcome, from the workspace database (whichever
+    process ran them); None where the loop never ran here."""
+    from endcloud.store.labels import round_outcomes
+
+    return round_outcomes(db_path)

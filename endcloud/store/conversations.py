@@ -366,6 +366,18 @@ class ConversationStore:
                 out.append(d)
         yield from out
 
+    def routing_log(self, *, since: float = 0.0) -> list[dict[str, Any]]:
+        """Every reply's routing record, oldest first, without text or context (what
+        `endcloud route calibrate` replays): created_at, model, answered_by, scores and
+        decision (parsed), cloud_cost, cloud_failed."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT created_at, model, answered_by, scores, decision, cloud_cost, cloud_failed FROM replies "
+                "WHERE created_at >= ? ORDER BY created_at", (since,)).fetchall()
+        return [{"created_at": r["created_at"], "model": r["model"], "answered_by": r["answered_by"],
+                 "scores": json.loads(r["scores"] or "{}"), "decision": json.loads(r["decision"] or "{}"),
+                 "cloud_cost": float(r["cloud_cost"] or 0.0), "cloud_failed": bool(r["cloud_failed"])} for r in rows]
+
     def counts(self) -> dict[str, int]:
         with self._lock:
             q = lambda sql: int(self._conn.execute(sql).fetchone()[0])  # noqa: E731

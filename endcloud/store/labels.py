@@ -222,3 +222,22 @@ def _label(row: sqlite3.Row) -> PseudoLabel:
     d["context"] = json.loads(d["context"])
     d["scores"] = json.loads(d["scores"])
     return PseudoLabel(**d)
+
+
+def round_outcomes(db_path: str | os.PathLike[str]) -> dict[str, int] | None:
+    """Finished online-loop rounds by outcome (promoted | rejected | failed) in a workspace
+    database, read-only (a server's metrics read what an `endcloud evolve` process wrote);
+    None when the database or its rounds table does not exist."""
+    if str(db_path) == ":memory:" or not os.path.exists(db_path):
+        return None
+    conn = sqlite3.connect(f"file:{os.fspath(db_path)}?mode=ro", uri=True, timeout=1.0)
+    try:
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='evolve_rounds'").fetchone() is None:
+            return None
+        rows = conn.execute(
+            "SELECT CASE WHEN promoted = 1 THEN 'promoted' WHEN json_extract(detail, '$.status') = 'failed' "
+            "THEN 'failed' ELSE 'rejected' END, COUNT(*) FROM evolve_rounds WHERE finished_at IS NOT NULL GROUP BY 1"
+        ).fetchall()
+    finally:
+        conn.close()
+    return {"promoted": 0, "rejected": 0, "failed": 0} | {k: int(n) for k, n in rows}

@@ -50,7 +50,7 @@ def test_poisoned_upvotes_are_quarantined_and_caps_hold(stores):
     settings = EvolveSettings(min_labels=1000, customer_cap=3)
     step(conversations=conv, labels=labels, teacher=teacher, settings=settings)
     q = {lab.customer: lab for lab in labels.list("quarantined") if lab.customer in ("bad1", "bad2")}
-    assert q["bad1"].reason == "pii" and q["bad2"].reason == "competitor"
+    assert q["bad1"].reason == "label_pii: PHONE" and q["bad2"].reason == "competitor"
     flood = labels.list(customer="flood")
     assert sum(lab.status == "pending" for lab in flood) == 3
     assert all(lab.reason == "customer_cap" for lab in flood if lab.status == "quarantined")

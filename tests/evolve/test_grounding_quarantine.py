@@ -80,7 +80,7 @@ def test_an_order_reply_is_learned_as_a_template(stores, kb):
     assert second.label == "亲，您的订单[ORDER_1]正在派送，运单号[ORDER_2]"
     assert ORDER not in " ".join(lab.label for lab in labels.list("pending"))
     third = got["怎么联系你们"]
-    assert third.status == "quarantined" and third.reason == "pii" and "13812345678" in third.label
+    assert third.status == "quarantined" and third.reason == "label_pii: PHONE" and "13812345678" in third.label
 
 
 def test_without_knowledge_only_the_template_and_content_checks_run():

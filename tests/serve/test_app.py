@@ -79,9 +79,10 @@ def test_low_match_hands_over_to_the_cloud(tmp_path):
     assert any("match" in r for r in body["endcloud"]["decision"]["reasons"])
     assert body["usage"]["prompt_tokens"] == 40
     assert store.reply(body["id"])["end_text"] == "毛巾是纯棉的"  # the draft is kept for the online loop
-    assert "endcloud_takeover_rate 1.0" in metrics
+    # the takeover share over any window: rate(takeovers_total) / rate(turns_total)
+    assert 'endcloud_turns_total{answered_by="cloud"} 1.0' in metrics
     assert 'endcloud_cloud_tokens_total{kind="prompt"} 40.0' in metrics
-    assert "endcloud_cloud_cost_total 0.002" in metrics
+    assert "endcloud_cloud_cost_usd_total 0.002" in metrics
 
 
 def test_frustrated_customer_goes_to_the_cloud(tmp_path):

@@ -60,7 +60,8 @@ def ext(obj) -> dict:
 def test_non_streaming(client, live):
     resp = client.chat.completions.create(model="end", messages=[{"role": "user", "content": "几天发货？"}], user="c1", seed=1)
     assert isinstance(resp.choices[0].message.content, str)
-    assert resp.choices[0].finish_reason == "stop"
+    # max_new_tokens=12: a reply the limit cut says so (the random tiny model rarely stops by itself)
+    assert resp.choices[0].finish_reason == ("length" if resp.usage.completion_tokens == 12 else "stop")
     e = ext(resp)
     assert e["answered_by"] == "end" and e["message_id"] == resp.id
     assert 0 < e["scores"]["confidence"] <= 1
@@ -75,7 +76,7 @@ def test_streaming(client, live):
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert chunks[0].choices[0].delta.role == "assistant"
-    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert chunks[-1].choices[0].finish_reason == ("length" if chunks[-1].usage.completion_tokens == 12 else "stop")
     final = ext(chunks[-1])
     assert final["answered_by"] == "end"
     assert live[1].state.store.reply(final["message_id"])["served_text"] == text
@@ -178,7 +179,7 @@ def test_metrics_and_health_over_http(live):
     base = live[0].url
     text = httpx.get(f"{base}/metrics", timeout=10).text
     assert 'endcloud_requests_total{answered_by="end",model="end",status="200"}' in text
-    assert "endcloud_ttft_seconds_bucket" in text and "endcloud_takeover_rate" in text
+    assert "endcloud_ttft_seconds_bucket" in text and "endcloud_turns_total" in text
     assert httpx.get(f"{base}/healthz", timeout=10).json()["status"] == "ok"
 
 

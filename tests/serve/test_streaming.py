@@ -303,7 +303,9 @@ def test_sse_streams_the_end_reply_as_it_is_generated(end_model, long_question, 
             final = chunks[-1]
             stored = app.state.store.reply(final["endcloud"]["message_id"])
         content += [c["choices"][0]["delta"].get("content", "") for c in chunks]
-        assert final["choices"][0]["finish_reason"] == "stop" and final["endcloud"]["answered_by"] == "end"
+        # max_tokens=12 cut the reply unless the model stopped by itself
+        assert final["choices"][0]["finish_reason"] == ("length" if final["usage"]["completion_tokens"] == 12 else "stop")
+        assert final["endcloud"]["answered_by"] == "end"
         assert "".join(content) == ref.text == stored["served_text"]
     finally:
         engine.open()
