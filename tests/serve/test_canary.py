@@ -110,7 +110,7 @@ def run_until_over(url: str, reg, *, max_customers: int, shares: list[float]) ->
     return rows
 
 
-def wait_for(pred, timeout=20.0):
+def wait_for(pred, timeout=60.0):  # generous: the box is shared, a LoRA merge may wait for a core
     t0 = time.time()
     while time.time() - t0 < timeout:
         if pred():
