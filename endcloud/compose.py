@@ -86,7 +86,8 @@ def build_app_from_workspace(workspace: str | os.PathLike[str] | Workspace | Non
     if review:
         from endcloud.serve.review import review_router
 
-        routers.insert(0, review_router(db_path=ws.db, adapters_root=ws.adapters, admin_token=s.admin_token))
+        routers.insert(0, review_router(db_path=ws.db, adapters_root=ws.adapters, admin_token=s.admin_token,
+                                        calibration_path=ws.reports / "route-calibration.json"))
         from endcloud.serve.canary import canary_router
 
         routers.insert(1, canary_router(admin_token=s.admin_token))

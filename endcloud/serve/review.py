@@ -47,8 +47,10 @@ def _page(name: str) -> str:
 
 
 def review_router(*, db_path: str | os.PathLike[str], adapters_root: str | os.PathLike[str] | None = None,
-                  admin_token: str | None = None) -> APIRouter:
-    """Routes for /review, /dashboard and their JSON/PNG endpoints, on the workspace database."""
+                  admin_token: str | None = None, calibration_path: str | os.PathLike[str] | None = None) -> APIRouter:
+    """Routes for /review, /dashboard and their JSON/PNG endpoints, on the workspace database.
+    `calibration_path`: the cost dial's last curve (`endcloud route calibrate` writes it), shown
+    on the dashboard beside the share of turns the cloud takes now."""
     from endcloud.store.labels import LabelStore
     from endcloud.store.review import ReviewStore
 
@@ -109,7 +111,9 @@ def review_router(*, db_path: str | os.PathLike[str], adapters_root: str | os.Pa
     @router.get("/api/dashboard")
     async def dashboard_data(request: Request):
         _auth(request)
-        return JSONResponse(await asyncio.to_thread(_dashboard, db_path, adapters_root, labels))
+        data = await asyncio.to_thread(_dashboard, db_path, adapters_root, labels)
+        data["calibration"] = await asyncio.to_thread(_calibration, calibration_path)
+        return JSONResponse(data)
 
     @router.get("/dashboard/plot/{kind}.png", include_in_schema=False)
     async def plot(kind: str, request: Request):
@@ -133,6 +137,24 @@ def _item_json(item: Any) -> dict[str, Any]:
 def _status_counts(reviews: Any) -> dict[str, int]:
     rows = reviews.conn.execute("SELECT status, COUNT(*) FROM review_items GROUP BY status").fetchall()
     return {r[0]: int(r[1]) for r in rows}
+
+
+def _calibration(path: Any) -> dict[str, Any] | None:
+    """The cost dial's last calibration (curve, chosen and in-force points), or None: none was
+    run, or its file is unreadable (the dashboard must not fail over a report)."""
+    if not path:
+        return None
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("curve"), list):
+        return None
+    try:
+        data["calibrated_at"] = Path(path).stat().st_mtime
+    except OSError:
+        pass
+    return data
 
 
 def _dashboard(db_path: Any, adapters_root: Any, labels: Any) -> dict[str, Any]:

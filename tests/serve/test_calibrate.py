@@ -137,3 +137,48 @@ def test_calibrate_needs_one_dial(workspace, capsys):
     assert main(["route", "calibrate", "-w", str(workspace), "--cloud-share", "0.2", "--daily-budget", "5"]) == 2
     assert main(["route", "calibrate", "-w", str(workspace), "--cloud-share", "0.2", "--dry-run"]) == 0
     assert "dry run" in capsys.readouterr().out
+
+
+def test_the_dashboard_shows_the_curve_the_choice_and_where_the_shop_stands(workspace, tmp_path):
+    """The issue's dashboard card, in a real headless Chromium: the frontier the dial chose from,
+    the chosen point, and the share the cloud takes now (from the served turns)."""
+    import shutil
+
+    from fastapi import FastAPI
+
+    from endcloud.fileio import write_json_atomic
+    from endcloud.serve.review import review_router
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (scripts/test installs it)")
+    from playwright.sync_api import sync_playwright
+
+    store = ConversationStore(workspace / "endcloud.db")
+    cal = calibrate(logged_turns(store.routing_log()), cloud_share=0.3)
+    store.close()
+    path = tmp_path / "route-calibration.json"
+    write_json_atomic(path, cal.to_json())
+    app = FastAPI()
+    app.include_router(review_router(db_path=workspace / "endcloud.db", calibration_path=path))
+    with LoopbackServer(app) as srv:
+        data = httpx.get(srv.url + "/api/dashboard", timeout=60).json()
+        assert data["calibration"]["chosen"]["share"] == pytest.approx(cal.chosen.share, abs=1e-4)
+        live = data["summary"]["takeover_rate"]
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, headless=True,
+                                        args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
+            page = browser.new_page()
+            page.goto(srv.url + "/dashboard")
+            page.wait_for_selector("#dial-plot polyline", timeout=60_000)
+            points = page.get_attribute("#dial-plot polyline", "points").split()
+            assert len(points) == len(cal.curve) >= 2
+            text = page.inner_text("#dial")
+            assert f"{100 * cal.chosen.share:.1f} %" in text and f"now: {100 * live:.1f} %" in text
+            assert page.locator("#dial-plot line").count() == 1  # where the shop stands now
+            browser.close()
+    # without a calibration the card says how to make one, and the rest of the page still works
+    app2 = FastAPI()
+    app2.include_router(review_router(db_path=workspace / "endcloud.db", calibration_path=tmp_path / "none.json"))
+    with LoopbackServer(app2) as srv:
+        assert httpx.get(srv.url + "/api/dashboard", timeout=60).json()["calibration"] is None
