@@ -15,7 +15,10 @@ What the loop decides, once for both:
   then a scheduler is built for it: every reply runs wholly on the adapter it started with,
   and an adapter swap never stops the batch in flight.
   The switch admits every request waiting for the new variant at once (`_sweep`): two variants
-  served side by side (a canary) take turns batch by batch, never one row at a time.
+  served side by side (a canary) take turns batch by batch, never one row at a time. The
+  variant switched away from keeps its idle scheduler (its prefix cache and KV pools) for
+  `IDLE_KEEP_S`, so switching back does not prefill every prompt again; one idle scheduler at
+  most, so memory is bounded by two variants' engine parts.
 - A request the scheduler can never run is refused (`DataError`); a scheduler that cannot be
   built fails the requests waiting for its variant. A step that raises fails only the
   request that caused it: the scheduler is dropped, each of its requests runs alone until
@@ -46,6 +49,7 @@ STAT_KEYS = ("steps", "rows", "prefills", "prefill_tokens", "prefill_padded", "c
 
 
 FIGURES_KEPT = 10_000  # batch figures a batcher keeps (the newest): a server runs for months
+IDLE_KEEP_S = 30.0  # an idle scheduler of another variant (a canary's) is kept this long after its last use
 TRIM_EVERY_S = 30.0  # under steady load, freed heap goes back to the OS at least this often
 
 
@@ -124,6 +128,7 @@ class EngineCore:
         self.pending: deque[tuple[Any, Any]] = deque()  # (key, StepRequest) not yet in a scheduler
         self.scheduler: Any = None
         self.key: Any = None  # the variant the scheduler was built for
+        self._idle: tuple[Any, Any, float] | None = None  # (key, idle scheduler, last used): the other variant's
         self.totals: dict[str, float] = {}  # counters of retired schedulers
         self.step_seconds = 0.0  # wall time in steps (busy time)
         self.step_cpu_seconds = 0.0  # CPU time of this thread in those steps: wall - CPU = waiting (lock, scheduler)
@@ -165,6 +170,7 @@ class EngineCore:
                 if self.stopping:
                     return
             self._admit()
+            self._drop_idle(older_than=IDLE_KEEP_S)  # a swapped-out adapter's scheduler does not stay forever
             if self.busy:
                 self._step()
             elif self._dropped:
@@ -217,7 +223,21 @@ class EngineCore:
             self.pending = deque(mine + rest)
 
     def _switch(self, key: Any):
-        self._retire()
+        # Keep the scheduler switched away from (idle: switches happen between batches) for a
+        # quick return; reuse the idle one when it is the variant asked for.
+        prev, prev_key = self.scheduler, self.key
+        reuse = None
+        if self._idle is not None and self._idle[0] is key:
+            reuse, self._idle = self._idle[1], None
+        if prev is not None and not prev.busy and prev_key is not None and prev_key is not key:
+            self._drop_idle()
+            self._idle = (prev_key, prev, time.monotonic())
+            self.scheduler = None
+        else:
+            self._retire()
+        if reuse is not None:
+            self.scheduler, self.key = reuse, key
+            return reuse
         try:
             self.scheduler, self.key = self.build(key), key
         except Exception as e:  # e.g. out of memory: fail what waits for this variant
@@ -227,6 +247,15 @@ class EngineCore:
             self.fail(bad, e)
             return None
         return self.scheduler
+
+    def _drop_idle(self, older_than: float | None = None) -> None:
+        """Retire the idle scheduler (its counters into the totals), if any (and if unused for `older_than` s)."""
+        if self._idle is None or (older_than is not None and time.monotonic() - self._idle[2] < older_than):
+            return
+        current, self.scheduler = self.scheduler, self._idle[1]
+        self._idle = None
+        self._retire()
+        self.scheduler = current
 
     def _retire(self) -> None:
         st = getattr(self.scheduler, "stats", None)
@@ -314,13 +343,17 @@ class EngineCore:
     def stats(self) -> dict[str, float]:
         """Totals since start: the schedulers' counters, busy and CPU seconds of the steps."""
         out = dict(self.totals)
-        st = getattr(self.scheduler, "stats", None)
-        if st is not None:
-            for k in STAT_KEYS:
-                out[k] = out.get(k, 0) + getattr(st, k)
-        memory = getattr(self.scheduler, "memory", None)
-        if memory is not None:
-            out.update(memory())
+        live = [self.scheduler] + ([self._idle[1]] if self._idle is not None else [])
+        for sched in live:
+            st = getattr(sched, "stats", None)
+            if st is not None:
+                for k in STAT_KEYS:
+                    out[k] = out.get(k, 0) + getattr(st, k)
+        for sched in live:  # engine memory: the idle scheduler's parts count too
+            memory = getattr(sched, "memory", None)
+            if memory is not None:
+                for k, v in memory().items():
+                    out[k] = out.get(k, 0) + v
         out["isolated"] = self.isolated
         out["step_seconds"] = self.step_seconds
         out["step_cpu_seconds"] = self.step_cpu_seconds

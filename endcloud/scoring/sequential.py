@@ -58,9 +58,11 @@ class GuardRule:
         for name in ("min_samples", "stage_samples", "draws"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"canary rule {name} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("margin_takeover", "margin_ungrounded", "margin_downvote", "margin_latency"):
+        for name in ("margin_takeover", "margin_ungrounded", "margin_downvote"):  # differences of rates
             if not 0.0 <= float(getattr(self, name)) < 1.0:
                 raise ConfigError(f"canary rule {name} must be in [0, 1), got {getattr(self, name)!r}")
+        if not 0.0 <= float(self.margin_latency) < float("inf"):  # relative: 1.0 allows twice the champion's
+            raise ConfigError(f"canary rule margin_latency must be >= 0, got {self.margin_latency!r}")
         for name in ("confidence", "ramp_risk", "promote_risk"):
             if not 0.0 < float(getattr(self, name)) < 1.0:
                 raise ConfigError(f"canary rule {name} must be in (0, 1), got {getattr(self, name)!r}")

@@ -105,7 +105,35 @@ def test_a_variant_switch_takes_every_request_waiting_for_it(end_model):
 
     core = Script(build, [[("A", a1)], [("B", b1), ("A", a2), ("B", b2), ("A", a3)]])
     core.run()
-    assert built == ["A", "B", "A"]  # three batches, not five
+    assert built == ["A", "B"]  # three batches, not five; the third reuses A's idle scheduler (its prefix cache)
     assert all(r.done and len(r.tokens) == r.max_new_tokens for r in (a1, b1, a2, b2, a3))
     admitted = [rep.admitted for rep in core.reports if rep.admitted]
     assert admitted == [1, 2, 2], admitted
+
+
+def test_an_idle_scheduler_of_the_other_variant_is_kept_for_a_while_then_dropped(end_model, monkeypatch):
+    """A canary's two variants alternate without rebuilding (each keeps its prefix cache); a
+    variant no request asks for any more (an adapter swapped out) lets its scheduler go."""
+    from endcloud.runtime import core as core_mod
+    from endcloud.runtime.scheduler import Scheduler, StepRequest
+    from tests.runtime.test_core import Script
+
+    weights = end_model.variant.weights
+
+    def req(text, n=2):
+        return StepRequest(end_model.prompt_ids([{"role": "user", "content": text}]), n)
+
+    built = []
+
+    def build(key):
+        built.append(key)
+        return Scheduler(weights, stop_ids=[], max_batch=4)
+
+    core = Script(build, [[("A", req("hello"))], [("B", req("在吗"))], [("A", req("hi"))], [("B", req("你好"))]])
+    core.run()
+    assert built == ["A", "B"]  # A, B, A, B: two schedulers built, each reused
+    assert core.stats()["finished"] == 4  # the idle one's counters are in the figures
+    before = core.stats()["finished"]
+    monkeypatch.setattr(core_mod, "IDLE_KEEP_S", 0.0)
+    core._drop_idle(older_than=core_mod.IDLE_KEEP_S)
+    assert core._idle is None and core.stats()["finished"] == before  # retired: counters kept in the totals

@@ -32,9 +32,13 @@ SECRET = "canary-test-secret-0123456789"
 QUESTIONS = ["你好", "几天发货？", "有优惠券吗", "能选快递吗", "退货怎么办", "纯棉方巾多少钱？"]
 GOOD = "亲，在的，请问有什么可以帮您？"
 BAD = "默认发中通快递，下午4点前下单当天发货。"  # the shop ships at 17:00: "下午4点" is not supported
-# small samples so the test is quick; the margins are wide because of them (defaults: bench/bench_canary.py)
+# small samples so the test is quick; the margins are wide because of them (defaults: bench/bench_canary.py).
+# Latency is not what these tests judge (tests/scoring/test_sequential.py does): on a loaded test
+# machine a 5 % arm's few requests often wait for the other arm's batch to drain, so its mean
+# latency can be several times the champion's whatever the adapter (a CI run held a good
+# candidate at 5 % for 400 customers on latency alone).
 RULE = {"min_samples": 4, "stage_samples": 4, "margin_takeover": 0.1, "margin_ungrounded": 0.1,
-        "margin_downvote": 0.3, "margin_latency": 0.99, "confidence": 0.95, "ramp_risk": 0.2, "promote_risk": 0.05}
+        "margin_downvote": 0.3, "margin_latency": 50.0, "confidence": 0.95, "ramp_risk": 0.2, "promote_risk": 0.05}
 
 
 @pytest.fixture(scope="module")
