@@ -69,6 +69,15 @@ class Constant:
         return [SimpleNamespace(text=self.reply) for _ in conversations]
 
 
+def _reused_pretrain(base: Path) -> SimpleNamespace:
+    """What the report needs of a pretrain run, from the base's own record (`pretrain.json`)."""
+    rec = json.loads((base / "pretrain.json").read_text(encoding="utf-8"))
+    print(f"[pretrain] reused {base} ({rec['steps']} steps)", flush=True)
+    return SimpleNamespace(steps=rec["steps"], steps_planned=rec.get("steps_planned", rec["steps"]),
+                           stopped_early=rec.get("stopped_early", False), eval_loss=rec["metrics"]["eval_loss"],
+                           params=rec["model"]["params"], sources=rec.get("sources", []))
+
+
 def _stage(name: str, fn):
     t = time.perf_counter()
     print(f"[{name}] ...", flush=True)
@@ -88,6 +97,10 @@ def main() -> None:
     ap.add_argument("--train-steps", type=int, default=400)
     ap.add_argument("--train-minutes", type=float, default=12.0)
     ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--max-reply-repeats", type=int, default=1,
+                    help="LoRA examples per identical agent reply (`endcloud train --max-reply-repeats`; 0: all)")
+    ap.add_argument("--reuse-base", action="store_true",
+                    help="keep a base already pretrained in --work (the LoRA, eval and matcher stages run again)")
     ap.add_argument("--lora-r", type=int, default=64)
     ap.add_argument("--eval-limit", type=int, default=200)
     ap.add_argument("--max-new-tokens", type=int, default=40)
@@ -102,7 +115,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from endcloud.corpus import log_pairs, prepare
-    from endcloud.end.data import Example, load_pairs
+    from endcloud.end.data import Example, cap_repeated_replies, load_pairs
     from endcloud.end.pretrain import pretrain
     from endcloud.end.train import train
     from endcloud.fileio import read_jsonl
@@ -118,10 +131,17 @@ def main() -> None:
     import transformers.models.qwen2.modeling_qwen2  # noqa: F401  (imported before the clocks start)
 
     started = time.monotonic()
-    pre, t_pre = _stage("pretrain", lambda: pretrain([corpus / "pairs.jsonl"], w / "base", progress=False,
-                                                     steps=args.pretrain_steps, max_seconds=args.pretrain_minutes * 60,
-                                                     started_at=time.monotonic()))
-    examples = [Example.from_pair(p) for p in load_pairs(corpus / "pairs.jsonl")]
+    if args.reuse_base and (w / "base" / "pretrain.json").exists():
+        pre = _reused_pretrain(w / "base")
+        t_pre = 0.0
+    else:
+        pre, t_pre = _stage("pretrain", lambda: pretrain([corpus / "pairs.jsonl"], w / "base", progress=False,
+                                                         steps=args.pretrain_steps, max_seconds=args.pretrain_minutes * 60,
+                                                         started_at=time.monotonic()))
+    all_examples = [Example.from_pair(p) for p in load_pairs(corpus / "pairs.jsonl")]
+    examples = cap_repeated_replies(all_examples, args.max_reply_repeats, seed=0)
+    print(f"LoRA examples: {len(examples)} of {len(all_examples)} pairs (at most {args.max_reply_repeats or 'any'} "
+          "per identical reply)", flush=True)
     held = [Example.from_pair(p) for p in load_pairs(corpus / "eval.jsonl")][:100]
     res, t_train = _stage("lora", lambda: train(
         w / "base", examples, w / "lora", method="lora", steps=args.train_steps, lr=args.lr, batch_size=8,

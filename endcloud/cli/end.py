@@ -128,6 +128,7 @@ def train_cmd(
     pairs: Optional[Path] = typer.Option(None, "--pairs", help="Natural pairs JSONL (Pair.to_json lines)."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="Distilled labels JSONL (Label.to_json lines)."),
     mix: Optional[float] = typer.Option(None, "--mix", help="Share of distilled labels in the training set, 0..1 (default 0.5 with both inputs)."),
+    max_reply_repeats: int = typer.Option(0, "--max-reply-repeats", help="Keep at most N natural pairs per identical reply (agents' stock phrases; 1 on real logs: see docs/benchmarks.md). 0: all."),
     method: str = typer.Option("lora", "--method", "-m", help="Tuner: lora | prefix | ptuning-v2."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: the peft adapter + training.json (checkpoints while training)."),
     steps: int = typer.Option(200, help="Optimizer steps (see also --max-minutes)."),
@@ -183,7 +184,9 @@ def train_cmd(
     apply_flags(device, dtype, trust_remote_code)
     if threads:
         torch.set_num_threads(threads)
-    examples = read_examples(pairs, labels, mix=mix, system=system, seed=seed)
+    if max_reply_repeats < 0:
+        raise ConfigError(f"--max-reply-repeats must be >= 0, got {max_reply_repeats}")
+    examples = read_examples(pairs, labels, mix=mix, system=system, seed=seed, max_reply_repeats=max_reply_repeats)
     if eval_pairs is not None:
         held = [Example.from_pair(p, system=system) for p in load_pairs(eval_pairs)]
     else:
