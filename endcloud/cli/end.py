@@ -128,7 +128,7 @@ def train_cmd(
     pairs: Optional[Path] = typer.Option(None, "--pairs", help="Natural pairs JSONL (Pair.to_json lines)."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="Distilled labels JSONL (Label.to_json lines)."),
     mix: Optional[float] = typer.Option(None, "--mix", help="Share of distilled labels in the training set, 0..1 (default 0.5 with both inputs)."),
-    max_reply_repeats: int = typer.Option(0, "--max-reply-repeats", help="Keep at most N natural pairs per identical reply (agents' stock phrases; 1 on real logs: see docs/benchmarks.md). 0: all."),
+    max_reply_repeats: int = typer.Option(1, "--max-reply-repeats", help="Keep at most N natural pairs per identical reply: agents' stock phrases otherwise teach a small model to say them everywhere (real logs: top reply 15.5 % -> 6 % of replies, Sim and BLEU up; docs/benchmarks.md). 0: keep all."),
     method: str = typer.Option("lora", "--method", "-m", help="Tuner: lora | prefix | ptuning-v2."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: the peft adapter + training.json (checkpoints while training)."),
     steps: int = typer.Option(200, help="Optimizer steps (see also --max-minutes)."),
