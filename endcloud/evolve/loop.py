@@ -54,7 +54,7 @@ class EvolveSettings:
     max_labels_per_round: int = 64
     customer_cap: int = 5  # automatic labels per customer per window (poisoning defence)
     customer_window_s: float = 86400.0
-    anonymous_cap: int = 20  # automatic labels per window from all anonymous chats together (see `lesson_owner`)
+    anonymous_cap: int = 20  # customer-steered labels (corrections, upvotes) per window from all anonymous chats together
     lookback_s: float = 86400.0  # feedback may arrive after the turn: rescan this far back
     shadow_share: float = 0.0  # share of end-answered turns without a score to shadow-score now
     label_repeat: int = 3  # each label appears this often in a round (small rounds must still learn)
@@ -97,6 +97,28 @@ def _customer_of(conversations: Any, session_id: str, cache: dict[str, str | Non
 # The owner the server stores for an anonymous chat's session is "~anon" or "~anon:<user>" (serve.auth.ANON_OWNER;
 # "~" is no customer id's character); evolve may not import serve, so the prefix is repeated here.
 ANONYMOUS = "~anon"
+
+
+# Lessons whose text or choice the customer steers: a correction is the customer's own text, an
+# upvote makes the end model's reply a lesson. The other automatic lessons are the cloud's replies
+# to the customer's question (downvote, low score, takeover): a customer picks which turns, not
+# what is learned, and the label checks vet the text.
+CUSTOMER_STEERED = ("correction", "upvote")
+
+
+def _over_cap(lab: PseudoLabel, labels: LabelStore, settings: EvolveSettings, now: float) -> bool:
+    """The poisoning cap. A token-proven customer: `customer_cap` automatic lessons per window.
+    All anonymous chats together: `anonymous_cap` customer-steered lessons per window; the
+    cloud-written ones are not capped, so a shop whose customers chat without logging in still
+    learns from its traffic (the previous pass's one bucket for every kind quarantined half the
+    demo's lessons)."""
+    if lab.trust != "auto" or lab.customer is None:
+        return False
+    since = now - settings.customer_window_s
+    if lab.customer == ANONYMOUS:
+        return lab.trigger in CUSTOMER_STEERED and \
+            labels.count_for_customer(ANONYMOUS, since, CUSTOMER_STEERED) >= settings.anonymous_cap
+    return labels.count_for_customer(lab.customer, since) >= settings.customer_cap
 
 
 def lesson_owner(session_owner: str | None) -> str | None:
@@ -149,9 +171,7 @@ def step(*, conversations: Any, labels: LabelStore, teacher: Any, settings: Evol
         verdict = vet_label(lab, settings.checks, knowledge=knowledge, orders=_orders_of(conversations, lab.customer))
         if not verdict.ok:
             lab.status, lab.reason = "quarantined", verdict.reason
-        elif lab.trust == "auto" and lab.customer is not None and \
-                labels.count_for_customer(lab.customer, now - settings.customer_window_s) >= \
-                (settings.anonymous_cap if lab.customer == ANONYMOUS else settings.customer_cap):
+        elif _over_cap(lab, labels, settings, now):
             lab.status, lab.reason = "quarantined", "customer_cap"
         if labels.add(lab):
             rep.new_labels += 1

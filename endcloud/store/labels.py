@@ -119,11 +119,15 @@ class LabelStore:
         rows = self.conn.execute(sql + " ORDER BY created_at, id", args).fetchall()
         return [_label(r) for r in rows]
 
-    def count_for_customer(self, customer: str, since: float) -> int:
-        row = self.conn.execute(
-            "SELECT COUNT(*) FROM pseudo_labels WHERE customer = ? AND created_at >= ? AND trust = 'auto' AND status != 'quarantined'",
-            (customer, since),
-        ).fetchone()
+    def count_for_customer(self, customer: str, since: float, triggers: tuple[str, ...] | None = None) -> int:
+        """Automatic labels credited to `customer` since `since` (not quarantined), of `triggers` only when given."""
+        sql = ("SELECT COUNT(*) FROM pseudo_labels WHERE customer = ? AND created_at >= ? AND trust = 'auto' "
+               "AND status != 'quarantined'")
+        args: list[Any] = [customer, since]
+        if triggers is not None:
+            sql += f" AND trigger IN ({','.join('?' * len(triggers))})"
+            args += list(triggers)
+        row = self.conn.execute(sql, args).fetchone()
         return int(row[0])
 
     def mark(self, ids: list[str], status: str, *, round_id: str | None = None, reason: str | None = None) -> None:

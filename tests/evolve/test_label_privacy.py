@@ -89,6 +89,25 @@ def test_the_cap_counts_the_proven_customer_and_all_anonymous_chats_together(sto
     assert sum(lab.status == "pending" for lab in alice) == 3
 
 
+def test_anonymous_chats_still_teach_the_clouds_replies(stores):
+    """The anonymous bucket caps what a customer steers (corrections, upvotes), not the cloud's
+    replies to anonymous questions: a shop whose customers do not log in still learns."""
+    conv, labels = stores
+    for i in range(6):  # takeovers: the label is the cloud's text
+        serve_turn(conv, customer=f"~anon:t{i}", query=f"问题{i}", end_text="嗯", answered_by="cloud",
+                   cloud_text=f"亲，答案{i}")
+    for i in range(4):  # corrections: the label is the customer's own text
+        serve_turn(conv, customer=f"~anon:c{i}", query=f"价格{i}", end_text="亲，好的", correction=f"亲，改成{i}")
+    step(conversations=conv, labels=labels, teacher=DictTeacher({}),
+         settings=EvolveSettings(min_labels=1000, anonymous_cap=2))
+    anon = labels.list(customer=ANONYMOUS)
+    takeovers = [lab for lab in anon if lab.trigger == "takeover"]
+    corrections = [lab for lab in anon if lab.trigger == "correction"]
+    assert len(takeovers) == 6 and all(lab.status == "pending" for lab in takeovers)
+    assert len(corrections) == 4 and sum(lab.status == "pending" for lab in corrections) == 2
+    assert all(lab.reason == "customer_cap" for lab in corrections if lab.status == "quarantined")
+
+
 def test_lesson_owner():
     assert lesson_owner("alice") == "alice"
     assert lesson_owner("~anon") == lesson_owner("~anon:bob") == ANONYMOUS
