@@ -44,7 +44,6 @@ import json
 import os
 import random
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -55,39 +54,24 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling benches
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-TEXT = [
-    "亲，在的，请问有什么可以帮您？", "您好，这款毛巾是纯棉的，20x20厘米，干湿两用。", "默认发中通快递，下午4点前下单当天发货。",
-    "亲，可以领取满99减10的优惠券哦。", "退货请在签收后7天内申请，运费由我们承担。", "Hello, how can I help you today?",
-    "We ship with ZTO Express by default; orders before 4 pm ship today.", "Returns are accepted within 7 days of delivery.",
-] * 40
+# The serving bench's shop sentences, model shapes and model builder: the drills serve the same model.
+from bench_serve import SIZES, build_model, free_port  # noqa: E402
+
 QUESTIONS = ["几天发货？", "可以用优惠券吗？", "Do you ship today?", "How do I return this towel?", "这款毛巾是纯棉的吗？",
              "What courier do you use?", "退货运费谁出？", "Is it in stock?", "我的订单到哪了？", "Can I change the address?"]
-SIZES = {"default": dict(hidden_size=256, layers=4, heads=4, kv_heads=2, intermediate_size=688),
-         "conftest": dict(hidden_size=64, layers=2)}
 CHAT = "/v1/chat/completions"
 SERVER_ENV: dict[str, str] = {}  # --set: serve settings for every drill's server
 
 
 # ---- the workspace and the server ------------------------------------------------------
 def build_workspace(out: Path, size: str) -> Path:
-    from endcloud.end.base import tiny_qwen2
-    from endcloud.end.tokenizer import train_tokenizer
-
-    tok = train_tokenizer(TEXT, vocab_size=2000, min_frequency=1)
-    model = tiny_qwen2(tok, **SIZES[size])
-    model.save_pretrained(out / "base")
-    tok.save_pretrained(out / "base")
+    build_model(out / "base", size)
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
@@ -108,23 +92,18 @@ class Server:
 
     def start(self, timeout: float = 900.0) -> float:
         """Start and wait for /readyz; seconds it took."""
-        import httpx
+        from endcloud.testing import wait_ready
 
         t0 = time.monotonic()
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "endcloud", "serve", "-w", str(self.ws), "--port",
                                           str(self.port), "--log-level", "warning", *self.cloud],
                                          env=self.env, stdout=log, stderr=log, cwd=ROOT)
-        while True:
-            try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    return time.monotonic() - t0
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() - t0 > timeout:
-                self.stop()
-                raise SystemExit(f"the server did not get ready in {time.monotonic() - t0:.0f} s; see {self.log}")
-            time.sleep(0.1)
+        why = wait_ready(self.url, self.proc, timeout_s=timeout)
+        if why is not None:
+            self.stop()
+            raise SystemExit(f"{why} ({time.monotonic() - t0:.0f} s); see {self.log}")
+        return time.monotonic() - t0
 
     def engine_pid(self) -> int | None:
         """The engine process (the continuous batch's child), by its spawn command line."""

@@ -3,7 +3,7 @@ then score it, TF-IDF retrieval and the most common reply against the agents' ow
 on held-out sessions; and the matcher's R10@1 against TF-IDF and chance.
 
     .venv/bin/python bench/bench_realdata.py [--logs ../shared/data/jddc/jddc_chat_sample.txt]
-        [--pretrain-steps 500] [--train-steps 400] [--pretrain-minutes 15] [--train-minutes 12]
+        [--pretrain-steps 500] [--train-steps 400] [--pretrain-minutes M] [--train-minutes M]
         [--eval-limit 200] [--threads 1] [--work /tmp/bench-realdata]
 
 The defaults are the run in docs/benchmarks.md (~17 min on this 2-core machine while shared).
@@ -11,7 +11,8 @@ The defaults are the run in docs/benchmarks.md (~17 min on this 2-core machine w
 Any chat log `endcloud corpus prepare` reads may be given (ECD, JDDC, CSV, messages JSONL).
 Every stage is the project's own code path (`prepare`, `pretrain`, `train`, `run_eval`,
 `train_matcher`), so the figures are what the commands give. Sizes are set by steps; the
-minute limits are the commands' own `--max-minutes` (they say when they cut a stage short).
+optional minute limits are the commands' own `--max-minutes` (none by default; they say when
+they cut a stage short).
 Prints the markdown section of docs/benchmarks.md ("Real chat logs") and writes results.json.
 
 Baselines: TF-IDF retrieval answers with the training reply whose query is most like the
@@ -93,9 +94,10 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench-realdata"))
     ap.add_argument("--eval-fraction", type=float, default=0.1)
     ap.add_argument("--pretrain-steps", type=int, default=500)
-    ap.add_argument("--pretrain-minutes", type=float, default=15.0)
+    ap.add_argument("--pretrain-minutes", type=float, default=None,
+                    help="optional time limit (default none: the steps decide, so a busy machine gives the same model)")
     ap.add_argument("--train-steps", type=int, default=400)
-    ap.add_argument("--train-minutes", type=float, default=12.0)
+    ap.add_argument("--train-minutes", type=float, default=None, help="optional time limit (default none)")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--max-reply-repeats", type=int, default=1,
                     help="LoRA examples per identical agent reply (`endcloud train --max-reply-repeats`; 0: all)")
@@ -136,7 +138,8 @@ def main() -> None:
         t_pre = 0.0
     else:
         pre, t_pre = _stage("pretrain", lambda: pretrain([corpus / "pairs.jsonl"], w / "base", progress=False,
-                                                         steps=args.pretrain_steps, max_seconds=args.pretrain_minutes * 60,
+                                                         steps=args.pretrain_steps,
+                                                         max_seconds=None if args.pretrain_minutes is None else args.pretrain_minutes * 60,
                                                          started_at=time.monotonic()))
     all_examples = [Example.from_pair(p) for p in load_pairs(corpus / "pairs.jsonl")]
     examples = cap_repeated_replies(all_examples, args.max_reply_repeats, seed=0)
@@ -147,7 +150,7 @@ def main() -> None:
         w / "base", examples, w / "lora", method="lora", steps=args.train_steps, lr=args.lr, batch_size=8,
         max_input_len=192, max_output_len=96, eval_examples=held, resume=False, progress=False, r=args.lora_r, alpha=2 * args.lora_r,
         target_modules="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
-        deadline=time.monotonic() + args.train_minutes * 60))
+        deadline=None if args.train_minutes is None else time.monotonic() + args.train_minutes * 60))
 
     items = load_inputs(corpus / "eval.jsonl", limit=args.eval_limit)
     models = {"end (pretrain + LoRA)": EndModel.load(w / "base", w / "lora"), "tfidf-retrieval": Retrieval(train_pairs),

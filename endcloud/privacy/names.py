@@ -101,13 +101,17 @@ def _split(name: str) -> tuple[str, str]:
     return (name[:2], name[2:]) if name[:2] in _COMPOUNDS else (name[:1], name[1:])
 
 
-def _zh_title_names(s: str) -> Iterator[tuple[int, int]]:
+def _overlapping(pattern: re.Pattern[str], s: str) -> Iterator[re.Match[str]]:
+    """Every match, each search starting one character after the last match's start: a name
+    rejected by the checks may hide a shorter one inside it (finditer would skip it)."""
     pos = 0
-    while True:
-        m = _ZH_TITLE.search(s, pos)
-        if m is None:
-            return
+    while (m := pattern.search(s, pos)) is not None:
         pos = m.start() + 1
+        yield m
+
+
+def _zh_title_names(s: str) -> Iterator[tuple[int, int]]:
+    for m in _overlapping(_ZH_TITLE, s):
         name, title = m.group("v"), m.group("t")
         surname, given = _split(name)
         if title == "总":
@@ -123,12 +127,7 @@ def _zh_title_names(s: str) -> Iterator[tuple[int, int]]:
 
 
 def _zh_speech_names(s: str) -> Iterator[tuple[int, int]]:
-    pos = 0
-    while True:
-        m = _ZH_SPEECH.search(s, pos)
-        if m is None:
-            return
-        pos = m.start() + 1
+    for m in _overlapping(_ZH_SPEECH, s):
         name, verb = m.group("v"), m.group("t")
         nxt = s[m.end():m.end() + 2]
         # 说明 is "explain", but 说明天 is "said … tomorrow"

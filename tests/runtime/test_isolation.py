@@ -12,33 +12,16 @@ import pytest
 from endcloud.errors import DataError
 from endcloud.runtime.async_engine import AsyncEngine
 from endcloud.runtime.batching import DynamicBatcher
-from endcloud.runtime.core import EngineCore, Recent
+from endcloud.runtime.core import Recent
 from endcloud.runtime.scheduler import PrefixCache, Scheduler, StepRequest
+from tests.runtime.test_core import Script as _Script
 
 pytestmark = pytest.mark.usefixtures("few_threads")
 
 
-class Script(EngineCore):
-    """A transport double: `arrivals[i]` is what the i-th `receive` takes in; when the script
-    is done and the core would block, it stops. Reports and failures are recorded."""
-
-    def __init__(self, build, arrivals):
-        super().__init__(build, max_batch=4, window_s=0.0, max_wait_s=0.05)
-        self.arrivals = list(arrivals)
-        self.reports, self.failed = [], []
-
-    def receive(self, timeout):
-        if self.arrivals:
-            for key, req in self.arrivals.pop(0):
-                self.put(key, req)
-        elif timeout is None:
-            self.stopping = True
-
-    def report(self, report):
-        self.reports.append(report)
-
-    def fail(self, requests, error):
-        self.failed += [(r, error) for r in requests]
+class Script(_Script):
+    """test_core's transport double (arrivals in, reports and failures recorded), plus what a
+    customer saw of each request."""
 
     def streamed(self, req) -> list[int]:
         """The tokens the transport was told of for `req`, in order (what a customer saw)."""

@@ -27,7 +27,7 @@ from endcloud.loopback import LoopbackServer
 from endcloud.serve.app import create_app
 from endcloud.serve.settings import ServeSettings
 from endcloud.serve.turn import HANDOFF
-from endcloud.testing import FaultyCloud, ScriptedModel, ScriptedTeacher
+from endcloud.testing import FaultyCloud, ScriptedModel, ScriptedTeacher, wait_ready
 
 pytestmark = pytest.mark.usefixtures("few_threads")
 
@@ -297,15 +297,8 @@ def test_sigterm_with_a_request_in_flight_ends_within_the_shutdown_bound(tmp_pat
                                  "--log-level", "error"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 300  # start-up: seconds, or minutes on a crowded machine
-            while True:
-                try:
-                    if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert proc.poll() is None and time.monotonic() < deadline, "endcloud serve did not get ready"
-                time.sleep(0.1)
+            why = wait_ready(url, proc, timeout_s=300)
+            assert why is None, why
             out = {}
 
             def in_flight():

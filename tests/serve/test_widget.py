@@ -19,7 +19,7 @@ from endcloud.loopback import LoopbackServer
 from endcloud.serve.app import create_app
 from endcloud.serve.auth import sign_customer_token
 from endcloud.serve.settings import ServeSettings
-from endcloud.testing import ScriptedModel
+from endcloud.testing import ScriptedModel, wait_ready
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SECRET = "widget-customer-secret-0123456789"
@@ -214,16 +214,8 @@ def test_endcloud_serve_with_the_config_file_serves_the_widget_to_the_shops_site
                                  "--log-level", "error"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         url = api_address["url"] = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 300  # start-up: seconds, or minutes on a crowded machine
-            while True:
-                try:
-                    if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-                assert time.monotonic() < deadline, "endcloud serve did not get ready"
-                time.sleep(0.2)
+            why = wait_ready(url, proc, timeout_s=300, interval_s=0.2)
+            assert why is None, why + ("\n" + proc.stderr.read().decode()[-2000:] if proc.poll() is not None else "")
             assert _preflight(url, shop.url).headers["access-control-allow-origin"] == shop.url
             with sync_playwright() as p:
                 browser = _browser(p)
