@@ -92,7 +92,7 @@ class Server:
 
     def start(self, timeout: float = 900.0) -> float:
         """Start and wait for /readyz; seconds it took."""
-        from endcloud.testing import wait_ready
+        from tests.serve.ready import wait_ready  # the tests' readiness wait
 
         t0 = time.monotonic()
         with open(self.log, "ab") as log:

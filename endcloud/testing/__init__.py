@@ -10,12 +10,10 @@ and anyone testing code built on endcloud. The library itself never imports this
   answering by a function or a dict, recording every batch and adapter swap.
 - `ScriptedTeacher`, `LookupTeacher` (`models.py`): in-process teachers (`cloud.Teacher`)
   answering fixed text or by a dict, with failure and delay.
-- `wait_ready` (`process.py`): wait for an `endcloud serve` process's /readyz.
 """
 
 from endcloud.testing.cloud import OUTCOMES, FaultyCloud, default_responder
 from endcloud.testing.models import LookupEndModel, LookupTeacher, ScriptedModel, ScriptedTeacher
-from endcloud.testing.process import wait_ready
 
 __all__ = ["OUTCOMES", "FaultyCloud", "LookupEndModel", "LookupTeacher", "ScriptedModel", "ScriptedTeacher",
-           "default_responder", "wait_ready"]
+           "default_responder"]

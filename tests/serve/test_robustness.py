@@ -27,7 +27,8 @@ from endcloud.loopback import LoopbackServer
 from endcloud.serve.app import create_app
 from endcloud.serve.settings import ServeSettings
 from endcloud.serve.turn import HANDOFF
-from endcloud.testing import FaultyCloud, ScriptedModel, ScriptedTeacher, wait_ready
+from endcloud.testing import FaultyCloud, ScriptedModel, ScriptedTeacher
+from tests.serve.ready import wait_ready
 
 pytestmark = pytest.mark.usefixtures("few_threads")
 

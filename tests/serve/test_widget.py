@@ -19,7 +19,8 @@ from endcloud.loopback import LoopbackServer
 from endcloud.serve.app import create_app
 from endcloud.serve.auth import sign_customer_token
 from endcloud.serve.settings import ServeSettings
-from endcloud.testing import ScriptedModel, wait_ready
+from endcloud.testing import ScriptedModel
+from tests.serve.ready import wait_ready
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SECRET = "widget-customer-secret-0123456789"

@@ -1,4 +1,7 @@
-"""Waiting for an `endcloud serve` started as its own process (tests, drills, benches)."""
+"""Waiting for an `endcloud serve` started as its own process (tests and the drills bench).
+
+Here, not in `endcloud.testing`: it is an HTTP client, and nothing in the library but
+`endcloud.cloud` may import one (tests/cloud/test_boundary.py)."""
 
 from __future__ import annotations
 
