@@ -18,7 +18,9 @@ Measured on held-out items (products, phrasings and policy sentences stage 2 nev
 
     per task / type   ShopBench's metric with its chance level; multiple choice by the options'
                       log-likelihood (`--mc`, default loglik: a 2.7M-parameter reader does not follow
-                      the instruction's answer format), and the other way (generate) beside it
+                      the instruction's answer format), ranking and retrieval by the candidates'
+                      log-likelihood (`--rank`, default loglik: every candidate ranked, the top 3
+                      retrieved), and the other way (generate) of each beside it
     chat quality      held-out dialogue questions: fact accuracy (every expected fact stated) and
                       eq. 1's Final against the teacher's reply (Sim: char n-grams for zh / MiniLM
                       for en; Match: TF-IDF over the shop's dialogue)
@@ -107,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--teacher", default="reference", help="reference (offline) | openai")
     ap.add_argument("--mc", default="loglik", choices=("auto", "generate", "loglik"),
                     help="how the tables answer multiple choice (the report has the other way beside it: generate, or loglik)")
+    ap.add_argument("--rank", default="loglik", choices=("auto", "generate", "loglik"),
+                    help="how the tables answer ranking and retrieval (the report has the other way beside it)")
     ap.add_argument("--work", default=None, help="keep the shop, tasks and adapters here (default: a temp folder)")
     ap.add_argument("--out", default="bench-tasks.json")
     ap.add_argument("--quick", action="store_true", help="tiny budgets: checks the bench runs, figures meaningless")
@@ -129,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     from endcloud.tasks.items import write_items
     from endcloud.tasks.metrics import Similarities
     from endcloud.tasks.mix import chat_set, mix_with_replay
-    from endcloud.tasks.shopbench import HFTaskModel, run_shopbench
+    from endcloud.tasks.shopbench import BY_CANDIDATES, HFTaskModel, run_shopbench
 
     torch.set_num_threads(args.threads)
     base = reader_base()
@@ -190,17 +194,20 @@ def main(argv: list[str] | None = None) -> int:
     for name, adapter in (("base", None), ("chat-only", chat_only.adapter_dir), ("multi-task", multi.adapter_dir)):
         t0 = time.perf_counter()
         model = HFTaskModel.load(base, adapter, name=name, max_input_len=384)
-        rep = run_shopbench(held, model, mc=args.mc, sims=sims, seed=args.seed)
-        # the other way of answering multiple choice, beside it
-        other = "loglik" if args.mc != "loglik" else "generate"
-        mc_items = [it for it in held if it.task_type == "multiple-choice"]
-        alt = run_shopbench(mc_items, model, mc=other, sims=sims, seed=args.seed) if mc_items else None
+        rep = run_shopbench(held, model, mc=args.mc, rank=args.rank, sims=sims, seed=args.seed)
+        # the other way of answering multiple choice, and ranking and retrieval, beside it
+        other_mc = "loglik" if args.mc != "loglik" else "generate"
+        other_rank = "loglik" if args.rank != "loglik" else "generate"
+        listed = [it for it in held if it.task_type in BY_CANDIDATES]
+        alt = run_shopbench(listed, model, mc=other_mc, rank=other_rank, sims=sims, seed=args.seed).tasks if listed else {}
         chat = chat_quality(model, cs.heldout, evaluator)
         results[name] = {"tasks": rep.tasks, "types": rep.types, "overall": rep.overall, "overall_chance": rep.overall_chance,
                          "chat": chat, "samples": rep.samples, "seconds": round(time.perf_counter() - t0, 1),
-                         f"multiple_choice_by_{other}": alt.tasks if alt else {}}
+                         f"multiple_choice_by_{other_mc}": {t: r for t, r in alt.items() if r["task_type"] == "multiple-choice"},
+                         f"ranking_by_{other_rank}": {t: r for t, r in alt.items() if r["task_type"] != "multiple-choice"}}
         _log(f"{name}: overall {rep.overall:.3f} (chance {rep.overall_chance:.3f}); chat facts {chat['facts']:.3f}, "
-             f"Final {chat['final']:.3f}")
+             f"Final {chat['final']:.3f}; answered by log-likelihood: "
+             f"{sum(t.get('by_loglik', 0) for t in rep.tasks.values())} of {len(held)} held-out items")
         del model
     logs_held = log_intents(chats[half:])
     clf = classifier_figures(ts, logs_held, log_intents(chats[:half]))
@@ -220,6 +227,8 @@ def print_tables(report: dict) -> None:
     res = report["results"]
     names = list(res)
     tasks = sorted(res[names[0]]["tasks"], key=lambda t: (res[names[0]]["tasks"][t]["task_type"], t))
+    args = report["args"]
+    print(f"\nanswered: multiple choice by {args['mc']} (--mc), ranking and retrieval by {args.get('rank', 'generate')} (--rank)")
     print("\n| task | type | metric | n | chance | " + " | ".join(names) + " |")
     print("| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in names) + " |")
     for t in tasks:
@@ -232,12 +241,14 @@ def print_tables(report: dict) -> None:
               + " | ".join(f"**{res[n]['types'][ty]['score']:.3f}**" for n in names) + " |")
     print(f"| **overall** | | | | {res[names[0]]['overall_chance']:.3f} | "
           + " | ".join(f"**{res[n]['overall']:.3f}**" for n in names) + " |")
-    alt = next((k for k in res[names[0]] if k.startswith("multiple_choice_by_")), None)
-    if alt and res[names[0]][alt]:
-        print(f"\n| multiple choice, {alt.replace('multiple_choice_by_', 'answered by ')} | chance | " + " | ".join(names) + " |")
-        print("| --- | --- | " + " | ".join("---" for _ in names) + " |")
-        for t in sorted(res[names[0]][alt]):
-            print(f"| {t} | {res[names[0]][alt][t]['chance']:.3f} | " + " | ".join(f"{res[n][alt][t]['score']:.3f}" for n in names) + " |")
+    for prefix, what in (("multiple_choice_by_", "multiple choice"), ("ranking_by_", "ranking and retrieval")):
+        alt = next((k for k in res[names[0]] if k.startswith(prefix)), None)
+        if alt and res[names[0]][alt]:
+            print(f"\n| {what}, {alt.replace(prefix, 'answered by ')} | chance | " + " | ".join(names) + " |")
+            print("| --- | --- | " + " | ".join("---" for _ in names) + " |")
+            for t in sorted(res[names[0]][alt]):
+                print(f"| {t} | {res[names[0]][alt][t]['chance']:.3f} | "
+                      + " | ".join(f"{res[n][alt][t]['score']:.3f}" for n in names) + " |")
     print("\n| chat quality (held-out dialogue) | " + " | ".join(names) + " |")
     print("| --- | " + " | ".join("---" for _ in names) + " |")
     for k in ("facts", "final"):

@@ -17,6 +17,9 @@ What is served, and where it comes from:
              reference teacher answering from the shop pack, else none (the end model answers
              every turn; decisions still logged)
     matcher  the workspace's trained matcher, else the "lexical" MATCHING scorer
+    glue     the novelty check's (`serve.grounding.serving_glue`): base/glue.json, plus what the
+             newest `GLUE_LABELS` teacher labels teach (the online loop's labels trained in a
+             round, then labels/labels.jsonl), learned when the server starts
     engine   ServeSettings.engine (--engine or ENDCLOUD_SERVE_ENGINE, read there only); base/ is
              needed for every engine but vLLM, whose server loaded its own base
 Nothing built yet -> a ConfigError naming the command to run (never a traceback).
@@ -39,6 +42,10 @@ from endcloud.runtime.engines import needs_local_base
 from endcloud.serve.settings import ServeSettings
 
 log = logging.getLogger("endcloud.serve")
+
+# Teacher labels read for the novelty check's glue when a server starts: enough for a shop's
+# habitual phrasing, few enough to learn in a second or two.
+GLUE_LABELS = 2000
 
 
 def build_app_from_workspace(workspace: str | os.PathLike[str] | Workspace | None = None, *, base=None, adapter=None,
@@ -91,7 +98,12 @@ def build_app_from_workspace(workspace: str | os.PathLike[str] | Workspace | Non
         from endcloud.serve.canary import canary_router
 
         routers.insert(1, canary_router(admin_token=s.admin_token))
-    app = create_app(s, teacher=teacher, scorer=scorer, extra_routers=routers)
+    from endcloud.end.reader import GLUE_NAME
+
+    # the labels only refine a base's glue, and are read with the shop's knowledge: neither, no labels
+    checked = s.novelty_check and s.shop_dir is not None and s.base_dir is not None and (s.base_dir / GLUE_NAME).is_file()
+    labels = glue_labels(ws) if checked else []
+    app = create_app(s, teacher=teacher, scorer=scorer, extra_routers=routers, glue_labels=labels)
     follow = watch_name(adapter, adapter_label)
     if follow is not None and watch_s > 0:
         app.state.startup_hooks.append(lambda app: _watch(app, ws, follow, watch_s))
@@ -100,6 +112,37 @@ def build_app_from_workspace(workspace: str | os.PathLike[str] | Workspace | Non
     if evolve_interval_s is not None:
         app.state.startup_hooks.append(lambda app: _evolve_beside(app, ws, evolve_interval_s))
     return app
+
+
+def glue_labels(ws: Workspace, limit: int = GLUE_LABELS) -> list[tuple[list[dict[str, str]], str]]:
+    """The newest `limit` teacher labels of the workspace as (turns ending with the question,
+    label): the online loop's labels a round trained on (`store.labels`), then the last lines
+    of labels/labels.jsonl. What cannot be read is skipped: the glue is a refinement."""
+    out: list[tuple[list[dict[str, str]], str]] = []
+    if ws.db.exists():
+        try:
+            from endcloud.store.labels import LabelStore
+
+            store = LabelStore(ws.db)
+            try:
+                out += [(lb.messages(), lb.label) for lb in store.list("used", newest=limit)]
+            finally:
+                store.conn.close()
+        except Exception as e:
+            log.warning("novelty glue: the online loop's labels unreadable (%s)", e)
+    if len(out) < limit and ws.labels.exists():
+        from collections import deque
+
+        from endcloud.fileio import read_jsonl
+
+        try:
+            for d in deque(read_jsonl(ws.labels), maxlen=limit - len(out)):
+                turns = [{"role": t.get("role", "user"), "content": t.get("text", t.get("content", ""))}
+                         for t in d.get("context") or []]
+                out.append((turns + [{"role": "user", "content": str(d.get("query") or "")}], str(d.get("label") or "")))
+        except Exception as e:
+            log.warning("novelty glue: %s unreadable (%s)", ws.labels, e)
+    return out
 
 
 def evolver_for_app(app: Any, workspace: Any = None, *, settings: Any = None, background: bool = True, **kw: Any):

@@ -85,7 +85,8 @@ def eval_cmd(
     alpha: float = typer.Option(PAPER.alpha, "--alpha", help="Eq. 1: Final = alpha*Sim + (1-alpha)*Match."),
     theta: float = typer.Option(PAPER.theta, "--theta", help="Eq. 1: where Match(query, cloud) < theta, Final = Sim."),
     check: list[str] = typer.Option([], "--check", help="Reply check to add as a column, repeatable: grounding (share of a reply's "
-                                    "facts - prices, durations, times, couriers, ids, ... - that the shop's knowledge supports)."),
+                                    "facts - prices, durations, times, couriers, ids, ... - that the shop's knowledge supports), novelty (share of a "
+                                    "reply's text that is in the knowledge or the shipped reader's trained phrasing)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder for table.md, table.csv, scores.png, summary.json."),
     device: Optional[str] = typer.Option(None, "--device", help="Where the end models run: auto, cpu, cuda or cuda:N."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="End models' precision: auto, fp32, bf16 or fp16."),

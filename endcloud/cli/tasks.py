@@ -2,7 +2,8 @@
 
     endcloud tasks generate shop/ -o tasks.jsonl [--logs shop/chats/chats.jsonl] [--per-task 60]
     endcloud tasks check tasks.jsonl --shop shop/
-    endcloud eval shopbench development.json [--base B] [--adapter A] [--mc auto|generate|loglik] [-o report.json]
+    endcloud eval shopbench development.json [--base B] [--adapter A] [--mc auto|generate|loglik]
+                                             [--rank auto|generate|loglik] [-o report.json]
     endcloud eval shopbench tasks.jsonl --heldout-only --adapter runs/multitask
 
 `eval` itself is the scoring room's command (`cli/scoring.py`); `register` turns it into a group
@@ -84,6 +85,9 @@ def shopbench(
     adapter: Optional[str] = typer.Option(None, "--adapter", help="A peft adapter folder, or the workspace's NAME / NAME/vN (default: none, the base alone)."),
     mc: str = typer.Option("auto", "--mc", help="Multiple choice: generate (the reply's first character), loglik (the likeliest option), "
                                                "auto (generate; loglik where the reply is no option)."),
+    rank: str = typer.Option("auto", "--rank", help="Ranking and retrieval: generate (the numbers in the reply), loglik (the listed "
+                                                   "candidates ranked by their log-likelihood as the reply; retrieval: the top 3), "
+                                                   "auto (generate; loglik where the reply is no valid ranking/selection of them)."),
     task: List[str] = typer.Option([], "--task", help="Only this task_name (repeatable)."),
     heldout_only: bool = typer.Option(False, "--heldout-only", help="Only items marked heldout (a generated task set's evaluation share)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N questions (after the filters)."),
@@ -95,10 +99,11 @@ def shopbench(
     from endcloud.end.reader import reader_base
     from endcloud.fileio import write_json_atomic
     from endcloud.tasks.items import read_items
-    from endcloud.tasks.shopbench import MC_MODES, HFTaskModel, run_shopbench
+    from endcloud.tasks.shopbench import MODES, HFTaskModel, run_shopbench
 
-    if mc not in MC_MODES:
-        raise ConfigError(f"--mc must be one of {', '.join(MC_MODES)}, got {mc!r}")
+    for flag, mode in (("--mc", mc), ("--rank", rank)):
+        if mode not in MODES:
+            raise ConfigError(f"{flag} must be one of {', '.join(MODES)}, got {mode!r}")
     items = read_items(file)
     if task:
         items = [it for it in items if it.task_name in set(task)]
@@ -117,7 +122,7 @@ def shopbench(
     if adapter and adapter_dir is None:
         raise ConfigError(f"--adapter {adapter!r} is neither a peft adapter folder nor an adapter of {ws.root}")
     model = HFTaskModel.load(base_dir, adapter_dir, name=str(adapter_dir or base_dir))
-    report = run_shopbench(items, model, mc=mc, max_new_tokens=max_new_tokens)
+    report = run_shopbench(items, model, mc=mc, rank=rank, max_new_tokens=max_new_tokens)
     for line in report.lines():
         typer.echo(line)
     if out is not None:

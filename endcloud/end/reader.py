@@ -19,6 +19,9 @@ from endcloud.errors import ModelError
 ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "reader"
 RECORD_NAME = "reader.json"
 WEIGHTS = "model.safetensors"
+# The phrasing the reader was trained to write beside what it copies (`endcloud.scoring.novelty`),
+# learned from the recipe's own examples; serving's novelty check reads it from the base dir.
+GLUE_NAME = "glue.json"
 
 
 def reader_base() -> Path | None:
@@ -27,7 +30,8 @@ def reader_base() -> Path | None:
 
 
 def verify_reader(path: str | Path = ASSET_DIR) -> dict[str, Any]:
-    """The reader's record, after checking its weights against the recorded sha256."""
+    """The reader's record, after checking its weights (and its glue.json, where the record
+    holds that file's sha256) against the recorded sha256."""
     p = Path(path)
     rec_path = p / RECORD_NAME
     if not rec_path.exists():
@@ -37,6 +41,13 @@ def verify_reader(path: str | Path = ASSET_DIR) -> dict[str, Any]:
     if digest != record.get("sha256"):
         raise ModelError(f"{p / WEIGHTS}: sha256 {digest[:12]}… does not match reader.json's {str(record.get('sha256'))[:12]}…; "
                          "rebuild it with `endcloud pretrain --recipe reader`")
+    glue = record.get("glue")  # recorded by builds that write glue.json beside the weights
+    if isinstance(glue, dict) and glue.get("sha256"):
+        path = p / str(glue.get("file") or GLUE_NAME)
+        digest = sha256_file(path) if path.is_file() else "missing"
+        if digest != glue["sha256"]:
+            raise ModelError(f"{path}: sha256 {digest[:12]}… does not match reader.json's {str(glue['sha256'])[:12]}…; "
+                             "rebuild it with `endcloud pretrain --recipe reader`")
     return record
 
 
@@ -48,4 +59,4 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-__all__ = ["ASSET_DIR", "RECORD_NAME", "WEIGHTS", "reader_base", "sha256_file", "verify_reader"]
+__all__ = ["ASSET_DIR", "GLUE_NAME", "RECORD_NAME", "WEIGHTS", "reader_base", "sha256_file", "verify_reader"]

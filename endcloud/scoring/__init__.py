@@ -7,7 +7,9 @@
     decision    apart from the number         should_escalate(final, threshold)
     truth       the synthetic shop's facts    fact_accuracy(replies, facts)
     grounding   a reply's facts vs evidence   GroundingChecker().check(reply, evidence) -> .supported .unsupported .score
-                                              CHECKS: grounding (reply checks; `endcloud eval --check grounding`)
+                                              CHECKS: grounding, novelty (reply checks; `endcloud eval --check grounding`)
+    novelty     text in neither evidence      novel_runs(reply, sources, glue); Glue.learn((context, reply) pairs)
+                nor trained phrasing          (`endcloud.scoring.novelty`)
     online      the server's fast path        Evaluator(...).score_turns(...), score_turns(...)
     reports     `endcloud eval`               run_eval(inputs, models, teacher, out_dir=...); teacher=None on chat logs:
                                               the agents' replies are the reference (+ textmetrics: BLEU-4, ROUGE-L,

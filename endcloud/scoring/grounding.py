@@ -31,7 +31,9 @@ number with another unit (库存82件 does not support 82元; $10 off does not s
 `GroundingScorer` is the `Scorer` form (`score(replies, evidences) -> [0, 1]`, the share of a
 reply's facts that are supported; 1.0 for a reply that states none), registered as
 "grounding" in `CHECKS`, the registry of reply checks `endcloud eval --check` adds columns
-for (a reply check is a Scorer of (reply, evidence) with `evidence_for(messages) -> str`).
+for (a reply check is a Scorer of (reply, evidence) with `evidence_for(messages) -> str`);
+"novelty" there is `endcloud.scoring.novelty`'s check of text neither the evidence nor the
+end model's trained phrasing accounts for.
 A checker remembers the evidence of the last `EVIDENCE_CACHE` texts it read: a turn's
 snippets, the shop's profile and a chat's earlier messages come back turn after turn. `contradictions()` is the online loop's stricter question about a lesson: does it state
 a number the shop's knowledge does not support, or promise "free" where the knowledge states
@@ -673,14 +675,18 @@ class GroundingScorer(Scorer):
         return "; ".join(f.text for f in self.checker.check(reply, evidence).unsupported)
 
     def evidence_for(self, messages: Sequence[dict[str, str]]) -> str:
-        """The evidence of a conversation: its customer and system messages, the knowledge
-        retrieved for its last question and the shop's profile."""
-        texts = [m.get("content") or "" for m in messages if m.get("role") in ("user", "system")]
-        query = next((m.get("content") or "" for m in reversed(messages) if m.get("role") == "user"), "")
-        if self.knowledge is not None and query and self.snippets > 0:
-            texts += [sn.text for sn in self.knowledge.search(query, k=self.snippets)]
-        texts.append(shop_profile_text(self.knowledge))
-        return "\n".join(t for t in texts if t)
+        return conversation_evidence(messages, self.knowledge, snippets=self.snippets)
+
+
+def conversation_evidence(messages: Sequence[dict[str, str]], knowledge: Any = None, *, snippets: int = 3) -> str:
+    """The evidence of a conversation: its customer and system messages, the knowledge
+    retrieved for its last question and the shop's profile (never the assistant's replies)."""
+    texts = [m.get("content") or "" for m in messages if m.get("role") in ("user", "system")]
+    query = next((m.get("content") or "" for m in reversed(messages) if m.get("role") == "user"), "")
+    if knowledge is not None and query and snippets > 0:
+        texts += [sn.text for sn in knowledge.search(query, k=snippets)]
+    texts.append(shop_profile_text(knowledge))
+    return "\n".join(t for t in texts if t)
 
 
 def shop_profile_text(kb: Any) -> str:
@@ -699,12 +705,22 @@ CHECKS: Registry[Callable[..., Scorer]] = Registry("reply check")
 CHECKS.add("grounding", lambda *, knowledge=None, **kw: GroundingScorer(knowledge=knowledge, **kw))
 
 
+def _novelty(*, knowledge: Any = None, **kw: Any) -> Scorer:
+    from endcloud.scoring.novelty import NoveltyScorer  # it builds on this module
+
+    return NoveltyScorer(knowledge=knowledge, **kw)
+
+
+CHECKS.add("novelty", _novelty)
+
+
 def load_check(spec: str | Scorer, *, knowledge: Any = None) -> Scorer:
-    """A registered reply check by name ("grounding"), or a Scorer as it is."""
+    """A registered reply check by name ("grounding", "novelty"), or a Scorer as it is."""
     if isinstance(spec, Scorer):
         return spec
     return CHECKS.get(spec)(knowledge=knowledge)
 
 
 __all__ = ["CHECKS", "CONTRADICTION_KINDS", "COURIERS", "KINDS", "Evidence", "Fact", "Grounding", "GroundingChecker",
-           "GroundingScorer", "canonical_number", "flat", "load_check", "shop_profile_text", "zh_number"]
+           "GroundingScorer", "canonical_number", "conversation_evidence", "flat", "load_check", "shop_profile_text",
+           "zh_number"]

@@ -44,13 +44,16 @@ log = logging.getLogger("endcloud.serve")
 
 
 def create_app(settings: ServeSettings | None = None, *, engine: Any = None, teacher: Any = None, scorer: Any = None,
-               kb: Any = None, store: Any = None, extra_routers: Sequence[APIRouter] = ()) -> FastAPI:
+               kb: Any = None, store: Any = None, extra_routers: Sequence[APIRouter] = (), glue: Any = None,
+               glue_labels: Sequence[tuple[list[dict[str, Any]], str]] = ()) -> FastAPI:
     """The FastAPI app. Parts not injected are built by the lifespan from `settings`:
     the engine from `base_dir`/`adapter_dir`, the store from `db_path` (in memory when None),
     the KB (and customer orders) from `shop_dir`; the matcher falls back to the "lexical"
     MATCHING scorer. `teacher=None` means no cloud: every turn is answered by the end model
     (and the routing decision still recorded). A remote teacher is wrapped in the privacy
-    gate here."""
+    gate here. The novelty check's glue (`endcloud.scoring.novelty.Glue`), when not injected,
+    is the base's glue.json merged with that of `glue_labels`, (turns, label) pairs of the
+    workspace's teacher labels (`serve.grounding.serving_glue`)."""
     settings = settings or ServeSettings()
     metrics = Metrics()
 
@@ -71,6 +74,13 @@ def create_app(settings: ServeSettings | None = None, *, engine: Any = None, tea
             st.owns_store = True
         if st.kb is None and settings.shop_dir is not None:
             st.kb = await asyncio.to_thread(load_kb, settings.shop_dir, st.store)
+        if st.glue is None and settings.novelty_check and st.kb is not None:
+            from endcloud.serve.grounding import serving_glue
+
+            st.glue = await asyncio.to_thread(serving_glue, settings.base_dir, st.kb, glue_labels,
+                                              snippets=settings.knowledge_snippets or settings.grounding_snippets)
+            if st.glue is not None:
+                log.info("novelty check: %d glue fragments (%s)", len(st.glue), settings.base_dir)
         if st.scorer is None:
             from endcloud.scoring.matching import load_matching
 
@@ -80,7 +90,7 @@ def create_app(settings: ServeSettings | None = None, *, engine: Any = None, tea
         if st.engine.mode == "continuous":
             st.engine.batcher.on_step = metrics.batch_occupancy.observe
         st.service = TurnService(settings, engine=st.engine, teacher=st.teacher, scorer=st.scorer,
-                                 kb=st.kb, store=st.store, metrics=metrics)
+                                 kb=st.kb, store=st.store, metrics=metrics, glue=st.glue)
         st.engine.start()
         metrics.on_render.append(lambda: metrics.engine(st.engine.memory()))
         st.readiness = "warming_up"
@@ -114,6 +124,7 @@ def create_app(settings: ServeSettings | None = None, *, engine: Any = None, tea
     app.state.scorer = scorer
     app.state.kb = kb
     app.state.store = store
+    app.state.glue = glue
     app.state.owns_store = False
     # callables hook(app) -> stop | None run once the engine is up (e.g. the adapter watcher)
     app.state.startup_hooks = []

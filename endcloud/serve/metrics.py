@@ -11,6 +11,8 @@
     endcloud_cloud_failures_total{kind}                   cloud errors/timeouts (end reply served)
     endcloud_grounding_failures_total{kind}               end replies stating a fact the turn does not support, by
                                                           the fact's kind (price, duration, ...; a reply counts once per kind)
+    endcloud_novelty_failures_total                       end replies holding novel text (neither in the turn's evidence
+                                                          nor the end model's trained phrasing: `scoring.novelty`)
     endcloud_cloud_tokens_total{kind}                     prompt / completion tokens sent to the cloud
     endcloud_cloud_cost_usd_total                         money spent in the cloud (the cost ledger's US dollars)
     endcloud_cloud_budget_remaining_usd                   the cloud budget cap minus what was spent (with a cap)
@@ -69,6 +71,7 @@ class Metrics:
         self.cloud_failures = Counter("endcloud_cloud_failures", "Cloud errors (end reply served)", ["kind"], registry=r)
         self.grounding_failures = Counter("endcloud_grounding_failures", "End replies stating an unsupported fact",
                                           ["kind"], registry=r)
+        self.novelty_failures = Counter("endcloud_novelty_failures", "End replies holding novel text", registry=r)
         self.cloud_tokens = Counter("endcloud_cloud_tokens", "Tokens exchanged with the cloud", ["kind"], registry=r)
         self.cloud_cost = Counter("endcloud_cloud_cost_usd", "Money spent in the cloud (US dollars)", registry=r)
         self.batch_size = Histogram("endcloud_batch_size", "Conversations per generate call",

@@ -173,6 +173,8 @@ def _dashboard(db_path: Any, adapters_root: Any, labels: Any) -> dict[str, Any]:
                       "cost": r["cloud_cost"] or 0.0, "adapter": r["adapter"],
                       # the end reply's facts nothing in the turn supported (None: grounded, or not checked)
                       "ungrounded": s.get("unsupported") if s.get("grounded") is False else None,
+                      # its novel text (`scoring.novelty`; None: none, or not checked)
+                      "novel": s.get("novel") or None,
                       "intent": s.get("intent"), "sentiment": s.get("sentiment")})  # endcloud.tasks.classify
     versions = []
     if adapters_root and Path(adapters_root).is_dir():
@@ -191,11 +193,14 @@ def _dashboard(db_path: Any, adapters_root: Any, labels: Any) -> dict[str, Any]:
     takeovers = sum(t["by"] == "cloud" for t in turns)
     finals = [t["final"] for t in turns if t["final"] is not None]
     ungrounded = [{"t": t["t"], "by": t["by"], "facts": t["ungrounded"]} for t in turns if t["ungrounded"] is not None]
+    novel = [{"t": t["t"], "by": t["by"], "runs": t["novel"]} for t in turns if t["novel"] is not None]
     return {"generated_at": time.time(), "turns": turns, "versions": versions,
             "labels": labels.counts(), "rounds": labels.rounds(), "grounding_failures": ungrounded[-20:][::-1],
+            "novelty_failures": novel[-20:][::-1],
             "summary": {"turns": n, "takeover_rate": takeovers / n if n else None,
                         "mean_final": sum(finals) / len(finals) if finals else None,
                         "cloud_cost": sum(t["cost"] for t in turns), "grounding_failures": len(ungrounded),
+                        "novelty_failures": len(novel),
                         "intents": _counts(t["intent"] for t in turns), "sentiments": _counts(t["sentiment"] for t in turns)}}
 
 

@@ -15,6 +15,10 @@ paper's Final needs the cloud's reply, so the server computes it only for takeov
                                or it is a hand-off ("I don't know, a colleague will check")
                                or it states a fact nothing in the turn supports
                                   (reason "ungrounded: 99元, 5天"; see `endcloud.scoring.grounding`)
+                               or it holds novel text: words in neither the turn's evidence nor the
+                                  phrasing the end model was trained to write, as a garbled product
+                                  name or a value remembered from training shops
+                                  (reason "novel: 禾韩烻, 日常训练"; see `endcloud.scoring.novelty`)
                                or the message's intent is one of `cloud_intents`
                                or its sentiment score is below `min_sentiment`
                                   (intent and sentiment: `endcloud.tasks.classify`; both rules off by default);
@@ -31,6 +35,7 @@ from endcloud.scoring.final import should_escalate
 Route = Literal["end", "cloud"]
 MODELS = ("endcloud", "end", "cloud")
 MAX_REASON_FACTS = 3  # unsupported facts named in an "ungrounded" reason
+MAX_REASON_RUNS = 3  # novel runs named in a "novel" reason
 
 
 @dataclass(slots=True)
@@ -45,6 +50,10 @@ class Signals:
     # end reply states is supported by the turn's snippets, the customer's data or the shop's profile
     grounded: bool | None = None
     unsupported: list[str] = field(default_factory=list)  # those facts, as written (long ids shortened)
+    # text of the end reply that is neither in the turn's evidence nor the end model's trained
+    # phrasing (`endcloud.scoring.novelty`; normalised, each cut to a few characters); empty
+    # where not checked (novelty_check off, no glue, a hand-off reply)
+    novel: list[str] = field(default_factory=list)
     # the end model said it does not know (a hand-off reply): the cloud may know, so it gets the turn
     handoff: bool = False
     # what the customer's message wants and how it feels (`endcloud.tasks.classify`; seed 003's dialogue management)
@@ -118,4 +127,7 @@ class Router:
         if signals.unsupported:
             more = " …" if len(signals.unsupported) > MAX_REASON_FACTS else ""
             reasons.append("ungrounded: " + ", ".join(signals.unsupported[:MAX_REASON_FACTS]) + more)
+        if signals.novel:
+            more = " …" if len(signals.novel) > MAX_REASON_RUNS else ""
+            reasons.append("novel: " + ", ".join(signals.novel[:MAX_REASON_RUNS]) + more)
         return Decision("cloud", reasons) if reasons else Decision("end", ["checks passed"])

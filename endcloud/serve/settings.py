@@ -82,6 +82,7 @@ class ServeSettings:
     max_frustration: float = 0.5  # frustration signal at or above this -> cloud
     grounding_check: bool = True  # an end reply stating a fact (price, duration, time, courier, id, ...) that the turn's knowledge snippets, the customer's data and the shop's profile do not support -> cloud (needs a shop pack)
     grounding_snippets: int = 3  # with knowledge_snippets=0 the check retrieves this many snippets for itself
+    novelty_check: bool = True  # an end reply holding text (a garbled name, a value remembered from training) that is neither in what the grounding check reads nor phrasing the end model was trained to write -> cloud (needs the base's glue.json, as the shipped reader has; the workspace's teacher labels add theirs)
     cloud_timeout_s: float = 20.0  # the whole cloud takeover (retries included); then the end reply is served
     takeover_deadline_s: float = 4.0  # the most a customer waits for the cloud in a turn (the lower of this and cloud_timeout_s applies); then the end reply, or a hand-off message when there is none
     # -- life cycle --

@@ -2,7 +2,7 @@
 
     request ─► limits (400 shape, 429 rate) ─► session + profile + KB snippets
             ─► end model (`AsyncEngine`: continuous batch; whole batches for engines without it)
-            ─► signals (match, confidence, frustration, grounded: `serve.grounding`, placeholders filled)
+            ─► signals (match, confidence, frustration, grounded, novel: `serve.grounding`, placeholders filled)
             ─► Router.decide ─► end reply, or cloud takeover through the privacy gate
                (cloud error / timeout ─► the end reply is served, `cloud_failed` recorded)
             ─► score a takeover the paper's way (`PaperRule`, α and Θ from the settings)
@@ -86,7 +86,7 @@ class TurnService:
     """Everything one turn needs, held by the app (`app.state.service`)."""
 
     def __init__(self, settings: ServeSettings, *, engine: Any, teacher: Any, scorer: Any, kb: Any, store: Any,
-                 metrics: Metrics):
+                 metrics: Metrics, glue: Any = None):
         self.settings, self.engine, self.teacher, self.scorer, self.kb, self.store = settings, engine, teacher, scorer, kb, store
         self.metrics = metrics
         self.router = Router.from_settings(settings)
@@ -97,7 +97,8 @@ class TurnService:
         self.handoffs = tuple(REPLIES["unknown"].values())
         self.rule = PaperRule(alpha=settings.alpha, theta=settings.theta)  # eq. 1 for every takeover
         self.limiter = RateLimiter(settings.rate_limit_per_minute)
-        self.guard = ReplyGuard(settings, kb, metrics)  # end replies: placeholders filled, facts checked (grounding)
+        # end replies: placeholders filled, facts checked (grounding), text checked against `glue` (novelty)
+        self.guard = ReplyGuard(settings, kb, metrics, glue=glue)
         self.assistant = ShopAssistant(kb)  # intent + sentiment signals; "推荐一款…" answered from in-stock catalog rows
         self._sim: Any = None  # loaded on the first takeover
         from endcloud.serve.telemetry import Tracing, json_logging
@@ -314,7 +315,7 @@ class TurnService:
             signals.confidence = round(float(gen.confidence), 6)
             if match is not None:
                 signals.match = round(match, 6)
-            gen = self.guard.review(gen, convo, signals)  # every fact it states supported? (signals.grounded)
+            gen = self.guard.review(gen, convo, signals)  # every fact it states supported? anything novel? (.grounded, .novel)
             if problems := self.assistant.review(query, gen.text):  # a recommendation of what cannot ship
                 signals.unsupported, signals.grounded = signals.unsupported + problems, False
         decision = self.router.decide(signals, model=req.model)

@@ -105,7 +105,9 @@ class LabelStore:
     def seen(self, source_id: str, trigger: str) -> bool:
         return self.conn.execute("SELECT 1 FROM pseudo_labels WHERE source_id=? AND trigger=?", (source_id, trigger)).fetchone() is not None
 
-    def list(self, status: str | None = None, *, customer: str | None = None, since: float | None = None) -> list[PseudoLabel]:
+    def list(self, status: str | None = None, *, customer: str | None = None, since: float | None = None,
+             newest: int | None = None) -> list[PseudoLabel]:
+        """Labels oldest first; with `newest`, only that many of the newest."""
         sql, args = "SELECT * FROM pseudo_labels WHERE 1=1", []
         if status:
             sql += " AND status = ?"
@@ -116,6 +118,9 @@ class LabelStore:
         if since is not None:
             sql += " AND created_at >= ?"
             args.append(since)
+        if newest is not None:
+            rows = self.conn.execute(sql + " ORDER BY created_at DESC, id DESC LIMIT ?", [*args, max(0, newest)]).fetchall()
+            return [_label(r) for r in reversed(rows)]
         rows = self.conn.execute(sql + " ORDER BY created_at, id", args).fetchall()
         return [_label(r) for r in rows]
 

@@ -12,7 +12,8 @@ Modules:
     checks     a checker per task (every item is checked before anything trains or is judged on it)
     metrics    ShopBench's parsers and metrics (accuracy, hit@3, NDCG, micro-F1, ROUGE-L, sentence similarity,
                BLEU) + endcloud's `fact` and `grounded-recommendation`; chance levels
-    shopbench  the harness: a TaskModel (generate + option log-likelihood), per-task/type/overall report
+    shopbench  the harness: a TaskModel (generate + log-likelihood of the listed options / candidates, for
+               multiple choice, ranking and retrieval), per-task/type/overall report
     mix        dialogue examples from the pack and the replay mix for multi-task training
     classify   intent + sentiment of a customer message (CLASSIFIERS: lexicon | ngram), for serving
     recommend  grounded recommendations from the catalog (in stock only)

@@ -60,13 +60,18 @@ def _numbers(response: str) -> list[int]:
     return out
 
 
+# How many numbers the kit reads of a ranking and of a retrieval reply.
+RANKING_DEPTH = 5
+RETRIEVAL_DEPTH = 3
+
+
 def parse_ranking(response: str) -> list[int]:
-    ranked = _numbers(response)[:5]
+    ranked = _numbers(response)[:RANKING_DEPTH]
     return [] if len(ranked) != len(set(ranked)) else ranked
 
 
 def parse_retrieval(response: str) -> list[int]:
-    return _numbers(response)[:3]
+    return _numbers(response)[:RETRIEVAL_DEPTH]
 
 
 def parse_ner(response: str) -> list[str]:
@@ -360,7 +365,7 @@ def chance_level(items: Sequence[Any], sims: Similarities | None = None, *, seed
     return score_answers(items, replies, sims)[0]
 
 
-__all__ = ["METRICS", "PARSERS", "Metric", "Similarities", "accuracy", "bleu", "chance_level", "cosine_clipped", "fact",
+__all__ = ["METRICS", "PARSERS", "RANKING_DEPTH", "RETRIEVAL_DEPTH", "Metric", "Similarities", "accuracy", "bleu", "chance_level", "cosine_clipped", "fact",
            "grounded_recommendation", "hit_rate_3", "micro_f1", "ndcg", "options_of", "parse_generation",
            "parse_multichoice", "parse_ner", "parse_ranking", "parse_retrieval", "rouge_l", "score_answers",
            "sent_similarity", "tp_fp_fn"]

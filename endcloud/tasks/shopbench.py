@@ -2,9 +2,9 @@
 
     items = read_items("development.json")                  # ShopBench's format, or a generated task set
     model = HFTaskModel.load(base_dir, adapter_dir)         # any `TaskModel`: generate + loglik
-    report = run_shopbench(items, model, mc="auto")
+    report = run_shopbench(items, model, mc="auto", rank="auto")
     report.tasks["task5"]["score"], report.types["multiple-choice"], report.overall
-    endcloud eval shopbench development.json --base B [--adapter A] [--mc auto|generate|loglik]
+    endcloud eval shopbench development.json --base B [--adapter A] [--mc auto|generate|loglik] [--rank auto|generate|loglik]
 
 Each question goes to the model as one user message (its `input_field`; a generated item that
 carries shop knowledge goes as its `messages`), the reply is parsed and scored as the starter
@@ -12,11 +12,18 @@ kit does (`endcloud.tasks.metrics`), per task (`task_name`), then averaged per t
 overall (the mean of the task scores, as the leaderboard's track score). Beside every score
 stands its chance level (`metrics.chance_level`).
 
-Multiple choice, three ways (`mc`):
-    generate  the reply's first character is the option (the kit's parser)
-    loglik    each option "i. text" scored as the reply by its mean token log-probability; the
-              best one is the answer — for a model that cannot follow the instruction at all
-    auto      generate, and loglik where the reply is not a valid option (default)
+Multiple choice (`mc`), and ranking and retrieval (`rank`), three ways each (`MODES`):
+    generate  the model's reply, parsed as the kit parses it
+    loglik    each listed candidate "i. text" scored as the reply by its mean token log-probability
+              (lm-evaluation-harness style) — for a model that cannot follow the answer format at
+              all; the reply is then written as the kit's parser reads it: the likeliest option
+              ("2. wool"), every candidate likeliest first ("4, 1, 3, 2"), or the likeliest 3
+    auto      generate, and loglik where the parsed reply is not valid (default): no listed option;
+              a ranking that is not `RANKING_DEPTH` distinct listed items (all, when fewer are
+              listed); a retrieval that is empty, repeats an item or names one not listed
+
+The report counts per task how many answers the log-likelihood chose (`by_loglik`). An item whose
+question lists no numbered candidates is always answered by generation.
 """
 
 from __future__ import annotations
@@ -24,13 +31,15 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from endcloud.errors import ConfigError
 from endcloud.tasks.items import TaskItem
-from endcloud.tasks.metrics import PARSERS, Similarities, chance_level, options_of, score_answers
+from endcloud.tasks.metrics import (PARSERS, RANKING_DEPTH, RETRIEVAL_DEPTH, Similarities, chance_level, options_of,
+                                    score_answers)
 
-MC_MODES = ("auto", "generate", "loglik")
+MODES = ("auto", "generate", "loglik")
+MC_MODES = MODES  # the name before ranking and retrieval had modes too
 # Reply budgets by type: an option number, a few numbers, a few entities, or a sentence.
 MAX_NEW_TOKENS = {"multiple-choice": 6, "retrieval": 12, "ranking": 16, "named_entity_recognition": 24}
 
@@ -101,11 +110,12 @@ class ShopBenchReport:
     overall_chance: float
     similarity_models: list[str] = field(default_factory=list)
     samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    modes: dict[str, str] = field(default_factory=dict)  # {"mc": …, "rank": …} when run_shopbench made the replies
 
     def to_json(self) -> dict[str, Any]:
         return {"model": self.model, "overall": self.overall, "overall_chance": self.overall_chance,
                 "types": self.types, "tasks": self.tasks, "similarity_models": self.similarity_models,
-                "samples": self.samples}
+                "modes": self.modes, "samples": self.samples}
 
     def lines(self) -> list[str]:
         out = [f"{'task':<22} {'type':<26} {'metric':<24} {'n':>4} {'score':>7} {'chance':>7}"]
@@ -115,6 +125,11 @@ class ShopBenchReport:
             out.append(f"{'[' + ty + ']':<22} {'':<26} {'':<24} {t['n']:>4} {t['score']:>7.3f} {t['chance']:>7.3f}")
         out.append(f"{'overall':<22} {'':<26} {'':<24} {sum(t['n'] for t in self.tasks.values()):>4} "
                    f"{self.overall:>7.3f} {self.overall_chance:>7.3f}")
+        if self.modes:
+            chosen = {n: t["by_loglik"] for n, t in sorted(self.tasks.items()) if t.get("by_loglik")}
+            out.append(f"answered: multiple choice by {self.modes.get('mc')}, ranking/retrieval by "
+                       f"{self.modes.get('rank')}; by log-likelihood: "
+                       + (", ".join(f"{n} {k}/{self.tasks[n]['n']}" for n, k in chosen.items()) or "none"))
         if self.similarity_models:
             out.append("similarity: " + "; ".join(self.similarity_models))
         return out
@@ -124,52 +139,114 @@ def _mean(xs: Sequence[float]) -> float:
     return float(sum(xs) / len(xs)) if xs else 0.0
 
 
-def answer_items(items: Sequence[TaskItem], model: TaskModel, *, mc: str = "auto", max_new_tokens: int = 64
-                 ) -> tuple[list[str], list[bool]]:
-    """The model's raw reply to every item (multiple choice per `mc`), and whether the options'
-    log-likelihood chose it (rather than the model's own reply)."""
-    if mc not in MC_MODES:
-        raise ConfigError(f"--mc must be one of {', '.join(MC_MODES)}, got {mc!r}")
-    replies: list[str | None] = [None] * len(items)
+def _valid_choice(parsed: int, listed: set[int]) -> bool:
+    return parsed in listed
+
+
+def _valid_ranking(parsed: list[int], listed: set[int]) -> bool:
+    # parse_ranking already empties a ranking with a repeat
+    return set(parsed) <= listed and len(parsed) == min(len(listed), RANKING_DEPTH)
+
+
+def _valid_retrieval(parsed: list[int], listed: set[int]) -> bool:
+    return bool(parsed) and len(set(parsed)) == len(parsed) and set(parsed) <= listed
+
+
+def _choice_reply(ranked: list[tuple[int, str]]) -> str:
+    return f"{ranked[0][0]}. {ranked[0][1]}"
+
+
+def _ranking_reply(ranked: list[tuple[int, str]]) -> str:
+    return ", ".join(str(k) for k, _ in ranked)
+
+
+def _retrieval_reply(ranked: list[tuple[int, str]]) -> str:
+    return ", ".join(str(k) for k, _ in ranked[:RETRIEVAL_DEPTH])
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """How a task type whose question lists numbered candidates is answered by their log-likelihood:
+    which mode option governs it, whether a parsed reply is a valid answer, and how the candidates,
+    likeliest first, are written as a reply its parser reads."""
+
+    mode_option: str  # the argument (and CLI flag) that sets the mode: mc | rank
+    valid: Callable[[Any, set[int]], bool]  # (the parser's output, the listed numbers)
+    reply: Callable[[list[tuple[int, str]]], str]  # the listed (number, text) pairs, likeliest first
+
+
+BY_CANDIDATES: dict[str, Candidates] = {
+    "multiple-choice": Candidates("mc", _valid_choice, _choice_reply),
+    "ranking": Candidates("rank", _valid_ranking, _ranking_reply),
+    "retrieval": Candidates("rank", _valid_retrieval, _retrieval_reply),
+}
+
+
+def candidates_of(item: TaskItem) -> list[tuple[int, str]]:
+    """The numbered candidates the question lists, each number once (its first listing)."""
+    seen: set[int] = set()
+    out = []
+    for k, text in options_of(item.input_field):
+        if k not in seen:
+            seen.add(k)
+            out.append((k, text))
+    return out
+
+
+def rank_by_loglik(model: TaskModel, item: TaskItem, cands: Sequence[tuple[int, str]]) -> list[tuple[int, str]]:
+    """The candidates, likeliest first as the reply ("i. text"); ties and NaN scores by listed order."""
+    scores = model.loglik(item.prompt(), [f"{k}. {text}" for k, text in cands])
+    key = [s if not math.isnan(s) else -math.inf for s in scores]
+    return [cands[j] for j in sorted(range(len(cands)), key=lambda j: (-key[j], j))]
+
+
+def answer_items(items: Sequence[TaskItem], model: TaskModel, *, mc: str = "auto", rank: str = "auto",
+                 max_new_tokens: int = 64) -> tuple[list[str], list[bool]]:
+    """The model's raw reply to every item (multiple choice per `mc`, ranking and retrieval per
+    `rank`), and whether the candidates' log-likelihood chose it (rather than the model's own reply)."""
+    modes = {"mc": mc, "rank": rank}
+    for flag, mode in modes.items():
+        if mode not in MODES:
+            raise ConfigError(f"--{flag} must be one of {', '.join(MODES)}, got {mode!r}")
+    cands = [candidates_of(it) if it.task_type in BY_CANDIDATES else [] for it in items]
+    mode_of = ["generate" if not c else modes[BY_CANDIDATES[it.task_type].mode_option] for it, c in zip(items, cands)]
+    replies = [""] * len(items)
     by_budget: dict[int, list[int]] = {}
     for i, it in enumerate(items):
-        if it.task_type == "multiple-choice" and mc == "loglik":
-            continue
-        by_budget.setdefault(MAX_NEW_TOKENS.get(it.task_type, max_new_tokens), []).append(i)
+        if mode_of[i] != "loglik":
+            by_budget.setdefault(MAX_NEW_TOKENS.get(it.task_type, max_new_tokens), []).append(i)
     for budget, idx in by_budget.items():
         for i, r in zip(idx, model.generate([items[i].prompt() for i in idx], max_new_tokens=budget)):
-            replies[i] = r
+            replies[i] = r or ""
     by_loglik = [False] * len(items)
     for i, it in enumerate(items):
-        if it.task_type != "multiple-choice":
+        if mode_of[i] == "generate":
             continue
-        opts = options_of(it.input_field)
-        valid = {k for k, _ in opts}
-        if mc == "loglik" or (mc == "auto" and PARSERS["multiple-choice"](replies[i] or "") not in valid):
-            if not opts:
-                replies[i] = replies[i] or ""
-                continue
-            scores = model.loglik(it.prompt(), [f"{k}. {text}" for k, text in opts])
-            best = max(range(len(opts)), key=lambda j: (scores[j] if not math.isnan(scores[j]) else -math.inf, -j))
-            replies[i] = f"{opts[best][0]}. {opts[best][1]}"
-            by_loglik[i] = True
-    return [r or "" for r in replies], by_loglik
+        how = BY_CANDIDATES[it.task_type]
+        if mode_of[i] == "auto" and how.valid(PARSERS[it.task_type](replies[i]), {k for k, _ in cands[i]}):
+            continue
+        replies[i] = how.reply(rank_by_loglik(model, it, cands[i]))
+        by_loglik[i] = True
+    return replies, by_loglik
 
 
-def run_shopbench(items: Sequence[TaskItem], model: TaskModel, *, mc: str = "auto", max_new_tokens: int = 64,
-                  sims: Similarities | None = None, samples: int = 3, seed: int = 0) -> ShopBenchReport:
+def run_shopbench(items: Sequence[TaskItem], model: TaskModel, *, mc: str = "auto", rank: str = "auto",
+                  max_new_tokens: int = 64, sims: Similarities | None = None, samples: int = 3, seed: int = 0
+                  ) -> ShopBenchReport:
     """Ask, parse and score every item (see the module docstring)."""
     sims = sims or Similarities()
-    replies, by_loglik = answer_items(items, model, mc=mc, max_new_tokens=max_new_tokens)
-    return score_report(items, replies, model=getattr(model, "name", "model"), sims=sims, samples=samples, seed=seed,
-                        by_loglik=by_loglik)
+    replies, by_loglik = answer_items(items, model, mc=mc, rank=rank, max_new_tokens=max_new_tokens)
+    report = score_report(items, replies, model=getattr(model, "name", "model"), sims=sims, samples=samples, seed=seed,
+                          by_loglik=by_loglik)
+    report.modes = {"mc": mc, "rank": rank}
+    return report
 
 
 def score_report(items: Sequence[TaskItem], replies: Sequence[str], *, model: str = "model",
                  sims: Similarities | None = None, samples: int = 3, seed: int = 0,
                  by_loglik: Sequence[bool] | None = None) -> ShopBenchReport:
     """The report for replies already made (one per item, in order); `by_loglik` marks the
-    multiple-choice answers the options' log-likelihood chose (counted per task)."""
+    answers the candidates' log-likelihood chose (counted per multiple-choice, ranking and retrieval task)."""
     sims = sims or Similarities()
     groups: dict[str, list[int]] = {}
     for i, it in enumerate(items):
@@ -181,7 +258,7 @@ def score_report(items: Sequence[TaskItem], replies: Sequence[str], *, model: st
         score, per = score_answers(its, [replies[i] for i in idx], sims)
         tasks[name] = {"task_type": its[0].task_type, "metric": its[0].metric, "n": len(its),
                        "score": round(score, 4), "chance": round(chance_level(its, sims, seed=seed), 4)}
-        if its[0].task_type == "multiple-choice" and by_loglik is not None:
+        if its[0].task_type in BY_CANDIDATES and by_loglik is not None:
             tasks[name]["by_loglik"] = sum(1 for i in idx if by_loglik[i])
         shown[name] = [{"input": it.input_field[-240:], "reply": replies[i], "truth": it.output_field,
                         "score": s if not isinstance(s, tuple) else list(s)}
@@ -202,4 +279,5 @@ def score_report(items: Sequence[TaskItem], replies: Sequence[str], *, model: st
                            similarity_models=sorted(sims.used), samples=shown)
 
 
-__all__ = ["HFTaskModel", "MC_MODES", "ShopBenchReport", "TaskModel", "answer_items", "run_shopbench", "score_report"]
+__all__ = ["BY_CANDIDATES", "Candidates", "HFTaskModel", "MC_MODES", "MODES", "ShopBenchReport", "TaskModel",
+           "answer_items", "candidates_of", "rank_by_loglik", "run_shopbench", "score_report"]

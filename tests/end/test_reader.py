@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from endcloud.end.reader import RECORD_NAME, WEIGHTS, reader_base, verify_reader
+from endcloud.end.reader import GLUE_NAME, RECORD_NAME, WEIGHTS, reader_base, verify_reader
 from endcloud.errors import ModelError
+from endcloud.scoring.novelty import Glue
 from endcloud.shopreader import ReaderRecipe, _lr_at, build_reader
 
 pytestmark = pytest.mark.slow
@@ -25,6 +26,15 @@ def test_the_recipe_gives_the_same_model_twice_and_a_checksum_that_catches_tampe
     a = build_reader(_tiny(), tmp_path / "a", log=lambda m: None)
     b = build_reader(_tiny(), tmp_path / "b", log=lambda m: None)
     assert a["sha256"] == b["sha256"] and a["examples"] == b["examples"] > 0
+    # the glue of its phrasing (serving's novelty check) is written beside it, the same twice too
+    assert a["glue"] == b["glue"] and a["glue"]["file"] == GLUE_NAME
+    glue = Glue.load(tmp_path / "a" / GLUE_NAME)
+    assert glue.meta["fingerprint"] == _tiny().fingerprint() and glue.meta["examples"] == a["examples"]
+    assert len(glue) > 0 and glue.accepts("亲")
+    glue_file = tmp_path / "b" / GLUE_NAME
+    glue_file.write_text(glue_file.read_text(encoding="utf-8").replace("亲", "您"), encoding="utf-8")
+    with pytest.raises(ModelError, match="glue.json: sha256"):
+        verify_reader(tmp_path / "b")
     assert a["recipe"]["steps"] == 3 and len(a["loss_curve"]) >= 1
     assert verify_reader(tmp_path / "a")["fingerprint"] == _tiny().fingerprint()
     weights = tmp_path / "a" / WEIGHTS

@@ -206,3 +206,27 @@ def test_bad_arguments_fail_naming_the_value(tmp_path):
         random_packs(tmp_path / "y", n=-1, seed=1)
     with pytest.raises(ConfigError, match="langs"):
         random_packs(tmp_path / "z", n=2, seed=1, langs=("zh", "de"))
+
+
+def test_invented_nouns_name_products_no_lexicon_knows(tmp_path):
+    """The reader recipe's option: a product noun no shop's lexicon holds, so a name can only be
+    copied; the pack stays grounded, a share of 0 changes nothing, the same seed the same bytes."""
+    lexicon = {w for d in DOMAINS.values() for pair in d["nouns"] for w in (norm(pair[0]), norm(pair[1]))}
+    invented = total = 0
+    for i, lang in enumerate(("zh", "en") * 6):
+        shop = random_pack(tmp_path / f"i{i}", seed=100 + i, lang=lang, invented_nouns=1.0)
+        pack = ShopPack.load(shop.out_dir)
+        for q in shop.questions:
+            check_question(q, pack)
+        for p in pack.products:
+            total += 1
+            invented += not any(w and w in norm(p.name) for w in lexicon)
+    assert total > 50 and invented / total > 0.9, (invented, total)
+    random_pack(tmp_path / "plain", seed=5, lang="zh")
+    random_pack(tmp_path / "zero", seed=5, lang="zh", invented_nouns=0.0)
+    random_pack(tmp_path / "half1", seed=5, lang="zh", invented_nouns=0.5)
+    random_pack(tmp_path / "half2", seed=5, lang="zh", invented_nouns=0.5)
+    assert _digests(tmp_path / "plain") == _digests(tmp_path / "zero")
+    assert _digests(tmp_path / "half1") == _digests(tmp_path / "half2") != _digests(tmp_path / "plain")
+    with pytest.raises(ConfigError, match="1.5"):
+        random_pack(tmp_path / "bad", seed=1, lang="en", invented_nouns=1.5)

@@ -1,5 +1,6 @@
 """The ShopBench reader, every metric on hand-written examples with hand-computed scores, the
-chance levels, the harness (with a scripted model) and `endcloud eval shopbench` (a tiny real model)."""
+chance levels, the harness (with a scripted model: multiple choice, ranking and retrieval by
+generation and by the candidates' log-likelihood) and `endcloud eval shopbench` (a tiny real model)."""
 
 from __future__ import annotations
 
@@ -192,6 +193,173 @@ def test_loglik_mode_never_generates_for_multiple_choice(shopbench_file):
     assert chosen == [True, True] and replies == ["1. sandal", "1. cotton"]
 
 
+# ---- ranking and retrieval by the candidates' log-likelihood -----------------------------------
+class Likelihoods(Scripted):
+    """A TaskModel double: replies by a substring of the question (as Scripted); loglik returns the
+    given score of each candidate by its number, per question (keyed by a substring of it)."""
+
+    def __init__(self, replies, scores):
+        super().__init__(replies)
+        self.scores, self.generated, self.asked = scores, [], []
+
+    def generate(self, prompts, *, max_new_tokens):
+        self.generated += [p[-1]["content"] for p in prompts]
+        return super().generate(prompts, max_new_tokens=max_new_tokens)
+
+    def loglik(self, prompt, candidates):
+        self.loglik_calls += 1
+        self.asked.append(list(candidates))
+        q = prompt[-1]["content"]
+        by_number = next(v for key, v in self.scores.items() if key in q)
+        return [by_number[int(c.split(".")[0])] for c in candidates]
+
+
+RANK_SCORES = {1: -1.0, 2: -3.0, 3: -0.5, 4: -2.0}  # likeliest first: 3, 1, 4, 2
+SNIPPET_SCORES = {1: -2.0, 2: -1.0, 3: -4.0, 4: -0.5, 5: -3.0, 6: -2.5}  # likeliest first: 4, 2, 1, 6, 5, 3
+SCORES = {"waterproof hiking": RANK_SCORES, "praise its weight": SNIPPET_SCORES}
+
+
+def _of_type(shopbench_file, *types):
+    return [it for it in read_items(shopbench_file) if it.task_type in types]
+
+
+def test_loglik_ranks_a_ranking_item_by_hand(shopbench_file):
+    items = _of_type(shopbench_file, "ranking")
+    model = Likelihoods({}, SCORES)
+    replies, chosen = answer_items(items, model, rank="loglik")
+    assert replies == ["3, 1, 4, 2"] and chosen == [True]
+    assert model.asked == [["1. Men's Waterproof Leather Hiking Boot", "2. Women's Running Shoe",
+                            "3. Boot Waterproofing Spray", "4. Men's Trail Hiking Boot, Mesh"]]
+    assert model.generated == []  # loglik mode never asks for a reply
+    # weights [1, 0, 0.1, 0.01]; ranking 3, 1, 4, 2 -> gains 0.1, 1, 0.01, 0
+    dcg = (2**0.1 - 1) / math.log2(2) + (2**1 - 1) / math.log2(3) + (2**0.01 - 1) / math.log2(4)
+    idcg = (2**1 - 1) / math.log2(2) + (2**0.1 - 1) / math.log2(3) + (2**0.01 - 1) / math.log2(4)
+    rep = run_shopbench(items, Likelihoods({}, SCORES), rank="loglik")
+    assert rep.tasks["task_query_rank"]["score"] == pytest.approx(dcg / idcg, abs=1e-4) == pytest.approx(0.6733, abs=1e-4)
+    assert rep.tasks["task_query_rank"]["by_loglik"] == 1
+
+
+def test_loglik_retrieves_the_likeliest_three_by_hand(shopbench_file):
+    items = _of_type(shopbench_file, "retrieval")
+    replies, chosen = answer_items(items, Likelihoods({}, SCORES), rank="loglik")
+    assert replies == ["4, 2, 1"] and chosen == [True]
+    rep = run_shopbench(items, Likelihoods({}, SCORES), rank="loglik")
+    assert rep.tasks["task_review_snippets"]["score"] == pytest.approx(2 / 3, abs=1e-4)  # truth 2, 4, 6: 4 and 2 hit
+    assert rep.tasks["task_review_snippets"]["by_loglik"] == 1
+
+
+def test_ties_and_nan_scores_keep_the_listed_order(shopbench_file):
+    items = _of_type(shopbench_file, "ranking")
+    flat = {"waterproof hiking": {1: float("nan"), 2: -1.0, 3: -2.0, 4: -1.0}}
+    assert answer_items(items, Likelihoods({}, flat), rank="loglik")[0] == ["2, 4, 3, 1"]
+
+
+@pytest.mark.parametrize("reply, valid", [
+    ("4, 1, 3, 2", True),
+    ("[2, 1, 4, 3]", True),
+    ("4, 1", False),           # not every listed item
+    ("4, 1, 1, 2", False),     # a repeat (the parser empties it)
+    ("4, 1, 3, 7", False),     # 7 is not listed
+    ("Men's Trail Hiking Boot", False),
+])
+def test_auto_keeps_a_valid_ranking_and_falls_back_for_an_invalid_one(shopbench_file, reply, valid):
+    items = _of_type(shopbench_file, "ranking")
+    model = Likelihoods({"waterproof hiking": reply}, SCORES)
+    replies, chosen = answer_items(items, model, rank="auto")
+    assert model.generated == [items[0].input_field]
+    assert replies == ([reply] if valid else ["3, 1, 4, 2"]) and chosen == [not valid]
+    assert model.loglik_calls == (0 if valid else 1)
+
+
+@pytest.mark.parametrize("reply, valid", [
+    ("2, 3, 6", True),
+    ("6", True),               # "up to 3 numbers": one is a selection
+    ("", False),
+    ("2, 2, 6", False),        # a repeat
+    ("2, 9", False),           # 9 is not listed
+])
+def test_auto_keeps_a_valid_selection_and_falls_back_for_an_invalid_one(shopbench_file, reply, valid):
+    items = _of_type(shopbench_file, "retrieval")
+    replies, chosen = answer_items(items, Likelihoods({"praise its weight": reply}, SCORES), rank="auto")
+    assert replies == ([reply] if valid else ["4, 2, 1"]) and chosen == [not valid]
+
+
+def test_generate_mode_keeps_even_an_invalid_ranking(shopbench_file):
+    items = _of_type(shopbench_file, "ranking", "retrieval")
+    model = Likelihoods({"waterproof hiking": "4, 4", "praise its weight": "none"}, SCORES)
+    assert answer_items(items, model, rank="generate") == (["none", "4, 4"], [False, False])
+    assert model.loglik_calls == 0
+
+
+def test_the_report_counts_loglik_answers_per_task(shopbench_file):
+    from dataclasses import replace
+
+    items = read_items(shopbench_file)
+    # a second ranking question of the same task, whose generated ranking is valid
+    items.append(replace(items[3], input_field=items[3].input_field.replace("waterproof hiking boots men", "hiking boots")))
+    replies = dict(REPLIES, **{"waterproof hiking": "4, 1", "'hiking boots'": "1, 4, 3, 2"})
+    scores = dict(SCORES, **{"'hiking boots'": RANK_SCORES, "heel height": {0: -1.0, 1: -2.0, 2: -3.0, 3: -4.0},
+                             "Merino Wool": {0: -4.0, 1: -3.0, 2: -1.0, 3: -2.0}})
+    vecs = {"a tent": [1.0, 0.0, 1.0], items[7].output_field: [1.0, 1.0, 1.0]}
+    sims = Similarities(minilm=lambda texts: [vecs[t] for t in texts])
+    rep = run_shopbench(items, Likelihoods(replies, scores), mc="generate", rank="auto", sims=sims)
+    t = rep.tasks
+    assert t["task_query_rank"]["n"] == 2 and t["task_query_rank"]["by_loglik"] == 1  # "4, 1" is no full ranking
+    assert t["task_review_snippets"]["by_loglik"] == 0  # "2, 3, 6" is a valid selection
+    assert t["task_attr_category"]["by_loglik"] == 0  # mc=generate: "cotton" stays, wrong
+    assert "by_loglik" not in t["task_query_ner"] and "by_loglik" not in t["task_keyphrase"]
+    # loglik's 3, 1, 4, 2 (0.6733) and the generated 1, 4, 3, 2 (gains 1, 0.01, 0.1, 0: by hand below)
+    dcg = 1 + (2**0.01 - 1) / math.log2(3) + (2**0.1 - 1) / math.log2(4)
+    idcg = 1 + (2**0.1 - 1) / math.log2(3) + (2**0.01 - 1) / math.log2(4)
+    assert t["task_query_rank"]["score"] == pytest.approx((0.6733 + dcg / idcg) / 2, abs=1e-4)
+    assert rep.modes == {"mc": "generate", "rank": "auto"} and rep.to_json()["modes"] == rep.modes
+    assert "ranking/retrieval by auto; by log-likelihood: task_query_rank 1/2" in "\n".join(rep.lines())
+    rep2 = run_shopbench(items, Likelihoods(replies, scores), mc="loglik", rank="loglik", sims=sims)
+    assert [rep2.tasks[n]["by_loglik"] for n in ("task_attr_category", "task_query_rank", "task_review_snippets")] == [2, 2, 1]
+    assert rep2.tasks["task_attr_category"]["score"] == 0.5  # option 0 (wrong), option 2 (right)
+    assert rep2.tasks["task_query_rank"]["score"] == pytest.approx(0.6733, abs=1e-4)  # both 3, 1, 4, 2
+
+
+def test_an_item_listing_no_candidates_is_generated_even_in_loglik_mode():
+    item = TaskItem("Rank the boots by relevance: leather, mesh. Output: ", [1, 0], "t", "ranking", "ndcg", False)
+    model = Likelihoods({"Rank the boots": "1, 2"}, {})
+    assert answer_items([item], model, rank="loglik") == (["1, 2"], [False]) and model.loglik_calls == 0
+
+
+def test_a_bad_mode_names_its_flag(shopbench_file):
+    from endcloud.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"--rank must be one of auto, generate, loglik, got 'best'"):
+        answer_items(read_items(shopbench_file), Scripted({}), rank="best")
+
+
+def test_generated_rankings_and_retrievals_list_their_candidates(zh_shop):
+    from endcloud.kb import ShopPack
+    from endcloud.tasks.generate import generate_tasks
+    from endcloud.tasks.shopbench import candidates_of
+
+    ts = generate_tasks(ShopPack.load(zh_shop), tasks=["recommend_rank", "next_purchase"], per_task=6, seed=2)
+    assert {it.task_type for it in ts.items} == {"ranking", "retrieval"}
+    for it in ts.items:
+        assert [k for k, _ in candidates_of(it)] == list(range(1, len(it.meta["skus"]) + 1))
+        assert not it.messages  # what loglik scores the candidates after is the question itself
+
+
+def test_a_real_model_ranks_candidates_by_log_likelihood(tiny_base_dir, shopbench_file):
+    from endcloud.tasks.shopbench import HFTaskModel, candidates_of
+
+    m = HFTaskModel.load(tiny_base_dir)
+    items = _of_type(shopbench_file, "ranking", "retrieval")
+    replies, chosen = answer_items(items, m, rank="loglik")
+    assert chosen == [True, True]
+    for it, reply in zip(items, replies):
+        cands = candidates_of(it)
+        scores = m.loglik(it.prompt(), [f"{k}. {t}" for k, t in cands])
+        assert len(set(scores)) == len(scores)  # no ties: the order below is the model's, not the list's
+        expect = [k for _, k in sorted(((-s, k) for s, (k, _) in zip(scores, cands)))]
+        assert reply == ", ".join(map(str, expect if it.task_type == "ranking" else expect[:3]))
+
+
 def test_a_real_model_scores_options_by_log_likelihood(tiny_base_dir):
     from endcloud.tasks.shopbench import HFTaskModel
 
@@ -214,6 +382,30 @@ def test_cli_eval_shopbench(tiny_base_dir, shopbench_file, tmp_path, capsys):
     assert set(rep["tasks"]) == {"task_attr_category", "task_query_ner"}
     assert rep["tasks"]["task_attr_category"]["chance"] == 0.25 and 0 <= rep["tasks"]["task_attr_category"]["score"] <= 1
     assert "overall" in capsys.readouterr().out
+
+
+def test_cli_eval_shopbench_ranks_by_log_likelihood(tiny_base_dir, shopbench_file, tmp_path, capsys):
+    from endcloud.cli import main
+    from endcloud.tasks.metrics import parse_ranking
+
+    out = tmp_path / "report.json"
+    rc = main(["eval", "shopbench", str(shopbench_file), "--base", str(tiny_base_dir), "-w", str(tmp_path / "ws"),
+               "--task", "task_query_rank", "--task", "task_review_snippets", "--rank", "loglik", "-o", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    rep = json.loads(out.read_text())
+    assert rep["modes"] == {"mc": "auto", "rank": "loglik"}
+    assert rep["tasks"]["task_query_rank"]["by_loglik"] == 1 and rep["tasks"]["task_review_snippets"]["by_loglik"] == 1
+    [sample] = rep["samples"]["task_query_rank"]
+    assert sorted(parse_ranking(sample["reply"])) == [1, 2, 3, 4]
+    assert rep["tasks"]["task_query_rank"]["score"] == pytest.approx(ndcg(parse_ranking(sample["reply"]), [1, 0, 0.1, 0.01]), abs=1e-4)
+    assert "ranking/retrieval by loglik" in capsys.readouterr().out
+
+
+def test_cli_eval_shopbench_rejects_a_bad_rank_mode(shopbench_file, tmp_path, capsys):
+    from endcloud.cli import main
+
+    assert main(["eval", "shopbench", str(shopbench_file), "-w", str(tmp_path / "ws"), "--rank", "best"]) != 0
+    assert "--rank must be one of auto, generate, loglik" in capsys.readouterr().err
 
 
 def test_cli_eval_still_runs_the_scoring_command(capsys):

@@ -127,11 +127,15 @@ class _Fact:
 class _Shop:
     """Draws one shop: catalog, policies, FAQ, orders, then the questions about them."""
 
-    def __init__(self, lang: str, seed: int):
+    def __init__(self, lang: str, seed: int, invented_nouns: float = 0.0):
         self.lang, self.seed = lang, seed
         self.zh = lang == "zh"
         self.li = 0 if self.zh else 1
         self.rng = Random(f"varied:{lang}:{seed}")
+        # Invented product nouns come from their own RNG, so a shop drawn with none is the
+        # same shop as before the option existed.
+        self.invented_nouns = invented_nouns
+        self.noun_rng = Random(f"varied-nouns:{lang}:{seed}")
         self.ask = ASK[lang]
         self.domain = pick(self.rng, DOMAIN_KEYS)
         self.dom = DOMAINS[self.domain]
@@ -157,6 +161,24 @@ class _Shop:
         word = "".join(pick(rng, EN_ONSETS) + pick(rng, EN_VOWELS) + (pick(rng, EN_CODAS) if i == n - 1 or rng.random() < 0.15 else "")
                        for i in range(n))
         return word[:1].upper() + word[1:]
+
+    def _invented_noun(self) -> tuple[str, str]:
+        """A (zh, en) product noun no lexicon holds ("绛朴", "vantor"), now and then with a
+        spec in it ("20W", "500ml"): a model that has seen a word in no other shop can only
+        state this product's name by copying it from the knowledge in its prompt."""
+        rng = self.noun_rng
+        zh = "".join(pick(rng, COMMON_HANZI) for _ in range(rng.randint(2, 3)))
+        words = []
+        for _ in range(1 if rng.random() < 0.7 else 2):
+            n = rng.randint(1, 3)
+            words.append("".join(pick(rng, EN_ONSETS) + pick(rng, EN_VOWELS) + (pick(rng, EN_CODAS) if i == n - 1 else "")
+                                 for i in range(n)).lower())
+        en = " ".join(words)
+        if rng.random() < 0.3:
+            spec = f"{pick(rng, (5, 10, 12, 20, 25, 30, 45, 65, 100, 250, 500, 1000, 5000, 10000, 20000))}" \
+                   f"{pick(rng, ('W', 'mAh', 'ml', 'cm', 'mm', 'GB', 'g', 'V', 'L'))}"
+            zh, en = spec + zh, f"{spec} {en}"
+        return zh, en
 
     def _en_brand(self) -> str:
         rng = self.rng
@@ -239,6 +261,8 @@ class _Shop:
         while len(self.items) < n and tries < n * 6:
             tries += 1
             noun_pair = pick(rng, dom["nouns"])
+            if self.invented_nouns and self.noun_rng.random() < self.invented_nouns:
+                noun_pair = self._invented_noun()
             brand = pick(rng, self.brands)
             name, en_name = self._product_name(brand, noun_pair)
             if name in names or (en_name and en_name in en_names) or not clean(name) or not clean(en_name):
@@ -955,8 +979,13 @@ def _typo(rng: Random, template: str) -> str:
     return " ".join(words)
 
 
-def random_pack(out_dir: str | Path, *, seed: int, lang: str, questions: int = QUESTIONS) -> VariedShop:
-    """Draw the shop for (lang, seed), write it as a pack (+ questions.jsonl) to `out_dir`."""
+def random_pack(out_dir: str | Path, *, seed: int, lang: str, questions: int = QUESTIONS,
+                invented_nouns: float = 0.0) -> VariedShop:
+    """Draw the shop for (lang, seed), write it as a pack (+ questions.jsonl) to `out_dir`.
+    `invented_nouns` is the share of products named with a made-up noun instead of one of
+    the domain's (the shop reader's recipe uses it so names must be copied, not recalled)."""
+    if not 0.0 <= invented_nouns <= 1.0:
+        raise ConfigError(f"invented_nouns must be a share in [0, 1], got {invented_nouns!r}")
     if lang not in LANGUAGES:
         raise ConfigError(f"lang must be one of {', '.join(LANGUAGES)}, got {lang!r}")
     if not isinstance(seed, int) or isinstance(seed, bool):
@@ -966,7 +995,7 @@ def random_pack(out_dir: str | Path, *, seed: int, lang: str, questions: int = Q
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output {str(out)!r} is a file, not a folder; choose another out_dir")
-    shop = _Shop(lang, seed)
+    shop = _Shop(lang, seed, invented_nouns)
     shop.questions = _Asker(shop).questions(questions)
     shop.write(out)
     return VariedShop(
