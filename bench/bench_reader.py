@@ -9,6 +9,7 @@ just built with `endcloud pretrain --recipe reader`) compare on the same questio
     .venv/bin/python bench/bench_reader.py                          # the shipped reader
     .venv/bin/python bench/bench_reader.py --reader NEW/ --reader endcloud/assets/reader
     .venv/bin/python bench/bench_reader.py --packs tea-shop-zh --show   # every draft, judged
+    .venv/bin/python bench/bench_reader.py --packs tea-shop-zh --adapter WS/adapters/shop/v1  # after onboarding
 
 Per pack (`bench/heldout/<pack>/`, never used to build or tune anything; see its README):
 each conversation is played as serving plays it — the earlier turns answered by the offline
@@ -16,7 +17,9 @@ teacher and kept as history, the last turn given the snippets `endcloud.kb.promp
 finds, placed by `build_messages` — and judged by `bench/heldout/check.py`. Also printed,
 per pack, so a reader's figure can be read against what it was given: the share of
 answerable questions whose expected fact is in the retrieved snippets at all (the ceiling
-for a reader that only copies), and the offline teacher's own score on the same turns.
+for a reader that only copies), the offline teacher's own score on the same turns, and how
+many of the wrong and of the right drafts (hand-offs left out) serving's novelty check
+(`endcloud.scoring.novelty`, with the reader's glue.json) would send to the cloud.
 Greedy decoding, fp32: the figures are the same on every run and every machine.
 """
 
@@ -63,13 +66,27 @@ def in_snippets(q, text: str) -> bool | None:
     return all(any(check.contains(text, alt) for alt in g) for g in groups)
 
 
-def run(reader: Path, packs: list[Path], *, show: bool, log) -> dict:
+def run(reader: Path, packs: list[Path], *, show: bool, log, adapter: Path | None = None) -> dict:
     from endcloud.end.base import load_tokenizer
     from endcloud.shopreader import generate_replies
     from transformers import AutoModelForCausalLM
 
+    from endcloud.cloud.reference import REPLIES
+    from endcloud.end.reader import GLUE_NAME
+    from endcloud.scoring.grounding import conversation_evidence, shop_profile_text
+    from endcloud.scoring.novelty import Glue, NoveltyChecker
+    from endcloud.serve.router import is_handoff
+
+    # what serving's novelty check would send to the cloud (the reader's glue.json, when it has one)
+    glue = Glue.load(reader / GLUE_NAME) if (reader / GLUE_NAME).exists() else None
+    novelty = NoveltyChecker(glue) if glue is not None else None
+    handoffs = tuple(REPLIES["unknown"].values())  # as serving's TurnService knows them
     tok = load_tokenizer(str(reader), padding_side="left")
     model = AutoModelForCausalLM.from_pretrained(str(reader)).float().eval()
+    if adapter is not None:  # e.g. what `endcloud shop onboard` trained for one of the packs
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload().eval()
     out = {}
     for pack_dir in packs:
         t0 = time.time()
@@ -77,8 +94,13 @@ def run(reader: Path, packs: list[Path], *, show: bool, log) -> dict:
         facts = check.PackFacts.from_pack(pack)
         drafts = generate_replies(model, tok, [m for _, m, _, _ in rows], max_new_tokens=80)
         n = right = teacher_right = found = answerable = unanswerable_kept = unanswerable = 0
-        for (q, _, snips, t_reply), d in zip(rows, drafts):
+        flagged = {True: [0, 0], False: [0, 0]}  # right / wrong drafts (not hand-offs): [novel, all]
+        for (q, msgs, snips, t_reply), d in zip(rows, drafts):
             v, tv = check.judge(d, q, facts), check.judge(t_reply, q, facts)
+            if glue is not None and not is_handoff(d, handoffs):
+                nov = novelty.check(d, conversation_evidence(msgs) + "\n" + shop_profile_text(pack))
+                flagged[bool(v.right)][0] += not nov.clean
+                flagged[bool(v.right)][1] += 1
             n += 1
             right += v.right
             teacher_right += tv.right
@@ -94,7 +116,8 @@ def run(reader: Path, packs: list[Path], *, show: bool, log) -> dict:
         out[pack_dir.name] = {"questions": n, "drafts_right": round(right / n, 4),
                               "unanswerable_abstained": f"{unanswerable_kept}/{unanswerable}",
                               "fact_in_snippets": round(found / max(1, answerable), 4),
-                              "teacher_right": round(teacher_right / n, 4), "seconds": round(time.time() - t0, 1)}
+                              "teacher_right": round(teacher_right / n, 4), "seconds": round(time.time() - t0, 1),
+                              "novel_wrong": "{}/{}".format(*flagged[False]), "novel_right": "{}/{}".format(*flagged[True])}
     total = sum(v["questions"] for v in out.values())
     out["all"] = {"questions": total,
                   "drafts_right": round(sum(v["drafts_right"] * v["questions"] for v in out.values()) / max(1, total), 4)}
@@ -107,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reader", action="append", type=Path, help="a reader (model dir); repeat to compare "
                     "(default: the shipped one)")
+    ap.add_argument("--adapter", type=Path, help="a LoRA adapter dir on the (one) reader, e.g. a workspace's "
+                    "adapters/shop/v1 after `endcloud shop onboard` (then name its pack with --packs)")
     ap.add_argument("--packs", nargs="*", help="held-out pack names (default: all under bench/heldout)")
     ap.add_argument("--show", action="store_true", help="print every draft with its verdict")
     ap.add_argument("--out", type=Path, help="write the figures as JSON here")
@@ -118,14 +143,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     report = {}
     for r in readers:
-        report[str(r)] = run(r, packs, show=args.show, log=print)
-        print(f"\n{r}")
-        print("| pack | questions | reader drafts right | unanswerable abstained | fact in snippets | offline teacher |")
-        print("| --- | ---: | ---: | ---: | ---: | ---: |")
+        report[str(r)] = run(r, packs, show=args.show, log=print, adapter=args.adapter)
+        print(f"\n{r}" + (f" + {args.adapter}" if args.adapter else ""))
+        print("| pack | questions | reader drafts right | unanswerable abstained | fact in snippets | offline teacher "
+              "| novel text: wrong drafts | novel text: right drafts |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for name, v in report[str(r)].items():
             if name != "all":
                 print(f"| {name} | {v['questions']} | {v['drafts_right']:.1%} | {v['unanswerable_abstained']} | "
-                      f"{v['fact_in_snippets']:.1%} | {v['teacher_right']:.1%} |")
+                      f"{v['fact_in_snippets']:.1%} | {v['teacher_right']:.1%} | {v['novel_wrong']} | {v['novel_right']} |")
         a = report[str(r)]["all"]
         print(f"| all | {a['questions']} | {a['drafts_right']:.1%} | | | |")
     if args.out:

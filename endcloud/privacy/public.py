@@ -10,6 +10,7 @@ file, one value per line) so worker processes of the corpus pipeline see the sam
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import tempfile
@@ -40,6 +41,18 @@ def public_values() -> frozenset[str]:
     return _values
 
 
+_written: list[str] = []  # the files this process wrote: removed when it exits
+
+
+def _remove_written() -> None:
+    # kept until exit, not replaced in place: a worker started earlier may still read its path
+    for path in _written:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
 def use_public_values(values: Iterable[str]) -> frozenset[str]:
     """Declare the shop's public identifiers for this process and its workers."""
     global _values, _loaded_from
@@ -47,6 +60,9 @@ def use_public_values(values: Iterable[str]) -> frozenset[str]:
     fd, path = tempfile.mkstemp(prefix="endcloud-public-", suffix=".txt")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write("\n".join(vals) + "\n")
+    if not _written:
+        atexit.register(_remove_written)
+    _written.append(path)
     os.environ[ENV] = path
     _values, _loaded_from = frozenset(vals), path
     return _values

@@ -36,3 +36,20 @@ def test_public_values_reach_worker_processes(clean_public):
     code = "from endcloud.privacy import detect; print(len(detect('520401029636')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy(), check=True)
     assert out.stdout.strip() == "0"
+
+
+def test_the_files_a_process_writes_for_its_workers_are_gone_when_it_exits():
+    """Each declaration writes a file for worker processes; a server or test run that declared
+    its ids a thousand times must not leave a thousand files in /tmp."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os\nfrom endcloud.privacy.public import use_public_values as u\n"
+            "u(['A1']); first = os.environ['ENDCLOUD_PUBLIC_IDS']; u(['B2'])\n"
+            "print(first); print(os.environ['ENDCLOUD_PUBLIC_IDS'])\n"
+            "assert os.path.exists(first) and open(os.environ['ENDCLOUD_PUBLIC_IDS']).read() == 'B2\\n'\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    paths = r.stdout.split()
+    assert len(paths) == 2 and not any(os.path.exists(p) for p in paths)
