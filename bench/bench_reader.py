@@ -73,7 +73,7 @@ def run(reader: Path, packs: list[Path], *, show: bool, log, adapter: Path | Non
 
     from endcloud.cloud.reference import REPLIES
     from endcloud.end.reader import GLUE_NAME
-    from endcloud.scoring.grounding import conversation_evidence, shop_profile_text
+    from endcloud.scoring.grounding import conversation_evidence
     from endcloud.scoring.novelty import Glue, NoveltyChecker
     from endcloud.serve.router import is_handoff
 
@@ -98,7 +98,8 @@ def run(reader: Path, packs: list[Path], *, show: bool, log, adapter: Path | Non
         for (q, msgs, snips, t_reply), d in zip(rows, drafts):
             v, tv = check.judge(d, q, facts), check.judge(t_reply, q, facts)
             if glue is not None and not is_handoff(d, handoffs):
-                nov = novelty.check(d, conversation_evidence(msgs) + "\n" + shop_profile_text(pack))
+                # serving's evidence: the messages the reader got (their snippets) and the shop's profile
+                nov = novelty.check(d, conversation_evidence(msgs, pack, snippets=0))
                 flagged[bool(v.right)][0] += not nov.clean
                 flagged[bool(v.right)][1] += 1
             n += 1

@@ -133,13 +133,17 @@ def glue_labels(ws: Workspace, limit: int = GLUE_LABELS) -> list[tuple[list[dict
     if len(out) < limit and ws.labels.exists():
         from collections import deque
 
+        from endcloud.end.data import Example
         from endcloud.fileio import read_jsonl
+        from endcloud.records import Label
 
         try:
             for d in deque(read_jsonl(ws.labels), maxlen=limit - len(out)):
-                turns = [{"role": t.get("role", "user"), "content": t.get("text", t.get("content", ""))}
-                         for t in d.get("context") or []]
-                out.append((turns + [{"role": "user", "content": str(d.get("query") or "")}], str(d.get("label") or "")))
+                try:
+                    ex = Example.from_label(Label.from_json(d))  # the messages training builds from it
+                except (KeyError, TypeError, AttributeError):  # not a label line: skipped
+                    continue
+                out.append((ex.messages, ex.response))
         except Exception as e:
             log.warning("novelty glue: %s unreadable (%s)", ws.labels, e)
     return out

@@ -55,14 +55,14 @@ from endcloud.errors import DataError
 from endcloud.fileio import write_json_atomic
 from endcloud.scoring.base import Scorer, check_pairs
 from endcloud.scoring.grounding import conversation_evidence
+from endcloud.text import CJK_IDEOGRAPHS
 
 GLUE_VERSION = 1
 MIN_COUNT = 2  # replies a run must appear in to be glue: one reply's odd phrase is no habit
 SOURCE_CACHE = 4096  # texts whose normalised form and words a checker remembers
 
-_CJK_CLASS = "\u3400-\u9fff\uf900-\ufaff"
-_CJK = re.compile(f"[{_CJK_CLASS}]")
-_UNIT = re.compile(f"[{_CJK_CLASS}]|[^\\W_{_CJK_CLASS}]+")
+_CJK = re.compile(f"[{CJK_IDEOGRAPHS}]")
+_UNIT = re.compile(f"[{CJK_IDEOGRAPHS}]|[^\\W_{CJK_IDEOGRAPHS}]+")
 # Glue fragments are joined with a character no run holds (runs are letters, digits and
 # whitespace), so one substring search asks "is this run inside some fragment?".
 _GLUE_SEP = "\x00"
