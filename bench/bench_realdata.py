@@ -5,6 +5,7 @@ on held-out sessions; and the matcher's R10@1 against TF-IDF and chance.
     .venv/bin/python bench/bench_realdata.py [--logs ../shared/data/jddc/jddc_chat_sample.txt]
         [--pretrain-steps 1000] [--train-steps 800] [--pretrain-minutes M] [--train-minutes M]
         [--eval-limit 200] [--threads 1] [--work /tmp/bench-realdata]
+        [--matcher-lm-steps 1000] [--matcher-only]
 
 The defaults are the last run in docs/benchmarks.md (~12.5 min on this 2-core machine while shared).
 
@@ -109,6 +110,9 @@ def main() -> None:
     ap.add_argument("--eval-limit", type=int, default=200)
     ap.add_argument("--max-new-tokens", type=int, default=40)
     ap.add_argument("--matcher-epochs", type=int, default=8)
+    ap.add_argument("--matcher-lm-steps", type=int, default=1000,
+                    help="steps of the matcher's language model (`matcher train --lm-steps`; 0: none)")
+    ap.add_argument("--matcher-only", action="store_true", help="only the matcher stage (about 6 min instead of 20)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: on a shared machine two threads "
                     "wait on each other more than they compute)")
     args = ap.parse_args()
@@ -118,16 +122,20 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from endcloud.corpus import log_pairs, prepare
+    from endcloud.corpus import prepare
     from endcloud.end.data import Example, cap_repeated_replies, load_pairs
     from endcloud.end.pretrain import pretrain
     from endcloud.end.train import train
     from endcloud.fileio import read_jsonl
     from endcloud.runtime.model import EndModel
-    from endcloud.scoring import load_inputs, run_eval, train_matcher
+    from endcloud.scoring import load_inputs, run_eval
 
     w = args.work
     w.mkdir(parents=True, exist_ok=True)
+    if args.matcher_only:
+        m, t_match = _matcher_stage(args, w)
+        _print_matcher(m, t_match)
+        return
     corpus = w / "corpus"
     rep, t_prep = _stage("prepare", lambda: prepare([args.logs], corpus, workers=2, eval_fraction=args.eval_fraction))
     train_pairs = list(read_jsonl(corpus / "pairs.jsonl"))
@@ -162,8 +170,7 @@ def main() -> None:
                                                       corpus=corpus_texts, max_new_tokens=args.max_new_tokens, seed=0))
 
     # The matcher on every pair of the logs (its own split by session: train | calib | test).
-    m, t_match = _stage("matcher", lambda: train_matcher(log_pairs([args.logs]), w / "matcher", epochs=args.matcher_epochs,
-                                                         test_frac=0.2, threads=args.threads))
+    m, t_match = _matcher_stage(args, w)
     total = time.monotonic() - started + t_prep
 
     s = report.summary
@@ -183,7 +190,8 @@ def main() -> None:
                  "eval_loss": res.eval_loss, "seconds": round(t_train, 1)},
         "eval": {"rows": rows, "seconds": round(t_eval, 1), "similarity": s["similarity_used"]},
         "matcher": {"recall": m.recall, "n_train": m.n_train, "test_groups": m.n_test_groups, "epochs": m.epochs,
-                    "combine": m.extra.get("combine"), "seconds": round(t_match, 1)},
+                    "combine": m.extra.get("combine"), "lm": m.extra.get("lm"),
+                    "r10_at_1_gain_ci95": m.extra.get("r10_at_1_gain_over_tfidf_ci95"), "seconds": round(t_match, 1)},
         "minutes_total": round(total / 60, 1), "threads": args.threads,
     }
     (w / "results.json").write_text(json.dumps(results, ensure_ascii=False, indent=2), encoding="utf-8")
@@ -207,17 +215,35 @@ def main() -> None:
               f"{f(r['rouge_l'])} | {f(r['distinct_1'])} | {f(r['distinct_2'])} | {r['distinct_replies']} | {f(r['top_share'])} | "
               f"{f(r['degenerate'])} |")
     print()
+    _print_matcher(m, t_match)
+    print(f"Stage times (s): prepare {t_prep:.0f}, pretrain {t_pre:.0f}, LoRA {t_train:.0f}, eval {t_eval:.0f}, matcher {t_match:.0f}; "
+          f"total {total / 60:.1f} min on {args.threads} threads. results: {w / 'results.json'}")
+
+
+def _matcher_stage(args, w: Path):
+    """The matcher on every pair of the logs (its own split by session: train | calib | test)."""
+    from endcloud.corpus import log_pairs
+    from endcloud.scoring import train_matcher
+
+    return _stage("matcher", lambda: train_matcher(log_pairs([args.logs]), w / "matcher", epochs=args.matcher_epochs,
+                                                   test_frac=0.2, threads=args.threads, lm_steps=args.matcher_lm_steps))
+
+
+def _print_matcher(m, t_match: float) -> None:
     rc = m.recall
+    lm = m.extra.get("lm")
     print(f"Matcher (R10@k on {m.n_test_groups} held-out groups of 1 true + 9 sampled replies, {m.n_train} training pairs, "
-          f"{m.epochs} epochs, {t_match:.0f} s):")
+          f"{m.epochs} epochs" + (f", language model {lm['steps']} steps ({lm['params'] / 1e6:.1f}M parameters, "
+                                   f"{lm['seconds']:.0f} s)" if lm else ", no language model") + f", {t_match:.0f} s):")
     print()
     print("| scorer | R10@1 | R10@2 | R10@5 |")
     print("|---|---:|---:|---:|")
     for name in ("trained", "tfidf", "chance"):
         print(f"| {name} | {rc[name]['r_at_1']:.3f} | {rc[name]['r_at_2']:.3f} | {rc[name]['r_at_5']:.3f} |")
+    lo, hi = m.extra["r10_at_1_gain_over_tfidf_ci95"]
+    print(f"\nR10@1 trained / TF-IDF: {rc['trained']['r_at_1'] / max(1e-9, rc['tfidf']['r_at_1']):.2f}x; gain "
+          f"{rc['trained']['r_at_1'] - rc['tfidf']['r_at_1']:+.3f}, 95 % paired bootstrap over the groups {lo:+.3f} to {hi:+.3f}")
     print()
-    print(f"Stage times (s): prepare {t_prep:.0f}, pretrain {t_pre:.0f}, LoRA {t_train:.0f}, eval {t_eval:.0f}, matcher {t_match:.0f}; "
-          f"total {total / 60:.1f} min on {args.threads} threads. results: {w / 'results.json'}")
 
 
 if __name__ == "__main__":

@@ -107,9 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--teacher", default="reference", help="reference (offline) | openai")
-    ap.add_argument("--mc", default="loglik", choices=("auto", "generate", "loglik"),
+    ap.add_argument("--mc", default="loglik", choices=("auto", "generate", "loglik", "pmi"),
                     help="how the tables answer multiple choice (the report has the other way beside it: generate, or loglik)")
-    ap.add_argument("--rank", default="loglik", choices=("auto", "generate", "loglik"),
+    ap.add_argument("--rank", default="loglik", choices=("auto", "generate", "loglik", "pmi"),
                     help="how the tables answer ranking and retrieval (the report has the other way beside it)")
     ap.add_argument("--work", default=None, help="keep the shop, tasks and adapters here (default: a temp folder)")
     ap.add_argument("--out", default="bench-tasks.json")

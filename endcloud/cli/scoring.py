@@ -207,18 +207,28 @@ def matcher_train_cmd(
     threads: int = typer.Option(2, "--threads", help="torch threads."),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Optional time limit on the epochs (default: none; "
                                                 "every epoch runs). The summary says when it cut them short."),
+    lm_steps: int = typer.Option(1000, "--lm-steps", help="Steps of the small language model trained beside the encoder on the "
+                                 "training pairs (log p(reply | query) and log p(reply) as signals; a few minutes on 2 cores). "
+                                 "0: none — seconds, numpy-only inference, and on real logs a weaker matcher."),
 ) -> None:
     """Train the shop's matcher on its own pairs; print held-out R10@1/2/5 against TF-IDF and chance."""
     from endcloud.scoring import train_matcher
 
     r = train_matcher(pairs, out, epochs=epochs, dim=dim, test_frac=test_frac, seed=seed, threads=threads,
-                      time_budget_s=max_minutes * 60 if max_minutes is not None else None)
+                      time_budget_s=max_minutes * 60 if max_minutes is not None else None, lm_steps=lm_steps)
     typer.echo(f"R10@1 {r.r10_at_1:.3f} (TF-IDF {r.baseline_tfidf_r10_at_1:.3f}, chance 0.100) on {r.n_test_groups} held-out groups; "
                f"{r.n_train} train pairs, {r.epochs} epochs in {r.train_seconds:.1f} s; "
                f"P(match) true {r.mean_prob_true:.2f} / sampled {r.mean_prob_false:.2f}; saved to {r.out_dir}")
     for k in (1, 2, 5):
         typer.echo(f"  R10@{k}: trained {r.recall['trained'][f'r_at_{k}']:.3f}  tfidf {r.recall['tfidf'][f'r_at_{k}']:.3f}  "
                    f"chance {r.recall['chance'][f'r_at_{k}']:.3f}")
+    lo, hi = r.extra["r10_at_1_gain_over_tfidf_ci95"]
+    typer.echo(f"  R10@1 gain over TF-IDF: {r.r10_at_1 - r.baseline_tfidf_r10_at_1:+.3f} (95 % paired bootstrap over the groups: "
+               f"{lo:+.3f} to {hi:+.3f})")
+    if "lm" in r.extra:
+        lm = r.extra["lm"]
+        typer.echo(f"language model: {lm['steps']} steps, {lm['params'] / 1e6:.1f}M parameters, held-out loss {lm['eval_loss']:.2f}, "
+                   f"{lm['seconds']:.0f} s")
     if r.stopped_early:
         typer.echo(f"stopped early: {r.epochs} of {r.epochs_requested} epochs, to end within --max-minutes {max_minutes:g}")
 

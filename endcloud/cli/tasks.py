@@ -2,8 +2,8 @@
 
     endcloud tasks generate shop/ -o tasks.jsonl [--logs shop/chats/chats.jsonl] [--per-task 60]
     endcloud tasks check tasks.jsonl --shop shop/
-    endcloud eval shopbench development.json [--base B] [--adapter A] [--mc auto|generate|loglik]
-                                             [--rank auto|generate|loglik] [-o report.json]
+    endcloud eval shopbench development.json [--base B] [--adapter A] [--mc auto|generate|loglik|pmi]
+                                             [--rank auto|generate|loglik|pmi] [-o report.json]
     endcloud eval shopbench tasks.jsonl --heldout-only --adapter runs/multitask
 
 `eval` itself is the scoring room's command (`cli/scoring.py`); `register` turns it into a group
@@ -84,10 +84,10 @@ def shopbench(
     base: Optional[Path] = typer.Option(None, "--base", help="A local Hugging Face model folder (default: the workspace's base/, else the shipped shop reader)."),
     adapter: Optional[str] = typer.Option(None, "--adapter", help="A peft adapter folder, or the workspace's NAME / NAME/vN (default: none, the base alone)."),
     mc: str = typer.Option("auto", "--mc", help="Multiple choice: generate (the reply's first character), loglik (the likeliest option), "
-                                               "auto (generate; loglik where the reply is no option)."),
+                                               "pmi (the option the question makes likelier most), auto (generate; loglik where the reply is no option)."),
     rank: str = typer.Option("auto", "--rank", help="Ranking and retrieval: generate (the numbers in the reply), loglik (the listed "
                                                    "candidates ranked by their log-likelihood as the reply; retrieval: the top 3), "
-                                                   "auto (generate; loglik where the reply is no valid ranking/selection of them)."),
+                                                   "pmi (ranked by how much the question raises that), auto (generate; loglik where the reply is no valid ranking/selection of them)."),
     task: List[str] = typer.Option([], "--task", help="Only this task_name (repeatable)."),
     heldout_only: bool = typer.Option(False, "--heldout-only", help="Only items marked heldout (a generated task set's evaluation share)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N questions (after the filters)."),

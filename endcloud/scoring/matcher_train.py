@@ -4,9 +4,12 @@
         train: dual encoder over hashed char n-grams, softmax over
                in-batch negatives + retrieved hard negatives;
                an exemplar memory of the training pairs
+               [with lm_steps: a small causal LM pretrained on the same pairs,
+               `endcloud.scoring.replylm`]
         calib: one logistic regression (balanced classes) that weighs and calibrates the
                three signals: the dual encoder's logit, the memory's vote (replies like
-               this one followed queries like this one), the lexical cosine
+               this one followed queries like this one), the lexical cosine [and the LM's
+               three: log p(reply | query), log p(reply), the reply's tokens]
         test : R10@1 (and @2, @5) on groups of 1 true + 9 sampled responses (the ECD
                protocol), against TF-IDF and chance on the very same groups
 
@@ -20,16 +23,19 @@ candidates per context) are read by `read_ecd` with the same normalisation and s
 `ecd_recall` (`endcloud matcher eval`).
 
 Why the memory: on a few thousand real pairs (the JDDC sample) the dual encoder fits its
-training pairs and generalises little (R10@1 0.28 against TF-IDF's 0.27); the vote of
+training pairs and generalises little (R10@1 0.28 against TF-IDF's 0.28); the vote of
 nearby training pairs carries what it cannot learn from so few, and the three together
-reach 0.32 (docs/benchmarks.md, "Real chat logs").
+reach 0.32. Why the language model: it reads a reply as text that follows the query, which
+no bag of n-grams does; with it the matcher reaches 0.41 (docs/benchmarks.md, "Real chat
+logs"). It costs minutes of training and torch at inference, so it is opt-in here
+(`lm_steps`) and on by default in `endcloud matcher train` (`--lm-steps 1000`).
 
 Negatives never include an *equivalent* answer: the same text, or (when the source knows
 them) the same intent with the same facts — the synthetic shop answers one question with
 several paraphrases, and calling a paraphrase "wrong" would teach noise.
 
-Run: `endcloud matcher train --pairs W/corpus/pairs.jsonl -o W/scoring/matcher`; trains in
-well under a minute on 2 CPU cores for a few thousand pairs.
+Run: `endcloud matcher train --pairs W/corpus/pairs.jsonl -o W/scoring/matcher`; about 5
+minutes on 2 CPU cores for a few thousand pairs (`--lm-steps 0`: well under a minute).
 """
 
 from __future__ import annotations
@@ -42,10 +48,11 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from endcloud.errors import DataError
+from endcloud.errors import ConfigError, DataError
 from endcloud.fileio import read_jsonl, write_json_atomic
 from endcloud.scoring.base import Scorer
 from endcloud.scoring.matching import HashedFeatures, MemoryFeatures, TfidfMatcher, TrainedMatcher
+from endcloud.scoring.replylm import LM_DIR, SIGNALS as LM_SIGNALS, ReplyLM, train_reply_lm
 from endcloud.text import detect_lang, normalise
 
 
@@ -219,11 +226,29 @@ def recall_at_k(scores: np.ndarray, k: int = 1) -> float:
     of the tied puts it in the top k), so a constant scorer gets k/n."""
     if len(scores) == 0:
         return float("nan")
+    return float(hits_at_k(scores, k).mean())
+
+
+def hits_at_k(scores: np.ndarray, k: int = 1) -> np.ndarray:
+    """Per group, the credit `recall_at_k` averages (1, 0, or a tie's share)."""
     scores = np.asarray(scores, dtype=np.float64)
+    if len(scores) == 0:
+        return np.zeros(0)
     true = scores[:, :1]
     above = (scores[:, 1:] > true + 1e-9).sum(axis=1)
     tied = np.isclose(scores, true, rtol=0, atol=1e-9).sum(axis=1)  # the true one included
-    return float(np.clip((k - above) / tied, 0.0, 1.0).mean())
+    return np.clip((k - above) / tied, 0.0, 1.0)
+
+
+def gain_interval(a: np.ndarray, b: np.ndarray, *, k: int = 1, n_boot: int = 2000, seed: int = 0) -> list[float]:
+    """95 % paired-bootstrap interval of R@k(a) − R@k(b) over the same groups: whether a
+    margin is more than the luck of which groups were held out."""
+    d = hits_at_k(a, k) - hits_at_k(b, k)
+    if len(d) == 0:
+        return [float("nan"), float("nan")]
+    idx = np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))
+    lo, hi = np.percentile(d[idx].mean(axis=1), [2.5, 97.5])
+    return [round(float(lo), 4), round(float(hi), 4)]
 
 
 def recall_at_1(scores: np.ndarray) -> float:
@@ -324,16 +349,21 @@ def train_matcher(
     threads: int = 2,
     time_budget_s: float | None = None,
     memory_size: int = 50_000,
+    lm_steps: int = 0,
 ) -> MatcherReport:
     """Train, calibrate and evaluate the shop's matcher; save it to `out_dir`.
 
     Runs `epochs` epochs: the budget is in epochs, so the same data gives the same matcher on
     a fast and on a busy machine. `time_budget_s` (None by default) is an explicit opt-in to
     stop early on time; the report then says how many epochs ran (and `stopped_early`).
-    `memory_size`: most training pairs kept in the matcher's memory (a random sample beyond it)."""
+    `memory_size`: most training pairs kept in the matcher's memory (a random sample beyond it).
+    `lm_steps` > 0 also pretrains a small language model on the training pairs for that many
+    steps (`endcloud.scoring.replylm`; minutes, not seconds) and weighs its three signals with
+    the others; 0 keeps the matcher numpy-only."""
     import torch
-    from sklearn.linear_model import LogisticRegression
 
+    if isinstance(lm_steps, bool) or not isinstance(lm_steps, int) or lm_steps < 0:
+        raise ConfigError(f"lm_steps must be a whole number >= 0, got {lm_steps!r}; change --lm-steps")
     t0 = time.perf_counter()
     rows = load_matcher_pairs(pairs)
     split = np.array([_split(r["session"], test_frac, calib_frac) for r in rows])
@@ -394,8 +424,17 @@ def train_matcher(
             epoch_losses.append(float(np.mean(losses)) if losses else float("nan"))
             if time_budget_s is not None and time.perf_counter() - t0 > time_budget_s:
                 break
+        return _finish(rows, split, train_idx, eq, emb_q, emb_r, log_scale, w_lex, epoch_losses, steps, t0,
+                       out_dir=out_dir, n_features=n_features, dim=dim, seed=seed, memory_size=memory_size,
+                       lm_steps=lm_steps, epochs=epochs)
     finally:
         torch.set_num_threads(prev_threads)
+
+
+def _finish(rows, split, train_idx, eq, emb_q, emb_r, log_scale, w_lex, epoch_losses, steps, t0, *, out_dir, n_features,
+            dim, seed, memory_size, lm_steps, epochs) -> MatcherReport:
+    """The memory, the language model (with `lm_steps`), the calibration and the held-out test."""
+    from sklearn.linear_model import LogisticRegression
 
     config = {
         "name": "trained",
@@ -424,8 +463,19 @@ def train_matcher(
     memory = None
     if len(mem_idx):
         memory = (mem_feats([rows[i]["query"] for i in mem_idx]), mem_feats([rows[i]["response"] for i in mem_idx]))
+    lm = None
+    if lm_steps:
+        # on the training rows the calibration is not fitted on (the memory's, before its
+        # sampling): neither the weighing nor the held-out test sees a pair the model learned
+        t_lm = time.perf_counter()
+        lm_rows = [rows[i] for i in np.setdiff1d(train_idx, calib_idx)]
+        pre = train_reply_lm([r["query"] for r in lm_rows], [r["response"] for r in lm_rows], Path(out_dir) / LM_DIR,
+                             steps=lm_steps, seed=seed)
+        lm = ReplyLM.load(Path(out_dir) / LM_DIR)
+        config["lm"] = {"dir": LM_DIR, "steps": pre.steps, "params": pre.params, "eval_loss": round(pre.eval_loss, 4),
+                        "seconds": round(time.perf_counter() - t_lm, 1)}
     matcher = TrainedMatcher(w_query=emb_q.weight.detach().numpy(), w_reply=emb_r.weight.detach().numpy(), config=config,
-                             memory=memory, memory_features=mem_feats)
+                             memory=memory, memory_features=mem_feats, lm=lm)
 
     # One logistic regression on held-out groups weighs the three signals and calibrates
     # the result; balanced classes so that P = 0.5 sits on the boundary between "answers
@@ -435,9 +485,10 @@ def train_matcher(
         sig = _group_signals(matcher, rows, calib_groups)
         y = np.zeros(sig.shape[:2])
         y[:, 0] = 1
-        lr_model = LogisticRegression(C=1.0, class_weight="balanced").fit(sig.reshape(-1, 3), y.reshape(-1))
-        c = lr_model.coef_[0]
-        config["combine"] = {"dual": float(c[0]), "memory": float(c[1]), "lex": float(c[2]), "bias": float(lr_model.intercept_[0])}
+        lr_model = LogisticRegression(C=1.0, class_weight="balanced", max_iter=1000).fit(sig.reshape(-1, sig.shape[-1]),
+                                                                                       y.reshape(-1))
+        names = ("dual", "memory", "lex", *LM_SIGNALS)[:sig.shape[-1]]
+        config["combine"] = {**{k: float(c) for k, c in zip(names, lr_model.coef_[0])}, "bias": float(lr_model.intercept_[0])}
     else:
         config["combine"] = {"dual": 1.0, "memory": 0.0, "lex": 0.0, "bias": 0.0}
 
@@ -466,7 +517,9 @@ def train_matcher(
         mean_prob_true=float(probs[:, 0].mean()) if len(probs) else float("nan"),
         mean_prob_false=float(probs[:, 1:].mean()) if len(probs) else float("nan"),
         out_dir=str(out),
-        extra={"calibrated_on": calib_note, "pairs": len(rows), "combine": config["combine"]},
+        extra={"calibrated_on": calib_note, "pairs": len(rows), "combine": config["combine"],
+               "r10_at_1_gain_over_tfidf_ci95": gain_interval(probs, tfidf, seed=seed),
+               **({"lm": config["lm"]} if "lm" in config else {})},
         recall=recall,
         epochs_requested=epochs,
         stopped_early=len(epoch_losses) < epochs,
@@ -479,4 +532,4 @@ def _group_signals(matcher: TrainedMatcher, rows: Sequence[dict[str, Any]], grou
     """matcher.signals for each group's query and candidates: (groups × n × 3)."""
     q = [rows[g[0]]["query"] for g in groups for _ in g]
     r = [rows[j]["response"] for g in groups for j in g]
-    return matcher.signals(q, r).reshape(len(groups), len(groups[0]), 3)
+    return matcher.signals(q, r).reshape(len(groups), len(groups[0]), -1)

@@ -24,13 +24,14 @@ import os
 import re
 import unicodedata
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 from endcloud.errors import ModelError, RegistryError
 from endcloud.registry import Registry
 from endcloud.scoring.base import Scorer, check_pairs, cosine_rows
+from endcloud.scoring.replylm import LM_DIR, SIGNALS as LM_SIGNALS
 from endcloud.scoring.similarity import CharNgramSimilarity
 from endcloud.text import clean, detect_lang, normalise
 
@@ -164,15 +165,19 @@ class TrainedMatcher(Scorer):
                  training pair j votes for replies like its reply to queries like its query)
         logit  = c_d · dual + c_m · memory + c_l · cos(m_q, m_r) + c_0   (config["combine"];
                  a matcher saved without one uses logit = dual)
+                 [+ c_c · log p(r | q) + c_p · log p(r) + c_t · tokens(r), when it was trained
+                 with a language model: `endcloud.scoring.replylm`, config["lm"]]
         P(match) = sigmoid(a · logit + b)
 
-    Inference is numpy/scipy only (no torch import), a few ms per batch on CPU: the
-    server's fast path calls it on every turn."""
+    Without a language model inference is numpy/scipy only (no torch import), a few ms per
+    batch on CPU: the server's fast path calls it on every turn. With one, each pair adds two
+    forward passes of a 1.5M-parameter model (about 170 pairs/s on one core)."""
 
     MEMORY_BLOCK = 4_000_000  # (pairs × memory rows) similarities computed at a time: ~32 MB
 
     def __init__(self, *, w_query: np.ndarray, w_reply: np.ndarray, config: dict, name: str = "trained",
-                 memory: tuple | None = None, memory_features: MemoryFeatures | None = None):
+                 memory: tuple | None = None, memory_features: MemoryFeatures | None = None, lm: Any = None):
+        self.lm = lm  # a ReplyLM, or None
         self.w_query = np.ascontiguousarray(w_query, dtype=np.float32)
         self.w_reply = np.ascontiguousarray(w_reply, dtype=np.float32)
         self.config = config
@@ -215,8 +220,15 @@ class TrainedMatcher(Scorer):
 
     def signals(self, queries: Sequence[str], replies: Sequence[str]) -> np.ndarray:
         """(n, 3): the dual encoder's logit, the memory's vote (0 without a memory), the
-        lexical cosine (tf-idf of the memory's features when there are some): what
+        lexical cosine (tf-idf of the memory's features when there are some); (n, 6) with a
+        language model: its three signals (`ReplyLM.signals`) after them. What
         `config["combine"]` weighs."""
+        base = self._signals(queries, replies)
+        if self.lm is None:
+            return base
+        return np.concatenate([base, self.lm.signals(queries, replies)], axis=1)
+
+    def _signals(self, queries: Sequence[str], replies: Sequence[str]) -> np.ndarray:
         xq, xr = self.features(queries), self.features(replies)
         eq, er = _unit(xq @ self.w_query), _unit(xr @ self.w_reply)
         dense = (eq * er).sum(axis=1)
@@ -246,7 +258,11 @@ class TrainedMatcher(Scorer):
         comb = self.config.get("combine")
         if not comb:
             return sig[:, 0]
-        return comb["dual"] * sig[:, 0] + comb["memory"] * sig[:, 1] + comb["lex"] * sig[:, 2] + comb["bias"]
+        logit = comb["dual"] * sig[:, 0] + comb["memory"] * sig[:, 1] + comb["lex"] * sig[:, 2] + comb["bias"]
+        for j, key in enumerate(LM_SIGNALS, start=3):
+            if sig.shape[1] > j:
+                logit = logit + comb.get(key, 0.0) * sig[:, j]
+        return logit
 
     def score(self, a: Sequence[str], b: Sequence[str]) -> np.ndarray:
         a, b = check_pairs(a, b)
@@ -283,8 +299,17 @@ def _load_trained(path: str, stamp: int) -> TrainedMatcher:  # stamp: the config
                        shape=(len(weights[f"mem_{s}_indptr"]) - 1, n_features))
             for s in ("q", "r")
         )
+    lm = None
+    if config.get("lm"):
+        from endcloud.scoring.replylm import ReplyLM
+
+        lm_dir = folder / str(config["lm"].get("dir", LM_DIR))
+        if not (lm_dir / "config.json").exists():
+            raise ModelError(f"the matcher in {path!r} was trained with a language model, but {str(lm_dir)!r} is missing; "
+                             f"copy the whole folder, or retrain with `endcloud matcher train --pairs PAIRS -o {path}`")
+        lm = ReplyLM.load(lm_dir)
     return TrainedMatcher(w_query=weights["w_query"], w_reply=weights["w_reply"], config=config,
-                          name=config.get("name", "trained"), memory=memory, memory_features=features)
+                          name=config.get("name", "trained"), memory=memory, memory_features=features, lm=lm)
 
 
 @functools.lru_cache(maxsize=2)

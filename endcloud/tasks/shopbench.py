@@ -4,7 +4,7 @@
     model = HFTaskModel.load(base_dir, adapter_dir)         # any `TaskModel`: generate + loglik
     report = run_shopbench(items, model, mc="auto", rank="auto")
     report.tasks["task5"]["score"], report.types["multiple-choice"], report.overall
-    endcloud eval shopbench development.json --base B [--adapter A] [--mc auto|generate|loglik] [--rank auto|generate|loglik]
+    endcloud eval shopbench development.json --base B [--adapter A] [--mc auto|generate|loglik|pmi] [--rank …]
 
 Each question goes to the model as one user message (its `input_field`; a generated item that
 carries shop knowledge goes as its `messages`), the reply is parsed and scored as the starter
@@ -12,12 +12,16 @@ kit does (`endcloud.tasks.metrics`), per task (`task_name`), then averaged per t
 overall (the mean of the task scores, as the leaderboard's track score). Beside every score
 stands its chance level (`metrics.chance_level`).
 
-Multiple choice (`mc`), and ranking and retrieval (`rank`), three ways each (`MODES`):
+Multiple choice (`mc`), and ranking and retrieval (`rank`), four ways each (`MODES`):
     generate  the model's reply, parsed as the kit parses it
     loglik    each listed candidate "i. text" scored as the reply by its mean token log-probability
               (lm-evaluation-harness style) — for a model that cannot follow the answer format at
               all; the reply is then written as the kit's parser reads it: the likeliest option
               ("2. wool"), every candidate likeliest first ("4, 1, 3, 2"), or the likeliest 3
+    pmi       loglik less each candidate's log-likelihood after an empty question: how much the
+              question raises it (Holtzman et al. 2021, "Surface Form Competition"). A small model
+              gives a short, common option a high likelihood whatever the question; this takes
+              that prior out, as the matcher's language model does (`endcloud.scoring.replylm`)
     auto      generate, and loglik where the parsed reply is not valid (default): no listed option;
               a ranking that is not `RANKING_DEPTH` distinct listed items (all, when fewer are
               listed); a retrieval that is empty, repeats an item or names one not listed
@@ -38,7 +42,9 @@ from endcloud.tasks.items import TaskItem
 from endcloud.tasks.metrics import (PARSERS, RANKING_DEPTH, RETRIEVAL_DEPTH, Similarities, chance_level, options_of,
                                     score_answers)
 
-MODES = ("auto", "generate", "loglik")
+MODES = ("auto", "generate", "loglik", "pmi")
+BY_LIKELIHOOD = ("loglik", "pmi")  # the modes that score the candidates instead of asking for a reply
+NEUTRAL_PROMPT = [{"role": "user", "content": ""}]  # pmi's "no question"
 MC_MODES = MODES  # the name before ranking and retrieval had modes too
 # Reply budgets by type: an option number, a few numbers, a few entities, or a sentence.
 MAX_NEW_TOKENS = {"multiple-choice": 6, "retrieval": 12, "ranking": 16, "named_entity_recognition": 24}
@@ -193,9 +199,14 @@ def candidates_of(item: TaskItem) -> list[tuple[int, str]]:
     return out
 
 
-def rank_by_loglik(model: TaskModel, item: TaskItem, cands: Sequence[tuple[int, str]]) -> list[tuple[int, str]]:
-    """The candidates, likeliest first as the reply ("i. text"); ties and NaN scores by listed order."""
-    scores = model.loglik(item.prompt(), [f"{k}. {text}" for k, text in cands])
+def rank_by_loglik(model: TaskModel, item: TaskItem, cands: Sequence[tuple[int, str]], *,
+                   calibrated: bool = False) -> list[tuple[int, str]]:
+    """The candidates, likeliest first as the reply ("i. text"); ties and NaN scores by listed order.
+    `calibrated` (the pmi mode): ranked by how much the question raises each one's log-likelihood."""
+    texts = [f"{k}. {text}" for k, text in cands]
+    scores = model.loglik(item.prompt(), texts)
+    if calibrated:
+        scores = [s - p for s, p in zip(scores, model.loglik(NEUTRAL_PROMPT, texts))]
     key = [s if not math.isnan(s) else -math.inf for s in scores]
     return [cands[j] for j in sorted(range(len(cands)), key=lambda j: (-key[j], j))]
 
@@ -213,7 +224,7 @@ def answer_items(items: Sequence[TaskItem], model: TaskModel, *, mc: str = "auto
     replies = [""] * len(items)
     by_budget: dict[int, list[int]] = {}
     for i, it in enumerate(items):
-        if mode_of[i] != "loglik":
+        if mode_of[i] not in BY_LIKELIHOOD:
             by_budget.setdefault(MAX_NEW_TOKENS.get(it.task_type, max_new_tokens), []).append(i)
     for budget, idx in by_budget.items():
         for i, r in zip(idx, model.generate([items[i].prompt() for i in idx], max_new_tokens=budget)):
@@ -225,7 +236,7 @@ def answer_items(items: Sequence[TaskItem], model: TaskModel, *, mc: str = "auto
         how = BY_CANDIDATES[it.task_type]
         if mode_of[i] == "auto" and how.valid(PARSERS[it.task_type](replies[i]), {k for k, _ in cands[i]}):
             continue
-        replies[i] = how.reply(rank_by_loglik(model, it, cands[i]))
+        replies[i] = how.reply(rank_by_loglik(model, it, cands[i], calibrated=mode_of[i] == "pmi"))
         by_loglik[i] = True
     return replies, by_loglik
 

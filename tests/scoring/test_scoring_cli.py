@@ -30,9 +30,10 @@ def test_matcher_train_prints_r10_against_tfidf(tmp_path, capsys):
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in make_pairs(80)), encoding="utf-8")
     assert main(["matcher", "train", "--pairs", str(pairs), "-o", str(tmp_path / "m"), "--epochs", "1", "--threads", "1",
-                 "--test-frac", "0.2"]) == 0
+                 "--test-frac", "0.2", "--lm-steps", "20"]) == 0
     out = capsys.readouterr().out
     assert "R10@1" in out and "TF-IDF" in out
+    assert "language model: 20 steps" in out and (tmp_path / "m" / "lm" / "config.json").exists()
     assert json.loads((tmp_path / "m" / "matcher.json").read_text())["platt"]["a"] > 0
 
 

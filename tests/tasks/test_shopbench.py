@@ -248,6 +248,35 @@ def test_loglik_retrieves_the_likeliest_three_by_hand(shopbench_file):
     assert rep.tasks["task_review_snippets"]["by_loglik"] == 1
 
 
+class Prior(Likelihoods):
+    """A TaskModel double whose candidates carry a prior that no question changes: loglik is
+    prior + what the question adds (`SCORES`); after the empty question, the prior alone."""
+
+    PRIOR = {0: 8.0, 1: 3.0, 2: 2.0, 3: 0.0, 4: -1.0, 5: 1.0, 6: 0.5}
+
+    def loglik(self, prompt, candidates):
+        prior = [self.PRIOR[int(c.split(".")[0])] for c in candidates]
+        if not prompt[-1]["content"]:
+            self.asked.append("empty")
+            return prior
+        return [p + s for p, s in zip(prior, super().loglik(prompt, candidates))]
+
+
+def test_pmi_takes_the_candidates_prior_out(shopbench_file):
+    items = _of_type(shopbench_file, "ranking")
+    # prior + question: 1: 2.0, 2: -1.0, 3: -0.5, 4: -3.0 -> loglik ranks the common candidate 1 first
+    assert answer_items(items, Prior({}, SCORES), rank="loglik")[0] == ["1, 3, 2, 4"]
+    model = Prior({}, SCORES)
+    replies, chosen = answer_items(items, model, rank="pmi")
+    assert replies == ["3, 1, 4, 2"] and chosen == [True]  # what the question adds: RANK_SCORES' order
+    assert model.asked[-1] == "empty" and model.generated == []
+    # multiple choice: "pillow" (0) is the likeliest answer to anything; the question raises "sandal" (1) most
+    heel = [it for it in read_items(shopbench_file) if "heel height" in it.input_field]
+    scores = {"heel height": {0: -3.0, 1: -0.1, 2: -2.0, 3: -3.0}}
+    assert answer_items(heel, Prior({}, scores), mc="loglik")[0] == ["0. pillow"]
+    assert answer_items(heel, Prior({}, scores), mc="pmi")[0] == ["1. sandal"]
+
+
 def test_ties_and_nan_scores_keep_the_listed_order(shopbench_file):
     items = _of_type(shopbench_file, "ranking")
     flat = {"waterproof hiking": {1: float("nan"), 2: -1.0, 3: -2.0, 4: -1.0}}
@@ -329,7 +358,7 @@ def test_an_item_listing_no_candidates_is_generated_even_in_loglik_mode():
 def test_a_bad_mode_names_its_flag(shopbench_file):
     from endcloud.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"--rank must be one of auto, generate, loglik, got 'best'"):
+    with pytest.raises(ConfigError, match=r"--rank must be one of auto, generate, loglik, pmi, got 'best'"):
         answer_items(read_items(shopbench_file), Scripted({}), rank="best")
 
 
