@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from endcloud.errors import ConfigError, ModelError
-from endcloud.scoring import TrainedMatcher, train_matcher
+from endcloud.scoring import TrainedMatcher, load_matching, train_matcher
 from endcloud.scoring.replylm import LM_DIR, SIGNALS, ReplyLM
 from tests.scoring.conftest import make_pairs
 
@@ -48,6 +48,7 @@ def test_the_language_model_is_saved_weighed_and_reloaded(lm_matcher: Path):
     report = json.loads((lm_matcher / "report.json").read_text())
     assert report["extra"]["lm"]["steps"] == 150
     m = TrainedMatcher.load(lm_matcher)
+    assert load_matching(str(lm_matcher)).lm is not None  # as `endcloud eval -m DIR` and serving load it
     q, good, bad = _held_out_contrast()
     assert m.signals(q, good).shape == (len(q), 3 + len(SIGNALS))
     p = m.score(q, good)
