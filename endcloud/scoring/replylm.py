@@ -60,22 +60,12 @@ class ReplyLM:
         return _load(str(p), (p / "config.json").stat().st_mtime_ns)
 
     def _sums(self, prompts: list[list[dict[str, str]]], replies: Sequence[str]) -> np.ndarray:
-        import torch
-
-        from endcloud.end.data import IGNORE_INDEX, Example, collate
+        from endcloud.end.data import Example, reply_logprobs
 
         out = np.zeros((len(replies), 2))
         for s in range(0, len(replies), self.batch_size):
             enc = [self._encoder.encode(Example(p, r)) for p, r in zip(prompts[s:s + self.batch_size], replies[s:s + self.batch_size])]
-            b = collate(enc, self.tokenizer.pad_token_id)
-            with torch.no_grad():
-                logits = self.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-            logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-            labels = b["labels"][:, 1:]
-            mask = labels != IGNORE_INDEX
-            picked = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
-            out[s:s + len(enc), 0] = picked.sum(-1).numpy()
-            out[s:s + len(enc), 1] = mask.sum(-1).numpy()
+            out[s:s + len(enc)] = reply_logprobs(self.model, enc, self.tokenizer.pad_token_id)
         return out
 
     def signals(self, queries: Sequence[str], replies: Sequence[str]) -> np.ndarray:

@@ -89,20 +89,11 @@ class HFTaskModel:
                                 batch_size=self.batch_size, max_input_len=self.max_input_len)
 
     def loglik(self, prompt: list[dict[str, str]], candidates: Sequence[str]) -> list[float]:
-        import torch
-
-        from endcloud.end.data import IGNORE_INDEX, Encoder, Example, collate
+        from endcloud.end.data import Encoder, Example, reply_logprobs
 
         enc = Encoder(self.tokenizer, max_input_len=self.max_input_len, max_output_len=128)
-        encoded = [enc.encode(Example(prompt, c)) for c in candidates]
-        batch = collate(encoded, self.tokenizer.pad_token_id)
-        with torch.no_grad():
-            logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-        labels = batch["labels"][:, 1:]
-        mask = labels != IGNORE_INDEX
-        picked = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
-        return (picked.sum(-1) / mask.sum(-1).clamp(min=1)).tolist()
+        scored = reply_logprobs(self.model, [enc.encode(Example(prompt, c)) for c in candidates], self.tokenizer.pad_token_id)
+        return [total / max(1, n) for total, n in scored]
 
 
 @dataclass
