@@ -7,7 +7,8 @@ on held-out sessions; and the matcher's R10@1 against TF-IDF and chance.
         [--eval-limit 200] [--threads 1] [--work /tmp/bench-realdata]
         [--matcher-lm-steps 1000] [--matcher-only]
 
-The defaults are the last run in docs/benchmarks.md (~12.5 min on this 2-core machine while shared).
+The defaults are the last run in docs/benchmarks.md (~14 min on this 2-core machine, 1 thread; the matcher's
+language model is 5 of them).
 
 Any chat log `endcloud corpus prepare` reads may be given (ECD, JDDC, CSV, messages JSONL).
 Every stage is the project's own code path (`prepare`, `pretrain`, `train`, `run_eval`,
