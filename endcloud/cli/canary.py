@@ -21,6 +21,11 @@ import typer
 from endcloud.config import Workspace
 
 WS_HELP = "Workspace root (default $ENDCLOUD_HOME or ./endcloud-work)."
+# the options canary and ab share (typer reads an option's declaration, never changes it)
+WORKSPACE = typer.Option(None, "--workspace", "-w", help=WS_HELP)
+FORCE = typer.Option(False, "--force", help="Replace an experiment that is running.")
+MARGIN_TAKEOVER = typer.Option(0.05, "--margin-takeover", help="How much higher the candidate's takeover rate may be (absolute).")
+MARGIN_LATENCY = typer.Option(0.25, "--margin-latency", help="How much slower the candidate may be on average (relative).")
 
 
 def _rule(min_samples: int, stage_samples: Optional[int], margin_takeover: float, margin_latency: float) -> dict:
@@ -36,10 +41,10 @@ def canary_cmd(
     share: str = typer.Option("5%", "--share", help="Share of customers on the candidate at first (ramps 25 -> 50 -> 100 %)."),
     min_samples: int = typer.Option(100, "--min-samples", help="Candidate turns before any verdict (and per share before a ramp)."),
     stage_samples: Optional[int] = typer.Option(None, "--stage-samples", help="Candidate turns at a share before it ramps (default --min-samples)."),
-    margin_takeover: float = typer.Option(0.05, "--margin-takeover", help="How much higher the candidate's takeover rate may be (absolute)."),
-    margin_latency: float = typer.Option(0.25, "--margin-latency", help="How much slower the candidate may be on average (relative)."),
-    force: bool = typer.Option(False, "--force", help="Replace an experiment that is running."),
-    workspace: Optional[Path] = typer.Option(None, "--workspace", "-w", help=WS_HELP),
+    margin_takeover: float = MARGIN_TAKEOVER,
+    margin_latency: float = MARGIN_LATENCY,
+    force: bool = FORCE,
+    workspace: Optional[Path] = WORKSPACE,
 ) -> None:
     """Serve VERSION to a share of customers beside the active version; ramp while healthy, roll back when worse."""
     from endcloud.end.canary import parse_share, start_canary
@@ -58,10 +63,10 @@ def ab_cmd(
     days: float = typer.Option(3.0, "--days", help="How long the split runs before it is judged."),
     share: str = typer.Option("50%", "--share", help="Share of customers on the non-active version."),
     min_samples: int = typer.Option(100, "--min-samples", help="Turns an arm needs before any verdict."),
-    margin_takeover: float = typer.Option(0.05, "--margin-takeover", help="How much higher the candidate's takeover rate may be (absolute)."),
-    margin_latency: float = typer.Option(0.25, "--margin-latency", help="How much slower the candidate may be on average (relative)."),
-    force: bool = typer.Option(False, "--force", help="Replace an experiment that is running."),
-    workspace: Optional[Path] = typer.Option(None, "--workspace", "-w", help=WS_HELP),
+    margin_takeover: float = MARGIN_TAKEOVER,
+    margin_latency: float = MARGIN_LATENCY,
+    force: bool = FORCE,
+    workspace: Optional[Path] = WORKSPACE,
 ) -> None:
     """A fixed split between two versions for --days; a worse one is rolled back at once."""
     from endcloud.end.canary import parse_share, start_ab
@@ -74,7 +79,7 @@ def ab_cmd(
 
 def stop_cmd(
     name: str = typer.Argument(..., help="Adapter name."),
-    workspace: Optional[Path] = typer.Option(None, "--workspace", "-w", help=WS_HELP),
+    workspace: Optional[Path] = WORKSPACE,
 ) -> None:
     """End the running experiment without a verdict: everyone back on the active version."""
     from endcloud.end.canary import stop
@@ -85,7 +90,7 @@ def stop_cmd(
 
 def status_cmd(
     name: Optional[str] = typer.Argument(None, help="Adapter name (default: every adapter with an experiment)."),
-    workspace: Optional[Path] = typer.Option(None, "--workspace", "-w", help=WS_HELP),
+    workspace: Optional[Path] = WORKSPACE,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Each experiment: arms, their rates, the verdict the rule gives now (or the final one) and its evidence."""

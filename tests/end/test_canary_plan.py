@@ -110,3 +110,24 @@ def test_the_cli_starts_reads_and_stops_an_experiment(tmp_path):
     assert res.exit_code != 0 and "already runs an experiment" in str(res.exception or res.output)
     assert run(app, ["adapters", "stop", "shop", "-w", str(ws)]).exit_code == 0
     assert read_experiment(reg, "shop").state == "stopped"
+
+
+def test_canary_and_ab_commands_share_their_options(tmp_path, capsys):
+    """`adapters canary` and `adapters ab` read the same margin, force and workspace options."""
+    from endcloud.cli import main
+
+    ws = tmp_path / "ws"
+    r = AdapterRegistry(ws / "adapters")
+    for i in range(3):
+        r.publish("shop", fake_adapter(tmp_path / "src", f"a{i}"))
+    r.activate("shop", "v1")
+    assert main(["adapters", "canary", "shop", "v2", "-w", str(ws), "--margin-takeover", "0.1",
+                 "--margin-latency", "0.5"]) == 0
+    rule = read_experiment(r, "shop").rule
+    assert (rule["margin_takeover"], rule["margin_latency"]) == (0.1, 0.5)
+    assert main(["adapters", "ab", "shop", "v1", "v3", "-w", str(ws), "--margin-takeover", "0.07"]) == 2  # one runs
+    assert main(["adapters", "ab", "shop", "v1", "v3", "--workspace", str(ws), "--force", "--margin-takeover", "0.07"]) == 0
+    exp = read_experiment(r, "shop")
+    assert exp.policy == "ab" and exp.candidate == "v3"
+    assert (exp.rule["margin_takeover"], exp.rule["margin_latency"]) == (0.07, 0.25)  # the default where not given
+    assert "already runs" in capsys.readouterr().err
