@@ -26,8 +26,8 @@ Why the memory: on a few thousand real pairs (the JDDC sample) the dual encoder 
 training pairs and generalises little (R10@1 0.28 against TF-IDF's 0.28); the vote of
 nearby training pairs carries what it cannot learn from so few, and the three together
 reach 0.32. Why the language model: it reads a reply as text that follows the query, which
-no bag of n-grams does; with it the matcher reaches 0.41 (docs/benchmarks.md, "Real chat
-logs"). It costs minutes of training and torch at inference, so it is opt-in here
+no bag of n-grams does; with it the matcher reaches 0.39 (three seeds; docs/benchmarks.md,
+"Real chat logs"). It costs minutes of training and torch at inference, so it is opt-in here
 (`lm_steps`) and on by default in `endcloud matcher train` (`--lm-steps 1000`).
 
 Negatives never include an *equivalent* answer: the same text, or (when the source knows

@@ -13,8 +13,8 @@ each part fitted on held-out groups rather than chosen by hand.
     lm = train_reply_lm(queries, replies, out / "lm", steps=1000)   # endcloud.end.pretrain
     ReplyLM.load(out / "lm").signals(["几天能到"], ["一般两三天"])   # (1, 3): cond, prior, tokens
 
-Measured on the JDDC sample (docs/benchmarks.md, "Real chat logs"): R10@1 0.32 → 0.41 with
-these three signals beside the others; TF-IDF 0.28. The model is `endcloud pretrain`'s
+Measured on the JDDC sample (docs/benchmarks.md, "Real chat logs"): R10@1 0.32 → 0.39 with
+these three signals beside the others (the mean of three seeds; TF-IDF 0.28). The model is `endcloud pretrain`'s
 from-scratch Qwen2 (1.5M parameters at the default sizes), trained on the matcher's training
 split only, so its held-out figures are honest. Inference needs torch; a matcher trained
 without it (`lm_steps=0`) stays numpy-only.

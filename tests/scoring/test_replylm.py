@@ -95,3 +95,17 @@ def test_without_lm_steps_the_matcher_has_no_language_model(tmp_path: Path):
     cfg = json.loads((tmp_path / "m" / "matcher.json").read_text())
     assert "lm" not in cfg and not (tmp_path / "m" / LM_DIR).exists()
     assert TrainedMatcher.load(tmp_path / "m").signals(["几天能到"], ["一般两三天"]).shape == (1, 3)
+
+
+@pytest.mark.slow
+def test_concurrent_scoring_gives_the_sequential_scores(lm_matcher: Path):
+    """Serving scores from worker threads (`asyncio.to_thread`), several turns at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    m = TrainedMatcher.load(lm_matcher)
+    q, good, bad = _held_out_contrast()
+    pairs = [([a], [b]) for a, b in zip(q + q, good + bad)]
+    alone = [float(m.score(a, b)[0]) for a, b in pairs]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda ab: float(m.score(*ab)[0]), pairs))
+    np.testing.assert_allclose(together, alone, rtol=1e-5)
