@@ -40,6 +40,7 @@ minutes on 2 CPU cores for a few thousand pairs (`--lm-steps 0`: well under a mi
 
 from __future__ import annotations
 
+import contextlib
 import time
 import zlib
 from dataclasses import asdict, dataclass, field
@@ -360,10 +361,32 @@ def train_matcher(
     `lm_steps` > 0 also pretrains a small language model on the training pairs for that many
     steps (`endcloud.scoring.replylm`; minutes, not seconds) and weighs its three signals with
     the others; 0 keeps the matcher numpy-only."""
-    import torch
-
     if isinstance(lm_steps, bool) or not isinstance(lm_steps, int) or lm_steps < 0:
         raise ConfigError(f"lm_steps must be a whole number >= 0, got {lm_steps!r}; change --lm-steps")
+    with _torch_threads(threads):  # the encoder's epochs and the language model alike
+        return _train(pairs, out_dir, dim=dim, n_features=n_features, epochs=epochs, batch_size=batch_size, lr=lr,
+                      hard_k=hard_k, test_frac=test_frac, calib_frac=calib_frac, seed=seed, time_budget_s=time_budget_s,
+                      memory_size=memory_size, lm_steps=lm_steps)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    import torch
+
+    prev = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
+
+
+def _train(pairs, out_dir, *, dim: int, n_features: int, epochs: int, batch_size: int, lr: float, hard_k: int,
+           test_frac: float, calib_frac: float, seed: int, time_budget_s: float | None, memory_size: int,
+           lm_steps: int) -> MatcherReport:
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
     t0 = time.perf_counter()
     rows = load_matcher_pairs(pairs)
     split = np.array([_split(r["session"], test_frac, calib_frac) for r in rows])
@@ -378,8 +401,6 @@ def train_matcher(
     hard_of = dict(zip(train_idx.tolist(), _hard_negatives(xq, xr, train_idx, eq, hard_k)))
 
     torch.manual_seed(seed)
-    prev_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
     rng = np.random.default_rng(seed)
     # Both towers start as the same random projection, so cos(Wq x, Wr y) ≈ cos(x, y)
     # (Johnson–Lindenstrauss): training begins from lexical matching, not from noise.
@@ -394,47 +415,35 @@ def train_matcher(
 
     epoch_losses: list[float] = []
     steps = 0
-    try:
-        for _epoch in range(epochs):
-            order = rng.permutation(train_idx)
-            losses = []
-            for start in range(0, len(order) - 1, batch_size):
-                b = order[start:start + batch_size]
-                if len(b) < 2:
-                    continue
-                h = np.array([rng.choice(hard_of[i]) if len(hard_of[i]) else rng.choice(train_idx) for i in b])
-                cols = np.concatenate([b, h])
-                iq, oq, wq = _bag(xq, b)
-                eq_ = torch.nn.functional.normalize(emb_q(iq, oq, per_sample_weights=wq), dim=1)
-                ib, ob, wb = _bag(xr, cols)
-                er_ = torch.nn.functional.normalize(emb_r(ib, ob, per_sample_weights=wb), dim=1)
-                lex = torch.from_numpy((xq[b] @ xr[cols].T).toarray().astype(np.float32))
-                logits = log_scale.exp() * (eq_ @ er_.T) + w_lex * lex
-                mask = eq.same(b[:, None], cols[None, :])
-                mask[np.arange(len(b)), np.arange(len(b))] = False  # the true reply stays
-                logits = logits.masked_fill(torch.from_numpy(mask), float("-inf"))
-                loss = torch.nn.functional.cross_entropy(logits, torch.arange(len(b)))
-                opt.zero_grad()
-                opt_sparse.zero_grad()
-                loss.backward()
-                opt.step()
-                opt_sparse.step()
-                losses.append(float(loss.detach()))
-                steps += 1
-            epoch_losses.append(float(np.mean(losses)) if losses else float("nan"))
-            if time_budget_s is not None and time.perf_counter() - t0 > time_budget_s:
-                break
-        return _finish(rows, split, train_idx, eq, emb_q, emb_r, log_scale, w_lex, epoch_losses, steps, t0,
-                       out_dir=out_dir, n_features=n_features, dim=dim, seed=seed, memory_size=memory_size,
-                       lm_steps=lm_steps, epochs=epochs)
-    finally:
-        torch.set_num_threads(prev_threads)
-
-
-def _finish(rows, split, train_idx, eq, emb_q, emb_r, log_scale, w_lex, epoch_losses, steps, t0, *, out_dir, n_features,
-            dim, seed, memory_size, lm_steps, epochs) -> MatcherReport:
-    """The memory, the language model (with `lm_steps`), the calibration and the held-out test."""
-    from sklearn.linear_model import LogisticRegression
+    for _epoch in range(epochs):
+        order = rng.permutation(train_idx)
+        losses = []
+        for start in range(0, len(order) - 1, batch_size):
+            b = order[start:start + batch_size]
+            if len(b) < 2:
+                continue
+            h = np.array([rng.choice(hard_of[i]) if len(hard_of[i]) else rng.choice(train_idx) for i in b])
+            cols = np.concatenate([b, h])
+            iq, oq, wq = _bag(xq, b)
+            eq_ = torch.nn.functional.normalize(emb_q(iq, oq, per_sample_weights=wq), dim=1)
+            ib, ob, wb = _bag(xr, cols)
+            er_ = torch.nn.functional.normalize(emb_r(ib, ob, per_sample_weights=wb), dim=1)
+            lex = torch.from_numpy((xq[b] @ xr[cols].T).toarray().astype(np.float32))
+            logits = log_scale.exp() * (eq_ @ er_.T) + w_lex * lex
+            mask = eq.same(b[:, None], cols[None, :])
+            mask[np.arange(len(b)), np.arange(len(b))] = False  # the true reply stays
+            logits = logits.masked_fill(torch.from_numpy(mask), float("-inf"))
+            loss = torch.nn.functional.cross_entropy(logits, torch.arange(len(b)))
+            opt.zero_grad()
+            opt_sparse.zero_grad()
+            loss.backward()
+            opt.step()
+            opt_sparse.step()
+            losses.append(float(loss.detach()))
+            steps += 1
+        epoch_losses.append(float(np.mean(losses)) if losses else float("nan"))
+        if time_budget_s is not None and time.perf_counter() - t0 > time_budget_s:
+            break
 
     config = {
         "name": "trained",
