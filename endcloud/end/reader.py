@@ -37,18 +37,18 @@ def verify_reader(path: str | Path = ASSET_DIR) -> dict[str, Any]:
     if not rec_path.exists():
         raise ModelError(f"{p} has no {RECORD_NAME}: not a shop reader built by `endcloud pretrain --recipe reader`")
     record = json.loads(rec_path.read_text(encoding="utf-8"))
-    digest = sha256_file(p / WEIGHTS)
-    if digest != record.get("sha256"):
-        raise ModelError(f"{p / WEIGHTS}: sha256 {digest[:12]}… does not match reader.json's {str(record.get('sha256'))[:12]}…; "
-                         "rebuild it with `endcloud pretrain --recipe reader`")
+    _check_sha256(p / WEIGHTS, record.get("sha256"))
     glue = record.get("glue")  # recorded by builds that write glue.json beside the weights
     if isinstance(glue, dict) and glue.get("sha256"):
-        path = p / str(glue.get("file") or GLUE_NAME)
-        digest = sha256_file(path) if path.is_file() else "missing"
-        if digest != glue["sha256"]:
-            raise ModelError(f"{path}: sha256 {digest[:12]}… does not match reader.json's {str(glue['sha256'])[:12]}…; "
-                             "rebuild it with `endcloud pretrain --recipe reader`")
+        _check_sha256(p / str(glue.get("file") or GLUE_NAME), glue["sha256"])
     return record
+
+
+def _check_sha256(path: Path, recorded: Any) -> None:
+    digest = sha256_file(path) if path.is_file() else "missing"
+    if digest != recorded:
+        raise ModelError(f"{path}: sha256 {digest[:12]}… does not match reader.json's {str(recorded)[:12]}…; "
+                         "rebuild it with `endcloud pretrain --recipe reader`")
 
 
 def sha256_file(path: Path) -> str:

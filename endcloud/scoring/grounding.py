@@ -653,29 +653,36 @@ def _said_alike(clause: str, m: re.Match[str], ev_flat: str, ev_words: str) -> b
 # ---------------------------------------------------------------------------------------------
 # The Scorer form and the registry of reply checks.
 
-class GroundingScorer(Scorer):
-    """score(replies, evidences): per pair, the share of the reply's facts the evidence supports."""
+class ReplyCheck(Scorer):
+    """A `CHECKS` entry: a checker (whose `check(reply, evidence)` has a `.score` in [0, 1])
+    as a Scorer of (reply, evidence) pairs, with the evidence a conversation gives it."""
 
-    name = "grounding"
-
-    def __init__(self, checker: GroundingChecker | None = None, *, knowledge: Any = None, snippets: int = 3):
-        self.checker = checker or (GroundingChecker.for_knowledge(knowledge) if knowledge is not None else GroundingChecker())
-        self.knowledge = knowledge
-        self.snippets = snippets
+    def __init__(self, checker: Any, *, knowledge: Any = None, snippets: int = 3):
+        self.checker, self.knowledge, self.snippets = checker, knowledge, snippets
 
     def score(self, a: Sequence[str], b: Sequence[str]) -> np.ndarray:
         replies, evidence = check_pairs(a, b)
         return np.array([self.checker.check(r, e).score for r, e in zip(replies, evidence)], dtype=np.float64)
 
-    def check(self, reply: str, evidence: Any) -> Grounding:
+    def check(self, reply: str, evidence: Any) -> Any:
         return self.checker.check(reply, evidence)
+
+    def evidence_for(self, messages: Sequence[dict[str, str]]) -> str:
+        return conversation_evidence(messages, self.knowledge, snippets=self.snippets)
+
+
+class GroundingScorer(ReplyCheck):
+    """score(replies, evidences): per pair, the share of the reply's facts the evidence supports."""
+
+    name = "grounding"
+
+    def __init__(self, checker: GroundingChecker | None = None, *, knowledge: Any = None, snippets: int = 3):
+        super().__init__(checker or (GroundingChecker.for_knowledge(knowledge) if knowledge is not None else GroundingChecker()),
+                         knowledge=knowledge, snippets=snippets)
 
     def explain(self, reply: str, evidence: Any) -> str:
         """The facts of `reply` the evidence does not support, as written ("99元; 5天")."""
         return "; ".join(f.text for f in self.checker.check(reply, evidence).unsupported)
-
-    def evidence_for(self, messages: Sequence[dict[str, str]]) -> str:
-        return conversation_evidence(messages, self.knowledge, snippets=self.snippets)
 
 
 def conversation_evidence(messages: Sequence[dict[str, str]], knowledge: Any = None, *, snippets: int = 3) -> str:
@@ -722,5 +729,5 @@ def load_check(spec: str | Scorer, *, knowledge: Any = None) -> Scorer:
 
 
 __all__ = ["CHECKS", "CONTRADICTION_KINDS", "COURIERS", "KINDS", "Evidence", "Fact", "Grounding", "GroundingChecker",
-           "GroundingScorer", "canonical_number", "conversation_evidence", "flat", "load_check", "shop_profile_text",
+           "GroundingScorer", "ReplyCheck", "canonical_number", "conversation_evidence", "flat", "load_check", "shop_profile_text",
            "zh_number"]

@@ -538,7 +538,7 @@ def _train(pairs, out_dir, *, dim: int, n_features: int, epochs: int, batch_size
 
 
 def _group_signals(matcher: TrainedMatcher, rows: Sequence[dict[str, Any]], groups: Sequence[Sequence[int]]) -> np.ndarray:
-    """matcher.signals for each group's query and candidates: (groups × n × 3)."""
+    """matcher.signals for each group's query and candidates: (groups × n × signals)."""
     q = [rows[g[0]]["query"] for g in groups for _ in g]
     r = [rows[j]["response"] for g in groups for j in g]
     return matcher.signals(q, r).reshape(len(groups), len(groups[0]), -1)

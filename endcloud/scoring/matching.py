@@ -31,7 +31,7 @@ import numpy as np
 from endcloud.errors import ModelError, RegistryError
 from endcloud.registry import Registry
 from endcloud.scoring.base import Scorer, check_pairs, cosine_rows
-from endcloud.scoring.replylm import LM_DIR, SIGNALS as LM_SIGNALS
+from endcloud.scoring.replylm import LM_DIR, SIGNALS as LM_SIGNALS, ReplyLM
 from endcloud.scoring.similarity import CharNgramSimilarity
 from endcloud.text import clean, detect_lang, normalise
 
@@ -301,8 +301,6 @@ def _load_trained(path: str, stamp: int) -> TrainedMatcher:  # stamp: the config
         )
     lm = None
     if config.get("lm"):
-        from endcloud.scoring.replylm import ReplyLM
-
         lm_dir = folder / str(config["lm"].get("dir", LM_DIR))
         if not (lm_dir / "config.json").exists():
             raise ModelError(f"the matcher in {path!r} was trained with a language model, but {str(lm_dir)!r} is missing; "

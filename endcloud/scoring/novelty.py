@@ -47,14 +47,11 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
-
-import numpy as np
+from typing import Any, Callable, Iterable, Sequence
 
 from endcloud.errors import DataError
 from endcloud.fileio import write_json_atomic
-from endcloud.scoring.base import Scorer, check_pairs
-from endcloud.scoring.grounding import conversation_evidence
+from endcloud.scoring.grounding import ReplyCheck
 from endcloud.text import CJK_IDEOGRAPHS
 
 GLUE_VERSION = 1
@@ -81,9 +78,10 @@ class Sources:
     words: frozenset[str]
 
     @classmethod
-    def of(cls, texts: str | Iterable[str]) -> "Sources":
+    def of(cls, texts: str | Iterable[str], *, read: Callable[[str], "Sources"] | None = None) -> "Sources":
+        """The sources of a text or texts, each read by `read` (default `_one`; a checker passes its cache)."""
         pieces = [texts] if isinstance(texts, str) else [t for t in texts if t]
-        return cls.merge([cls._one(t) for t in pieces])
+        return cls.merge([(read or cls._one)(t) for t in pieces])
 
     @classmethod
     def _one(cls, text: str) -> "Sources":
@@ -241,8 +239,7 @@ class NoveltyChecker:
         self._cache: dict[str, Sources] = {}
 
     def sources(self, texts: str | Iterable[str]) -> Sources:
-        pieces = [texts] if isinstance(texts, str) else [t for t in texts if t]
-        return Sources.merge([self._one(t) for t in pieces]) if pieces else Sources("", frozenset())
+        return Sources.of(texts, read=self._one)
 
     def _one(self, text: str) -> Sources:
         s = self._cache.get(text)
@@ -272,30 +269,17 @@ def shipped_glue() -> Glue:
     return Glue.load(path) if path.exists() else Glue()
 
 
-class NoveltyScorer(Scorer):
+class NoveltyScorer(ReplyCheck):
     """score(replies, sources): per pair, the share of the reply's units that are not novel."""
 
     name = "novelty"
 
     def __init__(self, glue: Glue | None = None, *, knowledge: Any = None, snippets: int = 3):
-        self.checker = NoveltyChecker(glue if glue is not None else shipped_glue())
-        self.knowledge, self.snippets = knowledge, snippets
-
-    def score(self, a: Sequence[str], b: Sequence[str]) -> np.ndarray:
-        replies, sources = check_pairs(a, b)
-        return np.array([self.checker.check(r, s).score for r, s in zip(replies, sources)], dtype=np.float64)
-
-    def check(self, reply: str, sources: Any) -> Novelty:
-        return self.checker.check(reply, sources)
+        super().__init__(NoveltyChecker(glue if glue is not None else shipped_glue()), knowledge=knowledge, snippets=snippets)
 
     def explain(self, reply: str, sources: Any) -> str:
         """The novel runs of `reply`, "; "-joined."""
         return "; ".join(self.checker.check(reply, sources).novel)
-
-    def evidence_for(self, messages: Sequence[dict[str, str]]) -> str:
-        """The sources of a conversation: the grounding check's evidence (its customer and system
-        messages, the knowledge retrieved for its last question, the shop's profile)."""
-        return conversation_evidence(messages, self.knowledge, snippets=self.snippets)
 
 
 __all__ = ["GLUE_VERSION", "MIN_COUNT", "Glue", "Novelty", "NoveltyChecker", "NoveltyScorer", "Sources", "novel_runs",
