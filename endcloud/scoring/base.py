@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -34,6 +34,19 @@ def check_pairs(a: Sequence[str], b: Sequence[str]) -> tuple[list[str], list[str
     if len(a) != len(b):
         raise DataError(f"score() needs equally long lists, got {len(a)} and {len(b)}")
     return ["" if x is None else str(x) for x in a], ["" if x is None else str(x) for x in b]
+
+
+def remember(cache: dict[Any, Any], key: Any, value: Any, limit: int) -> Any:
+    """Put `value` in `cache` under `key`, first dropping the oldest entries (dicts keep
+    insertion order) so at most `limit` remain; returns `value`. Safe to race: a checker's
+    cache is shared by the threads that score turns, and losing an entry only costs a recompute."""
+    while len(cache) >= limit:
+        try:
+            cache.pop(next(iter(cache)), None)
+        except (RuntimeError, StopIteration):  # another thread changed it meanwhile
+            break
+    cache[key] = value
+    return value
 
 
 def cosine_rows(x, y) -> np.ndarray:

@@ -51,7 +51,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from endcloud.registry import Registry
-from endcloud.scoring.base import Scorer, check_pairs
+from endcloud.scoring.base import Scorer, check_pairs, remember
 
 KINDS = ("placeholder", "date", "time", "id", "percent", "discount", "price", "duration", "count", "measure",
          "courier", "product", "number")
@@ -589,13 +589,7 @@ class GroundingChecker:
                 ev.bare.update(f.numbers)
             elif f.kind == "date":
                 ev.dates.add(_date_key(f.values[0]))
-        while len(self._cache) >= EVIDENCE_CACHE:
-            try:
-                self._cache.pop(next(iter(self._cache)), None)  # the oldest (dicts keep insertion order)
-            except (RuntimeError, StopIteration):  # another thread changed it meanwhile
-                break
-        self._cache[text] = ev
-        return ev
+        return remember(self._cache, text, ev, EVIDENCE_CACHE)
 
     def check(self, reply: str, evidence: Evidence | str | Iterable[str], *, kinds: Sequence[str] | None = None) -> Grounding:
         """Every fact of `reply` (of `kinds`, default all) looked up in `evidence`."""

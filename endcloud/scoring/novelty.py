@@ -51,6 +51,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from endcloud.errors import DataError
 from endcloud.fileio import write_json_atomic
+from endcloud.scoring.base import remember
 from endcloud.scoring.grounding import ReplyCheck
 from endcloud.text import CJK_IDEOGRAPHS
 
@@ -243,15 +244,7 @@ class NoveltyChecker:
 
     def _one(self, text: str) -> Sources:
         s = self._cache.get(text)
-        if s is None:
-            s = Sources._one(text)
-            while len(self._cache) >= SOURCE_CACHE:
-                try:
-                    self._cache.pop(next(iter(self._cache)), None)  # the oldest (dicts keep insertion order)
-                except (RuntimeError, StopIteration):  # another thread changed it meanwhile
-                    break
-            self._cache[text] = s
-        return s
+        return s if s is not None else remember(self._cache, text, Sources._one(text), SOURCE_CACHE)
 
     def check(self, reply: str, sources: Sources | str | Iterable[str]) -> Novelty:
         src = sources if isinstance(sources, Sources) else self.sources(sources)
