@@ -133,12 +133,14 @@ def main(argv: list[str] | None = None) -> int:
                     "(default: the shipped one)")
     ap.add_argument("--adapter", type=Path, help="a LoRA adapter dir on the (one) reader, e.g. a workspace's "
                     "adapters/shop/v1 after `endcloud shop onboard` (then name its pack with --packs)")
-    ap.add_argument("--packs", nargs="*", help="held-out pack names (default: all under bench/heldout)")
+    ap.add_argument("--packs", nargs="*", help="held-out pack names (default: all under --root)")
+    ap.add_argument("--root", type=Path, default=None, help="the folder of packs (default: bench/heldout; "
+                    "bench/devpacks holds the packs rules were developed on)")
     ap.add_argument("--show", action="store_true", help="print every draft with its verdict")
     ap.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = ap.parse_args(argv)
     readers = args.reader or [reader_base()]
-    packs = [p for p in check.packs() if not args.packs or p.name in args.packs]
+    packs = [p for p in (check.packs(args.root) if args.root else check.packs()) if not args.packs or p.name in args.packs]
     if not packs:
         print("no held-out packs found", file=sys.stderr)
         return 2

@@ -58,6 +58,8 @@ CONFIDENT = {"zh": 0.40, "en": 0.45}
 SNIPPETS = 3
 # How many earlier turns (newest first) are searched for the product a follow-up refers to.
 LOOKBACK = 4
+# A question that names up to this many products equally loosely gets the asked fact of each.
+MAX_AMBIGUOUS = 3
 
 REPLIES = {
     "greeting": {"zh": "亲，在的，请问有什么可以帮您？", "en": "Hi! How can I help you today?"},
@@ -83,19 +85,28 @@ BOT = ("机器人", "真人", "人工智能", "你是人吗", "是不是人", "a
 ORDER_CUES = ("订单", "我的快递", "我的包裹", "物流", "到哪", "单号", "发货了吗", "发了吗", "到了没", "到了吗",
               "my order", "my package", "my parcel", "tracking", "where is my", "shipped yet", "order status")
 # Words that refer back without asking anything ("碧螺春呢？", "and the black one?").
-FILLER = ("这个", "那个", "这款", "那款", "这件", "那件", "它", "还有", "一下", "和", "跟", "款", "个", "件",
-          "one", "ones", "too", "also", "then", "instead")
+FILLER = ("这个", "那个", "这款", "那款", "这件", "那件", "它", "还有", "一下", "和", "跟", "款", "个", "件", "换成", "换",
+          "one", "ones", "too", "also", "then", "instead", "same", "question", "quick")
+
+# Words that ask for a product itself rather than a fact about it ("tell me about X", "想买个X",
+# "X是什么东西"): a named product with only these beside it gets its price-and-stock card.
+ABOUT = ("东西", "商品", "产品", "宝贝", "买", "想买", "要买", "购买", "找", "卖", "有卖", "介绍", "说说", "讲讲", "看看", "了解",
+         "详情", "信息", "资料", "咨询", "问问", "链接", "sell", "buy", "item", "product", "looking", "look", "like",
+         "info", "information", "detail", "details", "interested", "carry", "after", "check", "thing", "stuff", "see",
+         "describe", "货号", "编号")
 
 # Common e-commerce attributes: concept -> (zh label, en label, zh cues, en cues). A catalog
 # column belongs to the concept its header names (a label or cue, in either language); a
 # column of no concept is matched by its own header words.
 PRICE, STOCK = "price", "stock"
 ATTRIBUTES: dict[str, tuple[str, str, tuple[str, ...], tuple[str, ...]]] = {
-    PRICE: ("价格", "price", ("价格", "多少钱", "价钱", "什么价", "几块", "卖多少", "售价", "单价", "多钱", "贵不贵", "咋卖", "怎么卖"),
+    PRICE: ("价格", "price", ("价格", "多少钱", "价钱", "什么价", "啥价", "价位", "几块", "卖多少", "售价", "单价", "多钱", "贵不贵", "咋卖",
+                            "怎么卖"),
             ("price", "cost", "how much", "pricing")),
     STOCK: ("库存", "stock", ("有货", "库存", "现货", "缺货", "没货", "还有没有", "有没有货", "卖完", "售罄", "断货", "还有吗",
-                            "能买到", "还能买", "还剩"),
-            ("in stock", "stock", "available", "availability", "sold out", "out of stock", "still buy", "any left", "do you have")),
+                            "能买到", "还能买", "还剩", "能拍", "可以拍", "能下单", "可以下单"),
+            ("in stock", "stock", "available", "availability", "sold out", "out of stock", "still buy", "any left", "left",
+             "do you have")),
     "material": ("材质", "material", ("材质", "面料", "材料", "料子", "什么做的", "什么料"),
                  ("material", "made of", "made from", "fabric")),
     "size": ("尺寸", "size", ("尺寸", "尺码", "多大", "大小", "规格", "码数", "几码", "多长", "多宽", "多高"),
@@ -106,7 +117,8 @@ ATTRIBUTES: dict[str, tuple[str, str, tuple[str, ...], tuple[str, ...]]] = {
                ("origin", "made in", "where is it made", "where was it made", "where is it from", "country")),
     "brand": ("品牌", "brand", ("品牌", "牌子"), ("brand",)),
     "model": ("型号", "model", ("型号",), ("model",)),
-    "capacity": ("容量", "capacity", ("容量", "多少毫升", "多少升", "装多少"), ("capacity", "volume", "how much does it hold")),
+    "capacity": ("容量", "capacity", ("容量", "多少毫升", "多少升", "装多少"),
+                 ("capacity", "volume", "how much does it hold", "litre", "liter", "how many people")),
     "compatibility": ("适用", "compatibility", ("适用", "适配", "兼容", "适合", "能用在", "配什么"),
                       ("compatible", "compatibility", "fit", "work with", "works with")),
     "flavour": ("口味", "flavour", ("口味", "味道", "什么味"), ("flavour", "flavor", "taste")),
@@ -127,6 +139,8 @@ _ORDER_PLACEHOLDER = re.compile(r"\[ORDER_\d+\]")
 _ID = re.compile(r"(?=[A-Za-z\-_]*[0-9])[A-Za-z0-9][A-Za-z0-9\-_]{5,}")
 _NOT_BARE = re.compile(r"[\W_]+")
 _DIGIT = re.compile(r"[0-9]")
+_CLAUSE = re.compile(r"[;；，,、]")  # the clauses of a catalog value ("2 doors; peak height 104 cm")
+_MARKUP = re.compile(r"\*\*|__|`")  # markdown emphasis, not said in a chat reply
 _SENTENCE = re.compile(r"[^。！？!?]*?(?:[。！？!?]+|\.(?:\s+|$)|$)")
 _CUSTOMER_ORDER = re.compile(r"^order\s+(.*)$")
 # Personal data is not what a question asks about: its words must not count against the
@@ -154,6 +168,7 @@ _LEADING_GREETING = re.compile(
     r"^\s*(?:你好呀|你好|您好|亲在吗|在吗|在不在|有人吗|哈喽|(?:hello|hi there|hey there|hi|hey|good (?:morning|afternoon|evening)"
     r"|(?:is )?anyone there|are you there)(?![a-z0-9])|亲(?=[\s,，~～!！。]))[\s,，.。!！?？~～]*", re.IGNORECASE)
 _FILLER_TOKENS = frozenset(t for w in FILLER for t in tokenize(w))
+_ABOUT_TOKENS = frozenset(t for w in ABOUT for t in tokenize(w))
 # A message that follows up on the previous one ("那偏远地区呢？", "what about Alaska?").
 _FOLLOW_UP = re.compile(r"^\s*(?:那|那么|还有|and\b|what about\b|how about\b|same for\b)|呢\s*[?？]?\s*$")
 
@@ -241,7 +256,9 @@ class ReferenceTeacher(Teacher):
     def answer(self, messages: Messages) -> Reply:
         msgs = check_messages(messages)
         system = [m["content"] for m in msgs if m["role"] == "system"]
-        turns = [m for m in msgs if m["role"] in ("user", "assistant")]
+        # The customer's typos against the shop's words ("courer" -> "courier"; `kb.spell`).
+        turns = [dict(m, content=self.kb.spell(m["content"])) if m["role"] == "user" else m
+                 for m in msgs if m["role"] in ("user", "assistant")]
         last = next((i for i in range(len(turns) - 1, -1, -1) if turns[i]["role"] == "user"), None)
         question = turns[last]["content"] if last is not None else ""
         earlier = turns[:last] if last is not None else turns
@@ -278,6 +295,13 @@ class ReferenceTeacher(Teacher):
             # "碧螺春呢？" right after "龙井多少钱？": the same question about another product.
             if not _content(turn.rest):
                 asked = self._analyse(prev_users[-1], fallback).asked
+        if product is None and asked and 1 < len(turn.ambiguous) <= MAX_AMBIGUOUS \
+                and not _content(_without_cues(turn.rest, turn.asked)) - _ABOUT_TOKENS:
+            # Named loosely, a few products tie ("the northstar 2p": two colours) and nothing
+            # else is asked ("when will the orange one be back?" is not): the fact for each.
+            lines = [s for s in (self._attr_line(p, asked[0][0], lang) for p in turn.ambiguous) if s]
+            if len(lines) == len(turn.ambiguous):
+                return ("" if lang == "zh" else " ").join(dict.fromkeys(lines))
         if product is not None and asked:
             if from_context:
                 # "运费多少钱？" after a product question asks about shipping, not about the
@@ -292,9 +316,17 @@ class ReferenceTeacher(Teacher):
                 return ("" if lang == "zh" else " ").join(dict.fromkeys(lines))
         if product is not None and not asked and turn.product is not None:
             # A product named, nothing asked of it: a policy question about it ("X arrived
-            # damaged") or the product itself ("520401029636").
+            # damaged"), the product itself ("520401029636", "tell me about X", "想买个X") —
+            # or something about it the pack does not hold ("is X drop tested?", "X能机洗吗"),
+            # which its price-and-stock card would not answer.
             quoted = self._policy(question, turn.rest, None, lang) if _content(turn.rest) else None
-            return quoted or self._summary(product, lang)
+            if quoted is not None:
+                return quoted
+            if not _content(turn.rest) - _ABOUT_TOKENS:
+                return self._summary(product, lang)
+            # Asked in words no column header uses ("r value of X", "X适合多大的猫"): the part of
+            # the product's row that covers them, as a policy sentence is found.
+            return self._row_fact(product, turn.rest, lang) or REPLIES["unknown"][lang]
         # No product to answer about: a policy may still answer the words beside an attribute
         # cue ("运费多少钱？"), but not the cue alone ("有货吗？" of no product says nothing).
         asked_about = _without_cues(turn.rest, turn.asked) if turn.asked else turn.rest
@@ -446,6 +478,24 @@ class ReferenceTeacher(Teacher):
             return None
         return f"亲，{name}的{slot.label_zh}是{value}哦。" if zh else f"The {slot.label_en} of {name} is {value}."
 
+    def _row_fact(self, p: Product, asked: str, lang: str) -> str | None:
+        """The column value, or the clause of one ("peak height 104 cm" of a notes column),
+        of `p`'s row that covers at least `CONFIDENT[lang]` of `asked` (with its header),
+        stated with the product's name; None when none does."""
+        best: tuple[float, str] | None = None
+        for col, value in p.attrs.items():
+            if not value or is_name_column(col):
+                continue
+            parts = [x.strip() for x in _CLAUSE.split(value) if x.strip()]
+            for part in dict.fromkeys([value.strip()] + (parts if len(parts) > 1 else [])):
+                cover = self.kb.coverage(asked, f"{col} {part}")
+                if cover >= CONFIDENT[lang] and (best is None or cover > best[0]):
+                    best = (cover, f"{col.replace('_', ' ')}: {part}" if part == value.strip() else part)
+        if best is None:
+            return None
+        name = self._name(p, lang)
+        return f"亲，{name}：{best[1]}。" if lang == "zh" else f"{name}: {best[1]}."
+
     def _summary(self, p: Product, lang: str) -> str:
         name = self._name(p, lang)
         if lang == "zh":
@@ -465,7 +515,7 @@ class ReferenceTeacher(Teacher):
             found = self._best_sentence(question, asked, lang)
         if found is None:
             return None
-        sentence = found.strip()
+        sentence = _MARKUP.sub("", found).strip()
         if self.pack.language == "zh" or CJK_IDEOGRAPH.search(sentence):
             return "亲，" + re.sub(r"^亲[，,\s]*", "", sentence)
         return sentence

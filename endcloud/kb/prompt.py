@@ -60,7 +60,7 @@ def retrieve(kb: KnowledgeBase | None, turns: Sequence[dict[str, str]], k: int =
     product an earlier turn named when the question names none."""
     if kb is None or k <= 0:
         return []
-    query = question_of(turns)
+    query = kb.spell(question_of(turns))  # the customer's typos against the shop's words
     if not query.strip():
         return []
     snippets = kb.search(query, k=k)
@@ -69,7 +69,7 @@ def retrieve(kb: KnowledgeBase | None, turns: Sequence[dict[str, str]], k: int =
     have = {(s.source, s.ref) for s in snippets}
     earlier = [m["content"] for m in turns[:-1] if m.get("role") in ("user", "assistant")][-LOOKBACK:]
     for text in reversed(earlier):
-        p = kb.product(text)
+        p = kb.product(kb.spell(text))
         if p is None:
             continue
         if ("catalog", p.sku) not in have:

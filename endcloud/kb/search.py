@@ -18,6 +18,7 @@ takes the best one only when it clears a floor and no other scores the same.
     kb.search("can I choose the courier?", k=3)   # -> [Snippet(text, source, score, ref), ...]
     kb.product("520401029636"), kb.product("龙井多少钱"), kb.order("114-3941689-8772232")
     kb.coverage("退款多久到账", snippet.text)        # share of the question's terms (IDF-weighted) it covers
+    kb.spell("which courer do u use")              # 'which courier do u use': typos against the shop's words
 """
 
 from __future__ import annotations
@@ -67,14 +68,27 @@ _SYNONYMS_EN = (
     ("change", "update", "modify", "edit", "correct"),
     ("replace", "replacement", "swap", "new one", "send another"),
     ("opening hours", "business hours", "working hours", "office hours", "online hours", "what time do you close",
-     "what time do you open", "is open", "are open"),
+     "what time do you open", "is open", "are open", "hours"),
+    ("postage", "shipping fee", "shipping cost", "delivery fee", "delivery charge", "shipping charge", "free shipping",
+     "free delivery", "free postage"),
+    ("pickup", "pick up", "collect", "click and collect", "come get", "in person", "in store", "self-pickup"),
+    ("email", "e-mail", "mail"),
+    ("phone", "telephone", "hotline", "call", "contact", "reach", "get in touch"),
+    ("cancel", "cancellation", "call off"),
+    ("bulk", "wholesale", "a bunch", "large order", "quantity discount", "in quantity"),
+    ("restock", "back in stock", "come back", "be back", "sold out", "pre-order", "preorder"),
+    ("abroad", "overseas", "international", "internationally", "other countries", "outside the"),
+    ("price protection", "price drop", "price match", "difference back", "drops in price", "price guarantee"),
+    ("assemble", "assembly", "install", "installation", "put together", "set up"),
+    ("gift wrap", "gift wrapping", "wrap", "wrapping", "gift box", "gift message"),
+    ("expedited", "faster", "rush", "overnight", "next day", "express shipping", "express delivery", "speed up"),
 )
 _SYNONYMS_ZH = (
     ("快递", "物流", "配送", "顺丰", "中通", "发什么"),
     ("优惠", "便宜", "折扣", "优惠券", "打折", "券", "满减", "减价"),
     ("退款", "退钱", "钱退", "退的钱", "到账", "退回来"),
     ("退货", "退换", "换货", "寄回", "能退", "可以退", "不合适", "不喜欢"),
-    ("发票", "开票", "专票", "普票"),
+    ("发票", "开票", "专票", "普票", "什么票"),
     ("发货", "发出", "寄出", "出库"),
     ("到货", "送达", "几天到", "多久到", "签收", "收到货", "几天能到", "收到", "拿到", "寄到", "发到", "送到", "寄往"),
     ("下单", "付款", "拍下", "购买", "支付"),
@@ -88,6 +102,18 @@ _SYNONYMS_ZH = (
     ("指定", "选择", "自己选", "可以选", "能选"),
     ("补发", "换新", "重发", "换一个", "再发一个"),
     ("在线时间", "工作时间", "营业时间", "客服时间", "上班", "下班", "几点上班", "几点下班", "在线"),
+    ("运费", "邮费", "快递费", "包邮", "免邮", "免运费"),
+    ("自提", "自取", "自己去拿", "自己拿", "自己来拿", "到店", "门店", "线下店"),
+    ("邮箱", "邮件", "电子邮件"),
+    ("电话", "客服电话", "热线", "联系方式", "怎么联系", "联系你们"),
+    ("取消", "撤销", "撤单", "不要了"),
+    ("批量", "团购", "多买", "买得多", "大量", "批发", "量大"),
+    ("补货", "断货", "多久能有", "什么时候有", "再上架", "预售"),
+    ("价保", "降价", "退差价", "差价", "保价"),
+    ("安装", "组装", "装配"),
+    ("加急", "特快", "加快", "次日达", "当日达"),
+    ("海外", "国外", "境外", "国际", "港澳台", "香港", "澳门", "台湾"),
+    ("礼盒", "礼品包装", "包装", "送人", "贺卡"),
 )
 
 
@@ -252,6 +278,10 @@ def _loose_floor(n_products: int) -> float:
     return math.log(1 + min(n_products, 2)) - 1e-9
 
 
+# Chinese measure words: alone ("6L×4包", "一包多少钱") they count, they do not name a product.
+_MEASURE_WORDS = frozenset("包袋瓶盒罐件个只支条片张双套箱桶听枚颗粒根把台本块斤克升米份卷组对")
+
+
 def _name_units(text: str, *, unigrams: bool = False) -> list[tuple[str, int, int]]:
     """The units a product name is matched by, with their spans in `normalise(text)`: CJK
     character bigrams (a one-character run is its own unit), stemmed non-stop Latin words
@@ -262,7 +292,8 @@ def _name_units(text: str, *, unigrams: bool = False) -> list[tuple[str, int, in
         run, start = m.group(), m.start()
         if CJK_IDEOGRAPH.match(run):
             if len(run) == 1 or unigrams:
-                out.extend((c, start + i, start + i + 1) for i, c in enumerate(run) if c not in _ZH_STOP)
+                out.extend((c, start + i, start + i + 1) for i, c in enumerate(run)
+                           if c not in _ZH_STOP and c not in _MEASURE_WORDS)
             out.extend((run[i : i + 2], start + i, start + i + 2) for i in range(len(run) - 1))
         elif run not in _EN_STOP and (len(run) > 1 or run.isdigit()):
             out.append((_stem(run), start, m.end()))
@@ -338,6 +369,58 @@ class _BM25:
         return np.bincount(ids, weights=vals, minlength=self.n)
 
 
+# Spelling: a Latin word of a question that no snippet, name or synonym holds is compared with
+# the shop's own words. Customers type fast ("courer", "cots", "warrenty"); BM25, the synonym
+# table and product names only see exact (stemmed) words. Only one edit (a letter left out,
+# added, changed, or two swapped: the optimal-string-alignment distance) and only words of at
+# least `_SPELL_MIN` letters, whose one nearest shop word is unique: a short word is one edit
+# from too many others ("cat"/"car"), and an edit of a long word seldom makes another word.
+_SPELL_MIN = 4
+# A word alone, not part of an id, SKU, placeholder, e-mail or web address ("[ORDER_1]", "VL-GC").
+_LATIN_WORD = re.compile(r"(?<![A-Za-z0-9_\-@.])[A-Za-z]+(?![A-Za-z0-9_\-@]|\.[A-Za-z0-9])")
+
+
+def _deletes(word: str) -> set[str]:
+    return {word[:i] + word[i + 1:] for i in range(len(word))}
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """Whether `a` and `b` (different) are one insertion, deletion, substitution or swap of
+    neighbours apart."""
+    if abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]]
+                                  and a[diff[1]] == b[diff[0]])
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
+
+
+class _Speller:
+    """One-edit spelling correction against a vocabulary (symmetric deletes: a word and a
+    candidate that are one edit apart share a one-letter deletion or are one)."""
+
+    def __init__(self, words: set[str], known: set[str]):
+        self.words = frozenset(w for w in words if len(w) >= _SPELL_MIN)
+        self.known = frozenset(words | known)
+        self.stems = frozenset(_stem(w) for w in self.known)
+        self._by_delete: dict[str, set[str]] = {}
+        for w in self.words:
+            for d in _deletes(w) | {w}:
+                self._by_delete.setdefault(d, set()).add(w)
+
+    def correct(self, word: str) -> str | None:
+        """The one shop word `word` (lower case) is a typo of, else None."""
+        if len(word) < _SPELL_MIN or word in self.known or _stem(word) in self.stems:
+            return None
+        found = set()
+        for d in _deletes(word) | {word}:
+            found |= self._by_delete.get(d, set())
+        found = {w for w in found if _one_edit(word, w)}
+        return found.pop() if len(found) == 1 else None
+
+
 class KnowledgeBase:
     """Search a `ShopPack`: `search(query, k)` for snippets, `product(text)`, `order(id)` for exact facts."""
 
@@ -388,6 +471,30 @@ class KnowledgeBase:
         self._text_cache: dict[str, tuple[str, str, set[str]]] = {}
         self._product_cache: dict[str, tuple[ProductMatch, ...]] = {}
         self._orders = {normalise(oid): oid for oid in pack.orders}
+        self._speller: _Speller | None = None
+
+    @property
+    def speller(self) -> _Speller:
+        """The shop's words (snippets, names and the synonym table) for `spell`, with the
+        words that name no topic."""
+        if self._speller is None:
+            shop = [d.text for d in self._docs] + [n for p in self.pack.products for n in self.names_of(p)]
+            shop += [p for group in _SYNONYMS_EN for p in group]
+            words = {w for text in shop for w in _LATIN_WORD.findall(normalise(text))}
+            # the words that name no topic are targets too ("abotu" -> "about"), never corrected
+            self._speller = _Speller(words | set(_EN_STOP) | set(_GENERIC_EN), set())
+        return self._speller
+
+    def spell(self, text: str) -> str:
+        """`text` with each Latin word that is one edit from exactly one of the shop's words
+        (and is none itself) replaced by it ("Which courer do you use" -> "Which courier do
+        you use"); everything else as written. Ids, SKUs and numbers are left alone."""
+        speller = self.speller
+
+        def fix(m: re.Match[str]) -> str:
+            return speller.correct(m.group().lower()) or m.group()
+
+        return _LATIN_WORD.sub(fix, text)
 
     def __len__(self) -> int:
         return len(self._docs)
@@ -507,7 +614,8 @@ class KnowledgeBase:
         strong = False  # one character alone (说 of 说明) is no evidence by itself
         for term, weight, start, end in terms:
             if start == _PHRASE:
-                ok = _words(term) in t_words or term in phrases
+                # the phrase as written, a synonym of it, or all of its words ("free ... shipping")
+                ok = _words(term) in t_words or term in phrases or all(x in t for x in tokenize(term))
             elif start < 0:  # a Latin word
                 if term in neutral_words:
                     continue

@@ -183,8 +183,10 @@ def test_products_named_loosely_by_sku_or_english_name(tea, bike):
     assert ask(bike, "What is the trailblazer made of?") == "The frame material of Trailblazer Mountain Bike is aluminium."
     assert ask(bike, "BK-300 weight?") == "The weight of Aero Pro Road Bike is 8.2 kg."
     assert ask(bike, "What wheel size does the mountain bike have?") == "The wheel size of Trailblazer Mountain Bike is 29 inch."
-    # two products share the words named: no guess
-    assert ask(tea, "铁观音多少钱") == UNKNOWN_ZH
+    # two products share the words named: no guess, the fact of each (a few at most)
+    assert ask(tea, "铁观音多少钱") == "亲，安溪铁观音的价格是88元哦。亲，铁观音礼盒的价格是168元哦。"
+    # ... and only what was asked: "when is it back" is not answered by their stock
+    assert ask(tea, "铁观音什么时候补货") == UNKNOWN_ZH
     assert ask(bike, "how much is a bike?") == UNKNOWN_EN
     # an attribute the product has no value for is not made up
     assert ask(tea, "青瓷茶杯的等级是什么") == UNKNOWN_ZH
