@@ -139,6 +139,7 @@ _ORDER_PLACEHOLDER = re.compile(r"\[ORDER_\d+\]")
 _ID = re.compile(r"(?=[A-Za-z\-_]*[0-9])[A-Za-z0-9][A-Za-z0-9\-_]{5,}")
 _NOT_BARE = re.compile(r"[\W_]+")
 _DIGIT = re.compile(r"[0-9]")
+_SHIP_DATE = re.compile(r"ship.*date|date.*ship|shipped|dispatch|发货(?:日期|时间)|发出日期")  # an orders.csv column
 _CLAUSE = re.compile(r"[;；，,、]")  # the clauses of a catalog value ("2 doors; peak height 104 cm")
 _MARKUP = re.compile(r"\*\*|__|`")  # markdown emphasis, not said in a chat reply
 _SENTENCE = re.compile(r"[^。！？!?]*?(?:[。！？!?]+|\.(?:\s+|$)|$)")
@@ -374,6 +375,10 @@ class ReferenceTeacher(Teacher):
                 label_zh, label_en = (col if cjk else zh), (en if cjk else col.replace("_", " "))
             else:
                 label_zh = label_en = col.replace("_", " ")
+                # "what temp is it good for" asks the "temp rating" column: each longer word of
+                # a header of its own is a cue too, unless another column's header has it
+                words = [w for w in _cue_words(col) if sum(w in _cue_words(c) for c in columns) == 1]
+                cues += words if len(words) > 1 else []
             slots.append(_Slot(col, label_zh, label_en, tuple(_cue_pattern(normalise(c)) for c in dict.fromkeys(cues) if c)))
         return slots
 
@@ -430,20 +435,26 @@ class ReferenceTeacher(Teacher):
                 rows.append((customer_orders[0].get("order_id", ""), customer_orders[0]))
         if not rows:
             return None
-        lines = [self._order_line(oid, row, lang) for oid, row in rows[:2]]
+        when = _asks_when(question)
+        lines = [self._order_line(oid, row, lang, when=when) for oid, row in rows[:2]]
         if any(line is None for line in lines):
             return REPLIES["unknown"][lang]
         return ("" if lang == "zh" else " ").join(lines)  # type: ignore[arg-type]
 
-    def _order_line(self, oid: str, row: dict[str, str], lang: str) -> str | None:
+    def _order_line(self, oid: str, row: dict[str, str], lang: str, *, when: bool = False) -> str | None:
         status = row.get("status", "").strip()
         courier = (row.get("courier") or row.get("carrier") or "").strip()
         tracking = (row.get("tracking_no") or row.get("tracking") or row.get("tracking_number") or "").strip()
         if not oid or not (status or tracking):
             return None
+        # "when did it ship?": the row's shipping date, when it has one
+        shipped = next((v.strip() for k, v in row.items() if v and v.strip() and _SHIP_DATE.search(normalise(k))), "") \
+            if when else ""
         if lang == "zh":
-            return f"亲，您的订单{oid}{status}" + (f"，{courier}运单号{tracking}" if tracking else "") + "。"
+            return f"亲，您的订单{oid}{status}" + (f"（{shipped}发出）" if shipped else "") + \
+                (f"，{courier}运单号{tracking}" if tracking else "") + "。"
         head = f"Your order {oid} is {status}" if status else f"Your order {oid}:"
+        head += f" (shipped on {shipped})" if shipped else ""
         return head + (f"{',' if status else ''} {courier + ' ' if courier else ''}tracking number {tracking}" if tracking else "") + "."
 
     # -- products --------------------------------------------------------------------------
@@ -482,15 +493,16 @@ class ReferenceTeacher(Teacher):
         """The column value, or the clause of one ("peak height 104 cm" of a notes column),
         of `p`'s row that covers at least `CONFIDENT[lang]` of `asked` (with its header),
         stated with the product's name; None when none does."""
-        best: tuple[float, str] | None = None
+        best: tuple[tuple[float, int], str] | None = None
         for col, value in p.attrs.items():
             if not value or is_name_column(col):
                 continue
             parts = [x.strip() for x in _CLAUSE.split(value) if x.strip()]
             for part in dict.fromkeys([value.strip()] + (parts if len(parts) > 1 else [])):
                 cover = self.kb.coverage(asked, f"{col} {part}")
-                if cover >= CONFIDENT[lang] and (best is None or cover > best[0]):
-                    best = (cover, f"{col.replace('_', ' ')}: {part}" if part == value.strip() else part)
+                key = (round(cover, 6), -len(part))  # the shortest text that covers as much
+                if cover >= CONFIDENT[lang] and (best is None or key > best[0]):
+                    best = (key, f"{col.replace('_', ' ')}: {part}" if part == value.strip() else part)
         if best is None:
             return None
         name = self._name(p, lang)
@@ -570,6 +582,18 @@ def _customer_orders(system: list[str]) -> list[dict[str, str]]:
                         row[key.strip()] = value.strip()
                 orders.append(row)
     return orders
+
+
+def _asks_when(text: str) -> bool:
+    """Whether `text` asks when (a date or a day)."""
+    flat = normalise(text)
+    return bool(re.search(r"(?<![a-z])(?:when|what day|which day|date)(?![a-z])", flat)) or \
+        any(w in flat for w in ("什么时候", "哪天", "几号", "哪一天", "日期", "几时"))
+
+
+def _cue_words(column: str) -> list[str]:
+    """The Latin words of a column header of four letters or more ("temp rating" -> temp, rating)."""
+    return [w for w in re.findall(r"[a-z]{4,}", normalise(column).replace("_", " ")) if w not in ("with", "from")]
 
 
 def _without_cues(text: str, asked: list[tuple[_Slot, tuple[int, int]]]) -> str:

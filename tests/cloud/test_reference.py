@@ -302,3 +302,89 @@ def test_states_the_facts_on_the_synthetic_shops_eval_questions(tmp_path, lang):
                 n += 1
                 ok += all(norm(f) in norm(reply) for f in m["facts"])
     assert n > 10 and ok >= 0.7 * n, (ok, n)
+
+
+# A shop whose catalog has a notes column and a pack size in a name ("4包"), and whose policy
+# writes markdown emphasis: what hand-written packs hold and generated ones do not.
+GEAR_CATALOG = """sku,name,price,stock,weight,temp rating,notes
+GR-T2-S,Northstar 2P Tent - Sage,349,14,1.9 kg,,"2 doors; peak height 104 cm; 3-season"
+GR-T2-E,Northstar 2P Tent - Ember,349,0,1.9 kg,,"same tent, orange fly"
+GR-PAD,AirLite Sleeping Pad,189,9,480 g,,"R-value 4.2; pump sack included"
+GR-TAB,ClearRun Purification Tablets,14.5,40,20 g,,"30 tablets; wait 30 minutes before drinking"
+GR-BAG,Polar Down Bag,429,3,1.1 kg,comfort -9°C,"850 fill power"
+"""
+GEAR_POLICIES = """## Getting your gear to you
+Standard shipping is $12.95, **free on orders of $150 or more**. Express shipping costs $24.95.
+
+## Changed your mind?
+Return unused gear within 45 days. Return shipping is $9.95, deducted from the refund.
+"""
+LITTER_CATALOG = """商品编号,名称,单价,库存,规格
+L-01,豆腐猫砂 原味 6L,25.8,200,6L/包
+L-02,豆腐猫砂 绿茶味 6L×4包,89,35,6L×4
+"""
+LITTER_POLICIES = """## 关于寄送
+实付满99元包邮；不满99元的订单收8元运费。
+"""
+
+
+@pytest.fixture(scope="module")
+def gear(tmp_path_factory):
+    return make_teacher("reference", shop=_write_shop(
+        tmp_path_factory.mktemp("gear"), yaml="name: Cairn Gear\nlanguage: en\ncurrency: CAD\n", catalog=GEAR_CATALOG,
+        policies=GEAR_POLICIES, faq=[("Which courier do you use?", "We ship with Canada Post.")],
+        orders="order_id,status,courier,tracking_no,ship_date\nCG-1,shipped,Canada Post,7001234,2025-06-02\n"))
+
+
+@pytest.fixture(scope="module")
+def litter(tmp_path_factory):
+    return make_teacher("reference", shop=_write_shop(
+        tmp_path_factory.mktemp("litter"), yaml="name: 猫砂铺\nlanguage: zh\ncurrency: CNY\n", catalog=LITTER_CATALOG,
+        policies=LITTER_POLICIES, faq=[("发什么快递？", "默认发中通。")], orders="order_id,status\nM-1,待发货\n"))
+
+
+def test_typos_are_read_as_the_shops_words(gear):
+    kb = gear.kb
+    assert kb.spell("which courer do u use") == "which courier do u use"
+    # the synonym table's words are the shop's too ("warranty" asks for the repair policy)
+    assert kb.spell("is the airlite pad warrenty ok, how long is the retrun window") == \
+        "is the airlite pad warranty ok, how long is the return window"
+    assert kb.spell("my tnet poles") == "my tent poles"  # two letters swapped
+    assert kb.spell("my tnte poles") == "my tnte poles"  # two edits from any word of this shop
+    # ids, SKUs, placeholders, e-mail addresses and short words stay as written
+    for text in ("GR-PAD", "[ORDER_1]", "mail me at retrn@example.com", "u r ok", "CG-1"):
+        assert kb.spell(text) == text
+    assert ask(gear, "which courer do you use") == "We ship with Canada Post."
+
+
+def test_a_fact_the_card_does_not_hold_is_handed_off_or_read_from_the_row(gear, tea):
+    # asked in words no column header uses: the clause of the row that says it
+    assert ask(gear, "r value of the airlite pad?") == "AirLite Sleeping Pad: R-value 4.2."
+    assert ask(gear, "peak height of the northstar 2p sage") == "Northstar 2P Tent - Sage: peak height 104 cm."
+    # asked something the row does not hold: not the product's price-and-stock card
+    assert ask(gear, "is the airlite pad machine washable?") == UNKNOWN_EN
+    assert ask(tea, "西湖龙井能泡几次") == UNKNOWN_ZH
+    # the product itself asked for: its card
+    assert ask(gear, "tell me about the airlite pad") == "AirLite Sleeping Pad: 189 CAD, in stock."
+    assert ask(tea, "想买个青瓷茶杯") == "亲，青瓷茶杯价格39元，有货。"
+
+
+def test_products_tied_by_a_loose_name_each_get_the_fact(gear):
+    assert ask(gear, "how much is the northstar 2p") == \
+        "Northstar 2P Tent - Sage is 349 CAD. Northstar 2P Tent - Ember is 349 CAD."
+    assert ask(gear, "when will the northstar 2p be back in stock?") == UNKNOWN_EN
+
+
+def test_a_measure_word_names_no_product_and_markup_is_not_quoted(litter, gear):
+    # "包" of "包邮" is not the "4包" of a litter pack: a shipping question, not that product
+    assert ask(litter, "满多少包邮呀") == "亲，实付满99元包邮；不满99元的订单收8元运费。"
+    assert ask(litter, "原味豆腐砂一包多少钱") == "亲，豆腐猫砂 原味 6L的价格是25.8元哦。"
+    assert "**" not in ask(gear, "free shipping over how much?")
+    assert "150" in ask(gear, "free shipping over how much?")
+
+
+def test_a_header_word_asks_its_column_and_an_order_says_when_it_shipped(gear):
+    assert ask(gear, "what temp is the polar bag good for") == "The temp rating of Polar Down Bag is comfort -9°C."
+    assert ask(gear, "CG-1 when did it ship?") == \
+        "Your order CG-1 is shipped (shipped on 2025-06-02), Canada Post tracking number 7001234."
+    assert "2025-06-02" not in ask(gear, "where is CG-1")
