@@ -17,12 +17,21 @@ snippets in its prompt, so they must be short, extractive and regular:
     a product attribute                   price, stock, or any catalog column, the product
                                           named loosely (`kb.product`) or taken from an earlier
                                           turn ("它有货吗？"); "碧螺春呢？" reuses the attribute
-                                          the previous question asked about
+                                          the previous question asked about; a few products
+                                          tied by a loose name ("the northstar 2p": two
+                                          colours) each get the fact
+    a product and words no header uses    the clause of its row that covers them ("r value of
+                                          X" -> "R-value 4.2" of a notes column), else the
+                                          hand-off: its price-and-stock card is only for a
+                                          product asked for itself ("tell me about X", "想买X")
     a policy / FAQ question               ONE sentence, verbatim, of the snippet `kb.search`
                                           ranks and that covers most of the question's terms
                                           (`kb.coverage`, IDF-weighted); sections may be titled
                                           anything, in any language
     anything else                         a fixed hand-off reply: it never invents an answer
+
+The customer's typos are read as the shop's words first (`kb.spell`: one edit from exactly
+one word of the pack or the synonym table, "courer" -> "courier").
 
 Replies are in the customer's language (zh or en) where the facts are structured (products,
 orders); policy text is quoted in the pack's language ("亲，" before a Chinese quote). No

@@ -56,8 +56,9 @@ def question_of(turns: Sequence[dict[str, str]]) -> str:
 
 
 def retrieve(kb: KnowledgeBase | None, turns: Sequence[dict[str, str]], k: int = DEFAULT_K) -> list[Snippet]:
-    """The k snippets for the newest question, plus (as a (k+1)-th) the catalog row of the
-    product an earlier turn named when the question names none."""
+    """The k snippets for the newest question (its typos read as the shop's words,
+    `KnowledgeBase.spell`), plus (as a (k+1)-th) the catalog row of the product an earlier
+    turn named when the question names none."""
     if kb is None or k <= 0:
         return []
     query = kb.spell(question_of(turns))  # the customer's typos against the shop's words
