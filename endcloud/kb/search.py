@@ -73,7 +73,9 @@ _SYNONYMS_EN = (
      "free delivery", "free postage"),
     ("pickup", "pick up", "collect", "click and collect", "come get", "in person", "in store", "self-pickup"),
     ("email", "e-mail", "mail"),
-    ("phone", "telephone", "hotline", "call", "contact", "reach", "get in touch"),
+    # asking for the shop's number, not giving one's own ("call me on ...", "my phone is ..."): phrases only
+    ("hotline", "your phone", "your number", "call you", "reach you", "contact you", "get in touch", "contact number",
+     "customer service number", "phone number for"),
     ("cancel", "cancellation", "call off"),
     ("bulk", "wholesale", "a bunch", "large order", "quantity discount", "in quantity"),
     ("restock", "back in stock", "come back", "be back", "sold out", "pre-order", "preorder"),
@@ -105,7 +107,8 @@ _SYNONYMS_ZH = (
     ("运费", "邮费", "快递费", "包邮", "免邮", "免运费"),
     ("自提", "自取", "自己去拿", "自己拿", "自己来拿", "到店", "门店", "线下店"),
     ("邮箱", "邮件", "电子邮件"),
-    ("电话", "客服电话", "热线", "联系方式", "怎么联系", "联系你们"),
+    # the shop's number asked for, not the customer's own given ("有事打我电话…"): no bare 电话
+    ("客服电话", "热线", "联系方式", "怎么联系", "联系你们", "你们电话", "你们的电话", "电话多少", "打电话给你们"),
     ("取消", "撤销", "撤单", "不要了"),
     ("批量", "团购", "多买", "买得多", "大量", "批发", "量大"),
     ("补货", "断货", "多久能有", "什么时候有", "再上架", "预售"),

@@ -325,6 +325,9 @@ L-02,豆腐猫砂 绿茶味 6L×4包,89,35,6L×4
 """
 LITTER_POLICIES = """## 关于寄送
 实付满99元包邮；不满99元的订单收8元运费。
+
+## 找我们
+客服热线400-800-1234，每天9:00-21:00。
 """
 
 
@@ -388,3 +391,12 @@ def test_a_header_word_asks_its_column_and_an_order_says_when_it_shipped(gear):
     assert ask(gear, "CG-1 when did it ship?") == \
         "Your order CG-1 is shipped (shipped on 2025-06-02), Canada Post tracking number 7001234."
     assert "2025-06-02" not in ask(gear, "where is CG-1")
+
+
+def test_a_customer_giving_their_own_number_is_not_asking_for_the_shops(litter, gear):
+    kb = litter.kb
+    refs = lambda q: [sn.ref for sn in kb.search(q, k=3)]  # noqa: E731
+    contact = next(sn.ref for sn in kb.search("客服热线", k=3) if sn.source == "policy")
+    assert contact in refs("你们客服电话多少")
+    assert contact not in refs("满多少包邮，有事打我电话13800138000")
+    assert ask(litter, "你们客服电话多少") == "亲，客服热线400-800-1234，每天9:00-21:00。"
