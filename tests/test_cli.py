@@ -41,3 +41,22 @@ def test_unknown_command_is_a_clean_error():
     proc = subprocess.run([sys.executable, "-m", "endcloud", "no-such-command"], capture_output=True, text=True)
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
+
+
+def test_pretrain_recipe_reader_takes_only_the_sizes_given(tmp_path, capsys):
+    """`endcloud pretrain --recipe reader`: the sizes given on the command line override the
+    recipe's, the others keep the recipe's (not the plain pretrain's defaults), and a reader
+    with its record and glue is written. (It once failed at once: the click package's current
+    context is not typer's.)"""
+    import json
+
+    out = tmp_path / "reader"
+    assert main(["pretrain", "--recipe", "reader", "--out", str(out), "--shops", "1", "--steps", "2",
+                 "--vocab-size", "600", "--hidden", "32", "--layers", "1", "--heads", "2", "--kv-heads", "1",
+                 "--intermediate", "48", "--batch-size", "2", "--quiet"]) == 0
+    rec = json.loads((out / "reader.json").read_text())
+    r = rec["recipe"]
+    assert (r["steps"], r["hidden"], r["layers"], r["vocab_size"], r["shops_per_lang"]) == (2, 32, 1, 600, 1)
+    assert r["lr"] == 3e-3 and r["max_input_len"] == 384  # not given: the recipe's, not pretrain's 2e-3
+    assert (out / "glue.json").exists() and (out / "model.safetensors").exists()
+    assert "shop reader saved to" in capsys.readouterr().out

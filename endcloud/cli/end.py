@@ -35,6 +35,7 @@ def _quiet_transformers() -> None:
 
 
 def pretrain_cmd(
+    ctx: typer.Context,
     inputs: Optional[List[Path]] = typer.Argument(None, help="Shop text: pairs/chats/labels/FAQ JSONL, .txt/.md/.csv files, or folders of them (not with --recipe reader)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: a Hugging Face model directory (+ pretrain.json)."),
     vocab_size: int = typer.Option(4000, help="Tokenizer vocabulary size (byte-level BPE, zh + en)."),
@@ -65,7 +66,6 @@ def pretrain_cmd(
     import time
 
     started = time.monotonic()  # --max-minutes counts from here, imports included
-    import click
     import torch
 
     from endcloud.end.pretrain import pretrain
@@ -79,10 +79,10 @@ def pretrain_cmd(
             raise typer.BadParameter(f"unknown recipe {recipe!r}; the one recipe is 'reader'", param_hint="--recipe")
         from endcloud.shopreader import ReaderRecipe, build_reader
 
-        ctx = click.get_current_context()
+        # typer's own context (it vendors click: the `click` package's current context is not this one)
         given = {name: ctx.params[name] for name in ("steps", "seed", "vocab_size", "hidden", "layers", "heads", "kv_heads",
                                                     "intermediate", "batch_size", "lr")
-                 if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
+                 if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"}
         if shops is not None:
             given["shops_per_lang"] = shops
         rec = build_reader(ReaderRecipe(**given), out, log=(lambda m: None) if quiet else typer.echo)
