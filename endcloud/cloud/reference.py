@@ -149,6 +149,9 @@ _ID = re.compile(r"(?=[A-Za-z\-_]*[0-9])[A-Za-z0-9][A-Za-z0-9\-_]{5,}")
 _NOT_BARE = re.compile(r"[\W_]+")
 _DIGIT = re.compile(r"[0-9]")
 _SHIP_DATE = re.compile(r"ship.*date|date.*ship|shipped|dispatch|发货(?:日期|时间)|发出日期")  # an orders.csv column
+# A message that may ask about an order named a turn earlier ("when did it ship?", "单号发我下").
+_ORDER_FOLLOW_UP = re.compile(r"(?<![a-z])(?:ship|shipped|dispatch|deliver|delivered|arrive|tracking|track|status|when)"
+                              r"|发货|发了|发出|快递|物流|单号|到了|到哪|签收|状态")
 _CLAUSE = re.compile(r"[;；，,、]")  # the clauses of a catalog value ("2 doors; peak height 104 cm")
 _MARKUP = re.compile(r"\*\*|__|`")  # markdown emphasis, not said in a chat reply
 _SENTENCE = re.compile(r"[^。！？!?]*?(?:[。！？!?]+|\.(?:\s+|$)|$)")
@@ -288,6 +291,11 @@ class ReferenceTeacher(Teacher):
 
         # Orders first: a customer who names one wants that one.
         order_reply = self._orders(question, lang, customer_orders)
+        if order_reply is None and prev_users and _ORDER_FOLLOW_UP.search(normalise(question)):
+            # "when did it ship?" / "单号发我下" right after naming an order: that order
+            named = [o for u in prev_users[-LOOKBACK:] for o in self.kb.orders_in(u)]
+            if named:
+                order_reply = self._orders(f"{named[-1]} {question}", lang, customer_orders)
         if order_reply is not None:
             return order_reply
 
@@ -342,6 +350,10 @@ class ReferenceTeacher(Teacher):
         asked_about = _without_cues(turn.rest, turn.asked) if turn.asked else turn.rest
         quoted = self._policy(question, asked_about, prev_users[-1] if prev_users else None, lang) \
             if _content(asked_about) else None
+        if quoted is None and product is None and not turn.asked and _content(turn.rest) - _ABOUT_TOKENS:
+            # "狗能用吗" right after a product question: the clause of that product's row, if one covers it
+            earlier_product = self._context_product(earlier, turn.ambiguous)
+            quoted = self._row_fact(earlier_product, turn.rest, lang) if earlier_product is not None else None
         return quoted or REPLIES["unknown"][lang]
 
     # -- what the message says -------------------------------------------------------------

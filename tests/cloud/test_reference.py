@@ -400,3 +400,13 @@ def test_a_customer_giving_their_own_number_is_not_asking_for_the_shops(litter, 
     assert contact in refs("你们客服电话多少")
     assert contact not in refs("满多少包邮，有事打我电话13800138000")
     assert ask(litter, "你们客服电话多少") == "亲，客服热线400-800-1234，每天9:00-21:00。"
+
+
+def test_follow_ups_about_an_order_or_a_products_row(gear):
+    first = ask(gear, "my order is CG-1")
+    assert "7001234" in first
+    assert "2025-06-02" in ask(gear, "my order is CG-1", first, "when did it ship?")
+    price = ask(gear, "how much is the airlite pad")
+    assert ask(gear, "how much is the airlite pad", price, "is a pump sack included?") == \
+        "AirLite Sleeping Pad: pump sack included."
+    assert ask(gear, "how much is the airlite pad", price, "is it machine washable?") == UNKNOWN_EN
