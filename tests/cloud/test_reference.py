@@ -93,20 +93,25 @@ def _write_shop(root: Path, *, yaml: str, catalog: str, policies: str, faq: list
     return root
 
 
+def _teacher(tmp_path_factory, name: str, lang: str, currency: str, **files):
+    """The reference teacher of a shop written from `files` (catalog, policies, faq, orders)."""
+    root = tmp_path_factory.mktemp("shop")
+    return make_teacher("reference", shop=_write_shop(root, yaml=f"name: {name}\nlanguage: {lang}\ncurrency: {currency}\n",
+                                                      **files))
+
+
 @pytest.fixture(scope="module")
 def tea(tmp_path_factory):
-    return make_teacher("reference", shop=_write_shop(
-        tmp_path_factory.mktemp("tea"), yaml="name: 山间茶舍\nlanguage: zh\ncurrency: CNY\n", catalog=TEA_CATALOG,
-        policies=TEA_POLICIES, faq=[("茶叶怎么保存？", "请密封后放在阴凉干燥处，避免阳光直射。")],
-        orders="order_id,sku,status,courier,tracking_no\nTEA20240001,T-LJ-01,已发货,顺丰,SF1234567890123\n"))
+    return _teacher(tmp_path_factory, "山间茶舍", "zh", "CNY", catalog=TEA_CATALOG, policies=TEA_POLICIES,
+                    faq=[("茶叶怎么保存？", "请密封后放在阴凉干燥处，避免阳光直射。")],
+                    orders="order_id,sku,status,courier,tracking_no\nTEA20240001,T-LJ-01,已发货,顺丰,SF1234567890123\n")
 
 
 @pytest.fixture(scope="module")
 def bike(tmp_path_factory):
-    return make_teacher("reference", shop=_write_shop(
-        tmp_path_factory.mktemp("bike"), yaml="name: Spoke & Chain Cycles\nlanguage: en\ncurrency: EUR\n", catalog=BIKE_CATALOG,
-        policies=BIKE_POLICIES, faq=[("Do you offer test rides?", "Yes, test rides are free at our workshop. Please book a slot by email.")],
-        orders="order_id,status,courier,tracking_no\nSC-5001,shipped,DHL Freight,JD014600003SE\n"))
+    return _teacher(tmp_path_factory, "Spoke & Chain Cycles", "en", "EUR", catalog=BIKE_CATALOG, policies=BIKE_POLICIES,
+                    faq=[("Do you offer test rides?", "Yes, test rides are free at our workshop. Please book a slot by email.")],
+                    orders="order_id,status,courier,tracking_no\nSC-5001,shipped,DHL Freight,JD014600003SE\n")
 
 
 @pytest.mark.parametrize("q, facts", [
@@ -333,17 +338,15 @@ LITTER_POLICIES = """## 关于寄送
 
 @pytest.fixture(scope="module")
 def gear(tmp_path_factory):
-    return make_teacher("reference", shop=_write_shop(
-        tmp_path_factory.mktemp("gear"), yaml="name: Cairn Gear\nlanguage: en\ncurrency: CAD\n", catalog=GEAR_CATALOG,
-        policies=GEAR_POLICIES, faq=[("Which courier do you use?", "We ship with Canada Post.")],
-        orders="order_id,status,courier,tracking_no,ship_date\nCG-1,shipped,Canada Post,7001234,2025-06-02\n"))
+    return _teacher(tmp_path_factory, "Cairn Gear", "en", "CAD", catalog=GEAR_CATALOG, policies=GEAR_POLICIES,
+                    faq=[("Which courier do you use?", "We ship with Canada Post.")],
+                    orders="order_id,status,courier,tracking_no,ship_date\nCG-1,shipped,Canada Post,7001234,2025-06-02\n")
 
 
 @pytest.fixture(scope="module")
 def litter(tmp_path_factory):
-    return make_teacher("reference", shop=_write_shop(
-        tmp_path_factory.mktemp("litter"), yaml="name: 猫砂铺\nlanguage: zh\ncurrency: CNY\n", catalog=LITTER_CATALOG,
-        policies=LITTER_POLICIES, faq=[("发什么快递？", "默认发中通。")], orders="order_id,status\nM-1,待发货\n"))
+    return _teacher(tmp_path_factory, "猫砂铺", "zh", "CNY", catalog=LITTER_CATALOG, policies=LITTER_POLICIES,
+                    faq=[("发什么快递？", "默认发中通。")], orders="order_id,status\nM-1,待发货\n")
 
 
 def test_typos_are_read_as_the_shops_words(gear):
