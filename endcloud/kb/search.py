@@ -199,7 +199,9 @@ def _phrase_test(phrase: str):
         return ("sub", normalise(phrase))  # a substring of the text
     if " " in phrase:
         return ("words", _words(phrase))  # the words, in order
-    return ("token", (tokenize(phrase) or [""])[0])  # a stemmed word
+    tokens = tokenize(phrase)
+    # a stemmed word; a word `tokenize` drops as a stop word ("when") is found as a word
+    return ("token", tokens[0]) if tokens else ("words", _words(phrase))
 
 
 # Each group as [(how to find the phrase, the phrase's own tokens)]: what `coverage` counts.

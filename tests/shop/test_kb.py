@@ -210,3 +210,12 @@ def test_coverage_weighs_the_questions_terms(tmp_path):
     assert kb.coverage("What are your opening hours?", "Opening: Our workshop is open Monday to Saturday, 9:00 to 18:00.") == 1.0
     assert kb.coverage("Can I pay with bitcoin?", "Opening: Our workshop is open Monday to Saturday.") == 0.0
     assert kb.coverage("嗯", refund) == 0.0 and kb.coverage("", refund) == 0.0
+
+
+def test_asks_for_a_number_when_it_asks_when():
+    from endcloud.kb import asks_for_number
+
+    # "when" is a stop word of the tokenizer: it used to be an empty test that never matched
+    assert asks_for_number("when will my refund arrive?")
+    assert asks_for_number("多久到") and asks_for_number("how long does it take")
+    assert not asks_for_number("do you ship to alaska?")
