@@ -47,7 +47,7 @@ from typing import Any
 
 from endcloud.cloud.teacher import Messages, Teacher, check_messages
 from endcloud.kb import (
-    KnowledgeBase, Product, asks_for_number, content_tokens, format_number, is_name_column, normalise, tokenize,
+    KnowledgeBase, Product, asks_for_number, asks_when, content_tokens, format_number, is_name_column, normalise, tokenize,
     without_spans,
 )
 from endcloud.records import Reply, Usage
@@ -319,7 +319,7 @@ class ReferenceTeacher(Teacher):
             # else is asked ("when will the orange one be back?" is not): the fact for each.
             lines = [s for s in (self._attr_line(p, asked[0][0], lang) for p in turn.ambiguous) if s]
             if len(lines) == len(turn.ambiguous):
-                return ("" if lang == "zh" else " ").join(dict.fromkeys(lines))
+                return _joined(dict.fromkeys(lines), lang)
         if product is not None and asked:
             if from_context:
                 # "运费多少钱？" after a product question asks about shipping, not about the
@@ -331,7 +331,7 @@ class ReferenceTeacher(Teacher):
                     return quoted
             lines = [s for s in (self._attr_line(product, slot, lang) for slot, _ in asked[:2]) if s]
             if lines:
-                return ("" if lang == "zh" else " ").join(dict.fromkeys(lines))
+                return _joined(dict.fromkeys(lines), lang)
         if product is not None and not asked and turn.product is not None:
             # A product named, nothing asked of it: a policy question about it ("X arrived
             # damaged"), the product itself ("520401029636", "tell me about X", "想买个X") —
@@ -385,6 +385,7 @@ class ReferenceTeacher(Teacher):
         columns: list[str] = []
         for p in self.pack.products:
             columns.extend(k for k in p.attrs if k not in columns)
+        header_words = {col: _cue_words(col) for col in columns}
         for col in columns:
             concept = _concept_of(col)
             cues = [normalise(col).replace("_", " ")]
@@ -398,7 +399,7 @@ class ReferenceTeacher(Teacher):
                 label_zh = label_en = col.replace("_", " ")
                 # "what temp is it good for" asks the "temp rating" column: each longer word of
                 # a header of its own is a cue too, unless another column's header has it
-                words = [w for w in _cue_words(col) if sum(w in _cue_words(c) for c in columns) == 1]
+                words = [w for w in header_words[col] if sum(w in ws for ws in header_words.values()) == 1]
                 cues += words if len(words) > 1 else []
             slots.append(_Slot(col, label_zh, label_en, tuple(_cue_pattern(normalise(c)) for c in dict.fromkeys(cues) if c)))
         return slots
@@ -456,11 +457,11 @@ class ReferenceTeacher(Teacher):
                 rows.append((customer_orders[0].get("order_id", ""), customer_orders[0]))
         if not rows:
             return None
-        when = _asks_when(question)
+        when = asks_when(question)
         lines = [self._order_line(oid, row, lang, when=when) for oid, row in rows[:2]]
         if any(line is None for line in lines):
             return REPLIES["unknown"][lang]
-        return ("" if lang == "zh" else " ").join(lines)  # type: ignore[arg-type]
+        return _joined(lines, lang)  # type: ignore[arg-type]
 
     def _order_line(self, oid: str, row: dict[str, str], lang: str, *, when: bool = False) -> str | None:
         status = row.get("status", "").strip()
@@ -605,11 +606,9 @@ def _customer_orders(system: list[str]) -> list[dict[str, str]]:
     return orders
 
 
-def _asks_when(text: str) -> bool:
-    """Whether `text` asks when (a date or a day)."""
-    flat = normalise(text)
-    return bool(re.search(r"(?<![a-z])(?:when|what day|which day|date)(?![a-z])", flat)) or \
-        any(w in flat for w in ("什么时候", "哪天", "几号", "哪一天", "日期", "几时"))
+def _joined(lines, lang: str) -> str:
+    """Reply lines as one reply: run together in Chinese, a space apart in English."""
+    return ("" if lang == "zh" else " ").join(lines)
 
 
 def _cue_words(column: str) -> list[str]:

@@ -12,12 +12,12 @@ The pack format is in `endcloud.kb.pack`; retrieval in `endcloud.kb.search`.
 
 from endcloud.kb.pack import LANGUAGES, POLICY_KEYS, Product, ShopPack, format_number
 from endcloud.kb.search import (
-    SOURCES, KnowledgeBase, ProductMatch, Snippet, asks_for_number, content_tokens, is_name_column, normalise, paragraphs, render_order,
-    render_product, tokenize, without_spans,
+    SOURCES, KnowledgeBase, ProductMatch, Snippet, asks_for_number, asks_when, content_tokens, is_name_column, normalise,
+    paragraphs, render_order, render_product, tokenize, without_spans,
 )
 
 __all__ = [
     "LANGUAGES", "POLICY_KEYS", "SOURCES", "KnowledgeBase", "Product", "ProductMatch", "ShopPack", "Snippet",
-    "asks_for_number", "content_tokens", "format_number", "is_name_column", "normalise", "paragraphs", "render_order", "render_product", "tokenize",
-    "without_spans",
+    "asks_for_number", "asks_when", "content_tokens", "format_number", "is_name_column", "normalise", "paragraphs",
+    "render_order", "render_product", "tokenize", "without_spans",
 ]

@@ -190,6 +190,7 @@ _SYNONYM_WORDS, _SYNONYM_PHRASES = _synonym_table()
 _EN_SYNONYM_PHRASES = [(p, re.compile(r"(?<![a-z0-9])" + r"\W+".join(map(re.escape, p.split())) + r"(?![a-z0-9])"))
                        for p in sorted({normalise(p) for group in _SYNONYMS_EN for p in group if " " in p}, key=lambda p: (-len(p), p))]
 _PHRASE = -2  # the span `_terms` gives an English synonym phrase
+_PHRASE_TOKENS = {p: tokenize(p) for p, _ in _EN_SYNONYM_PHRASES}  # its words, as `coverage` finds them apart
 _ZH_SYNONYM_PHRASES = sorted({normalise(p) for group in _SYNONYMS_ZH for p in group if len(p) > 1}, key=lambda p: (-len(p), p))
 
 
@@ -255,6 +256,8 @@ _GENERIC = re.compile("|".join([r"\b(?:" + "|".join(_GENERIC_EN) + r")\b"] + lis
 _QUANTITY = [_phrase_test(p) for p in ("多久", "几天", "多少", "几点", "几个", "多长时间", "时候", "多大", "几号", "几小时",
                                        "how long", "how many", "how much", "how soon", "what time", "long")]
 _WHEN = [_phrase_test(p) for p in ("when", "what time", "how soon", "几时", "什么时候", "何时")]
+# ... and for a day ("which day did it ship?", "哪天发的"): with `_WHEN`, what `asks_when` looks for.
+_DAY = [_phrase_test(p) for p in ("what day", "which day", "date", "哪天", "哪一天", "几号", "日期")]
 
 
 def content_tokens(text: str) -> list[str]:
@@ -263,10 +266,19 @@ def content_tokens(text: str) -> list[str]:
     return [x for x in tokenize(_GENERIC.sub(" ", normalise(text))) if not _function_bigram(x)]
 
 
+def _asks(text: str, tests: list[tuple[str, str]]) -> bool:
+    flat, words, tokens = normalise(text), _words(text), set(tokenize(text))
+    return any(_occurs(test, flat, words, tokens) for test in tests)
+
+
 def asks_for_number(text: str) -> bool:
     """Whether `text` asks how long, how much, how many or when: an answer states a number."""
-    flat, words, tokens = normalise(text), _words(text), set(tokenize(text))
-    return any(_occurs(test, flat, words, tokens) for test in _QUANTITY + _WHEN)
+    return _asks(text, _QUANTITY + _WHEN)
+
+
+def asks_when(text: str) -> bool:
+    """Whether `text` asks when, or on which day ("when did it ship?", "哪天发的")."""
+    return _asks(text, _WHEN + _DAY)
 
 
 def _function_bigram(token: str) -> bool:
@@ -406,9 +418,9 @@ class _Speller:
     """One-edit spelling correction against a vocabulary (symmetric deletes: a word and a
     candidate that are one edit apart share a one-letter deletion or are one)."""
 
-    def __init__(self, words: set[str], known: set[str]):
-        self.words = frozenset(w for w in words if len(w) >= _SPELL_MIN)
-        self.known = frozenset(words | known)
+    def __init__(self, words: set[str]):
+        self.known = frozenset(words)
+        self.words = frozenset(w for w in words if len(w) >= _SPELL_MIN)  # what a typo may be of
         self.stems = frozenset(_stem(w) for w in self.known)
         self._by_delete: dict[str, set[str]] = {}
         for w in self.words:
@@ -486,8 +498,8 @@ class KnowledgeBase:
             shop = [d.text for d in self._docs] + [n for p in self.pack.products for n in self.names_of(p)]
             shop += [p for group in _SYNONYMS_EN for p in group]
             words = {w for text in shop for w in _LATIN_WORD.findall(normalise(text))}
-            # the words that name no topic are targets too ("abotu" -> "about"), never corrected
-            self._speller = _Speller(words | set(_EN_STOP) | set(_GENERIC_EN), set())
+            # the words that name no topic are words too ("abotu" -> "about"), never corrected
+            self._speller = _Speller(words | set(_EN_STOP) | set(_GENERIC_EN))
         return self._speller
 
     def spell(self, text: str) -> str:
@@ -620,7 +632,7 @@ class KnowledgeBase:
         for term, weight, start, end in terms:
             if start == _PHRASE:
                 # the phrase as written, a synonym of it, or all of its words ("free ... shipping")
-                ok = _words(term) in t_words or term in phrases or all(x in t for x in tokenize(term))
+                ok = _words(term) in t_words or term in phrases or all(x in t for x in _PHRASE_TOKENS[term])
             elif start < 0:  # a Latin word
                 if term in neutral_words:
                     continue
