@@ -14,6 +14,8 @@ in optimizer steps (never seconds):
     stage 2b  multi-task  stage 1 continued on the shop's tasks + `--replay` dialogue --task-steps
 
 so both adapters have the same budget and the same start, and differ only in what stage 2 saw.
+The multiple-choice, ranking and retrieval items also train the ranking of their candidates
+(`endcloud.end.train.choice_loss`, `--choice-weight`; 0 for the language-model loss alone).
 Measured on held-out items (products, phrasings and policy sentences stage 2 never saw):
 
     per task / type   ShopBench's metric with its chance level; multiple choice by the options'
@@ -99,12 +101,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-task", type=int, default=64, help="items per task (a quarter held out)")
     ap.add_argument("--chat-questions", type=int, default=320, help="dialogue questions of the pack (a fifth held out)")
     ap.add_argument("--chat-steps", type=int, default=200, help="stage 1 budget (optimizer steps)")
-    ap.add_argument("--task-steps", type=int, default=300, help="stage 2 budget of each adapter (optimizer steps)")
+    ap.add_argument("--task-steps", type=int, default=600, help="stage 2 budget of each adapter (optimizer steps)")
     ap.add_argument("--replay", type=float, default=0.3, help="dialogue share of the multi-task mix")
     ap.add_argument("--lora-r", type=int, default=8, help="LoRA rank of every adapter (Table IV: 8)")
     ap.add_argument("--all-linear", action="store_true", help="LoRA on the MLP too, not only the attention projections")
+    ap.add_argument("--choice-weight", type=float, default=1.0,
+                    help="weight of the choice loss on candidate questions (0: the language-model loss alone)")
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=5e-3,
+                    help="learning rate of every stage (at 1e-3 the shipped reader's LoRA barely learns the tasks)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--teacher", default="reference", help="reference (offline) | openai")
     ap.add_argument("--mc", default="loglik", choices=("auto", "generate", "loglik", "pmi"),
@@ -164,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # -- training --------------------------------------------------------------------------
     common = dict(method="lora", lr=args.lr, batch_size=args.batch_size, max_input_len=384, max_output_len=96,
-                  seed=args.seed, progress=False, save_every=max(25, args.task_steps), r=args.lora_r)
+                  seed=args.seed, progress=False, save_every=max(25, args.task_steps), r=args.lora_r,
+                  choice_weight=args.choice_weight)
     if args.all_linear:
         common["target_modules"] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     runs = {}

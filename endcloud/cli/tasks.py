@@ -4,6 +4,7 @@
     endcloud tasks check tasks.jsonl --shop shop/
     endcloud eval shopbench development.json [--base B] [--adapter A] [--mc auto|generate|loglik|pmi]
                                              [--rank auto|generate|loglik|pmi] [-o report.json]
+    endcloud tasks train tasks.jsonl --shop shop/ -o runs/multitask [--steps 600] [--replay 0.3]
     endcloud eval shopbench tasks.jsonl --heldout-only --adapter runs/multitask
 
 `eval` itself is the scoring room's command (`cli/scoring.py`); `register` turns it into a group
@@ -77,6 +78,70 @@ def check(
     return 1 if failed else 0
 
 
+@tasks_app.command("train")
+def train_cmd(
+    file: Path = typer.Argument(..., help="Task items from `endcloud tasks generate` (those not held out, with a response, are trained on)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: the peft adapter + training.json."),
+    shop: Optional[Path] = typer.Option(None, "--shop", help="The shop pack: its customers' questions, answered by the teacher and "
+                                        "grounded as served, are replayed in the mix so chatting is not forgotten (without it: tasks alone)."),
+    replay: float = typer.Option(0.3, "--replay", help="Dialogue share of the mix (with --shop)."),
+    chat_questions: int = typer.Option(320, "--chat-questions", help="Dialogue questions written from the pack for the replay."),
+    workspace: Optional[Path] = typer.Option(None, "--workspace", "-w", help="Workspace whose base/ is the model (default $ENDCLOUD_HOME or ./endcloud-work)."),
+    base: Optional[Path] = typer.Option(None, "--base", help="A local Hugging Face model folder (default: the workspace's base/, else the shipped shop reader)."),
+    init_adapter: Optional[Path] = typer.Option(None, "--init-adapter", help="Continue this adapter (e.g. the shop's chat adapter) instead of a new one."),
+    steps: int = typer.Option(600, "--steps", help="Optimizer steps (docs/benchmarks.md: 250 steps learn little of the tasks on the shipped reader)."),
+    lr: float = typer.Option(5e-3, "--lr", help="Learning rate (the shipped reader's LoRA learns the tasks at 5e-3, barely at 1e-3)."),
+    batch_size: int = typer.Option(8, "--batch-size"),
+    r: int = typer.Option(8, "--r", "--lora-r", help="LoRA rank."),
+    choice_weight: float = typer.Option(1.0, "--choice-weight", help="Weight of the choice loss of multiple-choice, ranking and "
+                                        "retrieval items (their candidates ranked as they are answered; 0: the language-model loss alone)."),
+    teacher: Optional[str] = typer.Option(None, "--teacher", help="Who answers the replayed dialogue: reference or openai (default: the "
+                                          "cloud when ENDCLOUD_CLOUD_* is set, else reference)."),
+    seed: int = typer.Option(0, "--seed"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: torch's choice)."),
+) -> None:
+    """Train one LoRA adapter on the shop's tasks, with its dialogue replayed (multi-task tuning)."""
+    import torch
+
+    from endcloud.config import Workspace
+    from endcloud.end.base import load_tokenizer, renders_late_system
+    from endcloud.end.train import train
+    from endcloud.tasks.items import read_items
+    from endcloud.tasks.mix import chat_set, mix_with_replay
+
+    if threads:
+        torch.set_num_threads(threads)
+    items = [it for it in read_items(file) if not it.heldout and it.response]
+    if not items:
+        raise ConfigError(f"{file} has no items to train on (every one is held out or has no `response`)")
+    base_dir = _base_dir(Workspace.resolve(workspace), base)
+    examples = [it.to_example() for it in items]
+    dialogue = 0
+    if shop is not None:
+        from endcloud.cloud import default_teacher
+        from endcloud.kb import ShopPack
+
+        late = renders_late_system(load_tokenizer(base_dir))
+        cs = chat_set(ShopPack.load(shop), default_teacher(shop=shop, name=teacher), n=chat_questions, seed=seed, late=late)
+        examples = mix_with_replay(examples, cs.train, replay=replay, seed=seed)
+        dialogue = len(examples) - len(items)
+    res = train(base_dir, examples, out, method="lora", steps=steps, lr=lr, batch_size=batch_size, max_input_len=384,
+                max_output_len=96, init_adapter=init_adapter, seed=seed, progress=False, r=r, choice_weight=choice_weight)
+    chosen = sum(1 for e in examples if e.choices)
+    typer.echo(f"multi-task adapter saved to {res.adapter_dir}: {res.steps} steps on {len(items)} task items "
+               f"({chosen} ranked by the choice loss) + {dialogue} dialogue examples; loss {res.losses[0]:.3f} -> "
+               f"{res.losses[-1]:.3f}; score it: endcloud eval shopbench {file} --heldout-only --adapter {res.adapter_dir}")
+
+
+def _base_dir(ws, base: Optional[Path]) -> Path:
+    """--base, else the workspace's base/, else the shipped shop reader."""
+    from endcloud.end.reader import reader_base
+
+    if base is None and not (ws.base / "config.json").exists() and reader_base() is not None:
+        return reader_base()
+    return ws.find_base(base)
+
+
 def shopbench(
     file: Path = typer.Argument(..., help="Questions in ShopBench's format (the KDD Cup 2024 starter kit's development.json, "
                                           "JSON lines or one array), or a task set from `endcloud tasks generate`."),
@@ -96,7 +161,6 @@ def shopbench(
 ) -> None:
     """Score a model on ShopBench-format questions: accuracy, hit@3, NDCG, micro-F1, ROUGE-L / similarity, with chance levels."""
     from endcloud.config import Workspace
-    from endcloud.end.reader import reader_base
     from endcloud.fileio import write_json_atomic
     from endcloud.tasks.items import read_items
     from endcloud.tasks.shopbench import MODES, HFTaskModel, run_shopbench
@@ -114,10 +178,7 @@ def shopbench(
     if not items:
         raise ConfigError(f"no questions left in {file} after --task/--heldout-only/--limit")
     ws = Workspace.resolve(workspace)
-    if base is None and not (ws.base / "config.json").exists() and reader_base() is not None:
-        base_dir = reader_base()
-    else:
-        base_dir = ws.find_base(base)
+    base_dir = _base_dir(ws, base)
     adapter_dir = ws.find_adapter(adapter)[0] if adapter else None
     if adapter and adapter_dir is None:
         raise ConfigError(f"--adapter {adapter!r} is neither a peft adapter folder nor an adapter of {ws.root}")

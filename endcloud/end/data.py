@@ -43,9 +43,18 @@ class Example:
     response: str
     id: str = ""
     source: str = "natural"  # "natural" (the shop's agent) or "distilled" (a teacher label)
+    # A question answered by choosing among listed candidates (a multiple-choice, ranking or
+    # retrieval task): every candidate as a reply, and which of them are right. Training then also
+    # learns to rank the right ones first by their log-likelihood, which is how such a question is
+    # answered (`endcloud.end.train`, `choice_weight`).
+    choices: tuple[str, ...] = ()
+    answers: tuple[int, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "source": self.source, "messages": self.messages, "response": self.response}
+        d = {"id": self.id, "source": self.source, "messages": self.messages, "response": self.response}
+        if self.choices:
+            d.update(choices=list(self.choices), answers=list(self.answers))
+        return d
 
     @classmethod
     def from_pair(cls, pair: Pair, *, system: str | None = None) -> "Example":
@@ -130,6 +139,8 @@ class EncodedExample:
     input_ids: list[int]
     labels: list[int]
     truncated: bool = False
+    choices: tuple["EncodedExample", ...] = ()  # each candidate as the reply (Example.choices)
+    answers: tuple[int, ...] = ()
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -195,7 +206,14 @@ class Encoder:
         if len(reply_ids) > self.max_output_len:
             reply_ids = reply_ids[: self.max_output_len]
             truncated = True
-        return EncodedExample(prompt_ids + reply_ids, [IGNORE_INDEX] * len(prompt_ids) + reply_ids, truncated)
+        choices: tuple[EncodedExample, ...] = ()
+        if ex.choices:
+            if not ex.answers or any(not 0 <= a < len(ex.choices) for a in ex.answers):
+                raise DataError(f"example {ex.id!r}: answers {list(ex.answers)} must name one or more of its "
+                                f"{len(ex.choices)} choices (0-based)")
+            choices = tuple(self.encode(Example(msgs, c, id=ex.id)) for c in ex.choices)
+        return EncodedExample(prompt_ids + reply_ids, [IGNORE_INDEX] * len(prompt_ids) + reply_ids, truncated,
+                              choices, tuple(ex.answers))
 
     def encode_all(self, examples: Sequence[Example]) -> list[EncodedExample]:
         return [self.encode(e) for e in examples]

@@ -6,6 +6,10 @@
                                 + step + RNG), written to a temp dir and renamed
       at the end: out_dir = peft adapter (save_pretrained) + training.json
 
+The loss is the reply's token cross-entropy; an example that lists candidates (`Example.choices`:
+a multiple-choice, ranking or retrieval task, answered by the candidates' log-likelihood) adds
+`choice_weight` × `choice_loss`, which trains that ranking itself.
+
 Real bases on real hardware (`device`, `dtype`, `grad_accum`, `gradient_checkpointing`, `qlora`):
 
     device "auto"      a GPU when torch sees one (`endcloud.end.device`); the base is moved there
@@ -55,6 +59,7 @@ from typing import Any, Callable, Sequence
 from endcloud.paper import PAPER
 from endcloud.end.base import load_base
 from endcloud.end.data import (
+    IGNORE_INDEX,
     Encoder,
     EncodedExample,
     Example,
@@ -91,6 +96,8 @@ class TrainConfig:
     qlora: bool = False  # LoRA on a 4-bit base
     grad_accum: int = 1  # micro-batches per step: the same step in less memory (not in the resume fingerprint)
     gradient_checkpointing: bool = False  # recompute activations (not in the resume fingerprint)
+    # Weight of the choice loss of examples that list candidates (`Example.choices`): see `choice_loss`.
+    choice_weight: float = 1.0
 
     def validate(self) -> None:
         if self.steps <= 0:
@@ -115,6 +122,9 @@ class TrainConfig:
                               "keys/values to every layer through the KV cache, which checkpointed layers do not "
                               "carry; drop the flag (prefix adapters are small: lower --batch-size or use "
                               "--grad-accum to save memory)")
+        if not (isinstance(self.choice_weight, (int, float)) and math.isfinite(self.choice_weight)
+                and self.choice_weight >= 0):
+            raise ConfigError(f"choice weight must be a number >= 0, got {self.choice_weight!r}; change --choice-weight")
         if self.qlora and self.method != "lora":
             raise ConfigError(f"--qlora is LoRA on a 4-bit base; {self.method!r} cannot use it (use --method lora)")
 
@@ -319,6 +329,35 @@ def evaluate_loss(model, encoded: Sequence[EncodedExample], pad_id: int, *, batc
     return total / count if count else None
 
 
+def choice_loss(model, examples: Sequence[EncodedExample], pad_id: int, device: Any):
+    """The rank-classification loss of examples that list candidates: each candidate scored as the
+    reply by its mean token log-probability (how `endcloud.tasks.shopbench` answers by
+    log-likelihood), softmax over an example's candidates, minus the log of the right ones' share;
+    the mean over `examples`.
+
+    Why: the language-model loss alone teaches the right reply's tokens, not to prefer it over
+    the others — a small model that cannot write the answer format still ranks candidates by a
+    prior that ignores the question. Training the ranking itself is T-Few's length-normalised
+    loss (Liu et al. 2022, "Few-Shot Parameter-Efficient Fine-Tuning is Better and Cheaper than
+    In-Context Learning"), with several right candidates allowed (retrieval's top 3)."""
+    import torch
+
+    rows = [c for e in examples for c in e.choices]
+    b = {k: v.to(device) for k, v in collate(rows, pad_id).items()}
+    logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    labels = b["labels"][:, 1:]
+    mask = labels != IGNORE_INDEX
+    picked = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
+    scores = picked.sum(-1) / mask.sum(-1).clamp(min=1)
+    out, at = [], 0
+    for e in examples:
+        s = scores[at: at + len(e.choices)]
+        at += len(e.choices)
+        out.append(torch.logsumexp(s, 0) - torch.logsumexp(s[list(e.answers)], 0))
+    return torch.stack(out).mean()
+
+
 def _progress(enabled: bool, total: int, start: int):
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -386,6 +425,7 @@ def train(
     qlora: bool = False,
     trust_remote_code: bool | None = None,
     deadline: float | None = None,
+    choice_weight: float = 1.0,
     **tuner: Any,
 ) -> TrainResult:
     """Fine-tune an adapter on `examples`; write it (peft format) + training.json into `out_dir`.
@@ -416,7 +456,7 @@ def train(
         method=method, steps=steps, lr=lr, batch_size=batch_size, max_input_len=max_input_len,
         max_output_len=max_output_len, warmup_ratio=warmup_ratio, save_every=save_every, seed=seed,
         bucket=bucket, tuner={k: v for k, v in tuner.items() if v is not None}, dtype=dtype_name(dt), qlora=bool(qlora),
-        grad_accum=grad_accum, gradient_checkpointing=bool(gradient_checkpointing),
+        grad_accum=grad_accum, gradient_checkpointing=bool(gradient_checkpointing), choice_weight=choice_weight,
     )
     cfg.validate()
     if not examples:
@@ -520,6 +560,9 @@ def train(
             # the sum is the whole batch's token mean, and so is its gradient
             counts = [int((b["labels"][:, 1:] != -100).sum()) for b in micro]
             total_count = max(1, sum(counts))
+            # examples that list candidates, per micro-batch (their choice loss: a mean over the step's)
+            chosen = [[encoded[i] for i in part if encoded[i].choices] for part in micro_batches(idx, cfg.grad_accum)]
+            total_chosen = sum(len(c) for c in chosen)
             step_loss = None
             for j, (batch, n) in enumerate(zip(micro, counts)):
                 tokens += int(batch["attention_mask"].sum())
@@ -530,6 +573,9 @@ def train(
                 with sync:
                     with _autocast(dev, dt):
                         loss = model(**batch).loss * (n / total_count)
+                        if cfg.choice_weight and chosen[j]:
+                            loss = loss + cfg.choice_weight * choice_loss(model, chosen[j], pad_id, dev) \
+                                * (len(chosen[j]) / total_chosen)
                     if scaler is not None:
                         scaler.scale(loss).backward()
                     elif acc is not None:

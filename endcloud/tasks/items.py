@@ -60,15 +60,20 @@ class TaskItem:
         return [dict(m) for m in self.messages] if self.messages else [{"role": "user", "content": self.input_field}]
 
     def to_example(self):
-        """The training Example (prompt -> response); DataError when the item has no response."""
+        """The training Example (prompt -> response); DataError when the item has no response. A
+        question that lists candidates carries them as the example's choices, the right ones
+        marked, so training also ranks them as they are answered (`endcloud.tasks.shopbench`)."""
         from endcloud.end.data import Example
+        from endcloud.tasks.shopbench import choices_of
 
         if not self.response:
             raise DataError(f"task item {self.id or self.task_name!r} has no `response` to train on")
         import hashlib
 
         fallback = f"{self.task_name}:{hashlib.sha256(self.input_field.encode('utf-8')).hexdigest()[:16]}"
-        return Example(self.prompt(), self.response, id=self.id or fallback, source="task")
+        choices, answers = choices_of(self)
+        return Example(self.prompt(), self.response, id=self.id or fallback, source="task", choices=tuple(choices),
+                       answers=tuple(answers))
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"input_field": self.input_field, "output_field": self.output_field,

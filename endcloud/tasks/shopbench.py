@@ -150,7 +150,7 @@ def _valid_retrieval(parsed: list[int], listed: set[int]) -> bool:
 
 
 def _choice_reply(ranked: list[tuple[int, str]]) -> str:
-    return f"{ranked[0][0]}. {ranked[0][1]}"
+    return candidate_reply(*ranked[0])
 
 
 def _ranking_reply(ranked: list[tuple[int, str]]) -> str:
@@ -190,11 +190,36 @@ def candidates_of(item: TaskItem) -> list[tuple[int, str]]:
     return out
 
 
+def candidate_reply(k: int, text: str) -> str:
+    """A listed candidate as the reply its log-likelihood is scored on ("2. wool")."""
+    return f"{k}. {text}"
+
+
+def choices_of(item: TaskItem) -> tuple[list[str], list[int]]:
+    """A candidate question's candidates as replies (`candidate_reply`) and the positions of the
+    right ones: the chosen option, the retrieved items, or the most relevant items of a ranking.
+    ([], []) for an item with no candidates or none right (a ranking of all-zero relevance)."""
+    cands = candidates_of(item) if item.task_type in BY_CANDIDATES else []
+    out = item.output_field
+    if item.task_type == "multiple-choice":
+        right = {out}
+    elif item.task_type == "retrieval":
+        right = set(out)
+    elif item.task_type == "ranking" and out and max(out) > 0:
+        right = {k + 1 for k, rel in enumerate(out) if rel == max(out)}  # relevance is listed item 1 first
+    else:
+        right = set()
+    answers = [j for j, (k, _) in enumerate(cands) if k in right]
+    if not answers:
+        return [], []
+    return [candidate_reply(k, text) for k, text in cands], answers
+
+
 def rank_by_loglik(model: TaskModel, item: TaskItem, cands: Sequence[tuple[int, str]], *,
                    calibrated: bool = False) -> list[tuple[int, str]]:
     """The candidates, likeliest first as the reply ("i. text"); ties and NaN scores by listed order.
     `calibrated` (the pmi mode): ranked by how much the question raises each one's log-likelihood."""
-    texts = [f"{k}. {text}" for k, text in cands]
+    texts = [candidate_reply(k, text) for k, text in cands]
     scores = model.loglik(item.prompt(), texts)
     if calibrated:
         scores = [s - p for s, p in zip(scores, model.loglik(NEUTRAL_PROMPT, texts))]
@@ -282,4 +307,4 @@ def score_report(items: Sequence[TaskItem], replies: Sequence[str], *, model: st
 
 
 __all__ = ["BY_CANDIDATES", "Candidates", "HFTaskModel", "MC_MODES", "MODES", "ShopBenchReport", "TaskModel",
-           "answer_items", "candidates_of", "rank_by_loglik", "run_shopbench", "score_report"]
+           "answer_items", "candidate_reply", "candidates_of", "choices_of", "rank_by_loglik", "run_shopbench", "score_report"]

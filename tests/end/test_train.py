@@ -172,3 +172,64 @@ def test_init_adapter_continues_a_trained_prefix_adapter(tiny_base_dir, train_ex
     first_loss = evaluate_loss(first.model, Encoder(tok).encode_all(train_examples), tok.pad_token_id)
     assert again.eval_loss_before == pytest.approx(first_loss, rel=1e-3)  # it starts where the first run ended
     assert again.eval_loss < again.eval_loss_before
+
+
+def _choice_examples() -> list[Example]:
+    options = ("0. shipping", "1. refund", "2. discount")
+    asked = [("When do you ship my parcel?", 0), ("Can I get my money back?", 1), ("Any coupon for me?", 2),
+             ("什么时候发货", 0), ("怎么退款", 1), ("有优惠吗", 2)]
+    return [Example([{"role": "user", "content": f"What does the customer want?\n{q}\n" + "\n".join(options)}],
+                    options[a], id=f"mc{i}", source="task", choices=options, answers=(a,))
+            for i, (q, a) in enumerate(asked)]
+
+
+def _ranked_first(model, tok, examples) -> int:
+    from endcloud.end.data import reply_logprobs
+
+    enc, right = Encoder(tok), 0
+    model.eval()
+    for e in examples:
+        scored = reply_logprobs(model, [enc.encode(Example(e.messages, c)) for c in e.choices], tok.pad_token_id)
+        means = [t / max(1, n) for t, n in scored]
+        right += max(range(len(means)), key=means.__getitem__) in e.answers
+    return right
+
+
+def test_choice_loss_teaches_the_ranking_by_loglik(tmp_path, train_threads):
+    """Examples that list candidates also train the ranking they are answered by (the right one's
+    mean token log-probability above the others'): on the training items it ends all right, which
+    it was not before. On the shipped reader: the fixtures' 64-wide base barely moves under LoRA."""
+    from endcloud.end.reader import reader_base
+    from endcloud.end.train import choice_loss
+
+    base = reader_base()
+    if base is None:
+        pytest.skip("no shipped shop reader in this install")
+    examples = _choice_examples()
+    before = _ranked_first(*load_base(base), examples)
+    model, tok = load_base(base)
+    encoded = Encoder(tok).encode_all(examples)
+    assert all(len(e.choices) == 3 and e.answers for e in encoded)
+    with torch.no_grad():
+        loss_before = float(choice_loss(model, encoded, tok.pad_token_id, "cpu"))
+    res = train(base, examples, tmp_path / "mc", method="lora", steps=40, base=(model, tok),
+                **{**FAST, "lr": 1e-2, "batch_size": 6})
+    after = _ranked_first(res.model, tok, examples)
+    with torch.no_grad():
+        loss_after = float(choice_loss(res.model, encoded, tok.pad_token_id, "cpu"))
+    assert before < len(examples) and after == len(examples), (before, after)
+    assert loss_after < 0.5 * loss_before, (loss_before, loss_after)
+    rec = json.loads((tmp_path / "mc" / "training.json").read_text())
+    assert rec["config"]["choice_weight"] == 1.0
+
+
+def test_choices_must_name_a_listed_candidate(tiny_tokenizer):
+    bad = Example([{"role": "user", "content": "which?"}], "0. a", id="bad", choices=("0. a", "1. b"), answers=(2,))
+    with pytest.raises(DataError, match="answers"):
+        Encoder(tiny_tokenizer).encode(bad)
+    none = Example([{"role": "user", "content": "which?"}], "0. a", id="none", choices=("0. a", "1. b"))
+    with pytest.raises(DataError, match="answers"):
+        Encoder(tiny_tokenizer).encode(none)
+    assert bad.to_json()["choices"] == ["0. a", "1. b"] and "choices" not in Example([], "x").to_json()
+    with pytest.raises(ConfigError, match="choice weight"):
+        train("unused", [bad], "unused", choice_weight=-1.0)

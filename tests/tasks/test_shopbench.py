@@ -349,6 +349,27 @@ def test_the_report_counts_loglik_answers_per_task(shopbench_file):
     assert rep2.tasks["task_query_rank"]["score"] == pytest.approx(0.6733, abs=1e-4)  # both 3, 1, 4, 2
 
 
+def test_training_examples_carry_the_candidates_and_the_right_ones(shopbench_file):
+    """A candidate question trains its ranking too (`endcloud.end.train.choice_loss`): its example
+    lists every candidate as the reply loglik scores, and marks the right ones by position."""
+    from endcloud.tasks.shopbench import choices_of
+
+    by_type: dict[str, TaskItem] = {}
+    for it in read_items(shopbench_file):
+        by_type.setdefault(it.task_type, it)  # the first of each type
+    mc = by_type["multiple-choice"]  # heel height: 1. sandal
+    assert choices_of(mc) == (["0. pillow", "1. sandal", "2. kettle", "3. mouse pad"], [1])
+    assert choices_of(by_type["retrieval"])[1] == [1, 3, 5]  # truth 2, 4, 6 of six snippets
+    rank_texts, rank_right = choices_of(by_type["ranking"])  # weights [1, 0, 0.1, 0.01]: item 1 alone is most relevant
+    assert rank_texts[0] == "1. Men's Waterproof Leather Hiking Boot" and rank_right == [0]
+    flat = TaskItem("Rank:\n1. a\n2. b\nOutput: ", [0, 0], "t", "ranking", "ndcg", False)
+    assert choices_of(flat) == ([], [])  # nothing relevant: nothing to prefer
+    ex = TaskItem(mc.input_field, 1, "t", "multiple-choice", "accuracy", True, response="1. sandal").to_example()
+    assert ex.choices == ("0. pillow", "1. sandal", "2. kettle", "3. mouse pad") and ex.answers == (1,)
+    gen = TaskItem("Translate: 毛巾", "towel", "t", "generation", "rougel", False, response="towel").to_example()
+    assert gen.choices == () and gen.answers == ()
+
+
 def test_an_item_listing_no_candidates_is_generated_even_in_loglik_mode():
     item = TaskItem("Rank the boots by relevance: leather, mesh. Output: ", [1, 0], "t", "ranking", "ndcg", False)
     model = Likelihoods({"Rank the boots": "1, 2"}, {})
@@ -446,3 +467,27 @@ def test_cli_eval_still_runs_the_scoring_command(capsys):
 
 def _row(task_type, output, metric):
     return TaskItem("q", output, "t", task_type, metric, task_type == "multiple-choice")
+
+
+def test_cli_tasks_train_makes_an_adapter_the_harness_scores(zh_shop, tmp_path, capsys):
+    """generate -> train (tasks + replayed dialogue, the choice loss on the candidate items) -> eval shopbench."""
+    from endcloud.cli import main
+    from endcloud.end.reader import reader_base
+
+    if reader_base() is None:
+        pytest.skip("no shipped shop reader in this install")
+    items, adapter = tmp_path / "tasks.jsonl", tmp_path / "multi"
+    assert main(["tasks", "generate", str(zh_shop), "-o", str(items), "--task", "intent", "--task", "attribute_ner",
+                 "--per-task", "8"]) == 0
+    rc = main(["tasks", "train", str(items), "--shop", str(zh_shop), "-o", str(adapter), "-w", str(tmp_path / "ws"),
+               "--steps", "3", "--chat-questions", "12", "--replay", "0.5", "--threads", "1"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    trained = [it for it in read_items(items) if not it.heldout]
+    mcq = sum(1 for it in trained if it.task_type == "multiple-choice")
+    assert f"on {len(trained)} task items ({mcq} ranked by the choice loss) + {len(trained)} dialogue examples" in out
+    rec = json.loads((adapter / "training.json").read_text())
+    assert rec["steps"] == 3 and rec["config"]["choice_weight"] == 1.0 and rec["config"]["lr"] == 5e-3
+    assert main(["eval", "shopbench", str(items), "--heldout-only", "--adapter", str(adapter), "-w", str(tmp_path / "ws"),
+                 "--mc", "loglik"]) == 0
+    assert "intent" in capsys.readouterr().out
