@@ -269,21 +269,31 @@ def collate(batch: Sequence[EncodedExample], pad_id: int, *, pad_to: int | None 
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def reply_logprob_sums(model: Any, batch: Sequence[EncodedExample], pad_id: int) -> tuple[Any, Any]:
+    """Per example, as tensors: the summed log-probability `model` gives its reply (the labelled
+    tokens) after its prompt, and how many tokens that is. Differentiable: training's choice loss
+    (`endcloud.end.train.choice_loss`) backpropagates through it; `reply_logprobs` does not."""
+    import torch
+
+    b = collate(batch, pad_id)
+    dev = next(model.parameters()).device
+    logits = model(input_ids=b["input_ids"].to(dev), attention_mask=b["attention_mask"].to(dev)).logits
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    labels = b["labels"][:, 1:].to(dev)
+    mask = labels != IGNORE_INDEX
+    picked = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
+    return picked.sum(-1), mask.sum(-1)
+
+
 def reply_logprobs(model: Any, batch: Sequence[EncodedExample], pad_id: int) -> list[tuple[float, int]]:
     """Per example: the summed log-probability `model` gives its reply (the labelled tokens) after
     its prompt, and how many tokens that is — what scoring a given reply needs (the matcher's
     language model, ShopBench's options by log-likelihood)."""
     import torch
 
-    b = collate(batch, pad_id)
-    dev = next(model.parameters()).device
     with torch.no_grad():
-        logits = model(input_ids=b["input_ids"].to(dev), attention_mask=b["attention_mask"].to(dev)).logits
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    labels = b["labels"][:, 1:].to(dev)
-    mask = labels != IGNORE_INDEX
-    picked = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
-    return list(zip(picked.sum(-1).tolist(), mask.sum(-1).tolist()))
+        sums, counts = reply_logprob_sums(model, batch, pad_id)
+    return list(zip(sums.tolist(), counts.tolist()))
 
 
 def cap_repeated_replies(examples: Sequence[Example], max_repeats: int, *, seed: int = 0) -> list[Example]:

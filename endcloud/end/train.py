@@ -59,7 +59,6 @@ from typing import Any, Callable, Sequence
 from endcloud.paper import PAPER
 from endcloud.end.base import load_base
 from endcloud.end.data import (
-    IGNORE_INDEX,
     Encoder,
     EncodedExample,
     Example,
@@ -67,6 +66,7 @@ from endcloud.end.data import (
     examples_hash,
     length_buckets,
     plain_batches,
+    reply_logprob_sums,
 )
 from endcloud.errors import ConfigError, DataError, ModelError
 from endcloud.fileio import write_json_atomic
@@ -329,7 +329,7 @@ def evaluate_loss(model, encoded: Sequence[EncodedExample], pad_id: int, *, batc
     return total / count if count else None
 
 
-def choice_loss(model, examples: Sequence[EncodedExample], pad_id: int, device: Any):
+def choice_loss(model, examples: Sequence[EncodedExample], pad_id: int):
     """The rank-classification loss of examples that list candidates: each candidate scored as the
     reply by its mean token log-probability (how `endcloud.tasks.shopbench` answers by
     log-likelihood), softmax over an example's candidates, minus the log of the right ones' share;
@@ -342,14 +342,8 @@ def choice_loss(model, examples: Sequence[EncodedExample], pad_id: int, device: 
     In-Context Learning"), with several right candidates allowed (retrieval's top 3)."""
     import torch
 
-    rows = [c for e in examples for c in e.choices]
-    b = {k: v.to(device) for k, v in collate(rows, pad_id).items()}
-    logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    labels = b["labels"][:, 1:]
-    mask = labels != IGNORE_INDEX
-    picked = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
-    scores = picked.sum(-1) / mask.sum(-1).clamp(min=1)
+    sums, counts = reply_logprob_sums(model, [c for e in examples for c in e.choices], pad_id)
+    scores = sums / counts.clamp(min=1)
     out, at = [], 0
     for e in examples:
         s = scores[at: at + len(e.choices)]
@@ -555,13 +549,14 @@ def train(
             idx = schedule[step]
             if acc is not None:  # this process's share of the global batch
                 idx = idx[acc.process_index :: acc.num_processes] or idx[:1]
-            micro = [collate([encoded[i] for i in part], pad_id) for part in micro_batches(idx, cfg.grad_accum)]
+            parts = micro_batches(idx, cfg.grad_accum)
+            micro = [collate([encoded[i] for i in part], pad_id) for part in parts]
             # each micro-batch's mean loss weighted by its share of the step's reply tokens:
             # the sum is the whole batch's token mean, and so is its gradient
             counts = [int((b["labels"][:, 1:] != -100).sum()) for b in micro]
             total_count = max(1, sum(counts))
             # examples that list candidates, per micro-batch (their choice loss: a mean over the step's)
-            chosen = [[encoded[i] for i in part if encoded[i].choices] for part in micro_batches(idx, cfg.grad_accum)]
+            chosen = [[encoded[i] for i in part if encoded[i].choices] for part in parts]
             total_chosen = sum(len(c) for c in chosen)
             step_loss = None
             for j, (batch, n) in enumerate(zip(micro, counts)):
@@ -574,7 +569,7 @@ def train(
                     with _autocast(dev, dt):
                         loss = model(**batch).loss * (n / total_count)
                         if cfg.choice_weight and chosen[j]:
-                            loss = loss + cfg.choice_weight * choice_loss(model, chosen[j], pad_id, dev) \
+                            loss = loss + cfg.choice_weight * choice_loss(model, chosen[j], pad_id) \
                                 * (len(chosen[j]) / total_chosen)
                     if scaler is not None:
                         scaler.scale(loss).backward()

@@ -211,12 +211,12 @@ def test_choice_loss_teaches_the_ranking_by_loglik(tmp_path, train_threads):
     encoded = Encoder(tok).encode_all(examples)
     assert all(len(e.choices) == 3 and e.answers for e in encoded)
     with torch.no_grad():
-        loss_before = float(choice_loss(model, encoded, tok.pad_token_id, "cpu"))
+        loss_before = float(choice_loss(model, encoded, tok.pad_token_id))
     res = train(base, examples, tmp_path / "mc", method="lora", steps=40, base=(model, tok),
                 **{**FAST, "lr": 1e-2, "batch_size": 6})
     after = _ranked_first(res.model, tok, examples)
     with torch.no_grad():
-        loss_after = float(choice_loss(res.model, encoded, tok.pad_token_id, "cpu"))
+        loss_after = float(choice_loss(res.model, encoded, tok.pad_token_id))
     assert before < len(examples) and after == len(examples), (before, after)
     assert loss_after < 0.5 * loss_before, (loss_before, loss_after)
     rec = json.loads((tmp_path / "mc" / "training.json").read_text())
