@@ -103,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chat-steps", type=int, default=200, help="stage 1 budget (optimizer steps)")
     ap.add_argument("--task-steps", type=int, default=600, help="stage 2 budget of each adapter (optimizer steps)")
     ap.add_argument("--replay", type=float, default=0.3, help="dialogue share of the multi-task mix")
+    ap.add_argument("--multi-steps", type=int, default=None,
+                    help="stage 2b budget of the multi-task adapter (default: --task-steps)")
     ap.add_argument("--lora-r", type=int, default=8, help="LoRA rank of every adapter (Table IV: 8)")
     ap.add_argument("--all-linear", action="store_true", help="LoRA on the MLP too, not only the attention projections")
     ap.add_argument("--choice-weight", type=float, default=1.0,
@@ -116,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="how the tables answer multiple choice (the report has the other way beside it: generate, or loglik)")
     ap.add_argument("--rank", default="loglik", choices=("auto", "generate", "loglik", "pmi"),
                     help="how the tables answer ranking and retrieval (the report has the other way beside it)")
+    ap.add_argument("--ner", default="loglik", choices=("auto", "generate", "loglik", "pmi"),
+                    help="how the tables answer named-entity questions: loglik, the likeliest span of the title")
     ap.add_argument("--work", default=None, help="keep the shop, tasks and adapters here (default: a temp folder)")
     ap.add_argument("--out", default="bench-tasks.json")
     ap.add_argument("--quick", action="store_true", help="tiny budgets: checks the bench runs, figures meaningless")
@@ -185,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     _log(f"stage 2a (chat-only): {runs['chat_only']}")
     mixed = mix_with_replay([it.to_example() for it in ts.train()], cs.train, replay=args.replay, seed=args.seed)
     t0 = time.perf_counter()
-    multi = train(base, mixed, work / "multi-task", steps=args.task_steps, init_adapter=s1.adapter_dir, **common)
+    multi = train(base, mixed, work / "multi-task", steps=args.multi_steps or args.task_steps,
+                  init_adapter=s1.adapter_dir, **common)
     runs["multi_task"] = {"steps": multi.steps, "seconds": round(time.perf_counter() - t0, 1),
                           "loss_last": round(multi.losses[-1], 4), "examples": len(mixed)}
     _log(f"stage 2b (multi-task): {runs['multi_task']}")
@@ -200,17 +205,21 @@ def main(argv: list[str] | None = None) -> int:
     for name, adapter in (("base", None), ("chat-only", chat_only.adapter_dir), ("multi-task", multi.adapter_dir)):
         t0 = time.perf_counter()
         model = HFTaskModel.load(base, adapter, name=name, max_input_len=384)
-        rep = run_shopbench(held, model, mc=args.mc, rank=args.rank, sims=sims, seed=args.seed)
-        # the other way of answering multiple choice, and ranking and retrieval, beside it
+        rep = run_shopbench(held, model, mc=args.mc, rank=args.rank, ner=args.ner, sims=sims, seed=args.seed)
+        # the other way of answering multiple choice, ranking and retrieval, and named entities, beside it
         other_mc = "loglik" if args.mc != "loglik" else "generate"
         other_rank = "loglik" if args.rank != "loglik" else "generate"
+        other_ner = "loglik" if args.ner != "loglik" else "generate"
         listed = [it for it in held if it.task_type in BY_CANDIDATES]
-        alt = run_shopbench(listed, model, mc=other_mc, rank=other_rank, sims=sims, seed=args.seed).tasks if listed else {}
+        alt = run_shopbench(listed, model, mc=other_mc, rank=other_rank, ner=other_ner, sims=sims,
+                            seed=args.seed).tasks if listed else {}
         chat = chat_quality(model, cs.heldout, evaluator)
         results[name] = {"tasks": rep.tasks, "types": rep.types, "overall": rep.overall, "overall_chance": rep.overall_chance,
                          "chat": chat, "samples": rep.samples, "seconds": round(time.perf_counter() - t0, 1),
                          f"multiple_choice_by_{other_mc}": {t: r for t, r in alt.items() if r["task_type"] == "multiple-choice"},
-                         f"ranking_by_{other_rank}": {t: r for t, r in alt.items() if r["task_type"] != "multiple-choice"}}
+                         f"ranking_by_{other_rank}": {t: r for t, r in alt.items() if r["task_type"] in ("ranking", "retrieval")},
+                         f"entities_by_{other_ner}": {t: r for t, r in alt.items()
+                                                      if r["task_type"] == "named_entity_recognition"}}
         _log(f"{name}: overall {rep.overall:.3f} (chance {rep.overall_chance:.3f}); chat facts {chat['facts']:.3f}, "
              f"Final {chat['final']:.3f}; answered by log-likelihood: "
              f"{sum(t.get('by_loglik', 0) for t in rep.tasks.values())} of {len(held)} held-out items")
@@ -234,7 +243,8 @@ def print_tables(report: dict) -> None:
     names = list(res)
     tasks = sorted(res[names[0]]["tasks"], key=lambda t: (res[names[0]]["tasks"][t]["task_type"], t))
     args = report["args"]
-    print(f"\nanswered: multiple choice by {args['mc']} (--mc), ranking and retrieval by {args.get('rank', 'generate')} (--rank)")
+    print(f"\nanswered: multiple choice by {args['mc']} (--mc), ranking and retrieval by {args.get('rank', 'generate')} "
+          f"(--rank), named entities by {args.get('ner', 'generate')} (--ner)")
     print("\n| task | type | metric | n | chance | " + " | ".join(names) + " |")
     print("| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in names) + " |")
     for t in tasks:
@@ -247,7 +257,8 @@ def print_tables(report: dict) -> None:
               + " | ".join(f"**{res[n]['types'][ty]['score']:.3f}**" for n in names) + " |")
     print(f"| **overall** | | | | {res[names[0]]['overall_chance']:.3f} | "
           + " | ".join(f"**{res[n]['overall']:.3f}**" for n in names) + " |")
-    for prefix, what in (("multiple_choice_by_", "multiple choice"), ("ranking_by_", "ranking and retrieval")):
+    for prefix, what in (("multiple_choice_by_", "multiple choice"), ("ranking_by_", "ranking and retrieval"),
+                         ("entities_by_", "named entities")):
         alt = next((k for k in res[names[0]] if k.startswith(prefix)), None)
         if alt and res[names[0]][alt]:
             print(f"\n| {what}, {alt.replace(prefix, 'answered by ')} | chance | " + " | ".join(names) + " |")

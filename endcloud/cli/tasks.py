@@ -153,6 +153,9 @@ def shopbench(
     rank: str = typer.Option("auto", "--rank", help="Ranking and retrieval: generate (the numbers in the reply), loglik (the listed "
                                                    "candidates ranked by their log-likelihood as the reply; retrieval: the top 3), "
                                                    "pmi (ranked by how much the question raises that), auto (generate; loglik where the reply is no valid ranking/selection of them)."),
+    ner: str = typer.Option("auto", "--ner", help="Named entities: generate (the reply's comma-separated spans), loglik (the likeliest "
+                                                 "run of up to 4 words of the question's text as the reply), pmi, auto (generate; "
+                                                 "loglik where a reply's span is not in the text)."),
     task: List[str] = typer.Option([], "--task", help="Only this task_name (repeatable)."),
     heldout_only: bool = typer.Option(False, "--heldout-only", help="Only items marked heldout (a generated task set's evaluation share)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N questions (after the filters)."),
@@ -165,7 +168,7 @@ def shopbench(
     from endcloud.tasks.items import read_items
     from endcloud.tasks.shopbench import MODES, HFTaskModel, run_shopbench
 
-    for flag, mode in (("--mc", mc), ("--rank", rank)):
+    for flag, mode in (("--mc", mc), ("--rank", rank), ("--ner", ner)):
         if mode not in MODES:
             raise ConfigError(f"{flag} must be one of {', '.join(MODES)}, got {mode!r}")
     items = read_items(file)
@@ -183,7 +186,7 @@ def shopbench(
     if adapter and adapter_dir is None:
         raise ConfigError(f"--adapter {adapter!r} is neither a peft adapter folder nor an adapter of {ws.root}")
     model = HFTaskModel.load(base_dir, adapter_dir, name=str(adapter_dir or base_dir))
-    report = run_shopbench(items, model, mc=mc, rank=rank, max_new_tokens=max_new_tokens)
+    report = run_shopbench(items, model, mc=mc, rank=rank, ner=ner, max_new_tokens=max_new_tokens)
     for line in report.lines():
         typer.echo(line)
     if out is not None:

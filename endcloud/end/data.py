@@ -285,6 +285,55 @@ def reply_logprob_sums(model: Any, batch: Sequence[EncodedExample], pad_id: int)
     return picked.sum(-1), mask.sum(-1)
 
 
+def _uses_prompt_learning(model: Any) -> bool:
+    """Whether `model` is a peft prompt-learning model (prefix tuning, P-Tuning v2): it feeds its
+    own virtual key/values through `past_key_values`, so a caller's cache cannot go there."""
+    cfg = getattr(model, "active_peft_config", None)
+    return bool(getattr(cfg, "is_prompt_learning", False))
+
+
+def _checkpointing(model: Any) -> bool:
+    flag = getattr(model, "is_activation_checkpointing", None)  # transformers 5's name
+    return bool(getattr(model, "is_gradient_checkpointing", False) if flag is None else flag)
+
+
+def candidate_logprob_sums(model: Any, candidates: Sequence[EncodedExample], pad_id: int) -> tuple[Any, Any]:
+    """`reply_logprob_sums` of candidate replies to one prompt, with the prompt run once.
+
+    Why: a candidate is a few tokens after a prompt of hundreds (the task's instruction, the
+    snippets, the listed options); running the prompt once and its key/values for every
+    candidate costs about one forward pass of the prompt instead of one per candidate — a
+    retrieval item lists ten. Differentiable, like `reply_logprob_sums`, through the shared
+    key/values. Falls back to a forward pass per candidate where the prompt cannot be shared:
+    candidates whose prompt tokens differ, a prompt-learning model, gradient checkpointing
+    (which turns the cache off in training)."""
+    import torch
+
+    firsts = [next((i for i, t in enumerate(c.labels) if t != IGNORE_INDEX), len(c.labels)) for c in candidates]
+    p = min(firsts) if candidates else 0
+    prompt = candidates[0].input_ids[:p] if candidates else []
+    if (len(candidates) < 2 or p < 1 or any(c.input_ids[:p] != prompt for c in candidates)
+            or _uses_prompt_learning(model) or _checkpointing(model)):
+        return reply_logprob_sums(model, candidates, pad_id)
+    dev = next(model.parameters()).device
+    head = model(input_ids=torch.tensor([prompt], device=dev), use_cache=True)
+    cache = head.past_key_values
+    if cache is None or not hasattr(cache, "batch_repeat_interleave"):
+        return reply_logprob_sums(model, candidates, pad_id)
+    cache.batch_repeat_interleave(len(candidates))
+    tails = [EncodedExample(c.input_ids[p:], c.labels[p:]) for c in candidates]
+    b = collate(tails, pad_id)
+    mask = torch.cat([torch.ones((len(tails), p), dtype=torch.long), b["attention_mask"]], dim=1).to(dev)
+    logits = model(input_ids=b["input_ids"].to(dev), attention_mask=mask, past_key_values=cache).logits
+    # token j of a tail is predicted by the prompt's last position (j = 0) or the tail's position j-1
+    logits = torch.cat([head.logits[:, -1:].expand(len(tails), 1, -1), logits[:, :-1]], dim=1)
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    labels = b["labels"].to(dev)
+    keep = labels != IGNORE_INDEX
+    picked = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * keep
+    return picked.sum(-1), keep.sum(-1)
+
+
 def reply_logprobs(model: Any, batch: Sequence[EncodedExample], pad_id: int) -> list[tuple[float, int]]:
     """Per example: the summed log-probability `model` gives its reply (the labelled tokens) after
     its prompt, and how many tokens that is — what scoring a given reply needs (the matcher's
@@ -370,6 +419,7 @@ def split_holdout(examples: Sequence[Example], fraction: float, *, seed: int = 0
 
 __all__ = [
     "reply_logprobs",
+    "candidate_logprob_sums",
     "IGNORE_INDEX",
     "Example",
     "EncodedExample",

@@ -62,11 +62,11 @@ from endcloud.end.data import (
     Encoder,
     EncodedExample,
     Example,
+    candidate_logprob_sums,
     collate,
     examples_hash,
     length_buckets,
     plain_batches,
-    reply_logprob_sums,
 )
 from endcloud.errors import ConfigError, DataError, ModelError
 from endcloud.fileio import write_json_atomic
@@ -342,12 +342,10 @@ def choice_loss(model, examples: Sequence[EncodedExample], pad_id: int):
     In-Context Learning"), with several right candidates allowed (retrieval's top 3)."""
     import torch
 
-    sums, counts = reply_logprob_sums(model, [c for e in examples for c in e.choices], pad_id)
-    scores = sums / counts.clamp(min=1)
-    out, at = [], 0
-    for e in examples:
-        s = scores[at: at + len(e.choices)]
-        at += len(e.choices)
+    out = []
+    for e in examples:  # one example's candidates share its prompt: run once (candidate_logprob_sums)
+        sums, counts = candidate_logprob_sums(model, e.choices, pad_id)
+        s = sums / counts.clamp(min=1)
         out.append(torch.logsumexp(s, 0) - torch.logsumexp(s[list(e.answers)], 0))
     return torch.stack(out).mean()
 

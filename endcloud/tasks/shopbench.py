@@ -26,14 +26,26 @@ Multiple choice (`mc`), and ranking and retrieval (`rank`), four ways each (`MOD
               a ranking that is not `RANKING_DEPTH` distinct listed items (all, when fewer are
               listed); a retrieval that is empty, repeats an item or names one not listed
 
+Named-entity recognition (`ner`), the same four ways, over spans instead of listed options:
+every run of up to `NER_SPAN_WORDS` words of the question's text (its last line before
+"Output:", less a "Title:"-style label; `ner_spans`) is scored as the reply itself, and the
+likeliest is the answer (one span: a question with two entities scores its share of F1). A
+small model that cannot copy a span from its prompt still ranks them; with `choices_of`,
+training teaches that ranking (`endcloud.end.train.choice_loss`). Text without spaces
+(unsegmented Chinese) gives fewer than two spans and is answered by generation.
+
+The candidates of one question share its prompt, which is run once (`HFTaskModel.loglik`,
+`endcloud.end.data.candidate_logprob_sums`).
+
 The report counts per task how many answers the log-likelihood chose (`by_loglik`). An item whose
-question lists no numbered candidates is always answered by generation.
+question lists no numbered candidates (or spans) is always answered by generation.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
@@ -46,6 +58,7 @@ MODES = ("auto", "generate", "loglik", "pmi")
 BY_LIKELIHOOD = ("loglik", "pmi")  # the modes that score the candidates instead of asking for a reply
 NEUTRAL_PROMPT = [{"role": "user", "content": ""}]  # pmi's "no question"
 MC_MODES = MODES  # the name before ranking and retrieval had modes too
+NER_SPAN_WORDS = 4  # the longest span, in words, a named-entity question is answered from by log-likelihood
 # Reply budgets by type: an option number, a few numbers, a few entities, or a sentence.
 MAX_NEW_TOKENS = {"multiple-choice": 6, "retrieval": 12, "ranking": 16, "named_entity_recognition": 24}
 
@@ -89,11 +102,15 @@ class HFTaskModel:
                                 batch_size=self.batch_size, max_input_len=self.max_input_len)
 
     def loglik(self, prompt: list[dict[str, str]], candidates: Sequence[str]) -> list[float]:
-        from endcloud.end.data import Encoder, Example, reply_logprobs
+        import torch
+
+        from endcloud.end.data import Encoder, Example, candidate_logprob_sums
 
         enc = Encoder(self.tokenizer, max_input_len=self.max_input_len, max_output_len=128)
-        scored = reply_logprobs(self.model, [enc.encode(Example(prompt, c)) for c in candidates], self.tokenizer.pad_token_id)
-        return [total / max(1, n) for total, n in scored]
+        with torch.no_grad():  # the prompt once, its key/values shared by the candidates
+            sums, counts = candidate_logprob_sums(self.model, [enc.encode(Example(prompt, c)) for c in candidates],
+                                                  self.tokenizer.pad_token_id)
+        return [total / max(1, n) for total, n in zip(sums.tolist(), counts.tolist())]
 
 
 @dataclass
@@ -125,58 +142,11 @@ class ShopBenchReport:
         if self.modes:
             chosen = {n: t["by_loglik"] for n, t in sorted(self.tasks.items()) if t.get("by_loglik")}
             out.append(f"answered: multiple choice by {self.modes.get('mc')}, ranking/retrieval by "
-                       f"{self.modes.get('rank')}; by log-likelihood: "
+                       f"{self.modes.get('rank')}, named entities by {self.modes.get('ner', 'generate')}; by log-likelihood: "
                        + (", ".join(f"{n} {k}/{self.tasks[n]['n']}" for n, k in chosen.items()) or "none"))
         if self.similarity_models:
             out.append("similarity: " + "; ".join(self.similarity_models))
         return out
-
-
-def _mean(xs: Sequence[float]) -> float:
-    return float(sum(xs) / len(xs)) if xs else 0.0
-
-
-def _valid_choice(parsed: int, listed: set[int]) -> bool:
-    return parsed in listed
-
-
-def _valid_ranking(parsed: list[int], listed: set[int]) -> bool:
-    # parse_ranking already empties a ranking with a repeat
-    return set(parsed) <= listed and len(parsed) == min(len(listed), RANKING_DEPTH)
-
-
-def _valid_retrieval(parsed: list[int], listed: set[int]) -> bool:
-    return bool(parsed) and len(set(parsed)) == len(parsed) and set(parsed) <= listed
-
-
-def _choice_reply(ranked: list[tuple[int, str]]) -> str:
-    return candidate_reply(*ranked[0])
-
-
-def _ranking_reply(ranked: list[tuple[int, str]]) -> str:
-    return ", ".join(str(k) for k, _ in ranked)
-
-
-def _retrieval_reply(ranked: list[tuple[int, str]]) -> str:
-    return ", ".join(str(k) for k, _ in ranked[:RETRIEVAL_DEPTH])
-
-
-@dataclass(frozen=True)
-class Candidates:
-    """How a task type whose question lists numbered candidates is answered by their log-likelihood:
-    which mode option governs it, whether a parsed reply is a valid answer, and how the candidates,
-    likeliest first, are written as a reply its parser reads."""
-
-    mode_option: str  # the argument (and CLI flag) that sets the mode: mc | rank
-    valid: Callable[[Any, set[int]], bool]  # (the parser's output, the listed numbers)
-    reply: Callable[[list[tuple[int, str]]], str]  # the listed (number, text) pairs, likeliest first
-
-
-BY_CANDIDATES: dict[str, Candidates] = {
-    "multiple-choice": Candidates("mc", _valid_choice, _choice_reply),
-    "ranking": Candidates("rank", _valid_ranking, _ranking_reply),
-    "retrieval": Candidates("rank", _valid_retrieval, _retrieval_reply),
-}
 
 
 def candidates_of(item: TaskItem) -> list[tuple[int, str]]:
@@ -195,11 +165,117 @@ def candidate_reply(k: int, text: str) -> str:
     return f"{k}. {text}"
 
 
+_ANSWER_CUE = re.compile(r"(?i)^(output|answer|entities|输出|答案)\s*[:：]?$")
+_LABEL = re.compile(r"^[^\s:：]{1,24}\s*[:：]\s*")
+_SPAN_SPLIT = re.compile(r"[,，、;；|]")
+
+
+def ner_text(item: TaskItem) -> str:
+    """The text a named-entity question asks spans of: its last line before the answer cue
+    ("Output:"), less a leading label ("Title:", "Query:", "标题："). "" when the question has no
+    line of its own for the text (an instruction alone)."""
+    lines = [ln.strip() for ln in item.input_field.strip().splitlines() if ln.strip()]
+    if lines and _ANSWER_CUE.match(lines[-1]):
+        lines = lines[:-1]
+    if len(lines) < 2:
+        return ""
+    return _LABEL.sub("", lines[-1], count=1).strip()
+
+
+def ner_spans(item: TaskItem) -> list[tuple[int, str]]:
+    """Every run of up to `NER_SPAN_WORDS` words of the question's text (`ner_text`), numbered in
+    order of first appearance: the candidates a span is extracted from by log-likelihood. Words
+    are whitespace-separated, and a span never crosses a comma or a semicolon (the answer's own
+    separators). Unsegmented Chinese gives few spans: such a question is left to generation."""
+    seen: dict[str, None] = {}
+    for chunk in _SPAN_SPLIT.split(ner_text(item)):
+        words = [w.strip("()[]{}\"'“”‘’.。!！?？") for w in chunk.split()]
+        words = [w for w in words if w]
+        for i in range(len(words)):
+            for n in range(1, min(NER_SPAN_WORDS, len(words) - i) + 1):
+                seen.setdefault(" ".join(words[i:i + n]))
+    return list(enumerate(seen, 1))
+
+
+def span_reply(k: int, text: str) -> str:
+    """A candidate span as the reply it is scored on: the span itself (what a NER reply is)."""
+    return text
+
+
+def _mean(xs: Sequence[float]) -> float:
+    return float(sum(xs) / len(xs)) if xs else 0.0
+
+
+def _valid_choice(parsed: int, listed: list[tuple[int, str]]) -> bool:
+    return parsed in {k for k, _ in listed}
+
+
+def _valid_ranking(parsed: list[int], listed: list[tuple[int, str]]) -> bool:
+    # parse_ranking already empties a ranking with a repeat
+    return set(parsed) <= {k for k, _ in listed} and len(parsed) == min(len(listed), RANKING_DEPTH)
+
+
+def _valid_retrieval(parsed: list[int], listed: list[tuple[int, str]]) -> bool:
+    return bool(parsed) and len(set(parsed)) == len(parsed) and set(parsed) <= {k for k, _ in listed}
+
+
+def _valid_spans(parsed: list[str], listed: list[tuple[int, str]]) -> bool:
+    spans = {t.casefold() for _, t in listed}
+    return bool(parsed) and all(p.strip().casefold() in spans for p in parsed)
+
+
+def _choice_reply(ranked: list[tuple[int, str]]) -> str:
+    return candidate_reply(*ranked[0])
+
+
+def _ranking_reply(ranked: list[tuple[int, str]]) -> str:
+    return ", ".join(str(k) for k, _ in ranked)
+
+
+def _retrieval_reply(ranked: list[tuple[int, str]]) -> str:
+    return ", ".join(str(k) for k, _ in ranked[:RETRIEVAL_DEPTH])
+
+
+def _span_answer(ranked: list[tuple[int, str]]) -> str:
+    return ranked[0][1]  # the likeliest span alone: one right span of several still scores its share of F1
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """How a task type whose question lists numbered candidates is answered by their log-likelihood:
+    which mode option governs it, whether a parsed reply is a valid answer, and how the candidates,
+    likeliest first, are written as a reply its parser reads."""
+
+    mode_option: str  # the argument (and CLI flag) that sets the mode: mc | rank | ner
+    valid: Callable[[Any, list[tuple[int, str]]], bool]  # (the parser's output, the listed candidates)
+    reply: Callable[[list[tuple[int, str]]], str]  # the listed (number, text) pairs, likeliest first
+    listed: Callable[[TaskItem], list[tuple[int, str]]] = candidates_of  # the question's candidates
+    as_reply: Callable[[int, str], str] = candidate_reply  # a candidate as the reply it is scored on
+
+
+BY_CANDIDATES: dict[str, Candidates] = {
+    "multiple-choice": Candidates("mc", _valid_choice, _choice_reply),
+    "ranking": Candidates("rank", _valid_ranking, _ranking_reply),
+    "retrieval": Candidates("rank", _valid_retrieval, _retrieval_reply),
+    # spans of the question's text: extraction as choosing (a small model that cannot copy a span still ranks them)
+    "named_entity_recognition": Candidates("ner", _valid_spans, _span_answer, ner_spans, span_reply),
+}
+
+
+def listed_candidates(item: TaskItem) -> list[tuple[int, str]]:
+    """The candidates an item is answered from by log-likelihood ([] for a type that has none)."""
+    how = BY_CANDIDATES.get(item.task_type)
+    return how.listed(item) if how else []
+
+
+
 def choices_of(item: TaskItem) -> tuple[list[str], list[int]]:
-    """A candidate question's candidates as replies (`candidate_reply`) and the positions of the
-    right ones: the chosen option, the retrieved items, or the most relevant items of a ranking.
+    """A candidate question's candidates as replies (`candidate_reply`; a span as itself) and the
+    positions of the right ones: the chosen option, the retrieved items, the most relevant items
+    of a ranking, or the spans that are entities.
     ([], []) for an item with no candidates or none right (a ranking of all-zero relevance)."""
-    cands = candidates_of(item) if item.task_type in BY_CANDIDATES else []
+    how = BY_CANDIDATES.get(item.task_type)
+    cands = how.listed(item) if how else []
     out = item.output_field
     if item.task_type == "multiple-choice":
         right = {out}
@@ -207,19 +283,23 @@ def choices_of(item: TaskItem) -> tuple[list[str], list[int]]:
         right = set(out)
     elif item.task_type == "ranking" and out and max(out) > 0:
         right = {k + 1 for k, rel in enumerate(out) if rel == max(out)}  # relevance is listed item 1 first
+    elif item.task_type == "named_entity_recognition":
+        truth = {str(t).strip().casefold() for t in out}
+        right = {k for k, text in cands if text.casefold() in truth}
     else:
         right = set()
     answers = [j for j, (k, _) in enumerate(cands) if k in right]
-    if not answers:
+    if not answers or how is None:
         return [], []
-    return [candidate_reply(k, text) for k, text in cands], answers
+    return [how.as_reply(k, text) for k, text in cands], answers
 
 
 def rank_by_loglik(model: TaskModel, item: TaskItem, cands: Sequence[tuple[int, str]], *,
                    calibrated: bool = False) -> list[tuple[int, str]]:
     """The candidates, likeliest first as the reply ("i. text"); ties and NaN scores by listed order.
     `calibrated` (the pmi mode): ranked by how much the question raises each one's log-likelihood."""
-    texts = [candidate_reply(k, text) for k, text in cands]
+    as_reply = BY_CANDIDATES[item.task_type].as_reply if item.task_type in BY_CANDIDATES else candidate_reply
+    texts = [as_reply(k, text) for k, text in cands]
     scores = model.loglik(item.prompt(), texts)
     if calibrated:
         scores = [s - p for s, p in zip(scores, model.loglik(NEUTRAL_PROMPT, texts))]
@@ -228,15 +308,18 @@ def rank_by_loglik(model: TaskModel, item: TaskItem, cands: Sequence[tuple[int, 
 
 
 def answer_items(items: Sequence[TaskItem], model: TaskModel, *, mc: str = "auto", rank: str = "auto",
-                 max_new_tokens: int = 64) -> tuple[list[str], list[bool]]:
+                 ner: str = "auto", max_new_tokens: int = 64) -> tuple[list[str], list[bool]]:
     """The model's raw reply to every item (multiple choice per `mc`, ranking and retrieval per
-    `rank`), and whether the candidates' log-likelihood chose it (rather than the model's own reply)."""
-    modes = {"mc": mc, "rank": rank}
+    `rank`, named entities per `ner`), and whether the candidates' log-likelihood chose it (rather
+    than the model's own reply)."""
+    modes = {"mc": mc, "rank": rank, "ner": ner}
     for flag, mode in modes.items():
         if mode not in MODES:
             raise ConfigError(f"--{flag} must be one of {', '.join(MODES)}, got {mode!r}")
-    cands = [candidates_of(it) if it.task_type in BY_CANDIDATES else [] for it in items]
-    mode_of = ["generate" if not c else modes[BY_CANDIDATES[it.task_type].mode_option] for it, c in zip(items, cands)]
+    cands = [listed_candidates(it) for it in items]
+    # fewer than two spans is no choice: generation answers (unsegmented text, a question without one)
+    mode_of = ["generate" if len(c) < (2 if it.task_type == "named_entity_recognition" else 1)
+               else modes[BY_CANDIDATES[it.task_type].mode_option] for it, c in zip(items, cands)]
     replies = [""] * len(items)
     by_budget: dict[int, list[int]] = {}
     for i, it in enumerate(items):
@@ -250,7 +333,7 @@ def answer_items(items: Sequence[TaskItem], model: TaskModel, *, mc: str = "auto
         if mode_of[i] == "generate":
             continue
         how = BY_CANDIDATES[it.task_type]
-        if mode_of[i] == "auto" and how.valid(PARSERS[it.task_type](replies[i]), {k for k, _ in cands[i]}):
+        if mode_of[i] == "auto" and how.valid(PARSERS[it.task_type](replies[i]), cands[i]):
             continue
         replies[i] = how.reply(rank_by_loglik(model, it, cands[i], calibrated=mode_of[i] == "pmi"))
         by_loglik[i] = True
@@ -258,14 +341,14 @@ def answer_items(items: Sequence[TaskItem], model: TaskModel, *, mc: str = "auto
 
 
 def run_shopbench(items: Sequence[TaskItem], model: TaskModel, *, mc: str = "auto", rank: str = "auto",
-                  max_new_tokens: int = 64, sims: Similarities | None = None, samples: int = 3, seed: int = 0
-                  ) -> ShopBenchReport:
+                  ner: str = "auto", max_new_tokens: int = 64, sims: Similarities | None = None, samples: int = 3,
+                  seed: int = 0) -> ShopBenchReport:
     """Ask, parse and score every item (see the module docstring)."""
     sims = sims or Similarities()
-    replies, by_loglik = answer_items(items, model, mc=mc, rank=rank, max_new_tokens=max_new_tokens)
+    replies, by_loglik = answer_items(items, model, mc=mc, rank=rank, ner=ner, max_new_tokens=max_new_tokens)
     report = score_report(items, replies, model=getattr(model, "name", "model"), sims=sims, samples=samples, seed=seed,
                           by_loglik=by_loglik)
-    report.modes = {"mc": mc, "rank": rank}
+    report.modes = {"mc": mc, "rank": rank, "ner": ner}
     return report
 
 
@@ -306,5 +389,6 @@ def score_report(items: Sequence[TaskItem], replies: Sequence[str], *, model: st
                            similarity_models=sorted(sims.used), samples=shown)
 
 
-__all__ = ["BY_CANDIDATES", "Candidates", "HFTaskModel", "MC_MODES", "MODES", "ShopBenchReport", "TaskModel",
-           "answer_items", "candidate_reply", "candidates_of", "choices_of", "rank_by_loglik", "run_shopbench", "score_report"]
+__all__ = ["BY_CANDIDATES", "Candidates", "HFTaskModel", "MC_MODES", "MODES", "NER_SPAN_WORDS", "ShopBenchReport",
+           "TaskModel", "answer_items", "candidate_reply", "candidates_of", "choices_of", "listed_candidates", "ner_spans",
+           "ner_text", "rank_by_loglik", "run_shopbench", "score_report", "span_reply"]

@@ -233,3 +233,36 @@ def test_choices_must_name_a_listed_candidate(tiny_tokenizer):
     assert bad.to_json()["choices"] == ["0. a", "1. b"] and "choices" not in Example([], "x").to_json()
     with pytest.raises(ConfigError, match="choice weight"):
         train("unused", [bad], "unused", choice_weight=-1.0)
+
+
+@pytest.mark.parametrize("method", ["lora", "prefix"])
+def test_candidates_share_their_prompt_exactly(tiny_base_dir, tiny_tokenizer, method):
+    """Scoring candidates with their prompt run once (its key/values shared) gives the scores and
+    the gradients of one forward pass per candidate; a prefix model, which feeds its own
+    key/values, takes the per-candidate path and gives them too."""
+    from peft import get_peft_model
+
+    from endcloud.end.data import candidate_logprob_sums, reply_logprob_sums
+    from endcloud.end.tuners import make_peft_config
+
+    torch.manual_seed(0)
+    model, tok = load_base(tiny_base_dir)
+    model = get_peft_model(model, make_peft_config(method, **({"num_virtual_tokens": 4} if method == "prefix" else {})))
+    for name, p in model.named_parameters():
+        if "lora_B" in name:  # zero at init: the adapter would change nothing the test could see
+            torch.nn.init.normal_(p, std=0.05)
+    model.eval()  # no dropout, so the two paths can be compared; gradients flow all the same
+    prompt = [{"role": "system", "content": "towel 29.9 cotton; mug 12 ceramic; lamp 45 brass"},
+              {"role": "user", "content": "which is cheapest? 1. towel 2. mug 3. lamp"}]
+    cands = [Encoder(tok).encode(Example(prompt, c)) for c in ("1. towel", "2. mug is the cheapest", "3. lamp")]
+    got = []
+    for fn in (reply_logprob_sums, candidate_logprob_sums):
+        model.zero_grad()
+        sums, counts = fn(model, cands, tok.pad_token_id)
+        (sums / counts).sum().backward()
+        grads = [p.grad.clone() for p in model.parameters() if p.requires_grad and p.grad is not None]
+        got.append((sums.detach(), counts, grads))
+    (s0, n0, g0), (s1, n1, g1) = got
+    assert n0.tolist() == n1.tolist() and len(set(n0.tolist())) > 1  # candidates of different lengths
+    assert torch.allclose(s0, s1, atol=1e-4), (s0, s1)
+    assert len(g0) == len(g1) > 0 and all(torch.allclose(a, b, atol=1e-5) for a, b in zip(g0, g1))

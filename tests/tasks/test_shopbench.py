@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from endcloud.errors import DataError
+from endcloud.errors import ConfigError, DataError
 from endcloud.tasks.items import TaskItem, read_items
 from endcloud.tasks.metrics import (Similarities, bleu, chance_level, micro_f1, ndcg, parse_multichoice, parse_ner,
                                     parse_ranking, parse_retrieval, rouge_l, score_answers, sent_similarity, tp_fp_fn)
@@ -336,13 +336,14 @@ def test_the_report_counts_loglik_answers_per_task(shopbench_file):
     assert t["task_query_rank"]["n"] == 2 and t["task_query_rank"]["by_loglik"] == 1  # "4, 1" is no full ranking
     assert t["task_review_snippets"]["by_loglik"] == 0  # "2, 3, 6" is a valid selection
     assert t["task_attr_category"]["by_loglik"] == 0  # mc=generate: "cotton" stays, wrong
-    assert "by_loglik" not in t["task_query_ner"] and "by_loglik" not in t["task_keyphrase"]
+    assert t["task_query_ner"]["by_loglik"] == 0  # ner=auto: "acme, socks" and ['rain boots'] are spans of the query
+    assert "by_loglik" not in t["task_keyphrase"]
     # loglik's 3, 1, 4, 2 (0.6733) and the generated 1, 4, 3, 2 (gains 1, 0.01, 0.1, 0: by hand below)
     dcg = 1 + (2**0.01 - 1) / math.log2(3) + (2**0.1 - 1) / math.log2(4)
     idcg = 1 + (2**0.1 - 1) / math.log2(3) + (2**0.01 - 1) / math.log2(4)
     assert t["task_query_rank"]["score"] == pytest.approx((0.6733 + dcg / idcg) / 2, abs=1e-4)
-    assert rep.modes == {"mc": "generate", "rank": "auto"} and rep.to_json()["modes"] == rep.modes
-    assert "ranking/retrieval by auto; by log-likelihood: task_query_rank 1/2" in "\n".join(rep.lines())
+    assert rep.modes == {"mc": "generate", "rank": "auto", "ner": "auto"} and rep.to_json()["modes"] == rep.modes
+    assert "ranking/retrieval by auto, named entities by auto; by log-likelihood: task_query_rank 1/2" in "\n".join(rep.lines())
     rep2 = run_shopbench(items, Likelihoods(replies, scores), mc="loglik", rank="loglik", sims=sims)
     assert [rep2.tasks[n]["by_loglik"] for n in ("task_attr_category", "task_query_rank", "task_review_snippets")] == [2, 2, 1]
     assert rep2.tasks["task_attr_category"]["score"] == 0.5  # option 0 (wrong), option 2 (right)
@@ -443,7 +444,7 @@ def test_cli_eval_shopbench_ranks_by_log_likelihood(tiny_base_dir, shopbench_fil
                "--task", "task_query_rank", "--task", "task_review_snippets", "--rank", "loglik", "-o", str(out)])
     assert rc == 0, capsys.readouterr().err
     rep = json.loads(out.read_text())
-    assert rep["modes"] == {"mc": "auto", "rank": "loglik"}
+    assert rep["modes"] == {"mc": "auto", "rank": "loglik", "ner": "auto"}
     assert rep["tasks"]["task_query_rank"]["by_loglik"] == 1 and rep["tasks"]["task_review_snippets"]["by_loglik"] == 1
     [sample] = rep["samples"]["task_query_rank"]
     assert sorted(parse_ranking(sample["reply"])) == [1, 2, 3, 4]
@@ -484,10 +485,60 @@ def test_cli_tasks_train_makes_an_adapter_the_harness_scores(zh_shop, tmp_path, 
     out = capsys.readouterr().out
     assert rc == 0, out
     trained = [it for it in read_items(items) if not it.heldout]
-    mcq = sum(1 for it in trained if it.task_type == "multiple-choice")
+    mcq = sum(1 for it in trained if it.task_type in ("multiple-choice", "named_entity_recognition"))
     assert f"on {len(trained)} task items ({mcq} ranked by the choice loss) + {len(trained)} dialogue examples" in out
     rec = json.loads((adapter / "training.json").read_text())
     assert rec["steps"] == 3 and rec["config"]["choice_weight"] == 1.0 and rec["config"]["lr"] == 5e-3
     assert main(["eval", "shopbench", str(items), "--heldout-only", "--adapter", str(adapter), "-w", str(tmp_path / "ws"),
                  "--mc", "loglik"]) == 0
     assert "intent" in capsys.readouterr().out
+
+
+class SpanScores(Scripted):
+    """A TaskModel double: loglik scores each candidate by its text (unlisted: -9)."""
+
+    def __init__(self, replies, scores):
+        super().__init__(replies)
+        self.scores, self.asked = scores, []
+
+    def loglik(self, prompt, candidates):
+        self.loglik_calls += 1
+        self.asked.append(list(candidates))
+        return [self.scores.get(c, -9.0) for c in candidates]
+
+
+def test_named_entities_by_the_spans_likelihood(shopbench_file):
+    """ner=loglik: every run of up to four words of the question's text is a candidate, scored as
+    the reply itself; the likeliest is the answer. By hand: "acme" (right: tp 1) and "umbrella"
+    (one of two: tp 1, fn 1) give micro P 2/2, R 2/3, F1 0.8. And training's choice examples
+    name the right spans."""
+    from endcloud.tasks.shopbench import choices_of, ner_spans, ner_text
+
+    items = _of_type(shopbench_file, "named_entity_recognition")
+    assert [ner_text(it) for it in items] == ["acme merino socks", "kids rain boots and umbrella"]
+    assert [t for _, t in ner_spans(items[0])] == ["acme", "acme merino", "acme merino socks", "merino", "merino socks",
+                                                  "socks"]
+    assert len(ner_spans(items[1])) == 5 + 4 + 3 + 2  # five words, spans of up to four
+    model = SpanScores({}, {"acme": -0.5, "merino socks": -1.0, "umbrella": -0.2, "rain boots": -0.4})
+    replies, chosen = answer_items(items, model, ner="loglik")
+    assert replies == ["acme", "umbrella"] and chosen == [True, True]
+    rep = run_shopbench(items, model, ner="loglik")
+    assert rep.tasks["task_query_ner"]["score"] == pytest.approx(0.8)
+    cands, right = choices_of(items[1])
+    assert sorted(cands[j] for j in right) == ["rain boots", "umbrella"]
+    # auto keeps a reply made of spans; a reply that is not one is replaced by the likeliest span
+    garbled = Scripted({"acme merino": "acme", "kids rain": "galoshes"})
+    garbled.loglik = model.loglik
+    assert answer_items(items, garbled, ner="auto") == (["acme", "umbrella"], [False, True])
+    assert answer_items(items, garbled, ner="generate")[0] == ["acme", "galoshes"]
+    with pytest.raises(ConfigError, match="--ner"):
+        answer_items(items, model, ner="best")
+
+
+def test_a_ner_question_without_a_text_line_is_generated():
+    from endcloud.tasks.shopbench import ner_spans
+
+    bare = TaskItem(input_field="Extract brands from: acme socks", output_field=["acme"], task_name="t",
+                    task_type="named_entity_recognition", metric="micro f1", is_multiple_choice=False)
+    assert ner_spans(bare) == []
+    assert answer_items([bare], Scripted({"acme": "acme"}), ner="loglik") == (["acme"], [False])
