@@ -69,6 +69,9 @@ def _unit_float(name: str, flag: str, value: Any) -> float:
     return float(value)
 
 
+ALL_LINEAR = "all-linear"  # --target-modules all-linear: LoRA on the MLP too, not only the attention projections
+
+
 def default_target_modules(model_type: str | None) -> list[str]:
     """LoRA target modules for a model family (attention projections)."""
     return list(_KNOWN_TARGETS.get(model_type or "", DEFAULT_LORA_TARGETS))
@@ -136,7 +139,9 @@ def lora_config(
         target_modules = [t.strip() for t in target_modules.split(",") if t.strip()]
     if target_modules is not None and not target_modules:
         raise ConfigError("LoRA target modules are empty; pass --target-modules q_proj,v_proj (module name suffixes)")
-    targets = list(target_modules) if target_modules else default_target_modules(model_type)
+    targets: list[str] | str = list(target_modules) if target_modules else default_target_modules(model_type)
+    if targets == [ALL_LINEAR]:
+        targets = ALL_LINEAR  # peft's shorthand: every linear layer but the output head, whatever the family calls them
     return LoraConfig(
         task_type=TaskType.CAUSAL_LM, r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none"
     )

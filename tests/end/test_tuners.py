@@ -59,3 +59,12 @@ def test_bad_values_are_quoted(method, kw, quoted):
 def test_make_peft_config_ignores_none_and_other_methods_flags():
     cfg = make_peft_config("ptuning-v2", num_virtual_tokens=16, r=None, alpha=32, dropout=0.1)
     assert cfg.num_virtual_tokens == 16 and cfg.prefix_projection is False
+
+
+def test_all_linear_is_peft_shorthand():
+    """--target-modules all-linear reaches peft as its shorthand (every linear layer but the
+    output head), not as a module called "all-linear"."""
+    from endcloud.end.tuners import make_peft_config
+
+    assert make_peft_config("lora", target_modules="all-linear").target_modules == "all-linear"
+    assert set(make_peft_config("lora", target_modules="q_proj, v_proj").target_modules) == {"q_proj", "v_proj"}

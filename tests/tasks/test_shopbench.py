@@ -489,6 +489,8 @@ def test_cli_tasks_train_makes_an_adapter_the_harness_scores(zh_shop, tmp_path, 
     assert f"on {len(trained)} task items ({mcq} ranked by the choice loss) + {len(trained)} dialogue examples" in out
     rec = json.loads((adapter / "training.json").read_text())
     assert rec["steps"] == 3 and rec["config"]["choice_weight"] == 1.0 and rec["config"]["lr"] == 5e-3
+    targets = set(json.loads((adapter / "adapter_config.json").read_text())["target_modules"])
+    assert {"q_proj", "v_proj", "gate_proj", "down_proj"} <= targets and "lm_head" not in targets  # all-linear
     assert main(["eval", "shopbench", str(items), "--heldout-only", "--adapter", str(adapter), "-w", str(tmp_path / "ws"),
                  "--mc", "loglik"]) == 0
     assert "intent" in capsys.readouterr().out
