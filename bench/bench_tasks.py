@@ -14,8 +14,11 @@ in optimizer steps (never seconds):
     stage 2b  multi-task  stage 1 continued on the shop's tasks + `--replay` dialogue --multi-steps
                           (default --task-steps / --replay)
 
-so both adapters have the same start and see the same number of dialogue examples; the
-multi-task adapter sees the tasks besides, in the extra steps that costs. (With the same
+    stage 3   polish      each adapter continued on dialogue alone, at a lower rate    --polish-steps
+                                                                                   --polish-lr
+
+so both adapters have the same start, see the same number of dialogue examples and end with the
+same dialogue stage; the multi-task adapter sees the tasks besides, in the extra steps that costs. (With the same
 steps, replay 0.3, its dialogue was a third of the chat-only adapter's and its chat facts
 fell from 0.93 to 0.74: docs/benchmarks.md.)
 Every adapter is a LoRA of rank `--lora-r` on every linear layer (`--targets`; `attention` for the
@@ -114,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--multi-steps", type=int, default=None,
                     help="stage 2b budget of the multi-task adapter (default: --task-steps / --replay, so it sees as "
                          "much dialogue as the chat-only adapter, and the tasks besides)")
+    ap.add_argument("--polish-steps", type=int, default=150,
+                    help="stage 3: both adapters continued on dialogue alone for this many steps (0: none)")
+    ap.add_argument("--polish-lr", type=float, default=1e-3, help="stage 3's learning rate")
     ap.add_argument("--lora-r", type=int, default=8, help="LoRA rank of every adapter (Table IV: 8)")
     ap.add_argument("--targets", default="all-linear", choices=("all-linear", "attention"),
                     help="layers every adapter's LoRA adapts: all-linear (the MLP too; default) or the attention projections")
@@ -137,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.quick:
         args.products, args.sessions, args.per_task, args.chat_questions = 12, 60, 12, 40
-        args.chat_steps, args.task_steps = 4, 4
+        args.chat_steps, args.task_steps, args.polish_steps = 4, 4, 2
 
     import torch
 
@@ -206,6 +212,16 @@ def main(argv: list[str] | None = None) -> int:
     runs["multi_task"] = {"steps": multi.steps, "seconds": round(time.perf_counter() - t0, 1),
                           "loss_last": round(multi.losses[-1], 4), "examples": len(mixed)}
     _log(f"stage 2b (multi-task): {runs['multi_task']}")
+    if args.polish_steps:  # stage 3: the same short dialogue stage ends both adapters
+        polished = {}
+        for name, res in (("chat_only", chat_only), ("multi_task", multi)):
+            t0 = time.perf_counter()
+            polished[name] = train(base, cs.train, work / f"{name}-polished", steps=args.polish_steps,
+                                   init_adapter=res.adapter_dir, **{**common, "lr": args.polish_lr})
+            runs[f"{name}_polish"] = {"steps": polished[name].steps, "seconds": round(time.perf_counter() - t0, 1),
+                                      "loss_last": round(polished[name].losses[-1], 4)}
+            _log(f"stage 3 ({name} polish): {runs[f'{name}_polish']}")
+        chat_only, multi = polished["chat_only"], polished["multi_task"]
 
     # -- evaluation --------------------------------------------------------------------------
     held = ts.heldout()

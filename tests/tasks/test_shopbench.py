@@ -481,14 +481,17 @@ def test_cli_tasks_train_makes_an_adapter_the_harness_scores(zh_shop, tmp_path, 
     assert main(["tasks", "generate", str(zh_shop), "-o", str(items), "--task", "intent", "--task", "attribute_ner",
                  "--per-task", "8"]) == 0
     rc = main(["tasks", "train", str(items), "--shop", str(zh_shop), "-o", str(adapter), "-w", str(tmp_path / "ws"),
-               "--steps", "3", "--chat-questions", "12", "--replay", "0.5", "--threads", "1"])
+               "--steps", "3", "--chat-questions", "12", "--replay", "0.5", "--polish-steps", "2", "--threads", "1"])
     out = capsys.readouterr().out
     assert rc == 0, out
     trained = [it for it in read_items(items) if not it.heldout]
     mcq = sum(1 for it in trained if it.task_type in ("multiple-choice", "named_entity_recognition"))
     assert f"on {len(trained)} task items ({mcq} ranked by the choice loss) + {len(trained)} dialogue examples" in out
-    rec = json.loads((adapter / "training.json").read_text())
+    assert "then 2 steps on the dialogue alone" in out
+    rec = json.loads((adapter / "mix" / "training.json").read_text())  # the mixed stage
     assert rec["steps"] == 3 and rec["config"]["choice_weight"] == 1.0 and rec["config"]["lr"] == 5e-3
+    rec = json.loads((adapter / "training.json").read_text())  # the dialogue stage, from the mixed adapter
+    assert rec["steps"] == 2 and rec["config"]["lr"] == 1e-3
     targets = set(json.loads((adapter / "adapter_config.json").read_text())["target_modules"])
     assert {"q_proj", "v_proj", "gate_proj", "down_proj"} <= targets and "lm_head" not in targets  # all-linear
     assert main(["eval", "shopbench", str(items), "--heldout-only", "--adapter", str(adapter), "-w", str(tmp_path / "ws"),
