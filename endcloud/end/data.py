@@ -287,12 +287,14 @@ def reply_logprob_sums(model: Any, batch: Sequence[EncodedExample], pad_id: int)
 
 def _uses_prompt_learning(model: Any) -> bool:
     """Whether `model` is a peft prompt-learning model (prefix tuning, P-Tuning v2): it feeds its
-    own virtual key/values through `past_key_values`, so a caller's cache cannot go there."""
-    cfg = getattr(model, "active_peft_config", None)
+    own virtual key/values through `past_key_values`, so a caller's cache cannot go there. Looks
+    through a DistributedDataParallel wrapper (`.module`), which hides the peft attributes."""
+    cfg = getattr(getattr(model, "module", model), "active_peft_config", None)
     return bool(getattr(cfg, "is_prompt_learning", False))
 
 
 def _checkpointing(model: Any) -> bool:
+    model = getattr(model, "module", model)  # through a DistributedDataParallel wrapper
     flag = getattr(model, "is_activation_checkpointing", None)  # transformers 5's name
     return bool(getattr(model, "is_gradient_checkpointing", False) if flag is None else flag)
 
