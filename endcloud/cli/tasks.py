@@ -117,6 +117,8 @@ def train_cmd(
     from endcloud.tasks.items import read_items
     from endcloud.tasks.mix import chat_set, mix_with_replay
 
+    if polish_steps < 0:
+        raise ConfigError(f"--polish-steps must be >= 0, got {polish_steps}")
     if threads:
         torch.set_num_threads(threads)
     items = [it for it in read_items(file) if not it.heldout and it.response]
@@ -133,18 +135,16 @@ def train_cmd(
         cs = chat_set(ShopPack.load(shop), default_teacher(shop=shop, name=teacher), n=chat_questions, seed=seed, late=late)
         examples = mix_with_replay(examples, cs.train, replay=replay, seed=seed)
         dialogue = len(examples) - len(items)
-    if polish_steps < 0:
-        raise ConfigError(f"--polish-steps must be >= 0, got {polish_steps}")
     polish = shop is not None and polish_steps > 0
     common = dict(method="lora", batch_size=batch_size, max_input_len=384, max_output_len=96, seed=seed, progress=False,
                   r=r, choice_weight=choice_weight, target_modules=target_modules)
     # Why a last stage on dialogue alone: the mixed adapter states the expected fact in a question or
     # two fewer of 60 held-out dialogue turns than a chat-only one; 150 steps at 1e-3 on the dialogue
     # bring it level and keep the tasks well above chance (docs/benchmarks.md, thirteenth pass).
-    res = train(base_dir, examples, out / "mix" if polish else out, steps=steps, lr=lr, init_adapter=init_adapter, **common)
-    mixed_res = res
-    if polish:
-        res = train(base_dir, cs.train, out, steps=polish_steps, lr=polish_lr, init_adapter=mixed_res.adapter_dir, **common)
+    mixed_res = train(base_dir, examples, out / "mix" if polish else out, steps=steps, lr=lr, init_adapter=init_adapter,
+                      **common)
+    res = train(base_dir, cs.train, out, steps=polish_steps, lr=polish_lr, init_adapter=mixed_res.adapter_dir,
+                **common) if polish else mixed_res
     chosen = sum(1 for e in examples if e.choices)
     typer.echo(f"multi-task adapter saved to {res.adapter_dir}: {mixed_res.steps} steps on {len(items)} task items "
                f"({chosen} ranked by the choice loss) + {dialogue} dialogue examples; loss {mixed_res.losses[0]:.3f} -> "

@@ -43,8 +43,8 @@ class Example:
     response: str
     id: str = ""
     source: str = "natural"  # "natural" (the shop's agent) or "distilled" (a teacher label)
-    # A question answered by choosing among listed candidates (a multiple-choice, ranking or
-    # retrieval task): every candidate as a reply, and which of them are right. Training then also
+    # A question answered by choosing among listed candidates (a multiple-choice, ranking,
+    # retrieval or named-entity task): every candidate as a reply, and which of them are right. Training then also
     # learns to rank the right ones first by their log-likelihood, which is how such a question is
     # answered (`endcloud.end.train`, `choice_weight`).
     choices: tuple[str, ...] = ()
@@ -278,8 +278,15 @@ def reply_logprob_sums(model: Any, batch: Sequence[EncodedExample], pad_id: int)
     b = collate(batch, pad_id)
     dev = next(model.parameters()).device
     logits = model(input_ids=b["input_ids"].to(dev), attention_mask=b["attention_mask"].to(dev)).logits
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    labels = b["labels"][:, 1:].to(dev)
+    return _labelled_logprob_sums(logits[:, :-1], b["labels"][:, 1:].to(dev))
+
+
+def _labelled_logprob_sums(logits: Any, labels: Any) -> tuple[Any, Any]:
+    """Per row: the summed log-probability of the labelled tokens (`logits[:, j]` predicts
+    `labels[:, j]`; IGNORE_INDEX is not counted), and how many there are."""
+    import torch
+
+    logp = torch.log_softmax(logits.float(), dim=-1)
     mask = labels != IGNORE_INDEX
     picked = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
     return picked.sum(-1), mask.sum(-1)
@@ -329,11 +336,7 @@ def candidate_logprob_sums(model: Any, candidates: Sequence[EncodedExample], pad
     logits = model(input_ids=b["input_ids"].to(dev), attention_mask=mask, past_key_values=cache).logits
     # token j of a tail is predicted by the prompt's last position (j = 0) or the tail's position j-1
     logits = torch.cat([head.logits[:, -1:].expand(len(tails), 1, -1), logits[:, :-1]], dim=1)
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    labels = b["labels"].to(dev)
-    keep = labels != IGNORE_INDEX
-    picked = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * keep
-    return picked.sum(-1), keep.sum(-1)
+    return _labelled_logprob_sums(logits, b["labels"].to(dev))
 
 
 def reply_logprobs(model: Any, batch: Sequence[EncodedExample], pad_id: int) -> list[tuple[float, int]]:

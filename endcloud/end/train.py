@@ -7,7 +7,8 @@
       at the end: out_dir = peft adapter (save_pretrained) + training.json
 
 The loss is the reply's token cross-entropy; an example that lists candidates (`Example.choices`:
-a multiple-choice, ranking or retrieval task, answered by the candidates' log-likelihood) adds
+a multiple-choice, ranking, retrieval or named-entity task, answered by the candidates'
+log-likelihood) adds
 `choice_weight` × `choice_loss`, which trains that ranking itself.
 
 Real bases on real hardware (`device`, `dtype`, `grad_accum`, `gradient_checkpointing`, `qlora`):

@@ -186,7 +186,8 @@ def ner_spans(item: TaskItem) -> list[tuple[int, str]]:
     """Every run of up to `NER_SPAN_WORDS` words of the question's text (`ner_text`), numbered in
     order of first appearance: the candidates a span is extracted from by log-likelihood. Words
     are whitespace-separated, and a span never crosses a comma or a semicolon (the answer's own
-    separators). Unsegmented Chinese gives few spans: such a question is left to generation."""
+    separators). Fewer than two spans is no choice and gives [] (unsegmented Chinese, a question
+    with no text line): such a question is left to generation."""
     seen: dict[str, None] = {}
     for chunk in _SPAN_SPLIT.split(ner_text(item)):
         words = [w.strip("()[]{}\"'“”‘’.。!！?？") for w in chunk.split()]
@@ -194,7 +195,7 @@ def ner_spans(item: TaskItem) -> list[tuple[int, str]]:
         for i in range(len(words)):
             for n in range(1, min(NER_SPAN_WORDS, len(words) - i) + 1):
                 seen.setdefault(" ".join(words[i:i + n]))
-    return list(enumerate(seen, 1))
+    return list(enumerate(seen, 1)) if len(seen) >= 2 else []
 
 
 def span_reply(k: int, text: str) -> str:
@@ -242,9 +243,10 @@ def _span_answer(ranked: list[tuple[int, str]]) -> str:
 
 @dataclass(frozen=True)
 class Candidates:
-    """How a task type whose question lists numbered candidates is answered by their log-likelihood:
-    which mode option governs it, whether a parsed reply is a valid answer, and how the candidates,
-    likeliest first, are written as a reply its parser reads."""
+    """How a task type answered from candidates (the numbered ones its question lists, or the spans
+    of its text) is answered by their log-likelihood: which mode option governs it, whether a parsed
+    reply is a valid answer, how the candidates, likeliest first, are written as a reply its parser
+    reads, where the candidates come from and how each is scored as a reply."""
 
     mode_option: str  # the argument (and CLI flag) that sets the mode: mc | rank | ner
     valid: Callable[[Any, list[tuple[int, str]]], bool]  # (the parser's output, the listed candidates)
@@ -268,14 +270,12 @@ def listed_candidates(item: TaskItem) -> list[tuple[int, str]]:
     return how.listed(item) if how else []
 
 
-
 def choices_of(item: TaskItem) -> tuple[list[str], list[int]]:
     """A candidate question's candidates as replies (`candidate_reply`; a span as itself) and the
     positions of the right ones: the chosen option, the retrieved items, the most relevant items
     of a ranking, or the spans that are entities.
     ([], []) for an item with no candidates or none right (a ranking of all-zero relevance)."""
-    how = BY_CANDIDATES.get(item.task_type)
-    cands = how.listed(item) if how else []
+    cands = listed_candidates(item)
     out = item.output_field
     if item.task_type == "multiple-choice":
         right = {out}
@@ -289,9 +289,9 @@ def choices_of(item: TaskItem) -> tuple[list[str], list[int]]:
     else:
         right = set()
     answers = [j for j, (k, _) in enumerate(cands) if k in right]
-    if not answers or how is None:
+    if not answers:
         return [], []
-    return [how.as_reply(k, text) for k, text in cands], answers
+    return [BY_CANDIDATES[item.task_type].as_reply(k, text) for k, text in cands], answers
 
 
 def rank_by_loglik(model: TaskModel, item: TaskItem, cands: Sequence[tuple[int, str]], *,
@@ -317,9 +317,7 @@ def answer_items(items: Sequence[TaskItem], model: TaskModel, *, mc: str = "auto
         if mode not in MODES:
             raise ConfigError(f"--{flag} must be one of {', '.join(MODES)}, got {mode!r}")
     cands = [listed_candidates(it) for it in items]
-    # fewer than two spans is no choice: generation answers (unsegmented text, a question without one)
-    mode_of = ["generate" if len(c) < (2 if it.task_type == "named_entity_recognition" else 1)
-               else modes[BY_CANDIDATES[it.task_type].mode_option] for it, c in zip(items, cands)]
+    mode_of = ["generate" if not c else modes[BY_CANDIDATES[it.task_type].mode_option] for it, c in zip(items, cands)]
     replies = [""] * len(items)
     by_budget: dict[int, list[int]] = {}
     for i, it in enumerate(items):
