@@ -36,7 +36,10 @@ Measured on held-out items (products, phrasings and policy sentences stage 2 nev
                       of each beside it
     chat quality      held-out dialogue questions: fact accuracy (every expected fact stated) and
                       eq. 1's Final against the teacher's reply (Sim: char n-grams for zh / MiniLM
-                      for en; Match: TF-IDF over the shop's dialogue)
+                      for en; Match: TF-IDF over the shop's dialogue), per question kind, and the
+                      multi-task adapter minus the chat-only one over the same turns with a 95 %
+                      paired-bootstrap interval (`--chat-eval` judges more questions than the
+                      fifth of `--chat-questions` held out, none of them trained on)
     classifiers       intent and sentiment of `endcloud.tasks.classify` (lexicon, and n-gram naive
                       Bayes trained on the task set's training items and the shop's chat logs)
 
@@ -48,6 +51,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import re
 import sys
 import tempfile
@@ -68,9 +72,27 @@ def chat_quality(model, cases, evaluator) -> dict:
     judged = [(c, r) for c, r in zip(cases, replies) if c.expect]
     facts = [fact_correct(r, c.expect) for c, r in judged]
     comp = evaluator.components([c.query for c in cases], replies, [c.reference for c in cases])
+    kinds = sorted({c.kind for c, _ in judged})
+    by_kind = {k: _acc([f for (c, _), f in zip(judged, facts) if c.kind == k]) for k in kinds}
     return {"n": len(cases), "n_facts": len(judged), "facts": round(sum(facts) / max(1, len(facts)), 4),
-            "final": round(float(comp["final"].mean()), 4),
+            "final": round(float(comp["final"].mean()), 4), "facts_by_kind": by_kind,
+            # per case, in the cases' order: the paired comparison between adapters reads these
+            "fact_each": [int(f) for f in facts], "final_each": [round(float(x), 4) for x in comp["final"]],
             "samples": [{"q": c.query, "reply": r, "expect": c.expect} for c, r in judged[:4]]}
+
+
+def paired_difference(a: list[float], b: list[float], *, resamples: int = 2000, seed: int = 0) -> dict:
+    """Mean of a − b over paired cases, with a 95 % paired-bootstrap interval: whether two
+    adapters' chat differs by more than which questions happened to be held out."""
+    if len(a) != len(b) or not a:
+        raise ValueError("paired_difference needs two equally long, non-empty lists")
+    rng = random.Random(seed)
+    d = [x - y for x, y in zip(a, b)]
+    n = len(d)
+    means = sorted(sum(d[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
+    return {"n": n, "mean": round(sum(d) / n, 4), "lo": round(means[int(0.025 * resamples)], 4),
+            "hi": round(means[int(0.975 * resamples) - 1], 4), "a_better": sum(x > 0 for x in d),
+            "b_better": sum(x < 0 for x in d)}
 
 
 def classifier_figures(ts, logs_held, logs_train) -> dict:
@@ -111,13 +133,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sessions", type=int, default=400, help="chat sessions of the shop (its logs: intents for the tasks)")
     ap.add_argument("--per-task", type=int, default=64, help="items per task (a quarter held out)")
     ap.add_argument("--chat-questions", type=int, default=320, help="dialogue questions of the pack (a fifth held out)")
+    ap.add_argument("--chat-eval", type=int, default=400,
+                    help="more held-out dialogue questions, beyond --chat-questions (as many as the pack has, up to this), "
+                         "judged but never trained on: a fifth of --chat-questions is ~60 turns, one question 1.7 points")
     ap.add_argument("--chat-steps", type=int, default=200, help="stage 1 budget (optimizer steps)")
     ap.add_argument("--task-steps", type=int, default=600, help="stage 2 budget of each adapter (optimizer steps)")
     ap.add_argument("--replay", type=float, default=0.5, help="dialogue share of the multi-task mix")
     ap.add_argument("--multi-steps", type=int, default=None,
                     help="stage 2b budget of the multi-task adapter (default: --task-steps / --replay, so it sees as "
                          "much dialogue as the chat-only adapter, and the tasks besides)")
-    ap.add_argument("--polish-steps", type=int, default=150,
+    ap.add_argument("--polish-steps", type=int, default=300,
                     help="stage 3: both adapters continued on dialogue alone for this many steps (0: none)")
     ap.add_argument("--polish-lr", type=float, default=1e-3, help="stage 3's learning rate")
     ap.add_argument("--lora-r", type=int, default=8, help="LoRA rank of every adapter (Table IV: 8)")
@@ -142,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny budgets: checks the bench runs, figures meaningless")
     args = ap.parse_args(argv)
     if args.quick:
-        args.products, args.sessions, args.per_task, args.chat_questions = 12, 60, 12, 40
+        args.products, args.sessions, args.per_task, args.chat_questions, args.chat_eval = 12, 60, 12, 40, 10
         args.chat_steps, args.task_steps, args.polish_steps = 4, 4, 2
 
     import torch
@@ -184,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     ts = generate_tasks(pack, per_task=args.per_task, seed=args.seed, teacher=teacher, logs=chats[:half], kb=kb)
     write_items(work / "tasks.jsonl", ts.items)
     late = renders_late_system(load_tokenizer(base))
-    cs = chat_set(pack, teacher, n=args.chat_questions, seed=args.seed, late=late, kb=kb)
+    cs = chat_set(pack, teacher, n=args.chat_questions, seed=args.seed, late=late, kb=kb, extra_heldout=args.chat_eval)
     _log(f"shop {pack.name} ({args.lang}, {len(pack.products)} products); tasks: {len(ts.train())} train, "
          f"{len(ts.heldout())} held out; dialogue: {len(cs.train)} train, {len(cs.heldout)} held out")
 
@@ -252,11 +277,15 @@ def main(argv: list[str] | None = None) -> int:
              f"Final {chat['final']:.3f}; answered by log-likelihood: "
              f"{sum(t.get('by_loglik', 0) for t in rep.tasks.values())} of {len(held)} held-out items")
         del model
+    mt, co = results["multi-task"]["chat"], results["chat-only"]["chat"]
+    chat_vs = {"facts": paired_difference(mt["fact_each"], co["fact_each"], seed=args.seed),
+               "final": paired_difference(mt["final_each"], co["final_each"], seed=args.seed)}
     logs_held = log_intents(chats[half:])
     clf = classifier_figures(ts, logs_held, log_intents(chats[:half]))
 
     report = {"args": vars(args), "shop": {"name": pack.name, "lang": args.lang, "products": len(pack.products)},
-              "tasks_report": ts.report, "runs": runs, "results": results, "classifiers": clf,
+              "tasks_report": ts.report, "runs": runs, "results": results, "chat_multi_minus_chat_only": chat_vs,
+              "classifiers": clf,
               "similarity_models": sorted(sims.used), "wall_s": round(time.perf_counter() - t_start, 1),
               "cpu_s": round(time.process_time() - cpu_start, 1), "torch_threads": args.threads,
               "load_avg": os.getloadavg()}
@@ -298,6 +327,14 @@ def print_tables(report: dict) -> None:
     print("| --- | " + " | ".join("---" for _ in names) + " |")
     for k in ("facts", "final"):
         print(f"| {k} | " + " | ".join(f"{res[n]['chat'][k]:.3f}" for n in names) + " |")
+    for k in sorted(res[names[0]]["chat"].get("facts_by_kind", {})):
+        print(f"| facts: {k} | " + " | ".join(f"{res[n]['chat']['facts_by_kind'][k]:.3f}" for n in names) + " |")
+    vs = report.get("chat_multi_minus_chat_only")
+    if vs:
+        print("\nchat, multi-task minus chat-only over the same held-out turns (95 % paired bootstrap):")
+        for k, d in vs.items():
+            print(f"  {k} (n={d['n']}): {d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]; "
+                  f"multi-task better on {d['a_better']}, chat-only on {d['b_better']}")
     c = report["classifiers"]
     print("\n| classifier | intent (held-out items) | sentiment (held-out items) | intent (chat logs) | µs/message |")
     print("| --- | --- | --- | --- | --- |")

@@ -16,7 +16,7 @@ answer states, measure chat quality before and after.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 from endcloud.errors import ConfigError, DataError
@@ -41,16 +41,28 @@ class ChatSet:
 
 
 def chat_set(pack: Any, teacher: Any, *, n: int = 300, seed: int = 0, heldout: float = 0.2, late: bool = True,
-             kb: Any = None) -> ChatSet:
-    """Dialogue examples for training and held-out cases for judging, from the pack's questions."""
+             kb: Any = None, extra_heldout: int = 0) -> ChatSet:
+    """Dialogue examples for training and held-out cases for judging, from the pack's questions.
+
+    `extra_heldout` more questions (as many as the pack has beyond the first `n`) are judged
+    too, without changing which of the first `n` are trained on: a bigger held-out set for
+    comparisons that a few dozen judged turns cannot settle."""
     from endcloud.end.data import Example
     from endcloud.kb import KnowledgeBase
     from endcloud.kb.prompt import ground
     from endcloud.kb.questions import customer_questions
 
+    if extra_heldout < 0:
+        raise ConfigError(f"extra_heldout must be >= 0, got {extra_heldout!r}")
     kb = kb or KnowledgeBase(pack)
     out = ChatSet()
-    for q in customer_questions(pack, n=n, seed=seed, heldout_share=heldout):
+    questions = customer_questions(pack, n=n, seed=seed, heldout_share=heldout)
+    if extra_heldout:
+        # the same candidates in the same order, a longer draw: what it adds was never trained on
+        taken = {q.turns for q in questions}
+        more = customer_questions(pack, n=n + extra_heldout, seed=seed, heldout_share=heldout)
+        questions += [replace(q, heldout=True) for q in more if q.turns not in taken]
+    for q in questions:
         messages: list[dict[str, str]] = []
         for i, turn in enumerate(q.turns):
             messages.append({"role": "user", "content": turn})

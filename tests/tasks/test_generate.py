@@ -130,6 +130,24 @@ def test_the_dialogue_set_is_grounded_and_judged(zh_shop):
     assert judged and all(c.reference for c in judged)
 
 
+def test_extra_held_out_dialogue_leaves_training_alone_and_is_never_trained_on(zh_shop):
+    pack = ShopPack.load(zh_shop)
+    teacher = default_teacher(shop=zh_shop)
+    plain = chat_set(pack, teacher, n=40, seed=0)
+    more = chat_set(pack, teacher, n=40, seed=0, extra_heldout=30)
+    assert [(e.id, e.response) for e in more.train] == [(e.id, e.response) for e in plain.train]
+    assert len(more.heldout) > len(plain.heldout)
+
+    def asked(messages):  # the customer's turns of a conversation, in order
+        return tuple(m["content"] for m in messages if m["role"] == "user")
+
+    trained = {asked(e.messages) for e in more.train}
+    added = {asked(c.messages) for c in more.heldout} - {asked(c.messages) for c in plain.heldout}
+    assert added and not added & trained
+    with pytest.raises(Exception, match="extra_heldout"):
+        chat_set(pack, teacher, n=40, seed=0, extra_heldout=-1)
+
+
 def test_task_examples_encode_for_training(zh_tasks, tiny_tokenizer):
     from endcloud.end.data import IGNORE_INDEX, Encoder
 
