@@ -70,6 +70,7 @@ class OnboardSettings:
     concurrency: int = 8
     base: str | os.PathLike[str] | None = None
     method: str = "lora"
+    target_modules: str | None = None  # LoRA's layers: None = the attention projections; "all-linear" = the MLP too
     steps: int = 300  # training budget in optimizer steps (never seconds: the result must not depend on the machine)
     lr: float = 1e-3
     batch_size: int = 8
@@ -81,6 +82,9 @@ class OnboardSettings:
     def validate(self) -> None:
         if self.lang not in (None, "zh", "en"):
             raise ConfigError(f"--lang must be zh or en, got {self.lang!r}")
+        if self.target_modules is not None and (self.method != "lora" or not self.target_modules.strip(" ,")):
+            raise ConfigError(f"--target-modules names LoRA's layers: it needs --method lora and a name "
+                              f"(all-linear, or e.g. q_proj,v_proj), got {self.target_modules!r} with {self.method!r}")
         for name, v in (("--steps", self.steps), ("--questions", self.questions), ("--batch-size", self.batch_size),
                         ("--max-pairs", self.max_pairs), ("--concurrency", self.concurrency)):
             if not isinstance(v, int) or v <= 0:
@@ -144,7 +148,9 @@ def onboard(pack: str | os.PathLike[str], workspace: str | os.PathLike[str] | Wo
     b_key = _digest(_dir_stamp(base), late)
     report["base"] = {"path": str(base), "late_system": late}
 
-    t_key = _digest(pack_out["hash"], report["labels"]["hash"], b_key, s.method, s.steps, s.lr, s.batch_size, s.seed)
+    t_key = _digest(pack_out["hash"], report["labels"]["hash"], b_key, s.method, s.steps, s.lr, s.batch_size, s.seed,
+                    # only when set, so a workspace onboarded before the flag existed keeps its trained stage
+                    *(() if s.target_modules is None else (s.target_modules,)))
     report["train"] = stages.run("train", t_key, lambda: _stage_train(ws, kb, items, labels, base, late, s, t_key,
                                                                        progress),
                                  valid=lambda out: (Path(out["adapter_dir"]) / "adapter_config.json").exists())
@@ -480,6 +486,7 @@ def _stage_train(ws: Workspace, kb: Any, items: list[Item], labels: dict[str, di
         raise DataError("no answered training questions; see the labels stage above")
     out = ws.root / "onboard" / "runs" / key[:12]
     res = train(base, train_ex, out, method=s.method, steps=s.steps, lr=s.lr, batch_size=s.batch_size,
+                **({"target_modules": s.target_modules} if s.target_modules else {}),
                 eval_examples=held_ex[:64], seed=s.seed, progress=progress, resume=True,
                 save_every=max(25, s.steps // 4), extra_record={"onboard": {"key": key}})
     k = max(1, len(res.losses) // 10)

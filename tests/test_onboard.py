@@ -142,6 +142,19 @@ def test_below_the_quality_bar_the_adapter_is_saved_not_activated(onboarded, tin
     assert reg.active_version("shop") == before  # the served adapter did not change
 
 
+def test_lora_on_every_linear_layer_retrains_only_what_depends_on_it(onboarded, tiny_base_dir):
+    from endcloud.cli import main
+
+    pack, ws, _, _ = onboarded
+    again = onboard(pack, ws, settings=settings(base=tiny_base_dir, target_modules="all-linear"), echo=lambda _: None)
+    assert "labels" in again.skipped and "train" in again.ran  # the teacher's answers are reused
+    adapter = Path(again.report["train"]["adapter_dir"])
+    targets = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))["target_modules"]
+    assert {"q_proj", "down_proj"} <= {t.rsplit(".", 1)[-1] for t in targets}  # the MLP too, not attention alone
+    assert main(["shop", "onboard", str(pack), "-w", str(ws.root), "--base", str(tiny_base_dir), "--method", "prefix",
+                 "--target-modules", "all-linear", "--no-progress"]) != 0  # a LoRA setting on another method
+
+
 def test_a_real_cloud_labels_through_the_gate_in_the_prompt_cached_and_budget_capped(tmp_path, monkeypatch,
                                                                                         tiny_base_dir):
     """ENDCLOUD_CLOUD_* set: the questions go to the (recording) cloud double in the Table II

@@ -86,6 +86,8 @@ def onboard_cmd(
     lang: Optional[str] = typer.Option(None, "--lang", help="Write the questions in zh or en only (default: the shop's language(s))."),
     steps: int = typer.Option(300, "--steps", help="Training budget in optimizer steps (steps, never seconds: the same run gives the same adapter on any machine)."),
     method: str = typer.Option("lora", "--method", help="PEFT method: lora, prefix or ptuning-v2."),
+    target_modules: Optional[str] = typer.Option(None, "--target-modules", help="With lora: the layers it adapts, all-linear "
+                                                 "(the MLP too) or module names (default: the attention projections)."),
     base: Optional[Path] = typer.Option(None, "--base", help="Base model folder to fine-tune (default: the workspace's base/, else the shop reader)."),
     questions: int = typer.Option(400, "--questions", help="Questions written from the pack (without --logs)."),
     min_facts: float = typer.Option(0.5, "--min-facts", help="Held-out fact accuracy the adapter must reach to be activated (0-1)."),
@@ -110,7 +112,8 @@ def onboard_cmd(
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
-    s = OnboardSettings(logs=list(logs or []), lang=lang, steps=steps, method=method, base=base, questions=questions,
+    s = OnboardSettings(logs=list(logs or []), lang=lang, steps=steps, method=method, target_modules=target_modules,
+                        base=base, questions=questions,
                         min_facts=min_facts, teacher=teacher, budget=budget, lr=lr, batch_size=batch_size, seed=seed)
     result = onboard(pack, workspace, settings=s, echo=lambda line: typer.echo(line, err=True), progress=progress)
     typer.echo("\n".join(summary_lines(result.report)))
