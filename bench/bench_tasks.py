@@ -51,7 +51,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import re
 import sys
 import tempfile
@@ -81,18 +80,17 @@ def chat_quality(model, cases, evaluator) -> dict:
             "samples": [{"q": c.query, "reply": r, "expect": c.expect} for c, r in judged[:4]]}
 
 
-def paired_difference(a: list[float], b: list[float], *, resamples: int = 2000, seed: int = 0) -> dict:
+def paired_difference(a: list[float], b: list[float], *, seed: int = 0) -> dict:
     """Mean of a − b over paired cases, with a 95 % paired-bootstrap interval: whether two
     adapters' chat differs by more than which questions happened to be held out."""
+    from endcloud.scoring.stats import paired_interval
+
     if len(a) != len(b) or not a:
         raise ValueError("paired_difference needs two equally long, non-empty lists")
-    rng = random.Random(seed)
     d = [x - y for x, y in zip(a, b)]
-    n = len(d)
-    means = sorted(sum(d[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
-    return {"n": n, "mean": round(sum(d) / n, 4), "lo": round(means[int(0.025 * resamples)], 4),
-            "hi": round(means[int(0.975 * resamples) - 1], 4), "a_better": sum(x > 0 for x in d),
-            "b_better": sum(x < 0 for x in d)}
+    lo, hi = paired_interval(d, seed=seed)
+    return {"n": len(d), "mean": round(sum(d) / len(d), 4), "lo": lo, "hi": hi,
+            "a_better": sum(x > 0 for x in d), "b_better": sum(x < 0 for x in d)}
 
 
 def classifier_figures(ts, logs_held, logs_train) -> dict:

@@ -244,12 +244,9 @@ def hits_at_k(scores: np.ndarray, k: int = 1) -> np.ndarray:
 def gain_interval(a: np.ndarray, b: np.ndarray, *, k: int = 1, n_boot: int = 2000, seed: int = 0) -> list[float]:
     """95 % paired-bootstrap interval of R@k(a) − R@k(b) over the same groups: whether a
     margin is more than the luck of which groups were held out."""
-    d = hits_at_k(a, k) - hits_at_k(b, k)
-    if len(d) == 0:
-        return [float("nan"), float("nan")]
-    idx = np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))
-    lo, hi = np.percentile(d[idx].mean(axis=1), [2.5, 97.5])
-    return [round(float(lo), 4), round(float(hi), 4)]
+    from endcloud.scoring.stats import paired_interval
+
+    return paired_interval(hits_at_k(a, k) - hits_at_k(b, k), n_boot=n_boot, seed=seed)
 
 
 def recall_at_1(scores: np.ndarray) -> float:
