@@ -139,9 +139,9 @@ def train_cmd(
     polish = shop is not None and polish_steps > 0
     common = dict(method="lora", batch_size=batch_size, max_input_len=384, max_output_len=96, seed=seed, progress=False,
                   r=r, choice_weight=choice_weight, target_modules=target_modules)
-    # Why a last stage on dialogue alone: the mixed adapter states the expected fact in a question or
-    # two fewer of 60 held-out dialogue turns than a chat-only one; 150 steps at 1e-3 on the dialogue
-    # bring it level and keep the tasks well above chance (docs/benchmarks.md, thirteenth pass).
+    # Why a last stage on dialogue alone: without it the mixed adapter's chat falls short of a
+    # chat-only one's; 300 steps at 1e-3 on the dialogue bring it level or above in facts and Final
+    # and keep the tasks well above chance (docs/benchmarks.md, thirteenth and fourteenth passes).
     mixed_res = train(base_dir, examples, out / "mix" if polish else out, steps=steps, lr=lr, init_adapter=init_adapter,
                       **common)
     res = train(base_dir, cs.train, out, steps=polish_steps, lr=polish_lr, init_adapter=mixed_res.adapter_dir,
