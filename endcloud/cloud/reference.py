@@ -20,6 +20,10 @@ snippets in its prompt, so they must be short, extractive and regular:
                                           the previous question asked about; a few products
                                           tied by a loose name ("the northstar 2p": two
                                           colours) each get the fact
+    the cheapest / dearest X              the card of the product priced lowest (highest) of
+                                          those the question names equally loosely, or of the
+                                          catalog when it names none ("whats ur cheapest tent",
+                                          "猫粮哪款最便宜")
     a product and words no header uses    the clause of its row that covers them ("r value of
                                           X" -> "R-value 4.2" of a notes column), else the
                                           hand-off: its price-and-stock card is only for a
@@ -141,6 +145,14 @@ ATTRIBUTES: dict[str, tuple[str, str, tuple[str, ...], tuple[str, ...]]] = {
     "feature": ("特点", "feature", ("特点", "卖点", "亮点", "特色", "好用吗", "怎么样", "介绍"),
                 ("feature", "special", "any good", "highlight", "tell me about", "why should i buy")),
 }
+
+# Asking for the catalog's extreme of price ("your cheapest sleeping bag", "最贵的茶是哪款"): the
+# product priced lowest (highest) of those the rest of the question names.
+_CHEAPEST = re.compile(r"\b(?:cheapest|least expensive|lowest[- ]priced|lowest price|most affordable)\b"
+                       r"|最便宜|最实惠|最低价|价格最低|价钱最低")
+_DEAREST = re.compile(r"\b(?:most expensive|priciest|highest[- ]priced|highest price)\b|最贵|价格最高|价钱最高|最高价")
+# Question words a superlative asks with ("whats ur cheapest X", "哪款最便宜"), beyond the stop words.
+_WHICH_TOKENS = frozenset(tokenize("what whats which ur u r 哪 款 种 家 是"))
 
 _PLACEHOLDER = re.compile(r"\[[A-Z]+_\d+\]")
 _ORDER_PLACEHOLDER = re.compile(r"\[ORDER_\d+\]")
@@ -303,6 +315,9 @@ class ReferenceTeacher(Teacher):
         lang = turn.lang
         if turn.product is None and not turn.asked and any(b in bare for b in BOT):
             return REPLIES["bot"][lang]
+        extreme = self._extreme(question, lang)
+        if extreme is not None:
+            return extreme
         product = turn.product
         asked = turn.asked
         from_context = False
@@ -529,6 +544,38 @@ class ReferenceTeacher(Teacher):
             return None
         name = self._name(p, lang)
         return f"亲，{name}：{best[1]}。" if lang == "zh" else f"{name}: {best[1]}."
+
+    def _extreme(self, question: str, lang: str) -> str | None:
+        """The card of the product priced lowest (or highest) among those the question names
+        equally loosely ("whats ur cheapest sleeping bag", "猫粮哪款最贵"), or among the whole
+        catalog when it names none ("what's the cheapest thing you sell"); None when no such
+        superlative is asked, a product is named exactly ("is X your cheapest?"), or the
+        question asks something more ("the cheapest way to ship", "cheapest tent for winter"),
+        which the other rules (or the hand-off) answer."""
+        text = normalise(_blank_pii(question))
+        m = _CHEAPEST.search(text)
+        lowest = m is not None
+        m = m or _DEAREST.search(text)
+        if m is None:
+            return None
+        rest = _blank(text, [m.span()])
+        found = self.kb.products(rest)
+        if found and found[0].exact:
+            return None
+        group = [f for f in found if f.score >= found[0].score - 1e-9] if found else []
+        left = without_spans(rest, [s for f in group for s in f.spans])
+        asked = self._asked(left)
+        if _content(_without_cues(left, asked)) - _ABOUT_TOKENS - _WHICH_TOKENS:
+            return None
+        candidates = [f.product for f in group] or list(self.pack.products)
+        if not candidates:
+            return None
+        best = (min if lowest else max)(p.price for p in candidates)
+        chosen = [p for p in candidates if p.price == best][:MAX_AMBIGUOUS]
+        lines = [self._summary(p, lang) for p in chosen]
+        lines += [s for p in chosen for slot, _ in asked[:2] if slot.key not in (PRICE, STOCK)
+                  for s in [self._attr_line(p, slot, lang)] if s]
+        return _joined(dict.fromkeys(lines), lang)
 
     def _summary(self, p: Product, lang: str) -> str:
         name = self._name(p, lang)

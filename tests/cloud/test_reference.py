@@ -413,3 +413,17 @@ def test_follow_ups_about_an_order_or_a_products_row(gear):
     assert ask(gear, "how much is the airlite pad", price, "is a pump sack included?") == \
         "AirLite Sleeping Pad: pump sack included."
     assert ask(gear, "how much is the airlite pad", price, "is it machine washable?") == UNKNOWN_EN
+
+
+def test_the_cheapest_or_dearest_of_what_the_question_names(gear, litter):
+    # of the products named equally loosely, the one priced lowest (ties: each)
+    assert ask(gear, "whats ur cheapest tent") == \
+        "Northstar 2P Tent - Sage: 349 CAD, in stock. Northstar 2P Tent - Ember: 349 CAD, out of stock."
+    assert ask(litter, "豆腐猫砂哪款最便宜") == "亲，豆腐猫砂 原味 6L价格25.8元，有货。"
+    # no product named: the whole catalog
+    assert ask(litter, "你们家最贵的是哪个") == "亲，豆腐猫砂 绿茶味 6L×4包价格89元，有货。"
+    assert ask(gear, "what's the most expensive thing you sell?") == "Polar Down Bag: 429 CAD, in stock."
+    # a superlative of something else, or about a product named exactly, is not a price ranking
+    assert "Tent" not in ask(gear, "what's the cheapest way to ship?")
+    assert ask(gear, "is the airlite sleeping pad your cheapest?") == ask(gear, "is the airlite sleeping pad your best?")
+
