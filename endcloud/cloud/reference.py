@@ -21,9 +21,9 @@ snippets in its prompt, so they must be short, extractive and regular:
                                           tied by a loose name ("the northstar 2p": two
                                           colours) each get the fact
     the cheapest / dearest X              the card of the product priced lowest (highest) of
-                                          those the question names equally loosely, or of the
-                                          catalog when it names none ("whats ur cheapest tent",
-                                          "猫粮哪款最便宜")
+                                          those the question names equally loosely, else the
+                                          previous message named, else of the catalog ("whats
+                                          ur cheapest tent", "猫粮哪款最便宜")
     a product and words no header uses    the clause of its row that covers them ("r value of
                                           X" -> "R-value 4.2" of a notes column), else the
                                           hand-off: its price-and-stock card is only for a
@@ -315,7 +315,7 @@ class ReferenceTeacher(Teacher):
         lang = turn.lang
         if turn.product is None and not turn.asked and any(b in bare for b in BOT):
             return REPLIES["bot"][lang]
-        extreme = self._extreme(question, lang)
+        extreme = self._extreme(question, prev_users[-1] if prev_users else None, lang)
         if extreme is not None:
             return extreme
         product = turn.product
@@ -545,10 +545,11 @@ class ReferenceTeacher(Teacher):
         name = self._name(p, lang)
         return f"亲，{name}：{best[1]}。" if lang == "zh" else f"{name}: {best[1]}."
 
-    def _extreme(self, question: str, lang: str) -> str | None:
+    def _extreme(self, question: str, previous: str | None, lang: str) -> str | None:
         """The card of the product priced lowest (or highest) among those the question names
-        equally loosely ("whats ur cheapest sleeping bag", "猫粮哪款最贵"), or among the whole
-        catalog when it names none ("what's the cheapest thing you sell"); None when no such
+        equally loosely ("whats ur cheapest sleeping bag", "猫粮哪款最贵"), else those the
+        previous customer message named ("do you have tents?" / "which is cheapest?"), else
+        the whole catalog ("what's the cheapest thing you sell"); None when no such
         superlative is asked, a product is named exactly ("is X your cheapest?"), or the
         question asks something more ("the cheapest way to ship", "cheapest tent for winter"),
         which the other rules (or the hand-off) answer."""
@@ -567,6 +568,10 @@ class ReferenceTeacher(Teacher):
         asked = self._asked(left)
         if _content(_without_cues(left, asked)) - _ABOUT_TOKENS - _WHICH_TOKENS:
             return None
+        if not group and previous is not None:
+            earlier = self.kb.products(_blank_pii(previous))
+            if earlier and not earlier[0].exact:
+                group = [f for f in earlier if f.score >= earlier[0].score - 1e-9]
         candidates = [f.product for f in group] or list(self.pack.products)
         if not candidates:
             return None

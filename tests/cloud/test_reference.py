@@ -420,7 +420,9 @@ def test_the_cheapest_or_dearest_of_what_the_question_names(gear, litter):
     assert ask(gear, "whats ur cheapest tent") == \
         "Northstar 2P Tent - Sage: 349 CAD, in stock. Northstar 2P Tent - Ember: 349 CAD, out of stock."
     assert ask(litter, "豆腐猫砂哪款最便宜") == "亲，豆腐猫砂 原味 6L价格25.8元，有货。"
-    # no product named: the whole catalog
+    # none named: those the previous message named, else the whole catalog
+    tents = ask(gear, "do you have tents?")
+    assert ask(gear, "do you have tents?", tents, "which one is cheapest?") == ask(gear, "whats ur cheapest tent")
     assert ask(litter, "你们家最贵的是哪个") == "亲，豆腐猫砂 绿茶味 6L×4包价格89元，有货。"
     assert ask(gear, "what's the most expensive thing you sell?") == "Polar Down Bag: 429 CAD, in stock."
     # a superlative of something else, or about a product named exactly, is not a price ranking
