@@ -382,7 +382,7 @@ class ReferenceTeacher(Teacher):
         if product is not None:
             spans = list(next(m for m in found if m.product is product).spans)
         elif found and not found[0].exact:
-            ambiguous = [m.product for m in found if m.score >= found[0].score - 1e-9]
+            ambiguous = [m.product for m in _tied(found)]
             spans = [s for m in found for s in m.spans if m.product in ambiguous]
         rest = without_spans(text, spans)
         if len(rest) == len(text):  # a name is personal data too, once it cannot be a product's
@@ -563,7 +563,7 @@ class ReferenceTeacher(Teacher):
         found = self.kb.products(rest)
         if found and found[0].exact:
             return None
-        group = [f for f in found if f.score >= found[0].score - 1e-9] if found else []
+        group = _tied(found)
         left = without_spans(rest, [s for f in group for s in f.spans])
         asked = self._asked(left)
         if _content(_without_cues(left, asked)) - _ABOUT_TOKENS - _WHICH_TOKENS:
@@ -571,7 +571,7 @@ class ReferenceTeacher(Teacher):
         if not group and previous is not None:
             earlier = self.kb.products(_blank_pii(previous))
             if earlier and not earlier[0].exact:
-                group = [f for f in earlier if f.score >= earlier[0].score - 1e-9]
+                group = _tied(earlier)
         candidates = [f.product for f in group] or list(self.pack.products)
         if not candidates:
             return None
@@ -656,6 +656,11 @@ def _customer_orders(system: list[str]) -> list[dict[str, str]]:
                         row[key.strip()] = value.strip()
                 orders.append(row)
     return orders
+
+
+def _tied(found: list[Any]) -> list[Any]:
+    """The product matches that score as high as the best one (`kb.products` sorts them)."""
+    return [m for m in found if m.score >= found[0].score - 1e-9] if found else []
 
 
 def _joined(lines, lang: str) -> str:
