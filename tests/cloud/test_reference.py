@@ -428,4 +428,3 @@ def test_the_cheapest_or_dearest_of_what_the_question_names(gear, litter):
     # a superlative of something else, or about a product named exactly, is not a price ranking
     assert "Tent" not in ask(gear, "what's the cheapest way to ship?")
     assert ask(gear, "is the airlite sleeping pad your cheapest?") == ask(gear, "is the airlite sleeping pad your best?")
-
